@@ -1,0 +1,96 @@
+# sluice -- build, test, demo, bench and sanitizer targets.
+#
+# `make` builds bin/sluice and the test tools; every target that builds
+# first runs scripts/install-deps.sh, which only calls apt-get for Debian
+# packages that are missing.
+
+CC      ?= cc
+PYTHON  := /usr/bin/python3
+PKGS    := rdkafka yaml-0.1 lua5.4 libcurl jansson libmicrohttpd
+# snprintf truncation is deliberate wherever we use it: not a warning.
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+           -Wmissing-prototypes -Wformat=2 -Wno-format-truncation
+OPT     ?= -O2
+SAN     ?=
+BUILD   ?= build
+BIN     ?= bin
+CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -g $(WARN) $(SAN) -MMD -MP \
+           -I. -Iworker -Iconnectors \
+           $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+LDFLAGS := $(SAN)
+
+WORKER_SRC := $(filter-out worker/main.c,$(wildcard worker/*.c)) \
+              $(wildcard connectors/*.c) $(wildcard lua/*.c)
+WORKER_OBJ := $(WORKER_SRC:%.c=$(BUILD)/%.o)
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+TOOLS      := $(BIN)/sinkd $(BIN)/kafka-mock $(BIN)/bare-consumer
+
+.PHONY: all deps tools test unit integration demo bench asan docs \
+        docs-check clean
+all: deps $(BIN)/sluice tools
+
+deps:
+	@scripts/install-deps.sh
+
+tools: $(TOOLS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/libsluice.a: $(WORKER_OBJ)
+	@mkdir -p $(dir $@)
+	$(AR) rcs $@ $^
+
+$(BIN)/sluice: $(BUILD)/worker/main.o $(BUILD)/libsluice.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BIN)/%: $(BUILD)/tests/tools/%.o
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(BUILD)/libsluice.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+unit: deps $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+
+integration: all
+	cd tests/integration && $(PYTHON) -m pytest -q -x -p no:cacheprovider .
+
+test: all docs-check unit integration
+
+demo: all
+	scripts/demo.sh
+
+bench: all
+	$(PYTHON) bench/run.py
+
+# AddressSanitizer + UndefinedBehaviorSanitizer build of everything, then
+# the whole suite against it.
+asan:
+	$(MAKE) BUILD=build/asan BIN=build/asan/bin OPT=-O1 \
+	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
+	    all unit
+	SLUICE_BIN_DIR=$(CURDIR)/build/asan/bin \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	    $(MAKE) BUILD=build/asan BIN=build/asan/bin integration-only
+
+integration-only:
+	cd tests/integration && $(PYTHON) -m pytest -q -x -p no:cacheprovider .
+
+docs: $(BIN)/sluice
+	$(BIN)/sluice reference > docs/pipeline-reference.md
+
+docs-check: $(BIN)/sluice
+	@$(BIN)/sluice reference | diff -u docs/pipeline-reference.md - \
+	    || { echo "docs/pipeline-reference.md is stale: run make docs"; exit 1; }
+
+clean:
+	rm -rf build bin
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

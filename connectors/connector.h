@@ -1,0 +1,145 @@
+/* connector.h -- the one interface between the sluice runtime and a sink.
+ *
+ * A connector is a table of callbacks plus a table of its options. The
+ * runtime parses and validates a sink's YAML block against the options
+ * table, writes the values into the connector's context struct, and owns
+ * every policy decision: a connector only starts a request and classifies
+ * its outcome (ok, retry, reject); it never sleeps, loops or retries.
+ * Connectors include nothing of the runtime but this header. */
+#ifndef SLUICE_CONNECTOR_H
+#define SLUICE_CONNECTOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* A caller-supplied error buffer so that error paths never allocate. */
+struct sl_error {
+    char msg[512];
+};
+
+/* Formats into err->msg (truncating). err may be NULL. Returns -1 so that
+ * callers can write `return sl_error_set(err, ...)`. */
+int sl_error_set(struct sl_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* ---- Options: declared once, used for parsing, validation and docs ---- */
+
+enum opt_type {
+    OPT_STRING,      /* char *, owned by the context (freed by cfg_free) */
+    OPT_INT,         /* int64_t */
+    OPT_BOOL,        /* int, 0 or 1 */
+    OPT_DURATION,    /* int64_t milliseconds; text such as 500ms, 5s, 1m */
+    OPT_SIZE,        /* int64_t bytes; text such as 512KiB, 64MiB */
+    OPT_ENUM,        /* int, index into choices */
+    OPT_STRING_MAP,  /* struct opt_map */
+    OPT_STRING_LIST, /* struct opt_list; a YAML sequence or one scalar */
+};
+
+enum {
+    OPT_REQUIRED = 1 << 0,
+    OPT_SECRET = 1 << 1, /* never echoed in errors, logs or status */
+};
+
+struct opt_spec {
+    const char *name;
+    enum opt_type type;
+    int flags;
+    const char *def;             /* default as text; NULL: none */
+    size_t offset;               /* where the value goes in the context */
+    int64_t min, max;            /* limits for INT/DURATION/SIZE; 0,0: none */
+    const char *const *choices;  /* OPT_ENUM: NULL-terminated names */
+    const char *doc;
+};
+
+struct opt_map {
+    size_t count;
+    char **keys;
+    char **values;
+};
+
+struct opt_list {
+    size_t count;
+    char **items;
+};
+
+/* ---- Messages, as a connector sees them ---- */
+
+struct connector_header {
+    const char *name; /* NUL-terminated */
+    const void *value;
+    size_t value_len;
+};
+
+/* Valid only during the send() call: a connector copies what it keeps. */
+struct connector_msg {
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+    int64_t timestamp_ms; /* -1 when the record has none */
+    const void *key;      /* NULL when the record has no key */
+    size_t key_len;
+    const void *value;
+    size_t value_len;
+    const char *dedupe_key; /* NUL-terminated, never NULL */
+    const struct connector_header *headers;
+    size_t header_count;
+};
+
+enum connector_status {
+    CONNECTOR_OK,     /* delivered */
+    CONNECTOR_RETRY,  /* transient: worth another attempt */
+    CONNECTOR_REJECT, /* permanent: another attempt will fail the same way */
+};
+
+struct connector_result {
+    enum connector_status status;
+    int http_status;        /* 0 when no response arrived */
+    int64_t retry_after_ms; /* from Retry-After; -1 when absent */
+    char error[256];        /* short reason; may hold a truncated body */
+};
+
+/* ---- What the runtime offers a connector ---- */
+
+/* Embedded in a connector's request state; `done` runs on the loop thread
+ * when the transfer ends, with the CURLcode of the transfer. */
+struct connector_transfer {
+    void (*done)(struct connector_transfer *transfer, int curl_code);
+};
+
+struct connector_host {
+    const char *sink_name;
+    int max_in_flight; /* the runtime never exceeds it */
+    /* Adds a configured CURL easy handle to the lane's multi handle. The
+     * handle stays owned by the connector. Returns 0 or -1. */
+    int (*http_start)(void *io, void *easy, struct connector_transfer *t);
+    /* Removes a started handle before its end; its done() never runs. */
+    void (*http_stop)(void *io, void *easy);
+    void *io;
+    /* Reports the outcome of a send() that returned 0. Called exactly once
+     * per started send, on the loop thread, never from inside send(). */
+    void (*complete)(void *engine, void *token,
+                     const struct connector_result *result);
+    void *engine;
+};
+
+struct connector {
+    const char *name;
+    const char *doc;
+    const struct opt_spec *options;
+    size_t ctx_size; /* zeroed, filled from options before open() */
+    /* Prepares the sink. host stays valid until close(). 0 or -1. */
+    int (*open)(void *ctx, const struct connector_host *host,
+                struct sl_error *err);
+    /* Starts delivering msg. Returns 0 when started (the outcome comes
+     * through host->complete with token), or -1 with *result filled when
+     * it failed before starting (no complete() call follows). */
+    int (*send)(void *ctx, const struct connector_msg *msg, void *token,
+                struct connector_result *result);
+    /* Releases what open() made, stopping transfers still under way
+     * (their complete() never runs). Does not free option values. */
+    void (*close)(void *ctx);
+};
+
+extern const struct connector http_connector;
+
+#endif

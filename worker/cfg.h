@@ -1,0 +1,93 @@
+/* cfg.h -- load and validate a pipeline YAML file.
+ *
+ * Every option is declared once in a table (struct opt_spec): the loader
+ * parses and validates against it, and `sluice reference` prints the docs
+ * from the same tables. All errors of a file are collected, each as
+ * "file:line:col: key.path: message", before the caller gives up. */
+#ifndef SLUICE_CFG_H
+#define SLUICE_CFG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "connector.h"
+
+enum cfg_start { CFG_START_EARLIEST, CFG_START_LATEST };
+enum cfg_ordering {
+    CFG_ORDERING_KEY,
+    CFG_ORDERING_PARTITION,
+    CFG_ORDERING_NONE
+};
+
+struct cfg_source {
+    char *brokers; /* "embedded" or a bootstrap list */
+    struct opt_list topics;
+    char *group;
+    int start; /* enum cfg_start */
+    int64_t embedded_partitions;
+    struct opt_map properties; /* passed to librdkafka as they are */
+    int properties_line, properties_col;
+};
+
+struct cfg_delivery {
+    int ordering; /* enum cfg_ordering */
+    int64_t max_in_flight;
+    int64_t max_in_flight_bytes;
+    int64_t max_in_flight_per_partition;
+    int64_t commit_interval_ms;
+    int64_t drain_timeout_ms;
+    int64_t retry_backoff_ms;
+};
+
+struct cfg_sink {
+    char *name;
+    char *type;
+    int64_t max_in_flight;
+    const struct connector *connector;
+    void *ctx; /* connector->ctx_size bytes, options filled in */
+    int line, col;
+};
+
+struct cfg {
+    char *path;
+    char *dir; /* the YAML file's directory: relative paths start here */
+    char *pipeline;
+    struct cfg_source source;
+    struct cfg_delivery delivery;
+    struct cfg_sink *sinks;
+    size_t sink_count;
+};
+
+/* Caller-supplied; error lines accumulate in text (truncated when full). */
+struct cfg_errors {
+    char text[16384];
+    size_t len;
+    int count;
+};
+
+/* Loads path into a new cfg. Returns NULL when the file has any error,
+ * with every error in errs. The result is freed with cfg_free(). */
+struct cfg *cfg_load(const char *path, struct cfg_errors *errs);
+
+/* Adds one error line ("file:line:col: key: message"). */
+void cfg_errors_add(struct cfg_errors *errs, const char *file, int line,
+                    int col, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+/* Frees cfg and every value in it; cfg_free(NULL) is a no-op. */
+void cfg_free(struct cfg *cfg);
+
+/* Expands ${VAR} and ${VAR:-default} (and $$ for a literal $) in text.
+ * Returns a new string the caller frees, or NULL with err filled naming
+ * the unset variable or the malformed reference. */
+char *cfg_expand_env(const char *text, struct sl_error *err);
+
+/* The option tables, for docs. */
+extern const struct opt_spec cfg_source_options[];
+extern const struct opt_spec cfg_delivery_options[];
+extern const struct opt_spec cfg_sink_options[];
+
+/* The connectors a sink's `type` may name, NULL-terminated. */
+extern const struct connector *const cfg_connectors[];
+
+#endif

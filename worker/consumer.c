@@ -1,0 +1,630 @@
+/* consumer.c -- librdkafka high-level consumer driven by the lane's loop.
+ *
+ * The consumer queue signals a pipe when it turns non-empty; the loop
+ * watches the pipe and we drain the queue with rd_kafka_consumer_poll(0)
+ * in bounded batches, so the loop never blocks in librdkafka. Rebalance
+ * callbacks run inside that poll: a revoke hands the partitions to the
+ * engine, which drains them, and the returned offsets are committed
+ * synchronously before the partitions are released. */
+#include "consumer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <librdkafka/rdkafka.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define POLL_BATCH 512
+
+struct topic_parts {
+    char *name;
+    void **parts; /* indexed by partition; NULL: not assigned */
+    int32_t cap;
+};
+
+struct consumer {
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *queue;
+    loop_t *loop;
+    struct consumer_callbacks cb;
+    int pipe_fds[2];
+    struct loop_io io;
+    struct loop_timer kick;
+    int suspended, in_poll, pending, closed;
+    struct topic_parts *topics;
+    size_t topic_count;
+    const char *last_name; /* librdkafka's pointer, for a fast lookup */
+    struct topic_parts *last_topic;
+};
+
+/* Properties sluice manages itself: overriding them would break the
+ * commit contract. */
+static const char *const managed_properties[] = {
+    "enable.auto.commit", "enable.auto.offset.store", "group.id",
+    "bootstrap.servers", NULL};
+
+static const struct {
+    const char *name, *value;
+} default_properties[] = {
+    {"partition.assignment.strategy", "cooperative-sticky"},
+    {"enable.partition.eof", "false"},
+    /* Bound librdkafka's prefetch by bytes: with small messages the count
+     * limit would hold far more than the bytes limit intends. */
+    {"queued.max.messages.kbytes", "16384"},
+    {"queued.min.messages", "100000"},
+    {"log.connection.close", "false"},
+    {"client.software.name", "sluice"},
+    {NULL, NULL},
+};
+
+/* ---- partition table ---- */
+
+static struct topic_parts *topic_find(consumer_t *c, const char *name,
+                                      int create)
+{
+    if (name == c->last_name) {
+        return c->last_topic;
+    }
+    for (size_t i = 0; i < c->topic_count; i++) {
+        if (strcmp(c->topics[i].name, name) == 0) {
+            c->last_name = name;
+            c->last_topic = &c->topics[i];
+            return c->last_topic;
+        }
+    }
+    if (!create) {
+        return NULL;
+    }
+    struct topic_parts *t =
+        realloc(c->topics, (c->topic_count + 1) * sizeof(*t));
+    if (t == NULL) {
+        return NULL;
+    }
+    c->topics = t;
+    t = &c->topics[c->topic_count];
+    memset(t, 0, sizeof(*t));
+    t->name = strdup(name);
+    if (t->name == NULL) {
+        return NULL;
+    }
+    c->topic_count++;
+    c->last_name = NULL; /* realloc moved the entries */
+    c->last_topic = NULL;
+    return t;
+}
+
+static int part_set(consumer_t *c, const char *topic, int32_t partition,
+                    void *part)
+{
+    struct topic_parts *t = topic_find(c, topic, 1);
+
+    if (t == NULL) {
+        return -1;
+    }
+    if (partition >= t->cap) {
+        int32_t cap = t->cap ? t->cap : 16;
+        while (cap <= partition) {
+            cap *= 2;
+        }
+        void **parts = realloc(t->parts, (size_t)cap * sizeof(*parts));
+        if (parts == NULL) {
+            return -1;
+        }
+        memset(parts + t->cap, 0, (size_t)(cap - t->cap) * sizeof(*parts));
+        t->parts = parts;
+        t->cap = cap;
+    }
+    t->parts[partition] = part;
+    return 0;
+}
+
+static void *part_get(consumer_t *c, const char *topic, int32_t partition)
+{
+    struct topic_parts *t = topic_find(c, topic, 0);
+
+    if (t == NULL || partition < 0 || partition >= t->cap) {
+        return NULL;
+    }
+    return t->parts[partition];
+}
+
+/* ---- callbacks from librdkafka ---- */
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac,
+                   const char *buf)
+{
+    (void)rk;
+    log_write(level <= 3 ? LOG_ERROR : level <= 5 ? LOG_WARN : LOG_DEBUG,
+              "kafka %s: %s", fac, buf);
+}
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason,
+                     void *opaque)
+{
+    consumer_t *c = opaque;
+    char fatal[512];
+
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
+        log_error("kafka fatal error: %s", fatal);
+        c->cb.on_fatal(c->cb.arg, fatal);
+        return;
+    }
+    /* Transient: librdkafka retries by itself. */
+    log_warn("kafka: %s: %s", rd_kafka_err2name(err), reason);
+}
+
+static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                      rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR &&
+        err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+        log_warn("offset commit failed (%d partitions): %s; the next commit "
+                 "retries",
+                 offsets ? offsets->cnt : 0, rd_kafka_err2str(err));
+    }
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *list, void *opaque)
+{
+    consumer_t *c = opaque;
+    int cooperative =
+        strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    rd_kafka_error_t *error = NULL;
+    rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        for (int i = 0; i < list->cnt; i++) {
+            rd_kafka_topic_partition_t *p = &list->elems[i];
+            void *part = c->cb.on_assign(c->cb.arg, p->topic, p->partition);
+            if (part == NULL || part_set(c, p->topic, p->partition, part)) {
+                c->cb.on_fatal(c->cb.arg, "out of memory on assign");
+                return;
+            }
+        }
+        log_info("assigned %d partition(s)%s", list->cnt,
+                 cooperative ? " (cooperative)" : "");
+        if (cooperative) {
+            error = rd_kafka_incremental_assign(rk, list);
+        } else {
+            aerr = rd_kafka_assign(rk, list);
+        }
+    } else {
+        size_t n = (size_t)list->cnt;
+        void **parts = calloc(n ? n : 1, sizeof(*parts));
+        int64_t *offsets = calloc(n ? n : 1, sizeof(*offsets));
+        size_t known = 0;
+        int lost = rd_kafka_assignment_lost(rk);
+
+        if (parts == NULL || offsets == NULL) {
+            free(parts);
+            free(offsets);
+            c->cb.on_fatal(c->cb.arg, "out of memory on revoke");
+            return;
+        }
+        for (int i = 0; i < list->cnt; i++) {
+            void *part = part_get(c, list->elems[i].topic,
+                                  list->elems[i].partition);
+            if (part != NULL) {
+                parts[known] = part;
+                list->elems[i].offset = RD_KAFKA_OFFSET_INVALID;
+                known++;
+            }
+        }
+        c->cb.on_revoke(c->cb.arg, parts, known, lost, offsets);
+        rd_kafka_topic_partition_list_t *commit =
+            rd_kafka_topic_partition_list_new(list->cnt);
+        known = 0;
+        for (int i = 0; i < list->cnt; i++) {
+            rd_kafka_topic_partition_t *p = &list->elems[i];
+            if (part_get(c, p->topic, p->partition) == NULL) {
+                continue;
+            }
+            if (!lost && offsets[known] >= 0) {
+                rd_kafka_topic_partition_list_add(commit, p->topic,
+                                                  p->partition)
+                    ->offset = offsets[known];
+            }
+            part_set(c, p->topic, p->partition, NULL);
+            known++;
+        }
+        if (commit->cnt > 0) {
+            rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, commit, 0);
+            if (cerr != RD_KAFKA_RESP_ERR_NO_ERROR &&
+                cerr != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+                log_warn("commit on revoke failed: %s; the next owner "
+                         "redelivers from the last commit",
+                         rd_kafka_err2str(cerr));
+            }
+        }
+        rd_kafka_topic_partition_list_destroy(commit);
+        free(parts);
+        free(offsets);
+        log_info("revoked %d partition(s)%s", list->cnt,
+                 lost ? " (lost)" : "");
+        if (cooperative) {
+            error = rd_kafka_incremental_unassign(rk, list);
+        } else {
+            aerr = rd_kafka_assign(rk, NULL);
+        }
+    }
+    if (error != NULL) {
+        log_error("rebalance: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    } else if (aerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        log_error("rebalance: %s", rd_kafka_err2str(aerr));
+    }
+}
+
+/* ---- polling ---- */
+
+static void handle_message(consumer_t *c, rd_kafka_message_t *m)
+{
+    if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            log_warn("consume error %s [%d]: %s",
+                     m->rkt ? rd_kafka_topic_name(m->rkt) : "-",
+                     (int)m->partition, rd_kafka_message_errstr(m));
+        }
+        rd_kafka_message_destroy(m);
+        return;
+    }
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    void *part = part_get(c, topic, m->partition);
+    if (part == NULL) {
+        /* Fetched before a revoke: the next owner consumes it. */
+        rd_kafka_message_destroy(m);
+        return;
+    }
+    struct consumer_record rec = {
+        .handle = m,
+        .part = part,
+        .topic = topic,
+        .partition = m->partition,
+        .offset = m->offset,
+        .timestamp_ms = rd_kafka_message_timestamp(m, NULL),
+        .key = m->key,
+        .key_len = m->key_len,
+        .value = m->payload,
+        .value_len = m->len,
+    };
+    c->cb.on_record(c->cb.arg, &rec);
+}
+
+static void consumer_drain(consumer_t *c)
+{
+    int n = 0;
+
+    if (c->suspended || c->in_poll || c->closed) {
+        c->pending = 1;
+        return;
+    }
+    c->pending = 0;
+    c->in_poll = 1;
+    for (; n < POLL_BATCH && !c->suspended; n++) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 0);
+        if (m == NULL) {
+            break;
+        }
+        handle_message(c, m);
+    }
+    c->in_poll = 0;
+    /* A full batch may have left records queued without a new pipe
+     * signal; so may a signal that arrived while we were busy. */
+    if ((n == POLL_BATCH || c->pending) && !c->suspended) {
+        loop_timer_start(c->loop, &c->kick, 0);
+    }
+}
+
+static void pipe_ready(struct loop_io *io, uint32_t events)
+{
+    consumer_t *c = (consumer_t *)((char *)io - offsetof(consumer_t, io));
+    char buf[256];
+
+    (void)events;
+    while (read(io->fd, buf, sizeof(buf)) > 0) {
+    }
+    consumer_drain(c);
+}
+
+static void kick_fired(struct loop_timer *t)
+{
+    consumer_drain((consumer_t *)((char *)t - offsetof(consumer_t, kick)));
+}
+
+/* ---- configuration ---- */
+
+static int is_managed(const char *name)
+{
+    for (size_t i = 0; managed_properties[i] != NULL; i++) {
+        if (strcmp(managed_properties[i], name) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Builds a conf from cfg; reports bad properties into errs (if given) or
+ * err. Returns NULL on any error. */
+static rd_kafka_conf_t *build_conf(const struct cfg *cfg,
+                                   const char *bootstrap,
+                                   struct cfg_errors *errs,
+                                   struct sl_error *err)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    const struct opt_map *props = &cfg->source.properties;
+    char errstr[512];
+    int bad = 0;
+
+    for (size_t i = 0; default_properties[i].name != NULL; i++) {
+        rd_kafka_conf_set(conf, default_properties[i].name,
+                          default_properties[i].value, NULL, 0);
+    }
+    rd_kafka_conf_set(conf, "enable.auto.commit", "false", NULL, 0);
+    rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", NULL, 0);
+    rd_kafka_conf_set(conf, "auto.offset.reset",
+                      cfg->source.start == CFG_START_LATEST ? "latest"
+                                                            : "earliest",
+                      NULL, 0);
+    if (rd_kafka_conf_set(conf, "group.id", cfg->source.group, errstr,
+                          sizeof(errstr)) != RD_KAFKA_CONF_OK ||
+        rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, errstr,
+                          sizeof(errstr)) != RD_KAFKA_CONF_OK) {
+        sl_error_set(err, "%s", errstr);
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    for (size_t i = 0; i < props->count; i++) {
+        const char *why = NULL;
+        if (is_managed(props->keys[i])) {
+            why = "is managed by sluice and cannot be set";
+        } else if (rd_kafka_conf_set(conf, props->keys[i], props->values[i],
+                                     errstr, sizeof(errstr)) !=
+                   RD_KAFKA_CONF_OK) {
+            why = errstr;
+        }
+        if (why != NULL) {
+            bad++;
+            if (errs != NULL) {
+                cfg_errors_add(errs, cfg->path, cfg->source.properties_line,
+                               cfg->source.properties_col,
+                               "source.properties", "`%s` %s",
+                               props->keys[i], why);
+            } else {
+                sl_error_set(err, "source.properties: `%s` %s",
+                             props->keys[i], why);
+            }
+        }
+    }
+    if (bad) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    return conf;
+}
+
+int consumer_check_config(const struct cfg *cfg, struct cfg_errors *errs)
+{
+    rd_kafka_conf_t *conf = build_conf(cfg, "localhost:9092", errs, NULL);
+
+    if (conf == NULL) {
+        return -1;
+    }
+    rd_kafka_conf_destroy(conf);
+    return 0;
+}
+
+consumer_t *consumer_new(const struct cfg *cfg, const char *bootstrap,
+                         loop_t *loop, const struct consumer_callbacks *cb,
+                         struct sl_error *err)
+{
+    consumer_t *c = calloc(1, sizeof(*c));
+    rd_kafka_conf_t *conf;
+    char errstr[512];
+
+    if (c == NULL) {
+        sl_error_set(err, "out of memory");
+        return NULL;
+    }
+    c->loop = loop;
+    c->cb = *cb;
+    c->pipe_fds[0] = c->pipe_fds[1] = -1;
+    loop_timer_init(&c->kick, kick_fired);
+    conf = build_conf(cfg, bootstrap, NULL, err);
+    if (conf == NULL) {
+        free(c);
+        return NULL;
+    }
+    rd_kafka_conf_set_opaque(conf, c);
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set_error_cb(conf, error_cb);
+    rd_kafka_conf_set_offset_commit_cb(conf, commit_cb);
+    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (c->rk == NULL) {
+        rd_kafka_conf_destroy(conf);
+        free(c);
+        sl_error_set(err, "kafka consumer: %s", errstr);
+        return NULL;
+    }
+    rd_kafka_poll_set_consumer(c->rk);
+    c->queue = rd_kafka_queue_get_consumer(c->rk);
+    if (pipe2(c->pipe_fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+        sl_error_set(err, "pipe: %s", strerror(errno));
+        goto fail;
+    }
+    rd_kafka_queue_io_event_enable(c->queue, c->pipe_fds[1], "1", 1);
+    c->io.fd = c->pipe_fds[0];
+    c->io.fn = pipe_ready;
+    if (loop_io_add(loop, &c->io, LOOP_READABLE) != 0) {
+        sl_error_set(err, "epoll: %s", strerror(errno));
+        goto fail;
+    }
+
+    rd_kafka_topic_partition_list_t *topics =
+        rd_kafka_topic_partition_list_new((int)cfg->source.topics.count);
+    for (size_t i = 0; i < cfg->source.topics.count; i++) {
+        rd_kafka_topic_partition_list_add(topics, cfg->source.topics.items[i],
+                                          RD_KAFKA_PARTITION_UA);
+    }
+    rd_kafka_resp_err_t serr = rd_kafka_subscribe(c->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (serr != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        sl_error_set(err, "subscribe: %s", rd_kafka_err2str(serr));
+        goto fail;
+    }
+    /* Records may already be queued before the first pipe signal. */
+    loop_timer_start(loop, &c->kick, 0);
+    return c;
+fail:
+    consumer_destroy(c);
+    return NULL;
+}
+
+void consumer_suspend(consumer_t *c, int suspended)
+{
+    c->suspended = suspended;
+    if (!suspended) {
+        loop_timer_start(c->loop, &c->kick, 0);
+    }
+}
+
+static void pause_resume(consumer_t *c, const char *topic, int32_t partition,
+                         int pause)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+
+    rd_kafka_topic_partition_list_add(l, topic, partition);
+    if (pause) {
+        rd_kafka_pause_partitions(c->rk, l);
+    } else {
+        rd_kafka_resume_partitions(c->rk, l);
+        loop_timer_start(c->loop, &c->kick, 0);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+void consumer_pause(consumer_t *c, const char *topic, int32_t partition)
+{
+    pause_resume(c, topic, partition, 1);
+}
+
+void consumer_resume(consumer_t *c, const char *topic, int32_t partition)
+{
+    pause_resume(c, topic, partition, 0);
+}
+
+int consumer_commit(consumer_t *c, const struct consumer_commit *offsets,
+                    size_t count, int sync)
+{
+    rd_kafka_topic_partition_list_t *l;
+    rd_kafka_resp_err_t err;
+
+    if (count == 0) {
+        return 0;
+    }
+    l = rd_kafka_topic_partition_list_new((int)count);
+    for (size_t i = 0; i < count; i++) {
+        rd_kafka_topic_partition_list_add(l, offsets[i].topic,
+                                          offsets[i].partition)
+            ->offset = offsets[i].offset;
+    }
+    err = rd_kafka_commit(c->rk, l, !sync);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        log_warn("offset commit failed: %s", rd_kafka_err2str(err));
+        return -1;
+    }
+    return 0;
+}
+
+size_t consumer_headers(void *handle, struct connector_header *out,
+                        size_t cap)
+{
+    rd_kafka_headers_t *hdrs;
+    size_t n = 0;
+
+    if (rd_kafka_message_headers(handle, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        return 0;
+    }
+    for (; n < cap; n++) {
+        if (rd_kafka_header_get_all(hdrs, n, &out[n].name, &out[n].value,
+                                    &out[n].value_len) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR) {
+            break;
+        }
+    }
+    return n;
+}
+
+const void *consumer_header_find(void *handle, const char *name, size_t *len)
+{
+    rd_kafka_headers_t *hdrs;
+    const void *value;
+
+    if (rd_kafka_message_headers(handle, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        rd_kafka_header_get_last(hdrs, name, &value, len) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR) {
+        return NULL;
+    }
+    return value;
+}
+
+void consumer_release(void *handle)
+{
+    rd_kafka_message_destroy(handle);
+}
+
+void consumer_close(consumer_t *c)
+{
+    if (c->closed) {
+        return;
+    }
+    c->in_poll = 1; /* nested loop runs during close must not poll */
+    rd_kafka_consumer_close(c->rk);
+    c->in_poll = 0;
+    c->closed = 1;
+}
+
+void consumer_destroy(consumer_t *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    loop_timer_stop(c->loop, &c->kick);
+    if (c->pipe_fds[0] >= 0) {
+        loop_io_del(c->loop, &c->io);
+    }
+    if (c->rk != NULL) {
+        if (!c->closed && c->topic_count > 0) {
+            consumer_close(c);
+        }
+        if (c->queue != NULL) {
+            rd_kafka_queue_io_event_enable(c->queue, -1, NULL, 0);
+            rd_kafka_queue_destroy(c->queue);
+        }
+        rd_kafka_destroy(c->rk);
+    }
+    for (int i = 0; i < 2; i++) {
+        if (c->pipe_fds[i] >= 0) {
+            close(c->pipe_fds[i]);
+        }
+    }
+    for (size_t i = 0; i < c->topic_count; i++) {
+        free(c->topics[i].name);
+        free(c->topics[i].parts);
+    }
+    free(c->topics);
+    free(c);
+}
+
+const char *consumer_library_version(void)
+{
+    return rd_kafka_version_str();
+}

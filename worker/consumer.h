@@ -1,0 +1,110 @@
+/* consumer.h -- the Kafka consumer-group member of one lane (librdkafka).
+ *
+ * Wraps the high-level consumer so that the rest of the runtime never
+ * sees librdkafka: records arrive through a callback on the loop thread,
+ * partitions are paused and resumed by the engine's bounds, and commits
+ * carry explicit offsets (auto commit and auto offset store are off). */
+#ifndef SLUICE_CONSUMER_H
+#define SLUICE_CONSUMER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cfg.h"
+#include "connector.h"
+#include "loop.h"
+
+typedef struct consumer consumer_t;
+
+/* A consumed record. Pointers stay valid until consumer_release(handle). */
+struct consumer_record {
+    void *handle;
+    void *part; /* what on_assign returned for its partition */
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+    int64_t timestamp_ms; /* -1 when none */
+    const void *key;
+    size_t key_len;
+    const void *value;
+    size_t value_len;
+};
+
+struct consumer_commit {
+    const char *topic;
+    int32_t partition;
+    int64_t offset; /* the next offset to consume */
+};
+
+struct consumer_callbacks {
+    void *arg;
+    /* A partition was assigned; returns the engine's state for it (must
+     * not be NULL) which every record of it carries. */
+    void *(*on_assign)(void *arg, const char *topic, int32_t partition);
+    /* Partitions are being taken away. The engine lets their in-flight
+     * work finish (bounded), then fills offsets[i] with what to commit
+     * (-1: nothing) and forgets them. lost: another member may own them
+     * already, so nothing will be committed. */
+    void (*on_revoke)(void *arg, void **parts, size_t count, int lost,
+                      int64_t *offsets);
+    void (*on_record)(void *arg, const struct consumer_record *record);
+    /* A fatal consumer error: the worker must stop. */
+    void (*on_fatal)(void *arg, const char *reason);
+};
+
+/* Creates the consumer from cfg->source (bootstrap: the brokers to use,
+ * e.g. the embedded cluster's), subscribes, and watches its queue on
+ * loop. Returns NULL with err filled. Free with consumer_destroy(). */
+consumer_t *consumer_new(const struct cfg *cfg, const char *bootstrap,
+                         loop_t *loop, const struct consumer_callbacks *cb,
+                         struct sl_error *err);
+
+/* Checks cfg->source.properties against librdkafka's names and values
+ * without connecting; reports into errs. Returns 0 or -1. */
+int consumer_check_config(const struct cfg *cfg, struct cfg_errors *errs);
+
+/* Stops (1) or restarts (0) handing out records; while suspended,
+ * librdkafka keeps the session alive and queues what it fetched. */
+void consumer_suspend(consumer_t *c, int suspended);
+
+void consumer_pause(consumer_t *c, const char *topic, int32_t partition);
+void consumer_resume(consumer_t *c, const char *topic, int32_t partition);
+
+/* Commits offsets; sync waits for the broker. 0 or -1 (logged). */
+int consumer_commit(consumer_t *c, const struct consumer_commit *offsets,
+                    size_t count, int sync);
+
+/* Fills out with up to cap headers of the record behind handle; returns
+ * how many. Pointers stay valid until consumer_release(handle). */
+size_t consumer_headers(void *handle, struct connector_header *out,
+                        size_t cap);
+
+/* Looks up one header's value by name; NULL when absent. */
+const void *consumer_header_find(void *handle, const char *name,
+                                 size_t *len);
+
+/* Frees a record that on_record handed out. */
+void consumer_release(void *handle);
+
+/* Leaves the group: revokes everything through on_revoke, then closes.
+ * Call once, with the loop still alive. */
+void consumer_close(consumer_t *c);
+
+/* Frees the consumer (closing it first if needed); NULL is a no-op.
+ * Every record must have been released. */
+void consumer_destroy(consumer_t *c);
+
+/* librdkafka's version string, for --version. */
+const char *consumer_library_version(void);
+
+/* ---- embedded cluster (worker/embedded.c) ---- */
+
+typedef struct embedded embedded_t;
+
+/* Starts an in-memory Kafka cluster of one broker on loopback, creating
+ * each topic of cfg->source with embedded_partitions partitions. */
+embedded_t *embedded_start(const struct cfg *cfg, struct sl_error *err);
+const char *embedded_bootstrap(const embedded_t *e);
+void embedded_stop(embedded_t *e);
+
+#endif

@@ -1,0 +1,940 @@
+/* engine.c -- fan every consumed record out to every sink, then commit.
+ *
+ * A record becomes a msg with one delivery per sink. Per sink, deliveries
+ * of the same partition and key form a chain and go out one at a time in
+ * offset order (ordering: key); other chains proceed in parallel, bounded
+ * by the sink's max_in_flight. A msg is complete when every delivery is
+ * terminal; its slot in the partition's offsets tracker is then marked
+ * done and the commit timer commits the watermark. Msgs, deliveries and
+ * chains come from free lists: the steady state allocates nothing.
+ *
+ * Invariants: a delivery is in exactly one of: waiting in its chain,
+ * on its sink's ready FIFO, in flight at the connector, waiting on its
+ * retry timer, or terminal. A chain's key points into its head's record,
+ * which lives at least as long as the head. */
+#include "engine.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "consumer.h"
+#include "log.h"
+#include "loop.h"
+#include "offsets.h"
+
+#define HEADER_SCRATCH 64
+#define FAIL_LOG_INTERVAL_MS 5000
+#define RETRY_AFTER_CAP_MS 300000
+#define DEDUPE_HEADER "message-id"
+
+struct part {
+    char *topic;
+    int32_t partition;
+    offsets_t *offsets;
+    int64_t committed;
+    size_t inflight;
+    size_t refs; /* live msgs */
+    int self_paused, paused, revoked;
+    struct part *next, *prev; /* the engine's assigned list */
+};
+
+struct msg;
+
+struct delivery {
+    struct msg *msg;
+    struct delivery *chain_next;
+    struct delivery *ready_next;
+    struct chain *chain;
+    struct loop_timer retry;
+    struct sink *sink;
+    uint32_t attempts;
+};
+
+struct msg {
+    void *handle;
+    struct part *part;
+    uint64_t slot;
+    int64_t offset;
+    int64_t timestamp_ms;
+    const void *key;
+    size_t key_len;
+    const void *value;
+    size_t value_len;
+    uint64_t key_hash;
+    unsigned pending;
+    struct msg *next, *prev; /* live list, or free list (next) */
+    struct delivery d[];
+};
+
+struct chain {
+    struct chain *hnext;
+    struct part *part;
+    uint64_t hash;
+    const void *key;
+    size_t key_len;
+    struct delivery *head, *tail;
+};
+
+struct sink {
+    engine_t *e;
+    const struct cfg_sink *cfg;
+    struct connector_host host;
+    int inflight;
+    struct delivery *ready_head, *ready_tail;
+    struct chain **buckets;
+    size_t mask;
+    uint64_t delivered, failed, retried;
+    uint64_t fail_logged_ms, fails_unlogged;
+    int opened;
+};
+
+struct engine {
+    const struct cfg *cfg;
+    struct engine_options opts;
+    loop_t *loop;
+    embedded_t *embedded;
+    consumer_t *consumer;
+    struct sink *sinks;
+    size_t nsinks;
+    struct part *parts; /* assigned */
+    struct msg *live, *free_msgs;
+    struct chain *free_chains;
+    size_t msg_size;
+    size_t inflight, inflight_bytes;
+    int global_paused;
+    uint64_t consumed, completed;
+    int stopping, forced, fatal;
+    uint64_t drain_deadline;
+    int sigfd;
+    struct loop_io sig_io;
+    struct loop_timer commit_timer, progress_timer;
+    struct connector_header headers[HEADER_SCRATCH];
+};
+
+#define container_of(ptr, type, member)                                        \
+    ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+static uint64_t hash_key(const void *key, size_t len)
+{
+    const unsigned char *p = key;
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+
+    for (size_t i = 0; i < len; i++) {
+        h = (h ^ p[i]) * 1099511628211ULL;
+    }
+    return h;
+}
+
+/* ---- pause and resume ---- */
+
+static void part_apply_pause(engine_t *e, struct part *p)
+{
+    int want = p->self_paused || e->global_paused;
+
+    if (want == p->paused || p->revoked) {
+        return;
+    }
+    p->paused = want;
+    if (want) {
+        consumer_pause(e->consumer, p->topic, p->partition);
+    } else {
+        consumer_resume(e->consumer, p->topic, p->partition);
+    }
+}
+
+static void check_bounds_after_add(engine_t *e, struct part *p)
+{
+    const struct cfg_delivery *d = &e->cfg->delivery;
+
+    if (!p->self_paused &&
+        p->inflight >= (size_t)d->max_in_flight_per_partition) {
+        p->self_paused = 1;
+        part_apply_pause(e, p);
+    }
+    if (!e->global_paused &&
+        (e->inflight >= (size_t)d->max_in_flight ||
+         e->inflight_bytes >= (size_t)d->max_in_flight_bytes)) {
+        e->global_paused = 1;
+        for (struct part *q = e->parts; q != NULL; q = q->next) {
+            part_apply_pause(e, q);
+        }
+    }
+}
+
+/* Resume below three quarters of a bound, so a partition at the bound
+ * does not flap between paused and fetching. */
+static void check_bounds_after_remove(engine_t *e, struct part *p)
+{
+    const struct cfg_delivery *d = &e->cfg->delivery;
+
+    if (p->self_paused &&
+        p->inflight <= (size_t)d->max_in_flight_per_partition * 3 / 4) {
+        p->self_paused = 0;
+        part_apply_pause(e, p);
+    }
+    if (e->global_paused &&
+        e->inflight <= (size_t)d->max_in_flight * 3 / 4 &&
+        e->inflight_bytes <= (size_t)d->max_in_flight_bytes * 3 / 4) {
+        e->global_paused = 0;
+        for (struct part *q = e->parts; q != NULL; q = q->next) {
+            part_apply_pause(e, q);
+        }
+    }
+}
+
+/* ---- partitions ---- */
+
+static void part_free(struct part *p)
+{
+    offsets_destroy(p->offsets);
+    free(p->topic);
+    free(p);
+}
+
+static void *on_assign(void *arg, const char *topic, int32_t partition)
+{
+    engine_t *e = arg;
+    struct part *p = calloc(1, sizeof(*p));
+
+    if (p == NULL) {
+        return NULL;
+    }
+    p->topic = strdup(topic);
+    p->offsets = offsets_new();
+    if (p->topic == NULL || p->offsets == NULL) {
+        part_free(p);
+        return NULL;
+    }
+    p->partition = partition;
+    p->committed = -1;
+    p->next = e->parts;
+    if (e->parts != NULL) {
+        e->parts->prev = p;
+    }
+    e->parts = p;
+    /* Arrives paused when the lane is over its bounds. */
+    part_apply_pause(e, p);
+    return p;
+}
+
+static void part_detach(engine_t *e, struct part *p)
+{
+    if (p->prev != NULL) {
+        p->prev->next = p->next;
+    } else {
+        e->parts = p->next;
+    }
+    if (p->next != NULL) {
+        p->next->prev = p->prev;
+    }
+    p->revoked = 1;
+    if (p->inflight > 0) {
+        log_warn("%zu message(s) of %s [%d] still in flight after the "
+                 "drain: not committed, the next owner redelivers them",
+                 p->inflight, p->topic, (int)p->partition);
+    }
+    if (p->refs == 0) {
+        part_free(p);
+    }
+}
+
+/* Runs the loop until the given partitions (all when count is 0) have
+ * nothing in flight, or the drain deadline passes. */
+static void drain(engine_t *e, struct part **parts, size_t count)
+{
+    for (;;) {
+        size_t busy = 0;
+        if (count == 0) {
+            busy = e->inflight;
+        }
+        for (size_t i = 0; i < count; i++) {
+            busy += parts[i]->inflight;
+        }
+        if (busy == 0 || e->forced || e->fatal ||
+            loop_now(e->loop) >= e->drain_deadline) {
+            return;
+        }
+        loop_run_once(e->loop, 100);
+    }
+}
+
+static void on_revoke(void *arg, void **parts, size_t count, int lost,
+                      int64_t *offsets)
+{
+    engine_t *e = arg;
+    struct part **ps = (struct part **)parts;
+
+    if (!lost) {
+        if (!e->stopping) {
+            e->drain_deadline =
+                loop_now(e->loop) + (uint64_t)e->cfg->delivery.drain_timeout_ms;
+        }
+        drain(e, ps, count);
+    }
+    for (size_t i = 0; i < count; i++) {
+        int64_t c = offsets_committable(ps[i]->offsets);
+        offsets[i] = !lost && c > ps[i]->committed ? c : -1;
+        part_detach(e, ps[i]);
+    }
+}
+
+/* ---- commits ---- */
+
+static void commit_all(engine_t *e, int sync)
+{
+    struct consumer_commit list[256];
+    size_t n = 0;
+
+    for (struct part *p = e->parts; p != NULL; p = p->next) {
+        int64_t c = offsets_committable(p->offsets);
+        if (c <= p->committed) {
+            continue;
+        }
+        list[n++] = (struct consumer_commit){p->topic, p->partition, c};
+        p->committed = c;
+        if (n == sizeof(list) / sizeof(list[0])) {
+            consumer_commit(e->consumer, list, n, sync);
+            n = 0;
+        }
+    }
+    consumer_commit(e->consumer, list, n, sync);
+}
+
+static void commit_fired(struct loop_timer *t)
+{
+    engine_t *e = container_of(t, engine_t, commit_timer);
+
+    commit_all(e, 0);
+    loop_timer_start(e->loop, t, e->cfg->delivery.commit_interval_ms);
+}
+
+/* ---- msgs ---- */
+
+static struct msg *msg_alloc(engine_t *e)
+{
+    struct msg *m = e->free_msgs;
+
+    if (m != NULL) {
+        e->free_msgs = m->next;
+    } else {
+        m = malloc(e->msg_size);
+        if (m == NULL) {
+            return NULL;
+        }
+        for (size_t i = 0; i < e->nsinks; i++) {
+            loop_timer_init(&m->d[i].retry, NULL);
+        }
+    }
+    m->prev = NULL;
+    m->next = e->live;
+    if (e->live != NULL) {
+        e->live->prev = m;
+    }
+    e->live = m;
+    return m;
+}
+
+static void msg_done(engine_t *e, struct msg *m)
+{
+    struct part *p = m->part;
+
+    if (!p->revoked) {
+        offsets_done(p->offsets, m->slot);
+    }
+    p->inflight--;
+    e->inflight--;
+    e->inflight_bytes -= m->key_len + m->value_len;
+    e->completed++;
+    consumer_release(m->handle);
+    if (m->prev != NULL) {
+        m->prev->next = m->next;
+    } else {
+        e->live = m->next;
+    }
+    if (m->next != NULL) {
+        m->next->prev = m->prev;
+    }
+    m->next = e->free_msgs;
+    e->free_msgs = m;
+    if (--p->refs == 0 && p->revoked) {
+        part_free(p);
+        return;
+    }
+    if (!p->revoked) {
+        check_bounds_after_remove(e, p);
+    }
+}
+
+/* ---- chains ---- */
+
+static struct chain **chain_slot(struct sink *s, const struct msg *m)
+{
+    struct chain **slot = &s->buckets[(m->key_hash ^ (uintptr_t)m->part) &
+                                      s->mask];
+
+    for (; *slot != NULL; slot = &(*slot)->hnext) {
+        struct chain *c = *slot;
+        if (c->part == m->part && c->hash == m->key_hash &&
+            c->key_len == m->key_len &&
+            (m->key_len == 0 || memcmp(c->key, m->key, m->key_len) == 0)) {
+            break;
+        }
+    }
+    return slot;
+}
+
+static void ready_push(struct sink *s, struct delivery *d)
+{
+    d->ready_next = NULL;
+    if (s->ready_tail != NULL) {
+        s->ready_tail->ready_next = d;
+    } else {
+        s->ready_head = d;
+    }
+    s->ready_tail = d;
+}
+
+/* Queues d behind earlier deliveries of its chain, or makes it ready. */
+static int delivery_enqueue(struct sink *s, struct delivery *d)
+{
+    engine_t *e = s->e;
+    struct msg *m = d->msg;
+
+    d->chain = NULL;
+    d->chain_next = NULL;
+    if (e->cfg->delivery.ordering == CFG_ORDERING_NONE ||
+        (e->cfg->delivery.ordering == CFG_ORDERING_KEY && m->key == NULL)) {
+        ready_push(s, d);
+        return 0;
+    }
+    struct chain **slot = chain_slot(s, m);
+    struct chain *c = *slot;
+    if (c != NULL) {
+        c->tail->chain_next = d;
+        c->tail = d;
+        d->chain = c;
+        return 0;
+    }
+    c = e->free_chains;
+    if (c != NULL) {
+        e->free_chains = c->hnext;
+    } else if ((c = malloc(sizeof(*c))) == NULL) {
+        return -1;
+    }
+    *c = (struct chain){.part = m->part, .hash = m->key_hash, .key = m->key,
+                        .key_len = m->key_len, .head = d, .tail = d};
+    *slot = c;
+    d->chain = c;
+    ready_push(s, d);
+    return 0;
+}
+
+static void chain_advance(struct sink *s, struct delivery *d)
+{
+    struct chain *c = d->chain;
+
+    d->chain = NULL;
+    c->head = d->chain_next;
+    if (c->head != NULL) {
+        c->key = c->head->msg->key;
+        ready_push(s, c->head);
+        return;
+    }
+    struct chain **slot = chain_slot(s, d->msg);
+    *slot = c->hnext;
+    c->hnext = s->e->free_chains;
+    s->e->free_chains = c;
+}
+
+/* d reached a terminal state (delivered, or abandoned with its revoked
+ * partition). */
+static void delivery_finish(struct sink *s, struct delivery *d)
+{
+    struct msg *m = d->msg;
+
+    if (d->chain != NULL) {
+        chain_advance(s, d);
+    }
+    if (--m->pending == 0) {
+        msg_done(s->e, m);
+    }
+}
+
+/* ---- sending ---- */
+
+static void on_result(struct sink *s, struct delivery *d,
+                      const struct connector_result *res);
+
+static void send_one(struct sink *s, struct delivery *d)
+{
+    engine_t *e = s->e;
+    struct msg *m = d->msg;
+    struct connector_result res;
+    char dedupe[320];
+    size_t id_len = 0;
+    const char *id = consumer_header_find(m->handle, DEDUPE_HEADER, &id_len);
+
+    if (id != NULL && id_len > 0 && id_len < sizeof(dedupe)) {
+        memcpy(dedupe, id, id_len);
+        dedupe[id_len] = '\0';
+    } else {
+        snprintf(dedupe, sizeof(dedupe), "%s-%d-%lld", m->part->topic,
+                 (int)m->part->partition, (long long)m->offset);
+    }
+    struct connector_msg view = {
+        .topic = m->part->topic,
+        .partition = m->part->partition,
+        .offset = m->offset,
+        .timestamp_ms = m->timestamp_ms,
+        .key = m->key,
+        .key_len = m->key_len,
+        .value = m->value,
+        .value_len = m->value_len,
+        .dedupe_key = dedupe,
+        .headers = e->headers,
+        .header_count = consumer_headers(m->handle, e->headers,
+                                         HEADER_SCRATCH),
+    };
+    s->inflight++;
+    if (s->cfg->connector->send(s->cfg->ctx, &view, d, &res) != 0) {
+        s->inflight--;
+        on_result(s, d, &res);
+    }
+}
+
+static void sink_pump(struct sink *s)
+{
+    while (s->inflight < (int)s->cfg->max_in_flight && s->ready_head) {
+        struct delivery *d = s->ready_head;
+        s->ready_head = d->ready_next;
+        if (s->ready_head == NULL) {
+            s->ready_tail = NULL;
+        }
+        if (d->msg->part->revoked) {
+            delivery_finish(s, d);
+            continue;
+        }
+        send_one(s, d);
+    }
+}
+
+static void retry_fired(struct loop_timer *t)
+{
+    struct delivery *d = container_of(t, struct delivery, retry);
+
+    ready_push(d->sink, d);
+    sink_pump(d->sink);
+}
+
+static void on_result(struct sink *s, struct delivery *d,
+                      const struct connector_result *res)
+{
+    engine_t *e = s->e;
+    uint64_t now = loop_now(e->loop);
+    int64_t backoff = e->cfg->delivery.retry_backoff_ms;
+
+    if (res->status == CONNECTOR_OK) {
+        s->delivered++;
+        delivery_finish(s, d);
+        return;
+    }
+    d->attempts++;
+    s->failed++;
+    s->fails_unlogged++;
+    if (now - s->fail_logged_ms >= FAIL_LOG_INTERVAL_MS ||
+        s->fail_logged_ms == 0) {
+        log_warn("sink %s: %s [%d] offset %lld attempt %u failed: %s "
+                 "(%llu failure(s) since the last report); retrying",
+                 s->cfg->name, d->msg->part->topic,
+                 (int)d->msg->part->partition, (long long)d->msg->offset,
+                 d->attempts, res->error,
+                 (unsigned long long)s->fails_unlogged);
+        s->fail_logged_ms = now;
+        s->fails_unlogged = 0;
+    }
+    if (d->msg->part->revoked) {
+        delivery_finish(s, d);
+        return;
+    }
+    if (res->retry_after_ms > backoff) {
+        backoff = res->retry_after_ms < RETRY_AFTER_CAP_MS
+                      ? res->retry_after_ms
+                      : RETRY_AFTER_CAP_MS;
+    }
+    s->retried++;
+    loop_timer_start(e->loop, &d->retry, backoff);
+}
+
+static void on_complete(void *engine, void *token,
+                        const struct connector_result *res)
+{
+    struct delivery *d = token;
+    struct sink *s = d->sink;
+
+    (void)engine;
+    s->inflight--;
+    on_result(s, d, res);
+    sink_pump(s);
+}
+
+/* ---- records in ---- */
+
+static void on_record(void *arg, const struct consumer_record *rec)
+{
+    engine_t *e = arg;
+    struct part *p = rec->part;
+    struct msg *m = msg_alloc(e);
+    int rc;
+
+    if (m == NULL) {
+        e->fatal = 1;
+        log_error("out of memory: stopping; %s [%d] offset %lld is not "
+                  "committed and will be redelivered",
+                  rec->topic, (int)rec->partition, (long long)rec->offset);
+        consumer_release(rec->handle);
+        return;
+    }
+    rc = offsets_track(p->offsets, rec->offset, &m->slot);
+    if (rc != 0) {
+        /* Below what this partition already tracks: a duplicate of a
+         * record in flight or done, which must not move the watermark. */
+        if (rc == -1) {
+            log_warn("%s [%d] offset %lld arrived again: skipped",
+                     rec->topic, (int)rec->partition,
+                     (long long)rec->offset);
+        } else {
+            e->fatal = 1;
+            log_error("out of memory tracking %s [%d] offset %lld",
+                      rec->topic, (int)rec->partition,
+                      (long long)rec->offset);
+        }
+        e->live = m->next;
+        if (e->live != NULL) {
+            e->live->prev = NULL;
+        }
+        m->next = e->free_msgs;
+        e->free_msgs = m;
+        consumer_release(rec->handle);
+        return;
+    }
+    m->handle = rec->handle;
+    m->part = p;
+    m->offset = rec->offset;
+    m->timestamp_ms = rec->timestamp_ms;
+    m->key = rec->key;
+    m->key_len = rec->key != NULL ? rec->key_len : 0;
+    m->value = rec->value;
+    m->value_len = rec->value_len;
+    m->key_hash = rec->key != NULL ? hash_key(rec->key, rec->key_len) : 0;
+    if (e->cfg->delivery.ordering == CFG_ORDERING_PARTITION) {
+        m->key = NULL;
+        m->key_len = 0;
+        m->key_hash = 0;
+    }
+    m->pending = (unsigned)e->nsinks;
+    p->inflight++;
+    p->refs++;
+    e->inflight++;
+    e->inflight_bytes += rec->key_len + rec->value_len;
+    e->consumed++;
+    /* When ordering by partition the key was cleared above: keep the
+     * byte count of what is really held. */
+    if (e->cfg->delivery.ordering == CFG_ORDERING_PARTITION) {
+        m->key_len = 0;
+        e->inflight_bytes -= rec->key_len;
+    }
+    for (size_t i = 0; i < e->nsinks; i++) {
+        struct delivery *d = &m->d[i];
+        d->msg = m;
+        d->sink = &e->sinks[i];
+        d->attempts = 0;
+        d->retry.fn = retry_fired;
+        if (delivery_enqueue(d->sink, d) != 0) {
+            e->fatal = 1;
+            log_error("out of memory queueing %s [%d] offset %lld",
+                      rec->topic, (int)rec->partition,
+                      (long long)rec->offset);
+            return;
+        }
+    }
+    for (size_t i = 0; i < e->nsinks; i++) {
+        sink_pump(&e->sinks[i]);
+    }
+    check_bounds_after_add(e, p);
+}
+
+static void on_fatal(void *arg, const char *reason)
+{
+    engine_t *e = arg;
+
+    log_error("fatal: %s", reason);
+    e->fatal = 1;
+}
+
+/* ---- signals and progress ---- */
+
+static void signal_ready(struct loop_io *io, uint32_t events)
+{
+    engine_t *e = container_of(io, engine_t, sig_io);
+    struct signalfd_siginfo si;
+
+    (void)events;
+    while (read(io->fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (e->stopping) {
+            log_warn("second signal: stopping without waiting for "
+                     "in-flight messages");
+            e->forced = 1;
+        } else {
+            log_info("signal %s: draining in-flight messages",
+                     strsignal((int)si.ssi_signo));
+            e->stopping = 1;
+        }
+    }
+}
+
+static void print_progress(engine_t *e, int final)
+{
+    char line[1024];
+    size_t n;
+
+    n = (size_t)snprintf(line, sizeof(line), "%sconsumed=%llu in_flight=%zu",
+                         final ? "summary " : "",
+                         (unsigned long long)e->consumed, e->inflight);
+    for (size_t i = 0; i < e->nsinks && n < sizeof(line); i++) {
+        n += (size_t)snprintf(line + n, sizeof(line) - n, " %s=%llu",
+                              e->sinks[i].cfg->name,
+                              (unsigned long long)e->sinks[i].delivered);
+    }
+    for (size_t i = 0; i < e->nsinks && n < sizeof(line); i++) {
+        if (e->sinks[i].failed > 0) {
+            n += (size_t)snprintf(line + n, sizeof(line) - n,
+                                  " %s_failed=%llu", e->sinks[i].cfg->name,
+                                  (unsigned long long)e->sinks[i].failed);
+        }
+    }
+    if (final) {
+        log_info("%s", line);
+    } else if (isatty(STDERR_FILENO)) {
+        fprintf(stderr, "\r%s\033[K", line);
+    } else {
+        fprintf(stderr, "progress %s\n", line);
+    }
+}
+
+static void progress_fired(struct loop_timer *t)
+{
+    engine_t *e = container_of(t, engine_t, progress_timer);
+
+    print_progress(e, 0);
+    loop_timer_start(e->loop, t, 1000);
+}
+
+/* ---- lifecycle ---- */
+
+engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
+                     struct sl_error *err)
+{
+    engine_t *e = calloc(1, sizeof(*e));
+    sigset_t mask;
+    const char *bootstrap = cfg->source.brokers;
+    size_t buckets = 1024;
+
+    if (e == NULL) {
+        sl_error_set(err, "out of memory");
+        return NULL;
+    }
+    e->cfg = cfg;
+    e->opts = *o;
+    e->sigfd = -1;
+    e->nsinks = cfg->sink_count;
+    e->msg_size = sizeof(struct msg) + e->nsinks * sizeof(struct delivery);
+    loop_timer_init(&e->commit_timer, commit_fired);
+    loop_timer_init(&e->progress_timer, progress_fired);
+
+    /* Block the signals before librdkafka starts threads, so they all
+     * reach our signalfd. */
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &mask, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    e->loop = loop_new(err);
+    if (e->loop == NULL) {
+        goto fail;
+    }
+    e->sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    e->sig_io.fd = e->sigfd;
+    e->sig_io.fn = signal_ready;
+    if (e->sigfd < 0 || loop_io_add(e->loop, &e->sig_io, LOOP_READABLE)) {
+        sl_error_set(err, "signalfd: %s", strerror(errno));
+        goto fail;
+    }
+
+    while (buckets < (size_t)cfg->delivery.max_in_flight &&
+           buckets < ((size_t)1 << 20)) {
+        buckets *= 2;
+    }
+    e->sinks = calloc(e->nsinks, sizeof(*e->sinks));
+    if (e->sinks == NULL) {
+        sl_error_set(err, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < e->nsinks; i++) {
+        struct sink *s = &e->sinks[i];
+        s->e = e;
+        s->cfg = &cfg->sinks[i];
+        s->mask = buckets - 1;
+        s->buckets = calloc(buckets, sizeof(*s->buckets));
+        if (s->buckets == NULL) {
+            sl_error_set(err, "out of memory");
+            goto fail;
+        }
+        s->host = (struct connector_host){
+            .sink_name = s->cfg->name,
+            .max_in_flight = (int)s->cfg->max_in_flight,
+            .http_start = loop_http_start,
+            .http_stop = loop_http_stop,
+            .io = e->loop,
+            .complete = on_complete,
+            .engine = e,
+        };
+        struct sl_error cerr;
+        if (s->cfg->connector->open(s->cfg->ctx, &s->host, &cerr) != 0) {
+            sl_error_set(err, "sink %s: %s", s->cfg->name, cerr.msg);
+            goto fail;
+        }
+        s->opened = 1;
+    }
+
+    if (strcmp(bootstrap, "embedded") == 0) {
+        e->embedded = embedded_start(cfg, err);
+        if (e->embedded == NULL) {
+            goto fail;
+        }
+        bootstrap = embedded_bootstrap(e->embedded);
+    }
+    struct consumer_callbacks cb = {
+        .arg = e,
+        .on_assign = on_assign,
+        .on_revoke = on_revoke,
+        .on_record = on_record,
+        .on_fatal = on_fatal,
+    };
+    e->consumer = consumer_new(cfg, bootstrap, e->loop, &cb, err);
+    if (e->consumer == NULL) {
+        goto fail;
+    }
+    loop_timer_start(e->loop, &e->commit_timer,
+                     cfg->delivery.commit_interval_ms);
+    if (o->progress) {
+        loop_timer_start(e->loop, &e->progress_timer, 1000);
+    }
+    log_info("pipeline %s: consuming %zu topic(s) as group %s, %zu sink(s)",
+             cfg->pipeline, cfg->source.topics.count, cfg->source.group,
+             e->nsinks);
+    return e;
+fail:
+    engine_destroy(e);
+    return NULL;
+}
+
+int engine_run(engine_t *e)
+{
+    while (!e->stopping && !e->fatal) {
+        if (loop_run_once(e->loop, 1000) != 0) {
+            log_error("event loop: %s", strerror(errno));
+            e->fatal = 1;
+        }
+    }
+    /* Stop taking records, let what is in flight finish (bounded), commit
+     * what is done, then leave the group (which revokes everything). */
+    consumer_suspend(e->consumer, 1);
+    e->stopping = 1;
+    e->drain_deadline =
+        loop_now(e->loop) + (uint64_t)e->cfg->delivery.drain_timeout_ms;
+    if (!e->fatal) {
+        drain(e, NULL, 0);
+    }
+    if (e->inflight > 0) {
+        log_warn("%zu message(s) still in flight at exit: not committed, "
+                 "they will be redelivered",
+                 e->inflight);
+    }
+    commit_all(e, 1);
+    consumer_close(e->consumer);
+    loop_timer_stop(e->loop, &e->progress_timer);
+    if (e->opts.progress && isatty(STDERR_FILENO)) {
+        fputc('\n', stderr);
+    }
+    print_progress(e, 1);
+    return e->fatal ? 1 : 0;
+}
+
+void engine_destroy(engine_t *e)
+{
+    if (e == NULL) {
+        return;
+    }
+    /* Transfers first (their completions would touch msgs), then the
+     * records librdkafka lent us, then the consumer and the cluster. */
+    for (size_t i = 0; i < e->nsinks; i++) {
+        if (e->sinks[i].opened) {
+            e->sinks[i].cfg->connector->close(e->sinks[i].cfg->ctx);
+        }
+    }
+    while (e->live != NULL) {
+        struct msg *m = e->live;
+        e->live = m->next;
+        consumer_release(m->handle);
+        if (--m->part->refs == 0 && m->part->revoked) {
+            part_free(m->part);
+        }
+        free(m);
+    }
+    consumer_destroy(e->consumer);
+    while (e->parts != NULL) {
+        struct part *p = e->parts;
+        e->parts = p->next;
+        if (p->refs == 0) {
+            part_free(p);
+        }
+    }
+    embedded_stop(e->embedded);
+    while (e->free_msgs != NULL) {
+        struct msg *m = e->free_msgs;
+        e->free_msgs = m->next;
+        free(m);
+    }
+    while (e->free_chains != NULL) {
+        struct chain *c = e->free_chains;
+        e->free_chains = c->hnext;
+        free(c);
+    }
+    for (size_t i = 0; i < e->nsinks; i++) {
+        struct sink *s = &e->sinks[i];
+        if (s->buckets == NULL) {
+            continue;
+        }
+        for (size_t b = 0; b <= s->mask; b++) {
+            while (s->buckets[b] != NULL) {
+                struct chain *c = s->buckets[b];
+                s->buckets[b] = c->hnext;
+                free(c);
+            }
+        }
+        free(s->buckets);
+    }
+    free(e->sinks);
+    if (e->sigfd >= 0) {
+        close(e->sigfd);
+    }
+    loop_destroy(e->loop);
+    free(e);
+}

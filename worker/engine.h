@@ -1,0 +1,33 @@
+/* engine.h -- one lane's pipeline: consumed records → every sink → commit.
+ *
+ * The engine owns every policy: ordering per key, in-flight bounds with
+ * pause/resume, retries, the commit watermark of each partition, and the
+ * drain on revoke and shutdown. Connectors only send and classify. */
+#ifndef SLUICE_ENGINE_H
+#define SLUICE_ENGINE_H
+
+#include <stdint.h>
+
+#include "cfg.h"
+#include "connector.h"
+
+typedef struct engine engine_t;
+
+struct engine_options {
+    int progress; /* print a live progress line on stderr each second */
+};
+
+/* Builds the lane for cfg (which must outlive the engine): loop, sinks,
+ * the embedded cluster when asked for, and the consumer. Returns NULL
+ * with err filled. */
+engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
+                     struct sl_error *err);
+
+/* Runs until SIGINT/SIGTERM (then drains, commits, leaves the group) or a
+ * fatal error. Returns 0 after a clean stop, 1 after a fatal error. */
+int engine_run(engine_t *e);
+
+/* Frees everything; engine_destroy(NULL) is a no-op. */
+void engine_destroy(engine_t *e);
+
+#endif

@@ -1,0 +1,378 @@
+/* loop.c -- epoll + a binary heap of timers + curl's multi socket API.
+ *
+ * curl tells us which sockets to watch (socket callback) and when to call
+ * it back (timer callback); we never poll every connection. A finished
+ * transfer is removed from the multi handle before its owner's done()
+ * runs, so the owner may reuse the easy handle at once. */
+#include "loop.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+
+struct curl_sock {
+    struct loop_io io;
+    loop_t *loop;
+    uint32_t events;
+    int dead;               /* closed by curl; freed after this iteration */
+    struct curl_sock *next; /* on the dead list */
+};
+
+struct loop {
+    int epfd;
+    uint64_t now;
+    struct loop_timer **heap;
+    size_t heap_len, heap_cap;
+    CURLM *multi;
+    struct loop_timer curl_timer;
+    int curl_running;
+    struct curl_sock *dead; /* may still sit in this iteration's events */
+    int depth;              /* loop_run_once nesting (drains run nested) */
+};
+
+static uint64_t monotonic_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+uint64_t loop_now(const loop_t *loop)
+{
+    return loop->now;
+}
+
+/* ---- timers: a min-heap on due_ms ---- */
+
+static void heap_place(loop_t *loop, size_t i, struct loop_timer *t)
+{
+    loop->heap[i] = t;
+    t->heap_index = i;
+}
+
+static void heap_up(loop_t *loop, size_t i)
+{
+    struct loop_timer *t = loop->heap[i];
+
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (loop->heap[parent]->due_ms <= t->due_ms) {
+            break;
+        }
+        heap_place(loop, i, loop->heap[parent]);
+        i = parent;
+    }
+    heap_place(loop, i, t);
+}
+
+static void heap_down(loop_t *loop, size_t i)
+{
+    struct loop_timer *t = loop->heap[i];
+
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= loop->heap_len) {
+            break;
+        }
+        if (child + 1 < loop->heap_len &&
+            loop->heap[child + 1]->due_ms < loop->heap[child]->due_ms) {
+            child++;
+        }
+        if (t->due_ms <= loop->heap[child]->due_ms) {
+            break;
+        }
+        heap_place(loop, i, loop->heap[child]);
+        i = child;
+    }
+    heap_place(loop, i, t);
+}
+
+void loop_timer_init(struct loop_timer *timer,
+                     void (*fn)(struct loop_timer *timer))
+{
+    timer->due_ms = 0;
+    timer->heap_index = SIZE_MAX;
+    timer->fn = fn;
+}
+
+int loop_timer_armed(const struct loop_timer *timer)
+{
+    return timer->heap_index != SIZE_MAX;
+}
+
+void loop_timer_stop(loop_t *loop, struct loop_timer *timer)
+{
+    size_t i = timer->heap_index;
+    struct loop_timer *last;
+
+    if (i == SIZE_MAX) {
+        return;
+    }
+    timer->heap_index = SIZE_MAX;
+    last = loop->heap[--loop->heap_len];
+    if (last == timer) {
+        return;
+    }
+    heap_place(loop, i, last);
+    heap_down(loop, i);
+    heap_up(loop, last->heap_index);
+}
+
+void loop_timer_start(loop_t *loop, struct loop_timer *timer,
+                      int64_t delay_ms)
+{
+    loop_timer_stop(loop, timer);
+    if (loop->heap_len == loop->heap_cap) {
+        size_t cap = loop->heap_cap ? 2 * loop->heap_cap : 256;
+        struct loop_timer **heap = realloc(loop->heap, cap * sizeof(*heap));
+        if (heap == NULL) {
+            abort(); /* a timer that silently never fires loses messages */
+        }
+        loop->heap = heap;
+        loop->heap_cap = cap;
+    }
+    timer->due_ms = loop->now + (uint64_t)(delay_ms < 0 ? 0 : delay_ms);
+    heap_place(loop, loop->heap_len++, timer);
+    heap_up(loop, timer->heap_index);
+}
+
+/* ---- io ---- */
+
+int loop_io_add(loop_t *loop, struct loop_io *io, uint32_t events)
+{
+    struct epoll_event ev = {.events = events, .data.ptr = io};
+
+    return epoll_ctl(loop->epfd, EPOLL_CTL_ADD, io->fd, &ev);
+}
+
+void loop_io_del(loop_t *loop, struct loop_io *io)
+{
+    epoll_ctl(loop->epfd, EPOLL_CTL_DEL, io->fd, NULL);
+}
+
+/* ---- curl multi ---- */
+
+static void curl_check_done(loop_t *loop)
+{
+    CURLMsg *msg;
+    int left;
+
+    while ((msg = curl_multi_info_read(loop->multi, &left)) != NULL) {
+        struct connector_transfer *t = NULL;
+        CURL *easy = msg->easy_handle;
+        CURLcode code = msg->data.result;
+
+        if (msg->msg != CURLMSG_DONE) {
+            continue;
+        }
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&t);
+        curl_multi_remove_handle(loop->multi, easy);
+        if (t != NULL) {
+            t->done(t, (int)code);
+        }
+    }
+}
+
+static void curl_sock_event(struct loop_io *io, uint32_t events)
+{
+    struct curl_sock *cs = (struct curl_sock *)io;
+    loop_t *loop = cs->loop;
+    int mask = 0;
+
+    if (cs->dead) {
+        return;
+    }
+    if (events & EPOLLIN) {
+        mask |= CURL_CSELECT_IN;
+    }
+    if (events & EPOLLOUT) {
+        mask |= CURL_CSELECT_OUT;
+    }
+    if (events & (EPOLLERR | EPOLLHUP)) {
+        mask |= CURL_CSELECT_ERR;
+    }
+    curl_multi_socket_action(loop->multi, io->fd, mask, &loop->curl_running);
+    curl_check_done(loop);
+}
+
+static int curl_socket_cb(CURL *easy, curl_socket_t fd, int what,
+                          void *userp, void *socketp)
+{
+    loop_t *loop = userp;
+    struct curl_sock *cs = socketp;
+    struct epoll_event ev = {0};
+
+    (void)easy;
+    if (what == CURL_POLL_REMOVE) {
+        if (cs != NULL) {
+            epoll_ctl(loop->epfd, EPOLL_CTL_DEL, fd, NULL);
+            curl_multi_assign(loop->multi, fd, NULL);
+            cs->dead = 1;
+            cs->next = loop->dead;
+            loop->dead = cs;
+        }
+        return 0;
+    }
+    if (what & CURL_POLL_IN) {
+        ev.events |= EPOLLIN;
+    }
+    if (what & CURL_POLL_OUT) {
+        ev.events |= EPOLLOUT;
+    }
+    if (cs == NULL) {
+        cs = calloc(1, sizeof(*cs));
+        if (cs == NULL) {
+            return -1;
+        }
+        cs->io.fd = fd;
+        cs->io.fn = curl_sock_event;
+        cs->loop = loop;
+        ev.data.ptr = cs;
+        if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+            free(cs);
+            return -1;
+        }
+        curl_multi_assign(loop->multi, fd, cs);
+    } else if (cs->events != ev.events) {
+        ev.data.ptr = cs;
+        epoll_ctl(loop->epfd, EPOLL_CTL_MOD, fd, &ev);
+    }
+    cs->events = ev.events;
+    return 0;
+}
+
+static void curl_timer_fired(struct loop_timer *timer)
+{
+    loop_t *loop = (loop_t *)((char *)timer - offsetof(loop_t, curl_timer));
+
+    curl_multi_socket_action(loop->multi, CURL_SOCKET_TIMEOUT, 0,
+                             &loop->curl_running);
+    curl_check_done(loop);
+}
+
+static int curl_timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+    loop_t *loop = userp;
+
+    (void)multi;
+    if (timeout_ms < 0) {
+        loop_timer_stop(loop, &loop->curl_timer);
+    } else {
+        loop_timer_start(loop, &loop->curl_timer, timeout_ms);
+    }
+    return 0;
+}
+
+int loop_http_start(void *io, void *easy, struct connector_transfer *t)
+{
+    loop_t *loop = io;
+
+    curl_easy_setopt(easy, CURLOPT_PRIVATE, t);
+    return curl_multi_add_handle(loop->multi, easy) == CURLM_OK ? 0 : -1;
+}
+
+void loop_http_stop(void *io, void *easy)
+{
+    loop_t *loop = io;
+
+    curl_multi_remove_handle(loop->multi, easy);
+}
+
+/* ---- lifecycle ---- */
+
+loop_t *loop_new(struct sl_error *err)
+{
+    loop_t *loop = calloc(1, sizeof(*loop));
+
+    if (loop == NULL) {
+        sl_error_set(err, "out of memory");
+        return NULL;
+    }
+    loop->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (loop->epfd < 0) {
+        sl_error_set(err, "epoll_create1: %s", strerror(errno));
+        free(loop);
+        return NULL;
+    }
+    loop->now = monotonic_ms();
+    loop_timer_init(&loop->curl_timer, curl_timer_fired);
+    loop->multi = curl_multi_init();
+    if (loop->multi == NULL) {
+        sl_error_set(err, "curl_multi_init failed");
+        close(loop->epfd);
+        free(loop);
+        return NULL;
+    }
+    curl_multi_setopt(loop->multi, CURLMOPT_SOCKETFUNCTION, curl_socket_cb);
+    curl_multi_setopt(loop->multi, CURLMOPT_SOCKETDATA, loop);
+    curl_multi_setopt(loop->multi, CURLMOPT_TIMERFUNCTION, curl_timer_cb);
+    curl_multi_setopt(loop->multi, CURLMOPT_TIMERDATA, loop);
+    /* Keep a connection per possible in-flight request: the engine bounds
+     * requests per sink, so the pool never thrashes. */
+    curl_multi_setopt(loop->multi, CURLMOPT_MAXCONNECTS, 1024L);
+    return loop;
+}
+
+void loop_destroy(loop_t *loop)
+{
+    if (loop == NULL) {
+        return;
+    }
+    curl_multi_cleanup(loop->multi);
+    while (loop->dead != NULL) {
+        struct curl_sock *cs = loop->dead;
+        loop->dead = cs->next;
+        free(cs);
+    }
+    close(loop->epfd);
+    free(loop->heap);
+    free(loop);
+}
+
+int loop_run_once(loop_t *loop, int max_wait_ms)
+{
+    struct epoll_event events[128];
+    int timeout = max_wait_ms;
+    int n;
+    size_t budget;
+
+    if (loop->heap_len > 0) {
+        uint64_t due = loop->heap[0]->due_ms;
+        int until = due <= loop->now ? 0 : (int)(due - loop->now);
+        if (timeout < 0 || until < timeout) {
+            timeout = until;
+        }
+    }
+    n = epoll_wait(loop->epfd, events, 128, timeout);
+    if (n < 0 && errno != EINTR) {
+        return -1;
+    }
+    loop->now = monotonic_ms();
+    loop->depth++;
+    for (int i = 0; i < n; i++) {
+        struct loop_io *io = events[i].data.ptr;
+        io->fn(io, events[i].events);
+    }
+    loop->depth--;
+    /* An outer iteration may still hold events of closed sockets. */
+    while (loop->depth == 0 && loop->dead != NULL) {
+        struct curl_sock *cs = loop->dead;
+        loop->dead = cs->next;
+        free(cs);
+    }
+    /* Timers armed by a callback wait for the next iteration, so a timer
+     * that re-arms itself with 0 cannot starve io. */
+    budget = loop->heap_len;
+    while (budget-- > 0 && loop->heap_len > 0 &&
+           loop->heap[0]->due_ms <= loop->now) {
+        struct loop_timer *t = loop->heap[0];
+        loop_timer_stop(loop, t);
+        t->fn(t);
+    }
+    return 0;
+}

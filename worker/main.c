@@ -1,0 +1,200 @@
+/* main.c -- the sluice command line: run, validate, reference.
+ *
+ * Only parses arguments and maps outcomes to exit codes (0 ok, 1 runtime
+ * failure, 2 bad usage or configuration); the runtime lives in the
+ * library the tests link too. */
+#include <curl/curl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cfg.h"
+#include "consumer.h"
+#include "engine.h"
+#include "log.h"
+#include "reference.h"
+
+#ifndef SLUICE_VERSION
+#define SLUICE_VERSION "0.1.0"
+#endif
+
+enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+
+static const char usage_text[] =
+    "usage: sluice <command> [options]\n"
+    "\n"
+    "Consume Kafka topics as a consumer group and deliver every message to\n"
+    "every sink of a declarative pipeline, at least once.\n"
+    "\n"
+    "commands:\n"
+    "  run PIPELINE.yaml        run the pipeline until SIGINT/SIGTERM\n"
+    "  validate PIPELINE.yaml   check a pipeline file without connecting\n"
+    "  reference                print the pipeline reference (Markdown)\n"
+    "\n"
+    "options:\n"
+    "  -h, --help               show help (also: sluice COMMAND --help)\n"
+    "  -V, --version            show the version\n"
+    "\n"
+    "exit status: 0 ok, 1 runtime failure, 2 bad usage or configuration\n";
+
+static const char run_usage[] =
+    "usage: sluice run [options] PIPELINE.yaml\n"
+    "\n"
+    "Runs the pipeline until SIGINT or SIGTERM, then stops consuming, lets\n"
+    "in-flight messages finish (delivery.drain_timeout), commits and leaves\n"
+    "the consumer group.\n"
+    "\n"
+    "options:\n"
+    "  --progress               print a progress line every second\n"
+    "  --log-level LEVEL        debug, info (default), warn, error\n"
+    "  --log-format FORMAT      text (default) or json\n"
+    "  -h, --help               show this help\n";
+
+static const char validate_usage[] =
+    "usage: sluice validate PIPELINE.yaml\n"
+    "\n"
+    "Checks the file (YAML, keys, values, ${ENV} references, librdkafka\n"
+    "properties) without connecting anywhere. Prints every error as\n"
+    "file:line:column: key: message and exits 2 when there is any.\n";
+
+static struct cfg *load(const char *path)
+{
+    struct cfg_errors *errs = calloc(1, sizeof(*errs));
+    struct cfg *cfg;
+
+    if (errs == NULL) {
+        fprintf(stderr, "sluice: out of memory\n");
+        return NULL;
+    }
+    cfg = cfg_load(path, errs);
+    if (cfg != NULL && consumer_check_config(cfg, errs) != 0) {
+        cfg_free(cfg);
+        cfg = NULL;
+    }
+    if (cfg == NULL) {
+        fputs(errs->text, stderr);
+        fprintf(stderr, "sluice: %d error(s) in %s\n", errs->count, path);
+    }
+    free(errs);
+    return cfg;
+}
+
+static int cmd_validate(int argc, char **argv)
+{
+    struct cfg *cfg;
+
+    if (argc == 2 && (strcmp(argv[1], "-h") == 0 ||
+                      strcmp(argv[1], "--help") == 0)) {
+        fputs(validate_usage, stdout);
+        return EXIT_OK;
+    }
+    if (argc != 2 || argv[1][0] == '-') {
+        fputs(validate_usage, stderr);
+        return EXIT_USAGE;
+    }
+    cfg = load(argv[1]);
+    if (cfg == NULL) {
+        return EXIT_USAGE;
+    }
+    printf("%s: ok (pipeline %s, %zu sink(s))\n", argv[1], cfg->pipeline,
+           cfg->sink_count);
+    cfg_free(cfg);
+    return EXIT_OK;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"progress", no_argument, NULL, 'p'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"log-format", required_argument, NULL, 'f'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct engine_options opts = {0};
+    struct sl_error err;
+    struct cfg *cfg;
+    engine_t *engine;
+    int c, rc;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'p':
+            opts.progress = 1;
+            break;
+        case 'l':
+            if (log_set_level(optarg) != 0) {
+                fprintf(stderr, "sluice: unknown log level `%s`\n", optarg);
+                return EXIT_USAGE;
+            }
+            break;
+        case 'f':
+            if (log_set_format(optarg) != 0) {
+                fprintf(stderr, "sluice: unknown log format `%s`\n", optarg);
+                return EXIT_USAGE;
+            }
+            break;
+        case 'h':
+            fputs(run_usage, stdout);
+            return EXIT_OK;
+        default:
+            fputs(run_usage, stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind != argc - 1) {
+        fputs(run_usage, stderr);
+        return EXIT_USAGE;
+    }
+    cfg = load(argv[optind]);
+    if (cfg == NULL) {
+        return EXIT_USAGE;
+    }
+    engine = engine_new(cfg, &opts, &err);
+    if (engine == NULL) {
+        log_error("cannot start: %s", err.msg);
+        cfg_free(cfg);
+        return EXIT_RUNTIME;
+    }
+    rc = engine_run(engine) == 0 ? EXIT_OK : EXIT_RUNTIME;
+    engine_destroy(engine);
+    cfg_free(cfg);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    int rc;
+
+    if (argc < 2) {
+        fputs(usage_text, stderr);
+        return EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        fputs(usage_text, stdout);
+        return EXIT_OK;
+    }
+    if (strcmp(argv[1], "-V") == 0 || strcmp(argv[1], "--version") == 0) {
+        printf("sluice %s (librdkafka %s, %s)\n", SLUICE_VERSION,
+               consumer_library_version(), curl_version());
+        return EXIT_OK;
+    }
+    if (strcmp(argv[1], "reference") == 0) {
+        reference_write(stdout);
+        return EXIT_OK;
+    }
+    if (strcmp(argv[1], "validate") == 0) {
+        return cmd_validate(argc - 1, argv + 1);
+    }
+    if (strcmp(argv[1], "run") == 0) {
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        rc = cmd_run(argc - 1, argv + 1);
+        curl_global_cleanup();
+        return rc;
+    }
+    fprintf(stderr, "sluice: unknown command `%s`\n\n%s", argv[1], usage_text);
+    return EXIT_USAGE;
+}
