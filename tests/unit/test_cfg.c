@@ -1,0 +1,289 @@
+/* test_cfg.c -- the pipeline loader: a good file with its defaults, each
+ * kind of error with its file:line:col, and ${ENV} expansion. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "cfg.h"
+
+static char path[64];
+
+static const char *write_yaml(const char *text)
+{
+    int fd;
+    FILE *fp;
+
+    snprintf(path, sizeof(path), "/tmp/sluice-test-cfg-XXXXXX");
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    fp = fdopen(fd, "w");
+    fputs(text, fp);
+    fclose(fp);
+    return path;
+}
+
+/* Loads text expecting failure; returns the error text (static). */
+static const char *load_errors(const char *text, int *count)
+{
+    static struct cfg_errors errs;
+    struct cfg *cfg;
+
+    memset(&errs, 0, sizeof(errs));
+    cfg = cfg_load(write_yaml(text), &errs);
+    unlink(path);
+    assert_null(cfg);
+    *count = errs.count;
+    return errs.text;
+}
+
+/* Asserts that errors contain "<file>:<where>: <needle>". */
+static void assert_error(const char *errors, const char *where,
+                         const char *needle)
+{
+    char want[512];
+
+    snprintf(want, sizeof(want), "%s:%s: %s", path, where, needle);
+    if (strstr(errors, want) == NULL) {
+        fail_msg("expected `%s` in:\n%s", want, errors);
+    }
+}
+
+static const char good[] =
+    "pipeline: orders\n"
+    "source:\n"
+    "  brokers: localhost:9092\n"
+    "  topics: [orders, refunds]\n"
+    "  properties:\n"
+    "    session.timeout.ms: 6000\n"
+    "delivery:\n"
+    "  ordering: partition\n"
+    "  max_in_flight_bytes: 8MiB\n"
+    "sinks:\n"
+    "  billing:\n"
+    "    type: http\n"
+    "    url: http://billing/charges\n"
+    "    timeout: 250ms\n"
+    "    headers:\n"
+    "      Authorization: Bearer ${TEST_CFG_TOKEN}\n"
+    "  crm:\n"
+    "    type: http\n"
+    "    url: http://crm/\n"
+    "    max_in_flight: 8\n";
+
+static void test_good_file_and_defaults(void **state)
+{
+    struct cfg_errors errs = {0};
+    struct cfg *cfg;
+
+    (void)state;
+    setenv("TEST_CFG_TOKEN", "s3cret", 1);
+    cfg = cfg_load(write_yaml(good), &errs);
+    unlink(path);
+    if (cfg == NULL) {
+        fail_msg("%s", errs.text);
+    }
+    assert_string_equal(cfg->pipeline, "orders");
+    assert_string_equal(cfg->source.brokers, "localhost:9092");
+    assert_int_equal(cfg->source.topics.count, 2);
+    assert_string_equal(cfg->source.topics.items[1], "refunds");
+    assert_string_equal(cfg->source.group, "orders"); /* defaults to name */
+    assert_int_equal(cfg->source.start, CFG_START_EARLIEST);
+    assert_int_equal(cfg->source.properties.count, 1);
+    assert_string_equal(cfg->source.properties.values[0], "6000");
+    assert_int_equal(cfg->delivery.ordering, CFG_ORDERING_PARTITION);
+    assert_int_equal(cfg->delivery.max_in_flight_bytes, 8 * 1024 * 1024);
+    assert_int_equal(cfg->delivery.max_in_flight, 10000);
+    assert_int_equal(cfg->delivery.commit_interval_ms, 1000);
+    assert_int_equal(cfg->sink_count, 2);
+    assert_string_equal(cfg->sinks[0].name, "billing");
+    assert_ptr_equal(cfg->sinks[0].connector, &http_connector);
+    assert_int_equal(cfg->sinks[0].max_in_flight, 64);
+    assert_int_equal(cfg->sinks[1].max_in_flight, 8);
+    assert_int_equal(cfg->sinks[0].line, 11);
+    cfg_free(cfg);
+    cfg_free(NULL);
+}
+
+static void test_invalid_yaml_has_position(void **state)
+{
+    int n;
+    const char *e = load_errors("pipeline: x\nsource: [a\n", &n);
+
+    (void)state;
+    assert_int_equal(n, 1);
+    assert_error(e, "3:1", "invalid YAML:");
+}
+
+static void test_unknown_key_suggests(void **state)
+{
+    int n;
+    const char *e = load_errors("pipeline: x\n"
+                                "source:\n"
+                                "  brokers: b\n"
+                                "  topic: [t]\n"
+                                "sinks:\n"
+                                "  a:\n"
+                                "    type: http\n"
+                                "    ur: http://x\n"
+                                "    colour: blue\n",
+                                &n);
+
+    (void)state;
+    assert_error(e, "4:3", "source.topic: unknown key; did you mean `topics`?");
+    assert_error(e, "8:5", "sinks.a.ur: unknown key; did you mean `url`?");
+    assert_error(e, "9:5", "sinks.a.colour: unknown key; expected one of: "
+                           "type max_in_flight url");
+    /* Missing required keys are reported at their mapping. */
+    assert_error(e, "3:3", "source.topics: missing required key `topics`");
+    assert_error(e, "7:5", "sinks.a.url: missing required key `url`");
+    assert_int_equal(n, 5);
+}
+
+static void test_bad_values(void **state)
+{
+    int n;
+    const char *e = load_errors("pipeline: x\n"
+                                "source:\n"
+                                "  brokers: b\n"
+                                "  topics: t\n"
+                                "  start: middle\n"
+                                "  embedded_partitions: 0\n"
+                                "delivery:\n"
+                                "  commit_interval: 5\n"
+                                "  max_in_flight: lots\n"
+                                "  max_in_flight_bytes: 12XB\n"
+                                "sinks:\n"
+                                "  a:\n"
+                                "    type: http\n"
+                                "    url: http://x\n"
+                                "    forward_headers: maybe\n"
+                                "    headers: [x]\n"
+                                "  b:\n"
+                                "    type: smtp\n"
+                                "  c d:\n"
+                                "    type: http\n",
+                                &n);
+
+    (void)state;
+    assert_error(e, "5:10", "source.start: expected one of: earliest latest, "
+                            "found `middle`");
+    assert_error(e, "6:24", "source.embedded_partitions: must be between 1 "
+                            "and 1024, found `0`");
+    assert_error(e, "8:20", "delivery.commit_interval: expected a duration");
+    assert_error(e, "9:18", "delivery.max_in_flight: expected an integer");
+    assert_error(e, "10:24", "delivery.max_in_flight_bytes: expected a size");
+    assert_error(e, "15:22", "sinks.a.forward_headers: expected true or false");
+    assert_error(e, "16:14", "sinks.a.headers: expected a mapping, found a "
+                             "list");
+    assert_error(e, "18:11", "sinks.b.type: unknown sink type; expected one "
+                             "of: http");
+    assert_error(e, "19:3", "sinks.c d: a sink name is letters");
+    assert_int_equal(n, 9);
+}
+
+static void test_missing_sections_and_duplicates(void **state)
+{
+    int n;
+    const char *e = load_errors("pipline: x\n"
+                                "sinks:\n"
+                                "  a:\n"
+                                "    type: http\n"
+                                "    url: http://x\n"
+                                "    url: http://y\n",
+                                &n);
+
+    (void)state;
+    assert_error(e, "1:1", "pipline: unknown key; did you mean `pipeline`?");
+    assert_error(e, "6:5", "sinks.a.url: duplicate key (first at line 5)");
+    assert_error(e, "1:1", "pipeline: missing required key `pipeline`");
+    assert_error(e, "1:1", "source: missing required key `source`");
+    assert_int_equal(n, 4);
+}
+
+static void test_env_in_file(void **state)
+{
+    int n;
+    const char *e;
+
+    (void)state;
+    unsetenv("TEST_CFG_UNSET");
+    setenv("TEST_CFG_SECRET", "hunter2", 1);
+    e = load_errors("pipeline: x\n"
+                    "source:\n"
+                    "  brokers: ${TEST_CFG_UNSET}\n"
+                    "  topics: [t]\n"
+                    "  start: ${TEST_CFG_SECRET}\n"
+                    "sinks:\n"
+                    "  a:\n"
+                    "    type: http\n"
+                    "    url: ${TEST_CFG_UNSET:-http://fallback}\n",
+                    &n);
+    assert_error(e, "3:12", "source.brokers: environment variable "
+                            "TEST_CFG_UNSET is not set");
+    /* A value that came from the environment is never echoed. */
+    assert_error(e, "5:10", "source.start: expected one of: earliest latest");
+    assert_null(strstr(e, "hunter2"));
+    assert_int_equal(n, 2);
+}
+
+static void test_expand_env(void **state)
+{
+    struct sl_error err;
+    char *s;
+
+    (void)state;
+    setenv("TEST_A", "alpha", 1);
+    setenv("TEST_EMPTY", "", 1);
+    unsetenv("TEST_NONE");
+    s = cfg_expand_env("x-${TEST_A}-y", &err);
+    assert_string_equal(s, "x-alpha-y");
+    free(s);
+    s = cfg_expand_env("${TEST_NONE:-def}/${TEST_EMPTY:-e}/${TEST_EMPTY}", &err);
+    assert_string_equal(s, "def/e/");
+    free(s);
+    s = cfg_expand_env("cost $$5 and $HOME", &err);
+    assert_string_equal(s, "cost $5 and $HOME");
+    free(s);
+    s = cfg_expand_env("${TEST_NONE:-}", &err);
+    assert_string_equal(s, "");
+    free(s);
+    assert_null(cfg_expand_env("${TEST_NONE}", &err));
+    assert_non_null(strstr(err.msg, "TEST_NONE is not set"));
+    assert_null(cfg_expand_env("${TEST_A", &err));
+    assert_non_null(strstr(err.msg, "expected }"));
+    assert_null(cfg_expand_env("${}", &err));
+    assert_null(cfg_expand_env("${TEST_A:-x", &err));
+    assert_non_null(strstr(err.msg, "missing }"));
+}
+
+static void test_unreadable_file(void **state)
+{
+    struct cfg_errors errs = {0};
+
+    (void)state;
+    assert_null(cfg_load("/nonexistent/pipeline.yaml", &errs));
+    assert_non_null(strstr(errs.text, "/nonexistent/pipeline.yaml:0:0: "
+                                      "cannot open"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_good_file_and_defaults),
+        cmocka_unit_test(test_invalid_yaml_has_position),
+        cmocka_unit_test(test_unknown_key_suggests),
+        cmocka_unit_test(test_bad_values),
+        cmocka_unit_test(test_missing_sections_and_duplicates),
+        cmocka_unit_test(test_env_in_file),
+        cmocka_unit_test(test_expand_env),
+        cmocka_unit_test(test_unreadable_file),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
