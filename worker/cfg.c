@@ -56,9 +56,11 @@ const struct opt_spec cfg_delivery_options[] = {
     {.name = "ordering", .type = OPT_ENUM, .def = "key",
      .offset = offsetof(struct cfg_delivery, ordering),
      .choices = ordering_choices,
-     .doc = "Per sink, requests for the same partition and key (`key`), "
-            "the same partition (`partition`) go out in offset order; "
-            "`none` sends everything at once."},
+     .doc = "Per sink, requests for the same partition and key (`key`) "
+            "or for the same partition (`partition`) go out one at a time "
+            "in offset order, and a failing one holds back only those "
+            "behind it; `none` sends everything at once. Under `key`, "
+            "records without a key are not ordered."},
     {.name = "max_in_flight", .type = OPT_INT, .def = "10000",
      .offset = offsetof(struct cfg_delivery, max_in_flight),
      .min = 1, .max = 10000000,
