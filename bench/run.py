@@ -1,0 +1,705 @@
+#!/usr/bin/python3
+"""sluice benchmark: drain a backlog of JSON orders to four HTTP sinks.
+
+    /usr/bin/python3 bench/run.py [--count N] [--broker mock|kafka] [--keep]
+
+One run measures, one after the other (the machine has few cores):
+
+1. the backlog: COUNT lz4 orders (~260 B, keyed by 50 tenants) produced to
+   an 8-partition topic before anything consumes it, then checked with the
+   partition watermarks;
+2. ceiling A: bin/bare-consumer, a plain librdkafka consumer, reads all of
+   it (this also proves every message is readable);
+3. sluice end to end: `sluice run` with four http sinks pointing at four
+   bin/sinkd (count-only), timed from the first request at any sink to the
+   moment every sink has COUNT requests (the ~3 s group join is excluded);
+   CPU from /proc/PID/stat over that window, peak RSS (VmHWM) just before
+   SIGTERM, VmRSS sampled every 200 ms, sink counters every 50 ms (stalls);
+4. ceiling B: wrk against one fresh sinkd (its request rate).
+
+Prints a Markdown table with the issue's reference baselines and writes
+bench/results/latest.json. No pass/fail: exit 0 when the run completed,
+1 when something did not happen (each error says what), 2 on bad usage.
+Stdlib + confluent_kafka only (tests/tools/gen_orders.py needs it).
+"""
+
+import argparse
+import ctypes
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "bench")
+BIN = os.environ.get("SLUICE_BIN_DIR", os.path.join(ROOT, "bin"))
+RESULTS = os.path.join(BENCH, "results")
+sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
+
+SINKS = ("billing", "crm", "search", "analytics")
+PARTITIONS = 8
+TENANTS = 50
+MIB = 1024.0 * 1024.0
+
+# Reference figures from the issue (CPU-us per message, peak RSS MiB).
+TARGET_CPU_US = 60.0
+TARGET_RSS_MIB = 64.0
+BASELINES = [
+    ("C+libcurl prototype (curl_multi_poll)", 80.0, None),
+    ("C prototype, lean HTTP client", 44.0, None),
+    ("Fluent Bit", 145.0, 177.0),
+]
+
+STATS_POLL_S = 0.05      # sink counters while draining
+FIRST_POLL_S = 0.01      # sink counters while waiting for the first request
+RSS_EVERY_S = 0.2        # VmRSS samples
+STALL_S = 0.3            # a counter that does not move for longer is a stall
+FIRST_REQUEST_TIMEOUT_S = 60.0
+NO_PROGRESS_TIMEOUT_S = 30.0
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# Children get SIGKILL if this process dies without cleaning up (kill -9).
+try:
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):
+    _prctl = None
+
+
+def _die_with_parent():
+    if _prctl is not None:
+        _prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+class BenchError(Exception):
+    """Something did not happen; the message says what."""
+
+
+class Interrupted(BaseException):
+    pass
+
+
+def _on_sigterm(signum, frame):
+    raise Interrupted("signal %d" % signum)
+
+
+def log(msg):
+    print("bench: %s" % msg, file=sys.stderr, flush=True)
+
+
+def tail(path, n=15):
+    try:
+        with open(path, errors="replace") as f:
+            lines = f.readlines()
+    except OSError:
+        return ""
+    return "".join("    | " + l for l in lines[-n:])
+
+
+# ---- processes --------------------------------------------------------
+
+class Procs:
+    """Every child we start, each logging to files in the work dir; all of
+    them are stopped by stop_all() (called from a finally)."""
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.procs = []
+
+    def start(self, name, argv, stdin=subprocess.DEVNULL):
+        out = os.path.join(self.workdir, name + ".out")
+        err = os.path.join(self.workdir, name + ".err")
+        with open(out, "wb") as fo, open(err, "wb") as fe:
+            p = subprocess.Popen(argv, stdin=stdin, stdout=fo, stderr=fe,
+                                 cwd=self.workdir, preexec_fn=_die_with_parent)
+        p.name, p.out, p.err = name, out, err
+        self.procs.append(p)
+        return p
+
+    @staticmethod
+    def stop(p, timeout=5.0):
+        """SIGTERM, wait up to timeout, then SIGKILL. Returns the exit code
+        and whether SIGKILL was needed."""
+        if p.poll() is not None:
+            return p.returncode, False
+        try:
+            p.send_signal(signal.SIGTERM)
+            return p.wait(timeout), False
+        except subprocess.TimeoutExpired:
+            p.kill()
+            return p.wait(), True
+
+    def stop_all(self):
+        for p in reversed(self.procs):
+            try:
+                self.stop(p, 3.0)
+            except Exception as e:  # keep stopping the others
+                log("stopping %s (pid %d): %s" % (p.name, p.pid, e))
+
+
+def wait_for_file(path, proc, what, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(path) as f:
+                s = f.read().strip()
+            if s:
+                return s
+        except FileNotFoundError:
+            pass
+        if proc.poll() is not None:
+            raise BenchError("%s exited (status %s) before %s:\n%s"
+                             % (proc.name, proc.returncode, what,
+                                tail(proc.err)))
+        time.sleep(0.02)
+    raise BenchError("%s: no %s within %.0f s:\n%s"
+                     % (proc.name, what, timeout, tail(proc.err)))
+
+
+def start_sinkd(procs, name):
+    port_file = os.path.join(procs.workdir, name + ".port")
+    p = procs.start(name, [os.path.join(BIN, "sinkd"), "--port", "0",
+                           "--threads", "2", "--port-file", port_file])
+    port = int(wait_for_file(port_file, p, "listening port (--port-file)",
+                             10))
+    return p, port
+
+
+class SinkStats:
+    """Keep-alive GET /_sinkd/stats against one sinkd."""
+
+    def __init__(self, port):
+        self.port = port
+        self.conn = None
+
+    def requests(self):
+        for attempt in (1, 2):
+            try:
+                if self.conn is None:
+                    self.conn = http.client.HTTPConnection(
+                        "127.0.0.1", self.port, timeout=5)
+                self.conn.request("GET", "/_sinkd/stats")
+                r = self.conn.getresponse()
+                body = r.read()
+                if r.status != 200:
+                    raise BenchError("sinkd :%d stats: HTTP %d"
+                                     % (self.port, r.status))
+                return int(json.loads(body)["requests"])
+            except (OSError, http.client.HTTPException, ValueError,
+                    KeyError) as e:
+                if self.conn is not None:
+                    self.conn.close()
+                self.conn = None
+                if attempt == 2:
+                    raise BenchError("cannot read sinkd :%d stats: %s"
+                                     % (self.port, e))
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+
+
+# ---- /proc --------------------------------------------------------------
+
+def proc_cpu_s(pid):
+    """utime+stime of the whole process (all threads), in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        s = f.read()
+    fields = s[s.rindex(")") + 2:].split()
+    # fields[0] is field 3 (state): utime is field 14, stime field 15.
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_status_kib(pid, key):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise BenchError("no %s in /proc/%d/status" % (key, pid))
+
+
+# ---- steps ---------------------------------------------------------------
+
+def start_mock(procs):
+    bfile = os.path.join(procs.workdir, "kafka-mock.bootstrap")
+    # stdin stays a pipe we never write to: the mock serves until SIGTERM.
+    p = procs.start("kafka-mock",
+                    [os.path.join(BIN, "kafka-mock"), "--topic",
+                     "orders:%d" % PARTITIONS, "--bootstrap-file", bfile],
+                    stdin=subprocess.PIPE)
+    return wait_for_file(bfile, p, "bootstrap address (--bootstrap-file)",
+                         15)
+
+
+def create_kafka_topic(bootstrap, topic):
+    from confluent_kafka.admin import AdminClient, NewTopic
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    fut = admin.create_topics([NewTopic(topic, PARTITIONS, 1)],
+                              operation_timeout=30)[topic]
+    try:
+        fut.result(60)
+    except Exception as e:
+        raise BenchError("cannot create topic %s on %s: %s"
+                         % (topic, bootstrap, e))
+
+
+def delete_kafka_topic(bootstrap, topic):
+    try:
+        from confluent_kafka.admin import AdminClient
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin.delete_topics([topic], operation_timeout=30)[topic].result(60)
+    except Exception as e:
+        log("could not delete topic %s: %s" % (topic, e))
+
+
+def produce_backlog(bootstrap, topic, count):
+    import gen_orders
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+    t0 = time.monotonic()
+    try:
+        n = gen_orders.produce(bootstrap, topic, count, tenants=TENANTS)
+    except (RuntimeError, KafkaException) as e:
+        raise BenchError("producing %d orders to %s failed: %s"
+                         % (count, topic, e))
+    dt = time.monotonic() - t0
+    # Watermarks: the mock silently drops a partition's oldest batches past
+    # ~5 MiB, so "produced" is not "readable" until low/high say so.
+    c = Consumer({"bootstrap.servers": bootstrap,
+                  "group.id": "bench-watermarks-%d" % os.getpid(),
+                  "enable.auto.commit": False})
+    try:
+        low = high = 0
+        per_part = []
+        for p in range(PARTITIONS):
+            try:
+                lo, hi = c.get_watermark_offsets(TopicPartition(topic, p),
+                                                 timeout=10)
+            except KafkaException as e:
+                raise BenchError("watermarks of %s [%d]: %s" % (topic, p, e))
+            low += lo
+            high += hi
+            per_part.append(hi - lo)
+    finally:
+        c.close()
+    if low != 0 or high != n:
+        raise BenchError(
+            "backlog incomplete: produced %d but partitions hold offsets "
+            "%d..%d (%d readable%s); per partition %s"
+            % (n, low, high, high - low,
+               ", the mock dropped old batches: lower --count"
+               if low else "", per_part))
+    return {"produced": n, "produce_s": round(dt, 3),
+            "per_partition": per_part}
+
+
+def run_bare_consumer(bootstrap, topic, count, workdir):
+    timeout_s = max(120, count // 1000)
+    argv = [os.path.join(BIN, "bare-consumer"), "--bootstrap", bootstrap,
+            "--topic", topic, "--count", str(count),
+            "--timeout-s", str(timeout_s)]
+    err = os.path.join(workdir, "bare-consumer.err")
+    with open(err, "wb") as fe:
+        try:
+            r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=fe,
+                               stdin=subprocess.DEVNULL,
+                               timeout=timeout_s + 30,
+                               preexec_fn=_die_with_parent)
+        except subprocess.TimeoutExpired:
+            raise BenchError("bare-consumer did not finish within %d s"
+                             % (timeout_s + 30))
+    try:
+        res = json.loads(r.stdout.decode().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise BenchError("bare-consumer (status %d) printed no JSON line:\n%s"
+                         % (r.returncode, tail(err)))
+    if r.returncode != 0 or res.get("messages") != count:
+        raise BenchError(
+            "bare-consumer read %s of %d messages within %d s (status %d): "
+            "the backlog is not fully readable, so sluice is not to blame:"
+            "\n%s" % (res.get("messages"), count, timeout_s, r.returncode,
+                      tail(err)))
+    return res
+
+
+def write_pipeline(workdir, bootstrap, topic, group, ports):
+    with open(os.path.join(BENCH, "pipeline.yaml.in")) as f:
+        text = f.read()
+    subst = {"BROKERS": bootstrap, "TOPIC": topic, "GROUP": group}
+    for name, port in zip(SINKS, ports):
+        subst[name.upper() + "_URL"] = "http://127.0.0.1:%d/%s" % (port,
+                                                                  name)
+    text = re.sub(r"@([A-Z_]+)@", lambda m: subst[m.group(1)], text)
+    path = os.path.join(workdir, "bench-pipeline.yaml")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def find_gaps(history, count, t_start):
+    """Per sink and for all sinks together, intervals > STALL_S in which the
+    counter did not move although the sink was not done yet."""
+    def gaps_of(series):
+        out = []
+        last_t, last_v = series[0]
+        for t, v in series[1:]:
+            if v != last_v:
+                if t - last_t > STALL_S:
+                    out.append({"at_s": round(last_t - t_start, 2),
+                                "len_s": round(t - last_t, 2),
+                                "stuck_at": last_v})
+                last_t, last_v = t, v
+            elif v >= count:
+                break
+        return out
+
+    res = {}
+    for i, name in enumerate(SINKS):
+        res[name] = gaps_of([(t, c[i]) for t, c in history])
+    res["all"] = gaps_of([(t, sum(c)) for t, c in history])
+    return res
+
+
+def per_second(history, t_start):
+    """Messages/s completed at the slowest sink, per 1 s bucket."""
+    out = []
+    nxt = t_start + 1.0
+    prev = 0
+    for t, c in history:
+        if t >= nxt:
+            m = min(c)
+            out.append(m - prev)
+            prev = m
+            nxt += 1.0
+    return out
+
+
+def run_sluice(procs, bootstrap, topic, count, group):
+    sinkd = [start_sinkd(procs, "sinkd-" + n) for n in SINKS]
+    ports = [port for _, port in sinkd]
+    stats = [SinkStats(port) for port in ports]
+    try:
+        before = [s.requests() for s in stats]
+        if any(before):
+            raise BenchError("fresh sinks already have requests: %s"
+                             % before)
+        path = write_pipeline(procs.workdir, bootstrap, topic, group, ports)
+        p = procs.start("sluice", [os.path.join(BIN, "sluice"), "run",
+                                   "--progress", path])
+        t_launch = time.monotonic()
+
+        def alive(what):
+            if p.poll() is not None:
+                raise BenchError("sluice exited (status %s) %s:\n%s"
+                                 % (p.returncode, what, tail(p.err)))
+
+        # Wait for the first request at any sink; the last all-zero poll is
+        # the start, the CPU read right after it the baseline.
+        sink_pids = [sp.pid for sp, _ in sinkd]
+        t_zero = t_launch
+        cpu0 = proc_cpu_s(p.pid)
+        sink_cpu0 = sum(proc_cpu_s(pid) for pid in sink_pids)
+        while True:
+            counts = [s.requests() for s in stats]
+            now = time.monotonic()
+            if any(counts):
+                break
+            alive("before the first request reached a sink")
+            t_zero = now
+            cpu0 = proc_cpu_s(p.pid)
+            sink_cpu0 = sum(proc_cpu_s(pid) for pid in sink_pids)
+            if now - t_launch > FIRST_REQUEST_TIMEOUT_S:
+                raise BenchError(
+                    "no sink got a request within %.0f s of starting sluice "
+                    "(group join or fetch never completed):\n%s"
+                    % (FIRST_REQUEST_TIMEOUT_S, tail(p.err)))
+            time.sleep(FIRST_POLL_S)
+        t_start = t_zero
+        join_s = t_start - t_launch
+        log("first request %.2f s after launch; draining" % join_s)
+
+        history = [(t_start, (0,) * len(SINKS)), (now, tuple(counts))]
+        rss = []
+        next_rss = now
+        last_progress = now
+        overall_deadline = now + max(300.0, count / 200.0)
+        while min(counts) < count:
+            if now >= next_rss:
+                rss.append((now, proc_status_kib(p.pid, "VmRSS")))
+                next_rss += RSS_EVERY_S
+            time.sleep(STATS_POLL_S)
+            alive("while draining (sinks at %s of %d)" % (counts, count))
+            new = [s.requests() for s in stats]
+            now = time.monotonic()
+            if new != counts:
+                last_progress = now
+            counts = new
+            history.append((now, tuple(counts)))
+            if now - last_progress > NO_PROGRESS_TIMEOUT_S:
+                raise BenchError(
+                    "sluice made no progress for %.0f s: sinks %s stuck at "
+                    "%s of %d:\n%s" % (NO_PROGRESS_TIMEOUT_S, SINKS, counts,
+                                       count, tail(p.err)))
+            if now > overall_deadline:
+                raise BenchError("sinks at %s of %d after %.0f s"
+                                 % (counts, count, now - t_start))
+        t_end = now
+        cpu1 = proc_cpu_s(p.pid)
+        hwm = proc_status_kib(p.pid, "VmHWM")
+        sink_cpu1 = sum(proc_cpu_s(pid) for pid in sink_pids)
+        rss.append((now, proc_status_kib(p.pid, "VmRSS")))
+        rc, killed = Procs.stop(p, 45.0)
+        final = [s.requests() for s in stats]
+    finally:
+        for s in stats:
+            s.close()
+
+    wall = t_end - t_start
+    half = t_start + wall / 2
+    rss2 = [kib for t, kib in rss if t >= half] or [rss[-1][1]]
+    with open(p.err, errors="replace") as f:
+        warnings = [l.rstrip() for l in f
+                    if re.search(r"\b(warn|WARN|error|ERROR)\b", l)]
+    return {
+        "start": "last 10 ms poll with every sink at 0 requests "
+                 "(<= 10 ms before the first request)",
+        "group_join_s": round(join_s, 3),
+        "wall_s": round(wall, 3),
+        "msgs_per_s": round(count / wall, 1),
+        "cpu_s": round(cpu1 - cpu0, 3),
+        "cpu_us_per_msg": round((cpu1 - cpu0) * 1e6 / count, 2),
+        "cpu_cores_used": round((cpu1 - cpu0) / wall, 2),
+        "sinkd_cpu_s": round(sink_cpu1 - sink_cpu0, 3),
+        "peak_rss_mib": round(hwm / 1024.0, 2),
+        "rss_second_half_mib": [round(min(rss2) / 1024.0, 2),
+                                round(max(rss2) / 1024.0, 2)],
+        "rss_samples": len(rss),
+        "sink_requests_at_end": list(counts),
+        "sink_requests_after_stop": final,
+        "exit_status": rc,
+        "killed": killed,
+        "stalls": find_gaps(history, count, t_start),
+        "per_second_msgs": per_second(history, t_start),
+        "log_warnings": warnings[:20],
+    }
+
+
+def run_wrk(procs):
+    if shutil.which("wrk") is None:
+        raise BenchError("wrk not found on PATH (apt-get install wrk)")
+    _, port = start_sinkd(procs, "sinkd-wrk")
+    argv = ["wrk", "-t2", "-c64", "-d5s", "-s",
+            os.path.join(BENCH, "post.lua"), "http://127.0.0.1:%d/x" % port]
+    try:
+        r = subprocess.run(argv, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=30,
+                           stdin=subprocess.DEVNULL,
+                           preexec_fn=_die_with_parent)
+    except subprocess.TimeoutExpired:
+        raise BenchError("wrk did not finish within 30 s")
+    out = r.stdout.decode(errors="replace")
+    m = re.search(r"Requests/sec:\s*([0-9.]+)", out)
+    if r.returncode != 0 or not m:
+        raise BenchError("wrk failed (status %d):\n%s" % (r.returncode, out))
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
+    errs = re.search(r"Socket errors:.*", out)
+    return {"requests_per_s": float(m.group(1)),
+            "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+            "socket_errors": errs.group(0) if errs else None,
+            "msgs_per_s_at_4_posts": round(float(m.group(1)) / 4, 1)}
+
+
+# ---- report ---------------------------------------------------------------
+
+def fmt(v, spec="%.0f"):
+    return "-" if v is None else spec % v
+
+
+def report(res):
+    s, a, b = res["sluice"], res["bare_consumer"], res["wrk"]
+    cpu, rss = s["cpu_us_per_msg"], s["peak_rss_mib"]
+
+    def ratio(c, r):
+        parts = []
+        if c is not None:
+            parts.append("CPU %.2fx" % (c / TARGET_CPU_US))
+        if r is not None:
+            parts.append("RSS %.2fx" % (r / TARGET_RSS_MIB))
+        return ", ".join(parts) or "-"
+
+    rows = [
+        ("**sluice** end to end, 4 sinks", s["msgs_per_s"], cpu, rss,
+         ratio(cpu, rss), "1.00x"),
+        ("ceiling A: bare librdkafka consumer", a["msgs_per_s"],
+         a["cpu_us_per_msg"], a["max_rss_kb"] / 1024.0,
+         ratio(a["cpu_us_per_msg"], a["max_rss_kb"] / 1024.0),
+         "%.2fx" % (cpu / a["cpu_us_per_msg"]) if a["cpu_us_per_msg"]
+         else "-"),
+        ("ceiling B: one sinkd under wrk (req/s; /4 = %.0f msgs/s)"
+         % b["msgs_per_s_at_4_posts"], b["requests_per_s"], None, None,
+         "-", "-"),
+    ]
+    for name, bc, br in BASELINES:
+        rows.append(("ref: " + name, None, bc, br, ratio(bc, br),
+                     "%.2fx" % (cpu / bc) +
+                     (", RSS %.2fx" % (rss / br) if br else "")))
+    rows.append(("target", None, TARGET_CPU_US, TARGET_RSS_MIB, "1.00x",
+                 "%.2fx, RSS %.2fx" % (cpu / TARGET_CPU_US,
+                                      rss / TARGET_RSS_MIB)))
+    lines = [
+        "## sluice benchmark: %d orders, %d partitions, broker %s (%s)"
+        % (res["count"], PARTITIONS, res["broker"], res["bootstrap"]),
+        "",
+        "| scenario | msgs/s | CPU-µs/msg | peak RSS MiB | ratio to target "
+        "| sluice ÷ row (CPU) |",
+        "| --- | ---: | ---: | ---: | --- | --- |",
+    ]
+    for name, mps, c, r, rt, vs in rows:
+        lines.append("| %s | %s | %s | %s | %s | %s |"
+                     % (name, fmt(mps), fmt(c, "%.1f"), fmt(r, "%.1f"), rt,
+                        vs))
+    st = s["stalls"]
+    lo, hi = s["rss_second_half_mib"]
+    lines += [
+        "",
+        "- sluice: %.2f s draining (start = %s; group join %.1f s not "
+        "counted), %.2f CPU-s (%.2f cores; the 4 sinkd %.1f CPU-s), "
+        "exit status %s%s"
+        % (s["wall_s"], s["start"], s["group_join_s"], s["cpu_s"],
+           s["cpu_cores_used"], s["sinkd_cpu_s"],
+           s["exit_status"], " (SIGKILLed)" if s["killed"] else ""),
+        "- VmRSS over the second half: %.1f..%.1f MiB (%d samples every "
+        "200 ms)" % (lo, hi, s["rss_samples"]),
+        "- msgs/s per second (slowest sink): %s"
+        % " ".join(str(x) for x in s["per_second_msgs"]),
+        "- stalls > %d ms (all sinks): %s" % (
+            STALL_S * 1000,
+            ", ".join("%.1fs at t=%.2fs" % (g["len_s"], g["at_s"])
+                      for g in st["all"]) or "none"),
+        "- per sink stalls: %s" % ("; ".join(
+            "%s %s" % (n, ", ".join("%.1fs@%.2fs" % (g["len_s"], g["at_s"])
+                                   for g in st[n]))
+            for n in SINKS if st[n]) or "none"),
+        "- sink requests after stop: %s (expected %d each)"
+        % (s["sink_requests_after_stop"], res["count"]),
+        "- backlog: %d produced in %.1f s, per partition %s"
+        % (res["backlog"]["produced"], res["backlog"]["produce_s"],
+           res["backlog"]["per_partition"]),
+        "- host: %d CPUs, loadavg before %s; %s"
+        % (res["host"]["cpus"], res["host"]["loadavg_before"],
+           "wrk: %d non-2xx, %s" % (b["non_2xx"], b["socket_errors"])
+           if b["non_2xx"] or b["socket_errors"] else "wrk: no errors"),
+    ]
+    if s["log_warnings"]:
+        lines.append("- sluice log warnings/errors (%d): %s"
+                     % (len(s["log_warnings"]), s["log_warnings"][0]))
+    print("\n".join(lines), flush=True)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(
+        description="Benchmark sluice draining a backlog of orders to four "
+                    "HTTP sinks.")
+    ap.add_argument("--count", type=int, default=200000,
+                    help="orders in the backlog (default 200000; the mock "
+                         "keeps ~5 MiB per partition, ~450k in all)")
+    ap.add_argument("--broker", choices=("mock", "kafka"), default="mock",
+                    help="mock: bin/kafka-mock (default); kafka: the "
+                         "cluster in $KAFKA_BOOTSTRAP")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the work dir (logs, pipeline file)")
+    args = ap.parse_args(argv)
+    if args.count < 1:
+        ap.error("--count must be >= 1")
+    if args.broker == "kafka" and not os.environ.get("KAFKA_BOOTSTRAP"):
+        print("bench: --broker kafka needs KAFKA_BOOTSTRAP=host:port of a "
+              "real Kafka cluster (only the mock is set up by the bench)",
+              file=sys.stderr)
+        return 2
+    if args.broker == "mock" and args.count > 400000:
+        log("warning: %d orders may exceed the mock's ~5 MiB per partition; "
+            "the watermark check will tell" % args.count)
+    for tool in ("sluice", "sinkd", "kafka-mock", "bare-consumer"):
+        if not os.access(os.path.join(BIN, tool), os.X_OK):
+            print("bench: %s/%s missing: run `make` first" % (BIN, tool),
+                  file=sys.stderr)
+            return 2
+
+    # Ctrl-C and SIGTERM both unwind through the finally that stops every
+    # child (SIGINT explicitly: a background job may inherit it ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    workdir = tempfile.mkdtemp(prefix="sluice-bench-")
+    procs = Procs(workdir)
+    ts = time.strftime("%Y%m%d-%H%M%S")
+    topic = "orders"
+    bootstrap = None
+    failed = False
+    try:
+        with open("/proc/loadavg") as f:
+            load = " ".join(f.read().split()[:3])
+        if args.broker == "mock":
+            bootstrap = start_mock(procs)
+        else:
+            bootstrap = os.environ["KAFKA_BOOTSTRAP"]
+            topic = "sluice-bench-%s-%d" % (ts, os.getpid())
+            create_kafka_topic(bootstrap, topic)
+        log("broker %s at %s, topic %s; producing %d orders"
+            % (args.broker, bootstrap, topic, args.count))
+        backlog = produce_backlog(bootstrap, topic, args.count)
+        log("backlog ready (%.1f s); ceiling A: bare-consumer"
+            % backlog["produce_s"])
+        bare = run_bare_consumer(bootstrap, topic, args.count, workdir)
+        log("bare-consumer: %.0f msgs/s; sluice" % bare["msgs_per_s"])
+        sl = run_sluice(procs, bootstrap, topic, args.count,
+                        "bench-%s-%d" % (ts, os.getpid()))
+        log("sluice: %.0f msgs/s; ceiling B: wrk" % sl["msgs_per_s"])
+        wrk = run_wrk(procs)
+        res = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "count": args.count, "broker": args.broker,
+            "bootstrap": bootstrap, "topic": topic,
+            "host": {"cpus": os.cpu_count(), "loadavg_before": load},
+            "backlog": backlog, "bare_consumer": bare, "sluice": sl,
+            "wrk": wrk,
+            "reference": {"target_cpu_us_per_msg": TARGET_CPU_US,
+                          "target_peak_rss_mib": TARGET_RSS_MIB,
+                          "baselines": [{"name": n, "cpu_us_per_msg": c,
+                                         "peak_rss_mib": r}
+                                        for n, c, r in BASELINES]},
+        }
+        os.makedirs(RESULTS, exist_ok=True)
+        out = os.path.join(RESULTS, "latest.json")
+        with open(out + ".tmp", "w") as f:
+            json.dump(res, f, indent=2)
+            f.write("\n")
+        os.replace(out + ".tmp", out)
+        report(res)
+        log("results written to %s" % os.path.relpath(out, ROOT))
+        return 0
+    except BenchError as e:
+        failed = True
+        print("bench: FAILED: %s" % e, file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, Interrupted):
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        procs.stop_all()
+        if args.broker == "kafka" and bootstrap and not args.keep:
+            delete_kafka_topic(bootstrap, topic)
+        if args.keep or failed:
+            log("work dir (logs, pipeline file) kept: %s" % workdir)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
