@@ -53,7 +53,7 @@ static const struct {
     {"enable.partition.eof", "false"},
     /* Bound librdkafka's prefetch by bytes: with small messages the count
      * limit would hold far more than the bytes limit intends. */
-    {"queued.max.messages.kbytes", "16384"},
+    {"queued.max.messages.kbytes", "8192"},
     {"queued.min.messages", "100000"},
     {"log.connection.close", "false"},
     {"client.software.name", "sluice"},
