@@ -17,7 +17,8 @@ BIN     ?= bin
 CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -g $(WARN) $(SAN) -MMD -MP \
            -I. -Iworker -Iconnectors \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser \
+           -lpthread -lm
 LDFLAGS := $(SAN)
 
 WORKER_SRC := $(filter-out worker/main.c,$(wildcard worker/*.c)) \

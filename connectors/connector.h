@@ -106,6 +106,8 @@ struct connector_transfer {
     void (*done)(struct connector_transfer *transfer, int curl_code);
 };
 
+enum { CONNECTOR_READABLE = 1, CONNECTOR_WRITABLE = 2 };
+
 struct connector_host {
     const char *sink_name;
     int max_in_flight; /* the runtime never exceeds it */
@@ -114,6 +116,20 @@ struct connector_host {
     int (*http_start)(void *io, void *easy, struct connector_transfer *t);
     /* Removes a started handle before its end; its done() never runs. */
     void (*http_stop)(void *io, void *easy);
+    /* Watches fd on the lane's loop (level-triggered); fn gets
+     * CONNECTOR_READABLE/WRITABLE (errors and hang-ups as both). A new
+     * watch waits for nothing until watch_set. watch_free before close(fd);
+     * fn never runs after it. */
+    void *(*watch_new)(void *io, int fd,
+                       void (*fn)(void *arg, unsigned events), void *arg);
+    int (*watch_set)(void *io, void *watch, unsigned events);
+    void (*watch_free)(void *io, void *watch);
+    /* One-shot timers on the lane's loop: timer_set re-arms, a negative
+     * delay stops; fn never runs after timer_free. */
+    void *(*timer_new)(void *io, void (*fn)(void *arg), void *arg);
+    void (*timer_set)(void *io, void *timer, int64_t delay_ms);
+    void (*timer_free)(void *io, void *timer);
+    uint64_t (*now_ms)(void *io); /* monotonic, per loop iteration */
     void *io;
     /* Reports the outcome of a send() that returned 0. Called exactly once
      * per started send, on the loop thread, never from inside send(). */

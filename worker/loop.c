@@ -14,12 +14,25 @@
 #include <time.h>
 #include <unistd.h>
 
-struct curl_sock {
+/* An fd watched for someone else: curl's sockets and the connectors'.
+ * Freed watches may still sit in the current iteration's events, so they
+ * go to a dead list freed when the outermost iteration is done. */
+struct watch {
     struct loop_io io;
     loop_t *loop;
     uint32_t events;
-    int dead;               /* closed by curl; freed after this iteration */
-    struct curl_sock *next; /* on the dead list */
+    int dead;
+    struct watch *next; /* on the dead list */
+    void (*fn)(void *arg, unsigned events);
+    void *arg;
+};
+
+/* A timer for a connector: a loop_timer plus its callback. */
+struct ext_timer {
+    struct loop_timer timer;
+    loop_t *loop;
+    void (*fn)(void *arg);
+    void *arg;
 };
 
 struct loop {
@@ -30,7 +43,7 @@ struct loop {
     CURLM *multi;
     struct loop_timer curl_timer;
     int curl_running;
-    struct curl_sock *dead; /* may still sit in this iteration's events */
+    struct watch *dead; /* may still sit in this iteration's events */
     int depth;              /* loop_run_once nesting (drains run nested) */
 };
 
@@ -178,25 +191,145 @@ static void curl_check_done(loop_t *loop)
     }
 }
 
-static void curl_sock_event(struct loop_io *io, uint32_t events)
-{
-    struct curl_sock *cs = (struct curl_sock *)io;
-    loop_t *loop = cs->loop;
-    int mask = 0;
+/* ---- watches ---- */
 
-    if (cs->dead) {
+static uint32_t to_epoll(unsigned events)
+{
+    return (events & CONNECTOR_READABLE ? EPOLLIN : 0) |
+           (events & CONNECTOR_WRITABLE ? EPOLLOUT : 0);
+}
+
+static void watch_event(struct loop_io *io, uint32_t epoll_events)
+{
+    struct watch *w = (struct watch *)io;
+    unsigned events = 0;
+
+    if (w->dead) {
         return;
     }
-    if (events & EPOLLIN) {
+    if (epoll_events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+        events |= CONNECTOR_READABLE;
+    }
+    if (epoll_events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
+        events |= CONNECTOR_WRITABLE;
+    }
+    w->fn(w->arg, events);
+}
+
+void *loop_watch_new(void *io, int fd, void (*fn)(void *arg, unsigned events),
+                     void *arg)
+{
+    loop_t *loop = io;
+    struct watch *w = calloc(1, sizeof(*w));
+    struct epoll_event ev = {.events = 0};
+
+    if (w == NULL) {
+        return NULL;
+    }
+    w->io.fd = fd;
+    w->io.fn = watch_event;
+    w->loop = loop;
+    w->fn = fn;
+    w->arg = arg;
+    ev.data.ptr = w;
+    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+int loop_watch_set(void *io, void *watch, unsigned events)
+{
+    loop_t *loop = io;
+    struct watch *w = watch;
+    struct epoll_event ev = {.events = to_epoll(events), .data.ptr = w};
+
+    if (w->events == ev.events) {
+        return 0;
+    }
+    w->events = ev.events;
+    return epoll_ctl(loop->epfd, EPOLL_CTL_MOD, w->io.fd, &ev);
+}
+
+void loop_watch_free(void *io, void *watch)
+{
+    loop_t *loop = io;
+    struct watch *w = watch;
+
+    if (w == NULL) {
+        return;
+    }
+    epoll_ctl(loop->epfd, EPOLL_CTL_DEL, w->io.fd, NULL);
+    w->dead = 1;
+    w->next = loop->dead;
+    loop->dead = w;
+}
+
+static void ext_timer_fired(struct loop_timer *timer)
+{
+    struct ext_timer *t = (struct ext_timer *)timer;
+
+    t->fn(t->arg);
+}
+
+void *loop_timer_new(void *io, void (*fn)(void *arg), void *arg)
+{
+    struct ext_timer *t = calloc(1, sizeof(*t));
+
+    if (t == NULL) {
+        return NULL;
+    }
+    loop_timer_init(&t->timer, ext_timer_fired);
+    t->loop = io;
+    t->fn = fn;
+    t->arg = arg;
+    return t;
+}
+
+void loop_timer_set(void *io, void *timer, int64_t delay_ms)
+{
+    struct ext_timer *t = timer;
+
+    (void)io;
+    if (delay_ms < 0) {
+        loop_timer_stop(t->loop, &t->timer);
+    } else {
+        loop_timer_start(t->loop, &t->timer, delay_ms);
+    }
+}
+
+void loop_timer_free(void *io, void *timer)
+{
+    struct ext_timer *t = timer;
+
+    (void)io;
+    if (t != NULL) {
+        loop_timer_stop(t->loop, &t->timer);
+        free(t);
+    }
+}
+
+uint64_t loop_now_ms(void *io)
+{
+    return loop_now(io);
+}
+
+/* ---- curl multi ---- */
+
+static void curl_sock_event(void *arg, unsigned events)
+{
+    struct watch *w = arg;
+    loop_t *loop = w->loop;
+    int mask = 0;
+
+    if (events & CONNECTOR_READABLE) {
         mask |= CURL_CSELECT_IN;
     }
-    if (events & EPOLLOUT) {
+    if (events & CONNECTOR_WRITABLE) {
         mask |= CURL_CSELECT_OUT;
     }
-    if (events & (EPOLLERR | EPOLLHUP)) {
-        mask |= CURL_CSELECT_ERR;
-    }
-    curl_multi_socket_action(loop->multi, io->fd, mask, &loop->curl_running);
+    curl_multi_socket_action(loop->multi, w->io.fd, mask, &loop->curl_running);
     curl_check_done(loop);
 }
 
@@ -204,46 +337,32 @@ static int curl_socket_cb(CURL *easy, curl_socket_t fd, int what,
                           void *userp, void *socketp)
 {
     loop_t *loop = userp;
-    struct curl_sock *cs = socketp;
-    struct epoll_event ev = {0};
+    struct watch *w = socketp;
+    unsigned events = 0;
 
     (void)easy;
     if (what == CURL_POLL_REMOVE) {
-        if (cs != NULL) {
-            epoll_ctl(loop->epfd, EPOLL_CTL_DEL, fd, NULL);
+        if (w != NULL) {
             curl_multi_assign(loop->multi, fd, NULL);
-            cs->dead = 1;
-            cs->next = loop->dead;
-            loop->dead = cs;
+            loop_watch_free(loop, w);
         }
         return 0;
     }
     if (what & CURL_POLL_IN) {
-        ev.events |= EPOLLIN;
+        events |= CONNECTOR_READABLE;
     }
     if (what & CURL_POLL_OUT) {
-        ev.events |= EPOLLOUT;
+        events |= CONNECTOR_WRITABLE;
     }
-    if (cs == NULL) {
-        cs = calloc(1, sizeof(*cs));
-        if (cs == NULL) {
+    if (w == NULL) {
+        w = loop_watch_new(loop, fd, curl_sock_event, NULL);
+        if (w == NULL) {
             return -1;
         }
-        cs->io.fd = fd;
-        cs->io.fn = curl_sock_event;
-        cs->loop = loop;
-        ev.data.ptr = cs;
-        if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            free(cs);
-            return -1;
-        }
-        curl_multi_assign(loop->multi, fd, cs);
-    } else if (cs->events != ev.events) {
-        ev.data.ptr = cs;
-        epoll_ctl(loop->epfd, EPOLL_CTL_MOD, fd, &ev);
+        w->arg = w;
+        curl_multi_assign(loop->multi, fd, w);
     }
-    cs->events = ev.events;
-    return 0;
+    return loop_watch_set(loop, w, events) == 0 ? 0 : -1;
 }
 
 static void curl_timer_fired(struct loop_timer *timer)
@@ -325,7 +444,7 @@ void loop_destroy(loop_t *loop)
     }
     curl_multi_cleanup(loop->multi);
     while (loop->dead != NULL) {
-        struct curl_sock *cs = loop->dead;
+        struct watch *cs = loop->dead;
         loop->dead = cs->next;
         free(cs);
     }
@@ -361,7 +480,7 @@ int loop_run_once(loop_t *loop, int max_wait_ms)
     loop->depth--;
     /* An outer iteration may still hold events of closed sockets. */
     while (loop->depth == 0 && loop->dead != NULL) {
-        struct curl_sock *cs = loop->dead;
+        struct watch *cs = loop->dead;
         loop->dead = cs->next;
         free(cs);
     }

@@ -48,7 +48,15 @@ int loop_timer_armed(const struct loop_timer *timer);
 int loop_io_add(loop_t *loop, struct loop_io *io, uint32_t events);
 void loop_io_del(loop_t *loop, struct loop_io *io);
 
-/* connector_host.http_start/http_stop; io is the loop. */
+/* The connector_host services; io is the loop (see connector.h). */
+void *loop_watch_new(void *io, int fd, void (*fn)(void *arg, unsigned events),
+                     void *arg);
+int loop_watch_set(void *io, void *watch, unsigned events);
+void loop_watch_free(void *io, void *watch);
+void *loop_timer_new(void *io, void (*fn)(void *arg), void *arg);
+void loop_timer_set(void *io, void *timer, int64_t delay_ms);
+void loop_timer_free(void *io, void *timer);
+uint64_t loop_now_ms(void *io);
 int loop_http_start(void *io, void *easy, struct connector_transfer *t);
 void loop_http_stop(void *io, void *easy);
 

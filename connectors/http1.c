@@ -1,0 +1,478 @@
+/* http1.c -- keep-alive HTTP/1.1 connections to one endpoint.
+ *
+ * A connection is closed, connecting, idle, writing or reading; idle and
+ * closed ones sit on two lists, so picking one is O(1). A request is
+ * written with one writev (head, per-request headers, body) and its
+ * response parsed as it arrives. A request that finds its reused
+ * connection closed by the server before any response byte (the
+ * keep-alive race) is sent once more on a fresh connection, as curl does;
+ * every other failure goes back to the caller, whose engine retries. */
+#include "http1.h"
+
+#include <errno.h>
+#include <http_parser.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+enum conn_state { CONN_CLOSED, CONN_CONNECTING, CONN_IDLE, CONN_BUSY };
+
+struct conn {
+    http1_pool_t *pool;
+    enum conn_state state;
+    int fd;
+    void *watch;
+    void *timer;
+    int reused;   /* served a request before: may meet a stale close */
+    int got_data; /* response bytes arrived for the current request */
+    struct http1_request *req;
+    struct iovec iov[3]; /* what is left to write */
+    int iovcnt;
+    http_parser parser;
+    int complete, keep_alive;
+    struct http1_result res;
+    char field[16];
+    size_t field_len;
+    int field_is_value, in_retry_after;
+    char value[24];
+    size_t value_len;
+    struct conn *prev, *next; /* on the idle or closed list */
+};
+
+struct http1_pool {
+    const struct connector_host *host;
+    char *hostname, *port;
+    int64_t connect_timeout_ms, timeout_ms;
+    struct conn *conns;
+    int count;
+    struct conn *idle, *closed;
+    http_parser_settings settings;
+};
+
+/* ---- lists ---- */
+
+static void list_push(struct conn **head, struct conn *c)
+{
+    c->prev = NULL;
+    c->next = *head;
+    if (*head != NULL) {
+        (*head)->prev = c;
+    }
+    *head = c;
+}
+
+static void list_remove(struct conn **head, struct conn *c)
+{
+    if (c->prev != NULL) {
+        c->prev->next = c->next;
+    } else {
+        *head = c->next;
+    }
+    if (c->next != NULL) {
+        c->next->prev = c->prev;
+    }
+    c->prev = c->next = NULL;
+}
+
+/* ---- response parsing ---- */
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+
+    if (c->field_is_value) {
+        c->field_len = 0;
+        c->field_is_value = 0;
+    }
+    if (c->field_len + len < sizeof(c->field)) {
+        memcpy(c->field + c->field_len, at, len);
+        c->field_len += len;
+    } else {
+        c->field_len = sizeof(c->field); /* too long to be Retry-After */
+    }
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+
+    if (!c->field_is_value) {
+        c->field_is_value = 1;
+        c->in_retry_after = c->field_len == 11 &&
+                            strncasecmp(c->field, "retry-after", 11) == 0;
+        c->value_len = 0;
+    }
+    if (c->in_retry_after && c->value_len + len < sizeof(c->value)) {
+        memcpy(c->value + c->value_len, at, len);
+        c->value_len += len;
+        c->value[c->value_len] = '\0';
+        char *end;
+        long secs = strtol(c->value, &end, 10);
+        /* Only delta-seconds; an HTTP-date falls back to the backoff. */
+        c->res.retry_after_ms =
+            end != c->value && secs >= 0 ? (int64_t)secs * 1000 : -1;
+    }
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    size_t keep = HTTP1_BODY_KEEP - c->res.body_len;
+
+    if (keep > len) {
+        keep = len;
+    }
+    memcpy(c->res.body + c->res.body_len, at, keep);
+    c->res.body_len += keep;
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    struct conn *c = p->data;
+
+    c->complete = 1;
+    c->keep_alive = http_should_keep_alive(p);
+    /* One response per request: stop here. */
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+/* ---- connections ---- */
+
+static void conn_close(struct conn *c)
+{
+    http1_pool_t *pool = c->pool;
+
+    if (c->state == CONN_CLOSED) {
+        return;
+    }
+    if (c->state == CONN_IDLE) {
+        list_remove(&pool->idle, c);
+    }
+    pool->host->timer_set(pool->host->io, c->timer, -1);
+    pool->host->watch_free(pool->host->io, c->watch);
+    c->watch = NULL;
+    close(c->fd);
+    c->fd = -1;
+    c->state = CONN_CLOSED;
+    c->reused = 0;
+    list_push(&pool->closed, c);
+}
+
+static int conn_start(http1_pool_t *pool, struct conn *c,
+                      struct http1_request *req);
+
+/* Ends c's request with error err (0: the parsed response). */
+static void conn_finish(struct conn *c, int err)
+{
+    http1_pool_t *pool = c->pool;
+    struct http1_request *req = c->req;
+    struct http1_result res = c->res;
+    int stale = err != 0 && c->reused && !c->got_data;
+
+    c->req = NULL;
+    res.error = err;
+    res.status = err == 0 ? (int)c->parser.status_code : 0;
+    res.body[res.body_len] = '\0';
+    if (err != 0 || !c->keep_alive) {
+        conn_close(c);
+    } else {
+        c->state = CONN_IDLE;
+        c->reused = 1;
+        pool->host->timer_set(pool->host->io, c->timer, -1);
+        pool->host->watch_set(pool->host->io, c->watch, CONNECTOR_READABLE);
+        list_push(&pool->idle, c);
+    }
+    if (stale && !req->resent) {
+        /* The server closed the idle connection as we wrote: nothing of
+         * this request was answered, so it is safe to send again. */
+        req->resent = 1;
+        struct conn *fresh = pool->closed;
+        if (fresh != NULL) {
+            list_remove(&pool->closed, fresh);
+            int rc = conn_start(pool, fresh, req);
+            if (rc == 0) {
+                return;
+            }
+            res.error = rc;
+        }
+    }
+    req->done(req, &res);
+}
+
+/* Writes what is left of the request. From inside http1_send (in_send) a
+ * failure is left for the loop to find, so done() never runs there. */
+static void conn_write(struct conn *c, int in_send)
+{
+    http1_pool_t *pool = c->pool;
+
+    while (c->iovcnt > 0) {
+        ssize_t n = writev(c->fd, c->iov, c->iovcnt);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR || in_send) {
+                pool->host->watch_set(pool->host->io, c->watch,
+                                      CONNECTOR_WRITABLE);
+                return;
+            }
+            conn_finish(c, errno);
+            return;
+        }
+        while (c->iovcnt > 0 && (size_t)n >= c->iov[0].iov_len) {
+            n -= (ssize_t)c->iov[0].iov_len;
+            memmove(c->iov, c->iov + 1,
+                    (size_t)(c->iovcnt - 1) * sizeof(c->iov[0]));
+            c->iovcnt--;
+        }
+        if (c->iovcnt > 0) {
+            c->iov[0].iov_base = (char *)c->iov[0].iov_base + n;
+            c->iov[0].iov_len -= (size_t)n;
+        }
+    }
+    pool->host->watch_set(pool->host->io, c->watch, CONNECTOR_READABLE);
+}
+
+static void conn_read(struct conn *c)
+{
+    char buf[16384];
+
+    for (;;) {
+        ssize_t n = read(c->fd, buf, sizeof(buf));
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR) {
+                return;
+            }
+            conn_finish(c, errno);
+            return;
+        }
+        if (n == 0) {
+            /* EOF ends a close-delimited body; otherwise it is an error. */
+            http_parser_execute(&c->parser, &c->pool->settings, NULL, 0);
+            conn_finish(c, c->complete ? 0 : ECONNRESET);
+            return;
+        }
+        c->got_data = 1;
+        http_parser_execute(&c->parser, &c->pool->settings, buf, (size_t)n);
+        if (c->complete) {
+            conn_finish(c, 0);
+            return;
+        }
+        if (HTTP_PARSER_ERRNO(&c->parser) != HPE_OK) {
+            conn_finish(c, EPROTO);
+            return;
+        }
+    }
+}
+
+static void conn_event(void *arg, unsigned events)
+{
+    struct conn *c = arg;
+
+    switch (c->state) {
+    case CONN_IDLE: {
+        /* Readable while idle: the server closed (or broke protocol). */
+        char b;
+        if (recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) < 0 &&
+            (errno == EAGAIN || errno == EINTR)) {
+            return;
+        }
+        conn_close(c);
+        return;
+    }
+    case CONN_CONNECTING: {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err != 0) {
+            conn_finish(c, err);
+            return;
+        }
+        c->state = CONN_BUSY;
+        c->pool->host->timer_set(c->pool->host->io, c->timer,
+                                 c->pool->timeout_ms);
+        conn_write(c, 0);
+        return;
+    }
+    case CONN_BUSY:
+        if (c->iovcnt > 0) {
+            if (events & CONNECTOR_WRITABLE) {
+                conn_write(c, 0);
+            }
+        } else if (events & CONNECTOR_READABLE) {
+            conn_read(c);
+        }
+        return;
+    case CONN_CLOSED:
+        return;
+    }
+}
+
+static void conn_timeout(void *arg)
+{
+    struct conn *c = arg;
+
+    if (c->req != NULL) {
+        c->got_data = 1; /* a timeout is never resent transparently */
+        conn_finish(c, ETIMEDOUT);
+    }
+}
+
+static int conn_connect(http1_pool_t *pool, struct conn *c)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+    int one = 1, rc, err;
+
+    rc = getaddrinfo(pool->hostname, pool->port, &hints, &ai);
+    if (rc != 0) {
+        return rc == EAI_SYSTEM ? errno : EHOSTUNREACH;
+    }
+    c->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                   0);
+    if (c->fd < 0) {
+        err = errno;
+        freeaddrinfo(ai);
+        return err;
+    }
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    rc = connect(c->fd, ai->ai_addr, ai->ai_addrlen);
+    err = rc == 0 ? 0 : errno;
+    freeaddrinfo(ai);
+    if (rc != 0 && err != EINPROGRESS) {
+        close(c->fd);
+        c->fd = -1;
+        return err;
+    }
+    c->watch = pool->host->watch_new(pool->host->io, c->fd, conn_event, c);
+    if (c->watch == NULL) {
+        close(c->fd);
+        c->fd = -1;
+        return ENOMEM;
+    }
+    c->state = CONN_CONNECTING;
+    pool->host->watch_set(pool->host->io, c->watch, CONNECTOR_WRITABLE);
+    pool->host->timer_set(pool->host->io, c->timer, pool->connect_timeout_ms);
+    return 0;
+}
+
+static void conn_prepare(struct conn *c, struct http1_request *req)
+{
+    c->req = req;
+    req->conn = c;
+    memcpy(c->iov, req->iov, sizeof(c->iov));
+    c->iovcnt = req->iovcnt;
+    c->got_data = 0;
+    c->complete = 0;
+    c->field_len = 0;
+    c->field_is_value = 0;
+    c->in_retry_after = 0;
+    c->res.body_len = 0;
+    c->res.retry_after_ms = -1;
+    http_parser_init(&c->parser, HTTP_RESPONSE);
+    c->parser.data = c;
+}
+
+/* Connects the closed connection c and sends req once connected. Returns
+ * 0, or an errno with c back on the closed list. */
+static int conn_start(http1_pool_t *pool, struct conn *c,
+                      struct http1_request *req)
+{
+    int err;
+
+    conn_prepare(c, req);
+    err = conn_connect(pool, c);
+    if (err != 0) {
+        c->req = NULL;
+        list_push(&pool->closed, c);
+    }
+    return err;
+}
+
+int http1_send(http1_pool_t *pool, struct http1_request *req)
+{
+    struct conn *c = pool->idle;
+
+    req->resent = 0;
+    if (c == NULL) {
+        c = pool->closed;
+        if (c == NULL) {
+            return EAGAIN;
+        }
+        list_remove(&pool->closed, c);
+        return conn_start(pool, c, req);
+    }
+    list_remove(&pool->idle, c);
+    conn_prepare(c, req);
+    c->state = CONN_BUSY;
+    pool->host->timer_set(pool->host->io, c->timer, pool->timeout_ms);
+    conn_write(c, 1);
+    return 0;
+}
+
+http1_pool_t *http1_pool_new(const struct connector_host *host,
+                             const char *hostname, const char *port,
+                             int max_conns, int64_t connect_timeout_ms,
+                             int64_t timeout_ms, struct sl_error *err)
+{
+    http1_pool_t *pool = calloc(1, sizeof(*pool));
+
+    if (pool == NULL) {
+        sl_error_set(err, "out of memory");
+        return NULL;
+    }
+    pool->host = host;
+    pool->hostname = strdup(hostname);
+    pool->port = strdup(port);
+    pool->connect_timeout_ms = connect_timeout_ms;
+    pool->timeout_ms = timeout_ms;
+    pool->count = max_conns;
+    pool->conns = calloc((size_t)max_conns, sizeof(*pool->conns));
+    if (pool->hostname == NULL || pool->port == NULL || pool->conns == NULL) {
+        http1_pool_destroy(pool);
+        sl_error_set(err, "out of memory");
+        return NULL;
+    }
+    pool->settings.on_header_field = on_header_field;
+    pool->settings.on_header_value = on_header_value;
+    pool->settings.on_body = on_body;
+    pool->settings.on_message_complete = on_message_complete;
+    for (int i = max_conns - 1; i >= 0; i--) {
+        struct conn *c = &pool->conns[i];
+        c->pool = pool;
+        c->fd = -1;
+        c->state = CONN_CLOSED;
+        c->timer = host->timer_new(host->io, conn_timeout, c);
+        if (c->timer == NULL) {
+            http1_pool_destroy(pool);
+            sl_error_set(err, "out of memory");
+            return NULL;
+        }
+        list_push(&pool->closed, c);
+    }
+    return pool;
+}
+
+void http1_pool_destroy(http1_pool_t *pool)
+{
+    if (pool == NULL) {
+        return;
+    }
+    for (int i = 0; pool->conns != NULL && i < pool->count; i++) {
+        struct conn *c = &pool->conns[i];
+        if (c->state != CONN_CLOSED) {
+            pool->host->watch_free(pool->host->io, c->watch);
+            close(c->fd);
+        }
+        pool->host->timer_free(pool->host->io, c->timer);
+    }
+    free(pool->conns);
+    free(pool->hostname);
+    free(pool->port);
+    free(pool);
+}
