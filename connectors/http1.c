@@ -2,7 +2,7 @@
  *
  * A connection is closed, connecting, idle, writing or reading; idle and
  * closed ones sit on two lists, so picking one is O(1). A request is
- * written with one writev (head, per-request headers, body) and its
+ * written with one sendmsg (head, per-request headers, body) and its
  * response parsed as it arrives. A request that finds its reused
  * connection closed by the server before any response byte (the
  * keep-alive race) is sent once more on a fresh connection, as curl does;
@@ -215,7 +215,10 @@ static void conn_write(struct conn *c, int in_send)
     http1_pool_t *pool = c->pool;
 
     while (c->iovcnt > 0) {
-        ssize_t n = writev(c->fd, c->iov, c->iovcnt);
+        /* sendmsg rather than writev: MSG_NOSIGNAL, so a peer that went
+         * away is an EPIPE here, not a SIGPIPE for the process. */
+        struct msghdr mh = {.msg_iov = c->iov, .msg_iovlen = (size_t)c->iovcnt};
+        ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR || in_send) {
                 pool->host->watch_set(pool->host->io, c->watch,
