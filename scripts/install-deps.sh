@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# install-deps.sh -- install the Debian packages sluice builds and tests with.
+# install-deps.sh -- install the Debian packages sluice builds and tests with,
+# and the jars of the real Kafka broker the tests run against.
 #
 # Idempotent: checks each package with dpkg-query and only calls apt-get
-# for what is missing, so `make` can run it on every build at no cost.
+# for what is missing, so `make` can run it on every build at no cost. The
+# JRE and Maven serve only the test broker: sluice itself is pure C.
 set -euo pipefail
 
 packages=(
@@ -13,6 +15,7 @@ packages=(
     libcmocka-dev
     python3-pytest python3-confluent-kafka
     wrk
+    default-jre-headless maven
 )
 
 missing=()
@@ -23,11 +26,15 @@ for p in "${packages[@]}"; do
     fi
 done
 
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "install-deps: installing ${missing[*]}" >&2
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
 
-echo "install-deps: installing ${missing[*]}" >&2
-sudo=""
-[ "$(id -u)" -ne 0 ] && sudo="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+# The real Kafka test broker's jars, from Maven Central into
+# tests/kafka/lib/ (a no-op when they match tests/kafka/pom.xml).
+"$(dirname "$0")/../tests/kafka/kafka.sh" fetch
