@@ -143,6 +143,10 @@ struct connector {
     const char *doc;
     const struct opt_spec *options;
     size_t ctx_size; /* zeroed, filled from options before open() */
+    /* Optional: checks the option values together when the file is
+     * loaded (sluice validate too), without touching the network.
+     * Returns 0, or -1 with err filled and *option naming the culprit. */
+    int (*check)(const void *ctx, const char **option, struct sl_error *err);
     /* Prepares the sink. host stays valid until close(). 0 or -1. */
     int (*open)(void *ctx, const struct connector_host *host,
                 struct sl_error *err);

@@ -17,8 +17,10 @@
 #include "connector.h"
 #include "http1.h"
 
-#define HTTP_HEADER_NODES 48
-#define HTTP_HEADER_BYTES 4096
+/* Per-request header storage kept inline in each slot; a message whose
+ * headers need more gets a larger heap buffer that its slot keeps. */
+#define HTTP_HEADER_NODES 24
+#define HTTP_HEADER_BYTES 2048
 #define HTTP_BODY_KEEP 200
 
 static const char *const http_methods[] = {"POST", "PUT", "PATCH", NULL};
@@ -33,8 +35,12 @@ struct http_request {
     int64_t retry_after_ms;
     size_t body_kept;
     char body[HTTP_BODY_KEEP + 1];
-    struct curl_slist nodes[HTTP_HEADER_NODES];
-    char header_bytes[HTTP_HEADER_BYTES];
+    struct curl_slist *nodes; /* inline_nodes or a heap array */
+    size_t node_cap;
+    char *header_bytes; /* inline_bytes or a heap buffer */
+    size_t byte_cap;
+    struct curl_slist inline_nodes[HTTP_HEADER_NODES];
+    char inline_bytes[HTTP_HEADER_BYTES];
     struct http_request *next_free;
 };
 
@@ -88,12 +94,18 @@ static const struct opt_spec http_options[] = {
 /* ---- per-request header list, built in the slot's own storage ---- */
 
 /* Lines go into the slot's buffer: "name: value\r\n" back to back for
- * the lean client, NUL-terminated and linked as a curl_slist for curl. */
+ * the lean client, NUL-terminated and linked as a curl_slist for curl.
+ * The buffer is made large enough first (header_reserve), so a header is
+ * never dropped. */
 struct header_builder {
     struct http_request *req;
     size_t nodes, used;
-    int overflow;
     int crlf;
+};
+
+enum header_encoding {
+    ENC_AUTO,    /* as is when printable, else base64 under <name>-Base64 */
+    ENC_PERCENT, /* bytes outside 0x21-0x7e and '%' as %XX */
 };
 
 static int printable(const void *value, size_t len)
@@ -108,16 +120,13 @@ static int printable(const void *value, size_t len)
     return 1;
 }
 
-static size_t base64(char *out, size_t cap, const void *in, size_t len)
+static size_t base64(char *out, const void *in, size_t len)
 {
     static const char tbl[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     const unsigned char *p = in;
     size_t n = 0;
 
-    if ((len + 2) / 3 * 4 + 1 > cap) {
-        return SIZE_MAX;
-    }
     for (size_t i = 0; i < len; i += 3) {
         uint32_t v = (uint32_t)p[i] << 16;
         if (i + 1 < len) {
@@ -131,54 +140,141 @@ static size_t base64(char *out, size_t cap, const void *in, size_t len)
         out[n++] = i + 1 < len ? tbl[(v >> 6) & 63] : '=';
         out[n++] = i + 2 < len ? tbl[v & 63] : '=';
     }
-    out[n] = '\0';
     return n;
 }
 
-/* Adds "name: value" (value base64 with name suffix -Base64 when it is not
- * printable). A header that does not fit is dropped and counted. */
+static size_t percent_encode(char *out, const void *in, size_t len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    const unsigned char *p = in;
+    size_t n = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] > 0x20 && p[i] < 0x7f && p[i] != '%') {
+            out[n++] = (char)p[i];
+        } else {
+            out[n++] = '%';
+            out[n++] = hex[p[i] >> 4];
+            out[n++] = hex[p[i] & 15];
+        }
+    }
+    return n;
+}
+
+/* Writes a Kafka header name as an HTTP token: bytes that a token may
+ * not hold become %XX ('%' is a token character). 0, or -1 when the name
+ * is empty or too long. */
+static int token_encode(char *out, size_t cap, const char *name)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = 0;
+
+    if (*name == '\0') {
+        return -1;
+    }
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
+        if (n + 4 > cap) {
+            return -1;
+        }
+        if ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') ||
+            (*p >= 'A' && *p <= 'Z') || strchr("!#$&'*+-.^_`|~", *p)) {
+            out[n++] = (char)*p;
+        } else {
+            out[n++] = '%';
+            out[n++] = hex[*p >> 4];
+            out[n++] = hex[*p & 15];
+        }
+    }
+    out[n] = '\0';
+    return 0;
+}
+
+/* Bytes one header may take at most, terminator included. */
+static size_t header_need(const char *name, size_t len)
+{
+    return 32 + strlen(name) + 3 * len;
+}
+
+/* Makes the slot's buffers hold the headers of msg. 0 or -1. */
+static int header_reserve(struct http_request *r,
+                          const struct connector_msg *msg)
+{
+    size_t bytes = 256 + header_need(msg->topic, strlen(msg->topic)) +
+                   header_need("", strlen(msg->dedupe_key)) +
+                   header_need("", msg->key_len);
+    size_t nodes = 8 + msg->header_count;
+
+    for (size_t i = 0; i < msg->header_count; i++) {
+        /* The name may grow threefold when encoded as a token. */
+        bytes += header_need(msg->headers[i].name, msg->headers[i].value_len) +
+                 2 * strlen(msg->headers[i].name);
+    }
+    if (bytes > r->byte_cap) {
+        char *buf = malloc(bytes);
+        if (buf == NULL) {
+            return -1;
+        }
+        if (r->header_bytes != r->inline_bytes) {
+            free(r->header_bytes);
+        }
+        r->header_bytes = buf;
+        r->byte_cap = bytes;
+    }
+    if (nodes > r->node_cap) {
+        struct curl_slist *n = malloc(nodes * sizeof(*n));
+        if (n == NULL) {
+            return -1;
+        }
+        if (r->nodes != r->inline_nodes) {
+            free(r->nodes);
+        }
+        r->nodes = n;
+        r->node_cap = nodes;
+    }
+    return 0;
+}
+
+/* Adds "<prefix><name>: <value>" encoded as asked. curl drops a header
+ * written "name:" with an empty value; "name;" is its way to send one. */
 static void header_add(struct header_builder *b, const char *prefix,
-                       const char *name, const void *value, size_t len)
+                       const char *name, const void *value, size_t len,
+                       enum header_encoding enc)
 {
     struct http_request *r = b->req;
     char *line = r->header_bytes + b->used;
-    /* Keeps room for the lean request's Content-Length line. */
-    size_t room = HTTP_HEADER_BYTES - 64 - b->used;
-    int n;
+    size_t n = strlen(prefix) + strlen(name);
 
-    if (b->nodes == HTTP_HEADER_NODES) {
-        b->overflow++;
-        return;
-    }
-    if (printable(value, len)) {
-        n = snprintf(line, room, "%s%s: %.*s", prefix, name, (int)len,
-                     (const char *)value);
-    } else {
-        n = snprintf(line, room, "%s%s-Base64: ", prefix, name);
-        if (n >= 0 && (size_t)n < room &&
-            base64(line + n, room - (size_t)n, value, len) == SIZE_MAX) {
-            n = (int)room;
-        } else if (n >= 0 && (size_t)n < room) {
-            n += (int)strlen(line + n);
+    memcpy(line, prefix, strlen(prefix));
+    memcpy(line + strlen(prefix), name, strlen(name));
+    if (enc == ENC_PERCENT) {
+        memcpy(line + n, ": ", 2);
+        n += 2 + percent_encode(line + n + 2, value, len);
+    } else if (printable(value, len)) {
+        if (len == 0 && !b->crlf) {
+            line[n++] = ';';
+        } else {
+            memcpy(line + n, ": ", 2);
+            memcpy(line + n + 2, value, len);
+            n += 2 + len;
         }
-    }
-    if (n < 0 || (size_t)n + 2 >= room) {
-        b->overflow++;
-        return;
+    } else {
+        memcpy(line + n, "-Base64: ", 9);
+        n += 9 + base64(line + n + 9, value, len);
     }
     if (b->crlf) {
         memcpy(line + n, "\r\n", 2);
-        b->used += (size_t)n + 2;
+        b->used += n + 2;
         b->nodes++;
         return;
     }
+    line[n] = '\0';
     r->nodes[b->nodes].data = line;
     r->nodes[b->nodes].next = NULL;
     if (b->nodes > 0) {
         r->nodes[b->nodes - 1].next = &r->nodes[b->nodes];
     }
     b->nodes++;
-    b->used += (size_t)n + 1;
+    b->used += n + 1;
 }
 
 /* ---- curl callbacks ---- */
@@ -313,6 +409,31 @@ static void request_done(struct connector_transfer *t, int curl_code)
 
 static void http_close(void *ctx);
 
+static int http_check(const void *ctx, const char **option,
+                      struct sl_error *err)
+{
+    const struct http_sink *sink = ctx;
+    CURLU *u;
+    char *host = NULL;
+    int ok;
+
+    *option = "url";
+    if (strncmp(sink->url, "http://", 7) != 0 &&
+        strncmp(sink->url, "https://", 8) != 0) {
+        return sl_error_set(err, "expected an http:// or https:// URL");
+    }
+    u = curl_url();
+    ok = u != NULL && curl_url_set(u, CURLUPART_URL, sink->url, 0) == CURLUE_OK &&
+         curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+         *host != '\0';
+    curl_free(host);
+    curl_url_cleanup(u);
+    if (!ok) {
+        return sl_error_set(err, "not a valid URL");
+    }
+    return 0;
+}
+
 /* curl honours proxy variables; the lean client does not speak to
  * proxies, so their presence hands plain http:// to curl. */
 static int proxy_configured(void)
@@ -423,6 +544,10 @@ static int http_open(void *ctx, const struct connector_host *host,
     for (int i = sink->pool_size - 1; i >= 0; i--) {
         struct http_request *r = &sink->requests[i];
         r->sink = sink;
+        r->nodes = r->inline_nodes;
+        r->node_cap = HTTP_HEADER_NODES;
+        r->header_bytes = r->inline_bytes;
+        r->byte_cap = HTTP_HEADER_BYTES;
         r->transfer.done = request_done;
         r->h1.done = lean_done;
         r->next_free = sink->free_list;
@@ -470,35 +595,40 @@ static int http_send(void *ctx, const struct connector_msg *msg, void *token,
         snprintf(result->error, sizeof(result->error), "no request slot");
         return -1;
     }
+    if (header_reserve(r, msg) != 0) {
+        transport_error("out of memory for request headers", result);
+        return -1;
+    }
     sink->free_list = r->next_free;
     b = (struct header_builder){.req = r, .crlf = sink->lean != NULL};
     header_add(&b, "", "Idempotency-Key", msg->dedupe_key,
-               strlen(msg->dedupe_key));
-    header_add(&b, "", "Kafka-Topic", msg->topic, strlen(msg->topic));
+               strlen(msg->dedupe_key), ENC_PERCENT);
+    header_add(&b, "", "Kafka-Topic", msg->topic, strlen(msg->topic),
+               ENC_AUTO);
     snprintf(num, sizeof(num), "%d", (int)msg->partition);
-    header_add(&b, "", "Kafka-Partition", num, strlen(num));
+    header_add(&b, "", "Kafka-Partition", num, strlen(num), ENC_AUTO);
     snprintf(num, sizeof(num), "%lld", (long long)msg->offset);
-    header_add(&b, "", "Kafka-Offset", num, strlen(num));
+    header_add(&b, "", "Kafka-Offset", num, strlen(num), ENC_AUTO);
     if (msg->timestamp_ms >= 0) {
         snprintf(num, sizeof(num), "%lld", (long long)msg->timestamp_ms);
-        header_add(&b, "", "Kafka-Timestamp", num, strlen(num));
+        header_add(&b, "", "Kafka-Timestamp", num, strlen(num), ENC_AUTO);
     }
     if (msg->key != NULL) {
-        header_add(&b, "", "Kafka-Key", msg->key, msg->key_len);
+        header_add(&b, "", "Kafka-Key", msg->key, msg->key_len, ENC_AUTO);
     }
     if (sink->forward_headers) {
         for (size_t i = 0; i < msg->header_count; i++) {
             const struct connector_header *h = &msg->headers[i];
-            if (printable(h->name, strlen(h->name)) && *h->name != '\0' &&
-                strchr(h->name, ':') == NULL && strchr(h->name, ' ') == NULL) {
-                header_add(&b, "Kafka-Header-", h->name,
-                           h->value ? h->value : "", h->value_len);
+            char name[1024];
+            if (token_encode(name, sizeof(name), h->name) == 0) {
+                header_add(&b, "Kafka-Header-", name,
+                           h->value ? h->value : "", h->value_len, ENC_AUTO);
             }
         }
     }
     r->token = token;
     if (sink->lean != NULL) {
-        int n = snprintf(r->header_bytes + b.used, HTTP_HEADER_BYTES - b.used,
+        int n = snprintf(r->header_bytes + b.used, r->byte_cap - b.used,
                          "Content-Length: %zu\r\n\r\n", msg->value_len);
         r->h1.iov[0] = (struct iovec){sink->head, sink->head_len};
         r->h1.iov[1] = (struct iovec){r->header_bytes, b.used + (size_t)n};
@@ -557,6 +687,12 @@ static void http_close(void *ctx)
         if (r->easy != NULL) {
             curl_easy_cleanup(r->easy);
         }
+        if (r->header_bytes != r->inline_bytes) {
+            free(r->header_bytes);
+        }
+        if (r->nodes != r->inline_nodes) {
+            free(r->nodes);
+        }
     }
     free(sink->requests);
     curl_slist_free_all(sink->static_headers);
@@ -566,16 +702,22 @@ static void http_close(void *ctx)
 
 const struct connector http_connector = {
     .name = "http",
-    .doc = "POST (or PUT, PATCH) each message's value to one URL. The "
-           "request carries `Idempotency-Key` (the message-id header of "
-           "the record, else `topic-partition-offset`), `Kafka-Topic`, "
+    .doc = "POST (or PUT, PATCH) each message's value to one URL. Each "
+           "request carries `Idempotency-Key` (the record's `message-id` "
+           "header, else `topic-partition-offset`; bytes outside visible "
+           "ASCII, and `%`, are percent-encoded), `Kafka-Topic`, "
            "`Kafka-Partition`, `Kafka-Offset`, `Kafka-Timestamp`, "
-           "`Kafka-Key` and `Kafka-Header-<name>` (values that are not "
-           "printable ASCII are sent base64-encoded under `<name>-Base64`). "
-           "2xx is delivered; transport errors, 408, 425, 429 and 5xx are "
-           "retried; other statuses are permanent failures.",
+           "`Kafka-Key` and one `Kafka-Header-<name>` per Kafka header "
+           "(a value that is not printable ASCII is sent base64-encoded "
+           "as `Kafka-Header-<name>-Base64`; a name's bytes that HTTP does "
+           "not allow in a header name are percent-encoded). 2xx is "
+           "delivered; transport errors, 408, 425, 429 and 5xx are worth "
+           "another attempt; other statuses are permanent. Plain `http://` "
+           "uses sluice's keep-alive HTTP/1.1 client; `https://`, or any "
+           "URL while `http_proxy`/`all_proxy` is set, uses libcurl.",
     .options = http_options,
     .ctx_size = sizeof(struct http_sink),
+    .check = http_check,
     .open = http_open,
     .send = http_send,
     .close = http_close,

@@ -790,7 +790,19 @@ static void walk_sink(struct walker *w, struct cfg *cfg, const yaml_node_t *k,
     }
     const struct opt_spec *tables[2] = {cfg_sink_options, conn->options};
     void *bases[2] = {sink, sink->ctx};
+    int errors_before = w->errs->count;
     walk_mapping(w, v, prefix, tables, bases, 2);
+    const char *option = NULL;
+    struct sl_error err;
+    if (w->errs->count == errors_before && conn->check != NULL &&
+        conn->check(sink->ctx, &option, &err) != 0) {
+        const yaml_node_t *at = option != NULL ? find_key(w, v, option) : NULL;
+        char path[300];
+        snprintf(path, sizeof(path), "%s.%s", prefix,
+                 option != NULL ? option : "");
+        node_error(w, at != NULL ? at : v, option != NULL ? path : prefix,
+                   "%s", err.msg);
+    }
 }
 
 static void walk_root(struct walker *w, struct cfg *cfg,

@@ -18,6 +18,7 @@
 #include "log.h"
 
 #define POLL_BATCH 512
+#define POLL_TICK_MS 1000
 
 struct topic_parts {
     char *name;
@@ -33,6 +34,7 @@ struct consumer {
     int pipe_fds[2];
     struct loop_io io;
     struct loop_timer kick;
+    struct loop_timer tick; /* polls even when nothing arrives */
     int suspended, in_poll, pending, closed;
     struct topic_parts *topics;
     size_t topic_count;
@@ -157,17 +159,36 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason,
     log_warn("kafka: %s: %s", rd_kafka_err2name(err), reason);
 }
 
+static void *part_get(consumer_t *c, const char *topic, int32_t partition);
+
+/* Reports what the broker took, partition by partition: only those
+ * offsets count as committed, so a failed commit is sent again. */
+static void report_committed(consumer_t *c,
+                             const rd_kafka_topic_partition_list_t *offsets)
+{
+    for (int i = 0; offsets != NULL && i < offsets->cnt; i++) {
+        const rd_kafka_topic_partition_t *p = &offsets->elems[i];
+        void *part = part_get(c, p->topic, p->partition);
+        if (p->err == RD_KAFKA_RESP_ERR_NO_ERROR && p->offset >= 0 &&
+            part != NULL) {
+            c->cb.on_committed(c->cb.arg, part, p->offset);
+        }
+    }
+}
+
 static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                       rd_kafka_topic_partition_list_t *offsets, void *opaque)
 {
+    consumer_t *c = opaque;
+
     (void)rk;
-    (void)opaque;
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR &&
         err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
         log_warn("offset commit failed (%d partitions): %s; the next commit "
                  "retries",
                  offsets ? offsets->cnt : 0, rd_kafka_err2str(err));
     }
+    report_committed(c, offsets);
 }
 
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -338,6 +359,16 @@ static void kick_fired(struct loop_timer *t)
     consumer_drain((consumer_t *)((char *)t - offsetof(consumer_t, kick)));
 }
 
+/* librdkafka counts max.poll.interval.ms from the last poll, and a queue
+ * with every partition paused never signals: poll on a clock too. */
+static void tick_fired(struct loop_timer *t)
+{
+    consumer_t *c = (consumer_t *)((char *)t - offsetof(consumer_t, tick));
+
+    consumer_drain(c);
+    loop_timer_start(c->loop, t, POLL_TICK_MS);
+}
+
 /* ---- configuration ---- */
 
 static int is_managed(const char *name)
@@ -436,6 +467,7 @@ consumer_t *consumer_new(const struct cfg *cfg, const char *bootstrap,
     c->cb = *cb;
     c->pipe_fds[0] = c->pipe_fds[1] = -1;
     loop_timer_init(&c->kick, kick_fired);
+    loop_timer_init(&c->tick, tick_fired);
     conf = build_conf(cfg, bootstrap, NULL, err);
     if (conf == NULL) {
         free(c);
@@ -481,6 +513,7 @@ consumer_t *consumer_new(const struct cfg *cfg, const char *bootstrap,
     }
     /* Records may already be queued before the first pipe signal. */
     loop_timer_start(loop, &c->kick, 0);
+    loop_timer_start(loop, &c->tick, POLL_TICK_MS);
     return c;
 fail:
     consumer_destroy(c);
@@ -536,9 +569,13 @@ int consumer_commit(consumer_t *c, const struct consumer_commit *offsets,
             ->offset = offsets[i].offset;
     }
     err = rd_kafka_commit(c->rk, l, !sync);
+    if (sync && err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        report_committed(c, l);
+    }
     rd_kafka_topic_partition_list_destroy(l);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        log_warn("offset commit failed: %s", rd_kafka_err2str(err));
+        log_warn("offset commit failed: %s; the next commit retries",
+                 rd_kafka_err2str(err));
         return -1;
     }
     return 0;
@@ -598,6 +635,7 @@ void consumer_destroy(consumer_t *c)
         return;
     }
     loop_timer_stop(c->loop, &c->kick);
+    loop_timer_stop(c->loop, &c->tick);
     if (c->pipe_fds[0] >= 0) {
         loop_io_del(c->loop, &c->io);
     }

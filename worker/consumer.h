@@ -48,6 +48,8 @@ struct consumer_callbacks {
     void (*on_revoke)(void *arg, void **parts, size_t count, int lost,
                       int64_t *offsets);
     void (*on_record)(void *arg, const struct consumer_record *record);
+    /* The broker acknowledged a commit of offset for part. */
+    void (*on_committed)(void *arg, void *part, int64_t offset);
     /* A fatal consumer error: the worker must stop. */
     void (*on_fatal)(void *arg, const char *reason);
 };
@@ -70,7 +72,9 @@ void consumer_suspend(consumer_t *c, int suspended);
 void consumer_pause(consumer_t *c, const char *topic, int32_t partition);
 void consumer_resume(consumer_t *c, const char *topic, int32_t partition);
 
-/* Commits offsets; sync waits for the broker. 0 or -1 (logged). */
+/* Commits offsets; sync waits for the broker. Acknowledged offsets are
+ * reported through on_committed (for async commits, from a later poll).
+ * Returns 0 or -1 (logged). */
 int consumer_commit(consumer_t *c, const struct consumer_commit *offsets,
                     size_t count, int sync);
 

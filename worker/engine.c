@@ -32,6 +32,10 @@
 #define FAIL_LOG_INTERVAL_MS 5000
 #define RETRY_AFTER_CAP_MS 300000
 #define DEDUPE_HEADER "message-id"
+/* How long the lane only stops polling before it pauses its partitions:
+ * long enough to ride out a burst (librdkafka 2.0.2 needs ~1 s to fetch
+ * after a resume), far below max.poll.interval.ms. */
+#define HOLD_BEFORE_PAUSE_MS 1000
 
 struct part {
     char *topic;
@@ -108,7 +112,9 @@ struct engine {
     struct chain *free_chains;
     size_t msg_size;
     size_t inflight, inflight_bytes;
-    int global_paused;
+    int global_paused; /* over the lane's bound: not polling */
+    int deep_paused;   /* ... for long: partitions paused, polling again */
+    struct loop_timer hold_timer;
     uint64_t consumed, completed;
     int stopping, forced, fatal;
     uint64_t drain_deadline;
@@ -136,7 +142,7 @@ static uint64_t hash_key(const void *key, size_t len)
 
 static void part_apply_pause(engine_t *e, struct part *p)
 {
-    int want = p->self_paused;
+    int want = p->self_paused || e->deep_paused;
 
     if (want == p->paused || p->revoked) {
         return;
@@ -158,6 +164,11 @@ static void check_bounds_after_add(engine_t *e, struct part *p)
         p->self_paused = 1;
         part_apply_pause(e, p);
     }
+    /* A partition assigned while the lane waits is paused at its first
+     * record (it can only be paused once librdkafka has it). */
+    if (e->deep_paused && !p->paused) {
+        part_apply_pause(e, p);
+    }
     /* Over the lane's bound, stop taking records from librdkafka's queue
      * rather than pausing every partition: its queue is bounded too
      * (queued.max.messages.kbytes), and librdkafka 2.0.2 takes about a
@@ -168,7 +179,25 @@ static void check_bounds_after_add(engine_t *e, struct part *p)
          e->inflight_bytes >= (size_t)d->max_in_flight_bytes)) {
         e->global_paused = 1;
         consumer_suspend(e->consumer, 1);
+        loop_timer_start(e->loop, &e->hold_timer, HOLD_BEFORE_PAUSE_MS);
     }
+}
+
+/* Still over the bound after a while (a sink is down): pause every
+ * partition and poll again, so that librdkafka's max.poll.interval.ms
+ * does not expire and rebalances are served while we wait. */
+static void hold_fired(struct loop_timer *t)
+{
+    engine_t *e = container_of(t, engine_t, hold_timer);
+
+    if (!e->global_paused || e->stopping) {
+        return;
+    }
+    e->deep_paused = 1;
+    for (struct part *q = e->parts; q != NULL; q = q->next) {
+        part_apply_pause(e, q);
+    }
+    consumer_suspend(e->consumer, 0);
 }
 
 /* Resume below three quarters of a bound, so a partition at the bound
@@ -186,6 +215,13 @@ static void check_bounds_after_remove(engine_t *e, struct part *p)
         e->inflight <= (size_t)d->max_in_flight * 3 / 4 &&
         e->inflight_bytes <= (size_t)d->max_in_flight_bytes * 3 / 4) {
         e->global_paused = 0;
+        loop_timer_stop(e->loop, &e->hold_timer);
+        if (e->deep_paused) {
+            e->deep_paused = 0;
+            for (struct part *q = e->parts; q != NULL; q = q->next) {
+                part_apply_pause(e, q);
+            }
+        }
         if (!e->stopping) {
             consumer_suspend(e->consumer, 0);
         }
@@ -217,6 +253,7 @@ static void *on_assign(void *arg, const char *topic, int32_t partition)
     }
     p->partition = partition;
     p->committed = -1;
+
     p->next = e->parts;
     if (e->parts != NULL) {
         e->parts->prev = p;
@@ -298,14 +335,25 @@ static void commit_all(engine_t *e, int sync)
         if (c <= p->committed) {
             continue;
         }
+        /* p->committed moves only when the broker acknowledges (see
+         * on_committed): until then the offset is sent again. */
         list[n++] = (struct consumer_commit){p->topic, p->partition, c};
-        p->committed = c;
         if (n == sizeof(list) / sizeof(list[0])) {
             consumer_commit(e->consumer, list, n, sync);
             n = 0;
         }
     }
     consumer_commit(e->consumer, list, n, sync);
+}
+
+static void on_committed(void *arg, void *part, int64_t offset)
+{
+    struct part *p = part;
+
+    (void)arg;
+    if (offset > p->committed) {
+        p->committed = offset;
+    }
 }
 
 static void commit_fired(struct loop_timer *t)
@@ -763,6 +811,7 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
     e->nsinks = cfg->sink_count;
     e->msg_size = sizeof(struct msg) + e->nsinks * sizeof(struct delivery);
     loop_timer_init(&e->commit_timer, commit_fired);
+    loop_timer_init(&e->hold_timer, hold_fired);
     loop_timer_init(&e->progress_timer, progress_fired);
 
     /* Block the signals before librdkafka starts threads, so they all
@@ -841,6 +890,7 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
         .on_assign = on_assign,
         .on_revoke = on_revoke,
         .on_record = on_record,
+        .on_committed = on_committed,
         .on_fatal = on_fatal,
     };
     e->consumer = consumer_new(cfg, bootstrap, e->loop, &cb, err);

@@ -1,0 +1,554 @@
+"""harness.py -- process wrappers and helpers for sluice's integration suite.
+
+Everything here is plain Python + confluent_kafka; conftest.py turns it
+into fixtures. Binaries come from $SLUICE_BIN_DIR (default <repo>/bin), so
+`make asan` can point the suite at sanitizer builds.
+"""
+
+import collections
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import yaml
+from confluent_kafka import Consumer, TopicPartition
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+BIN_DIR = os.environ.get("SLUICE_BIN_DIR") or os.path.join(REPO, "bin")
+TOOLS_DIR = os.path.join(REPO, "tests", "tools")
+if TOOLS_DIR not in sys.path:
+    sys.path.insert(0, TOOLS_DIR)
+
+import gen_orders  # noqa: E402  (needs the sys.path entry above)
+
+SANITIZER_RE = re.compile(r"AddressSanitizer|LeakSanitizer|runtime error:")
+PROGRESS_RE = re.compile(r"^progress consumed=(\d+) in_flight=(\d+)(.*)$")
+SUMMARY_RE = re.compile(r"summary consumed=(\d+) in_flight=(\d+)(.*)$")
+
+# librdkafka's "no committed offset" value (RD_KAFKA_OFFSET_INVALID).
+OFFSET_INVALID = -1001
+
+
+def binary(name):
+    path = os.path.join(BIN_DIR, name)
+    if not os.access(path, os.X_OK):
+        raise RuntimeError("%s not found or not executable (build it with "
+                           "`make bin/%s`, or set SLUICE_BIN_DIR)"
+                           % (path, name))
+    return path
+
+
+# ---- waiting ------------------------------------------------------------
+
+def wait_until(predicate, timeout, what="condition", interval=0.1,
+               alive=(), details=None):
+    """Poll predicate() until it returns something truthy; return that.
+
+    Raises AssertionError after timeout seconds, naming `what` and adding
+    details() (if given) to the message. Every process in `alive` must
+    keep running meanwhile: if one exits, fail at once with its log.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        for p in alive:
+            p.check_alive()
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            msg = "timed out after %.0fs waiting for %s" % (timeout, what)
+            if details is not None:
+                msg += "\n" + str(details())
+            for p in alive:
+                msg += "\n" + p.describe()
+            raise AssertionError(msg)
+        time.sleep(interval)
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nobody listens on (bound, then freed)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def tail(text, lines=80):
+    parts = text.splitlines()
+    if len(parts) > lines:
+        parts = ["... (%d lines before)" % (len(parts) - lines)] + \
+            parts[-lines:]
+    return "\n".join(parts)
+
+
+# ---- Kafka --------------------------------------------------------------
+
+class MockKafka:
+    """One bin/kafka-mock process; topics are created per test.
+
+    The interface the suite relies on is `.bootstrap` and
+    `.create_topic(name, partitions)`: a real-broker implementation (see
+    RealKafka) provides the same two and `fault_injection = False`.
+    """
+
+    fault_injection = True
+
+    def __init__(self, workdir):
+        self.log_path = os.path.join(workdir, "kafka-mock.stderr")
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [binary("kafka-mock")], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=self._log, text=True, bufsize=1)
+        self._lines = queue.Queue()
+        self._lock = threading.Lock()
+        reader = threading.Thread(target=self._read, daemon=True)
+        reader.start()
+        try:
+            first = self._next_line(30)
+            if not first.startswith("bootstrap="):
+                raise RuntimeError("kafka-mock said %r" % first)
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        self.bootstrap = first.split("=", 1)[1].strip()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def _next_line(self, timeout):
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise RuntimeError("kafka-mock did not answer in %ss" % timeout)
+        if line is None:
+            raise RuntimeError("kafka-mock exited (rc %s): %s"
+                               % (self.proc.poll(), open(self.log_path).read()))
+        return line
+
+    def command(self, line, timeout=30):
+        """Sends one stdin command, returns the answer (`ok` or raises)."""
+        with self._lock:
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+            answer = self._next_line(timeout)
+        if answer != "ok":
+            raise RuntimeError("kafka-mock `%s`: %s" % (line, answer))
+        return answer
+
+    def create_topic(self, name, partitions):
+        self.command("topic create %s %d" % (name, partitions))
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.flush()
+                self.proc.wait(10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+class RealKafka:
+    """Seam for running the suite against a real Apache Kafka broker
+    ($KAFKA_BOOTSTRAP). Not implemented yet: it must offer `.bootstrap`,
+    `.create_topic(name, partitions)` (e.g. with confluent_kafka's
+    AdminClient, waiting until the topic's metadata is visible) and
+    `fault_injection = False`; tests that need kafka-mock's fault
+    commands must skip when it is False."""
+
+    fault_injection = False
+
+    def __init__(self, bootstrap):
+        self.bootstrap = bootstrap
+        raise NotImplementedError(
+            "KAFKA_BOOTSTRAP is set, but running the integration suite "
+            "against a real broker is not implemented yet; unset it to use "
+            "kafka-mock")
+
+    def create_topic(self, name, partitions):
+        raise NotImplementedError
+
+    def close(self):
+        pass
+
+
+def produce_orders(bootstrap, topic, count, **kw):
+    return gen_orders.produce(bootstrap, topic, count, **kw)
+
+
+class OffsetReader:
+    """Reads a group's committed offsets (OffsetFetch, never joins the
+    group) and a topic's end offsets."""
+
+    def __init__(self, bootstrap, group):
+        self.consumer = Consumer({
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "log_level": 3,
+        })
+
+    def committed(self, topic, partitions, timeout=20):
+        """List of committed offsets by partition; -1 where none."""
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        got = self.consumer.committed(tps, timeout=timeout)
+        out = [-1] * partitions
+        for tp in got:
+            if tp.error is not None:
+                raise RuntimeError("committed(%s [%d]): %s"
+                                   % (topic, tp.partition, tp.error))
+            out[tp.partition] = tp.offset if tp.offset >= 0 else -1
+        return out
+
+    def end_offsets(self, topic, partitions, timeout=20):
+        return [self.consumer.get_watermark_offsets(
+            TopicPartition(topic, p), timeout=timeout)[1]
+            for p in range(partitions)]
+
+    def close(self):
+        self.consumer.close()
+
+
+def commits_reached_end(committed, ends):
+    """committed == end on every partition (an empty partition may have
+    no commit at all)."""
+    return all(c == e or (e == 0 and c == -1)
+               for c, e in zip(committed, ends))
+
+
+# ---- sinkd --------------------------------------------------------------
+
+class Request:
+    """One recorded request of a sinkd record file."""
+
+    __slots__ = ("ts_ms", "method", "path", "headers", "body", "status",
+                 "raw")
+
+    def __init__(self, obj):
+        self.raw = obj
+        self.ts_ms = obj["ts_ms"]
+        self.method = obj["method"]
+        self.path = obj["path"]
+        self.headers = {k.lower(): v for k, v in obj["headers"].items()}
+        self.body = obj.get("body")
+        self.status = obj["status"]
+
+    @property
+    def key(self):
+        return self.headers.get("idempotency-key")
+
+    @property
+    def partition(self):
+        return int(self.headers["kafka-partition"])
+
+    @property
+    def offset(self):
+        return int(self.headers["kafka-offset"])
+
+    def __repr__(self):
+        return "<%s %s %s p%s@%s -> %s>" % (
+            self.method, self.path, self.key,
+            self.headers.get("kafka-partition"),
+            self.headers.get("kafka-offset"), self.status)
+
+
+class Sinkd:
+    def __init__(self, name, workdir, port=0):
+        self.name = name
+        self.record_path = os.path.join(workdir, "sinkd-%s.ndjson" % name)
+        self.log_path = os.path.join(workdir, "sinkd-%s.stderr" % name)
+        port_file = os.path.join(workdir, "sinkd-%s.port" % name)
+        if os.path.exists(port_file):
+            os.unlink(port_file)
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [binary("sinkd"), "--port", str(port), "--record",
+             self.record_path, "--port-file", port_file],
+            stdout=subprocess.DEVNULL, stderr=self._log)
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError("sinkd %s exited: %s"
+                                   % (name, open(self.log_path).read()))
+            try:
+                with open(port_file) as f:
+                    text = f.read().strip()
+                return int(text) if text else None
+            except (OSError, ValueError):
+                return None
+        try:
+            self.port = wait_until(ready, 15, "sinkd %s to listen" % name)
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            self._log.close()
+            raise
+        self.base = "http://127.0.0.1:%d" % self.port
+
+    def url(self, path=None):
+        return self.base + (path if path is not None else "/" + self.name)
+
+    def _call(self, method, endpoint, obj=None):
+        data = json.dumps(obj).encode() if obj is not None else None
+        req = urllib.request.Request(self.base + "/_sinkd/" + endpoint,
+                                     data=data, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                body = resp.read()
+        except urllib.error.HTTPError as e:
+            raise RuntimeError("sinkd %s %s: HTTP %d %s"
+                               % (self.name, endpoint, e.code, e.read()))
+        return json.loads(body) if body else None
+
+    def script(self, path="*", **kw):
+        kw["path"] = path
+        self._call("POST", "script", kw)
+
+    def flush(self):
+        self._call("POST", "flush", {})
+
+    def reset(self):
+        self._call("POST", "reset", {})
+
+    def stats(self):
+        return self._call("GET", "stats")
+
+    def ok_count(self):
+        return self.stats()["by_status"].get("200", 0)
+
+    def records(self):
+        """Every request so far, in the order sinkd decided its answer."""
+        self.flush()
+        out = []
+        with open(self.record_path) as f:
+            for line in f:
+                if line.strip():
+                    out.append(Request(json.loads(line)))
+        return out
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+# ---- sluice -------------------------------------------------------------
+
+def pipeline(name, bootstrap, topic, group, sinks, **delivery):
+    """A pipeline dict with the suite's defaults (fast commits, retries
+    and session timeouts). sinks: name -> url or name -> sink dict."""
+    d = {
+        "commit_interval": "200ms",
+        "retry_backoff": "200ms",
+        "drain_timeout": "20s",
+    }
+    d.update(delivery)
+    out_sinks = {}
+    for sname, spec in sinks.items():
+        if isinstance(spec, str):
+            spec = {"url": spec}
+        spec = dict(spec)
+        spec.setdefault("type", "http")
+        out_sinks[sname] = spec
+    return {
+        "pipeline": name,
+        "source": {
+            "brokers": bootstrap,
+            "topics": [topic],
+            "group": group,
+            "start": "earliest",
+            "properties": {
+                "session.timeout.ms": "6000",
+                "heartbeat.interval.ms": "500",
+            },
+        },
+        "delivery": d,
+        "sinks": out_sinks,
+    }
+
+
+def parse_counters(rest):
+    out = {}
+    for tok in rest.split():
+        k, _, v = tok.partition("=")
+        if v.isdigit():
+            out[k] = int(v)
+    return out
+
+
+class Sluice:
+    """One `sluice run` process; stderr goes to a file."""
+
+    def __init__(self, name, workdir, config_path, args, env):
+        self.name = name
+        self.config_path = config_path
+        self.stderr_path = os.path.join(workdir, "%s.stderr" % name)
+        self.stdout_path = os.path.join(workdir, "%s.stdout" % name)
+        self._err = open(self.stderr_path, "w")
+        self._out = open(self.stdout_path, "w")
+        self.cmd = [binary("sluice"), "run"] + list(args) + [config_path]
+        self.proc = subprocess.Popen(self.cmd, stdout=self._out,
+                                     stderr=self._err, env=env)
+        self.pid = self.proc.pid
+        self.killed = False
+        self.sanitizer_checked = False
+
+    def log(self):
+        with open(self.stderr_path, errors="replace") as f:
+            return f.read()
+
+    def describe(self):
+        rc = self.proc.poll()
+        return "--- %s (pid %d, %s) stderr:\n%s" % (
+            self.name, self.pid,
+            "running" if rc is None else "exit %s" % rc, tail(self.log()))
+
+    def check_alive(self):
+        if self.proc.poll() is not None:
+            raise AssertionError("%s exited unexpectedly with %s\n%s"
+                                 % (self.name, self.proc.returncode,
+                                    self.describe()))
+
+    def wait_for_log(self, pattern, timeout=30):
+        rx = re.compile(pattern, re.M)
+
+        def found():
+            m = rx.search(self.log())
+            if m is None and self.proc.poll() is not None:
+                raise AssertionError("%s exited before logging /%s/\n%s"
+                                     % (self.name, pattern, self.describe()))
+            return m
+        return wait_until(found, timeout, "/%s/ in %s's log"
+                          % (pattern, self.name), details=self.describe)
+
+    def progress(self):
+        """Every `progress ...` line so far as (consumed, in_flight,
+        {sink: delivered, sink_failed: n})."""
+        out = []
+        for line in self.log().splitlines():
+            m = PROGRESS_RE.match(line)
+            if m:
+                out.append((int(m.group(1)), int(m.group(2)),
+                            parse_counters(m.group(3))))
+        return out
+
+    def summary(self):
+        m = None
+        for m in SUMMARY_RE.finditer(self.log()):
+            pass
+        if m is None:
+            return None
+        return (int(m.group(1)), int(m.group(2)), parse_counters(m.group(3)))
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def terminate(self):
+        self.signal(signal.SIGTERM)
+
+    def kill(self):
+        self.killed = True
+        self.proc.kill()
+        self.proc.wait()
+
+    def wait(self, timeout):
+        """Waits for exit; returns the exit code. Fails on a timeout or on
+        sanitizer reports in stderr."""
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("%s did not exit within %ss\n%s"
+                                 % (self.name, timeout, self.describe()))
+        self.check_sanitizers()
+        return rc
+
+    def check_sanitizers(self):
+        self.sanitizer_checked = True
+        bad = [l for l in self.log().splitlines() if SANITIZER_RE.search(l)]
+        assert not bad, "%s: sanitizer report in stderr:\n%s\n%s" % (
+            self.name, "\n".join(bad[:20]), self.describe())
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.kill()
+        self._err.close()
+        self._out.close()
+
+
+def write_yaml(path, obj):
+    with open(path, "w") as f:
+        if isinstance(obj, str):
+            f.write(obj)
+        else:
+            yaml.safe_dump(obj, f, default_flow_style=False, sort_keys=False)
+    return path
+
+
+# ---- checks on what the sinks received ----------------------------------
+
+def ok_records(records):
+    return [r for r in records if r.status == 200]
+
+
+def expected_orders(count, tenants=50, seed=1, start=0):
+    """order_id -> (index, key, body) for orders start..start+count-1."""
+    return {gen_orders.order_id(i): (i, gen_orders.tenant_id(i, tenants),
+                                     gen_orders.make_order(i, tenants,
+                                                           seed=seed))
+            for i in range(start, start + count)}
+
+
+def id_counts(records):
+    return collections.Counter(r.key for r in records)
+
+
+def describe_counter_diff(got, want_ids, limit=10):
+    missing = [k for k in want_ids if got.get(k, 0) == 0]
+    dups = [(k, n) for k, n in got.items() if n > 1]
+    extra = [k for k in got if k not in want_ids]
+    return ("missing %d (e.g. %s), duplicated %d (e.g. %s), unexpected %d "
+            "(e.g. %s)" % (len(missing), missing[:limit], len(dups),
+                           dups[:limit], len(extra), extra[:limit]))
+
+
+def delivered_offsets(records):
+    """partition -> set of offsets with a 200 answer."""
+    out = collections.defaultdict(set)
+    for r in records:
+        if r.status == 200:
+            out[r.partition].add(r.offset)
+    return out
+
+
+def lowest_undelivered(delivered, partitions, ends):
+    """Per partition, the lowest offset below end without a 200 (end when
+    every offset has one)."""
+    out = []
+    for p in range(partitions):
+        done = delivered.get(p, set())
+        o = 0
+        while o < ends[p] and o in done:
+            o += 1
+        out.append(o)
+    return out
