@@ -857,19 +857,10 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
         s->host = (struct connector_host){
             .sink_name = s->cfg->name,
             .max_in_flight = (int)s->cfg->max_in_flight,
-            .http_start = loop_http_start,
-            .http_stop = loop_http_stop,
-            .watch_new = loop_watch_new,
-            .watch_set = loop_watch_set,
-            .watch_free = loop_watch_free,
-            .timer_new = loop_timer_new,
-            .timer_set = loop_timer_set,
-            .timer_free = loop_timer_free,
-            .now_ms = loop_now_ms,
-            .io = e->loop,
             .complete = on_complete,
             .engine = e,
         };
+        loop_fill_host(e->loop, &s->host);
         struct sl_error cerr;
         if (s->cfg->connector->open(s->cfg->ctx, &s->host, &cerr) != 0) {
             sl_error_set(err, "sink %s: %s", s->cfg->name, cerr.msg);

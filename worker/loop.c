@@ -315,6 +315,20 @@ uint64_t loop_now_ms(void *io)
     return loop_now(io);
 }
 
+void loop_fill_host(loop_t *loop, struct connector_host *host)
+{
+    host->http_start = loop_http_start;
+    host->http_stop = loop_http_stop;
+    host->watch_new = loop_watch_new;
+    host->watch_set = loop_watch_set;
+    host->watch_free = loop_watch_free;
+    host->timer_new = loop_timer_new;
+    host->timer_set = loop_timer_set;
+    host->timer_free = loop_timer_free;
+    host->now_ms = loop_now_ms;
+    host->io = loop;
+}
+
 /* ---- curl multi ---- */
 
 static void curl_sock_event(void *arg, unsigned events)

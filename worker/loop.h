@@ -48,6 +48,10 @@ int loop_timer_armed(const struct loop_timer *timer);
 int loop_io_add(loop_t *loop, struct loop_io *io, uint32_t events);
 void loop_io_del(loop_t *loop, struct loop_io *io);
 
+/* Fills host's loop services (http_*, watch_*, timer_*, now_ms, io) with
+ * this loop's; the caller sets the rest. */
+void loop_fill_host(loop_t *loop, struct connector_host *host);
+
 /* The connector_host services; io is the loop (see connector.h). */
 void *loop_watch_new(void *io, int fd, void (*fn)(void *arg, unsigned events),
                      void *arg);

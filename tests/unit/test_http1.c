@@ -53,18 +53,9 @@ static int setup(void **state)
 
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     f->loop = loop_new(&err);
-    f->host = (struct connector_host){
-        .sink_name = "test",
-        .max_in_flight = 2,
-        .watch_new = loop_watch_new,
-        .watch_set = loop_watch_set,
-        .watch_free = loop_watch_free,
-        .timer_new = loop_timer_new,
-        .timer_set = loop_timer_set,
-        .timer_free = loop_timer_free,
-        .now_ms = loop_now_ms,
-        .io = f->loop,
-    };
+    f->host = (struct connector_host){.sink_name = "test",
+                                      .max_in_flight = 2};
+    loop_fill_host(f->loop, &f->host);
     f->listener = socket(AF_INET, SOCK_STREAM, 0);
     assert_int_equal(bind(f->listener, (struct sockaddr *)&a, sizeof(a)), 0);
     assert_int_equal(listen(f->listener, 16), 0);
