@@ -844,11 +844,13 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
         goto fail;
     }
     for (size_t i = 0; i < e->nsinks; i++) {
+        loop_timer_init(&e->sinks[i].pump, pump_fired);
+    }
+    for (size_t i = 0; i < e->nsinks; i++) {
         struct sink *s = &e->sinks[i];
         s->e = e;
         s->cfg = &cfg->sinks[i];
         s->mask = buckets - 1;
-        loop_timer_init(&s->pump, pump_fired);
         s->buckets = calloc(buckets, sizeof(*s->buckets));
         if (s->buckets == NULL) {
             sl_error_set(err, "out of memory");
@@ -939,8 +941,17 @@ void engine_destroy(engine_t *e)
     if (e == NULL) {
         return;
     }
-    /* Transfers first (their completions would touch msgs), then the
-     * records librdkafka lent us, then the consumer and the cluster. */
+    /* Timers first (the heap must not point into freed memory), then
+     * transfers (their completions would touch msgs), then the records
+     * librdkafka lent us, then the consumer and the cluster. */
+    if (e->loop != NULL) {
+        loop_timer_stop(e->loop, &e->commit_timer);
+        loop_timer_stop(e->loop, &e->progress_timer);
+        loop_timer_stop(e->loop, &e->hold_timer);
+        for (size_t i = 0; e->sinks != NULL && i < e->nsinks; i++) {
+            loop_timer_stop(e->loop, &e->sinks[i].pump);
+        }
+    }
     for (size_t i = 0; i < e->nsinks; i++) {
         if (e->sinks[i].opened) {
             e->sinks[i].cfg->connector->close(e->sinks[i].cfg->ctx);
@@ -949,6 +960,9 @@ void engine_destroy(engine_t *e)
     while (e->live != NULL) {
         struct msg *m = e->live;
         e->live = m->next;
+        for (size_t i = 0; i < e->nsinks; i++) {
+            loop_timer_stop(e->loop, &m->d[i].retry);
+        }
         consumer_release(m->handle);
         if (--m->part->refs == 0 && m->part->revoked) {
             part_free(m->part);

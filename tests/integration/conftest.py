@@ -1,19 +1,30 @@
 """Fixtures for sluice's integration suite.
 
-    kafka         session-wide broker: .bootstrap, .create_topic(name, parts)
-                  (bin/kafka-mock; $KAFKA_BOOTSTRAP is the seam for a real
-                  broker, see harness.RealKafka)
+    kafka         session-wide real Apache Kafka: .bootstrap,
+                  .create_topic(name, parts) (AdminClient; returns once the
+                  metadata shows the topic). By default a single-node broker
+                  started with tests/kafka/kafka.sh in a tmp dir for the
+                  session (stopped at the end, also on failure or Ctrl-C);
+                  KAFKA_BOOTSTRAP=host:port uses that cluster instead.
+    mock_kafka    session-wide bin/kafka-mock, only for what a real broker
+                  cannot do: injected request errors, round-trip delays
+                  (see harness.MockKafka)
+    kafka_broker  factory: kafka_broker() -> harness.KafkaBroker, started;
+                  a dedicated real broker in this test's tmp dir, for tests
+                  that stop or restart the broker (stopped at teardown)
     names         unique topic / group / pipeline names for this test
-    topic_factory creates a uniquely named topic, returns its name
+    topic_factory creates a uniquely named topic on `kafka`, returns its name
     sinkd         factory: sinkd(name, port=0) -> harness.Sinkd
     sluice        factory: sluice(pipeline dict or YAML text, args=...,
                   env=..., path=existing file instead of a config)
                   -> harness.Sluice (YAML written to tmp_path; env entries
                   set to None are removed from the environment)
-    offsets       factory: offsets(group) -> harness.OffsetReader
+    offsets       factory: offsets(group, bootstrap=kafka.bootstrap)
+                  -> harness.OffsetReader
 
 Every process is killed at teardown, also when the test failed, and the
-stderr of each sluice run is attached to a failing test's report.
+stderr of each sluice run (and the log of each dedicated broker) is
+attached to a failing test's report.
 
 Tests marked @pytest.mark.sluice_bug demonstrate a known, unfixed sluice
 bug: they are expected to fail until it is fixed, and run last so that
@@ -23,6 +34,7 @@ bug: they are expected to fail until it is fixed, and run last so that
 import itertools
 import os
 import re
+import signal
 import uuid
 
 import pytest
@@ -51,17 +63,65 @@ def pytest_runtest_makereport(item, call):
         for run in getattr(item, "_sluice_runs", []):
             rep.sections.append(("stderr of %s (%s)" % (run.name, run.cmd[-1]),
                                  harness.tail(run.log(), 150)))
+        for broker in getattr(item, "_kafka_brokers", []):
+            rep.sections.append(("log of the broker in %s" % broker.dir,
+                                 broker.log_tail(60)))
+
+
+def _sigterm_as_interrupt():
+    """SIGTERM to pytest ends the session like Ctrl-C, so that session
+    fixtures (the broker) are torn down instead of left running."""
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise KeyboardInterrupt("SIGTERM")
+    signal.signal(signal.SIGTERM, handler)
 
 
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory):
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
-    if bootstrap:
-        broker = harness.RealKafka(bootstrap)
-    else:
-        broker = harness.MockKafka(str(tmp_path_factory.mktemp("kafka")))
+    broker = None
+    real = None
+    try:
+        if not bootstrap:
+            _sigterm_as_interrupt()
+            broker = harness.KafkaBroker(str(tmp_path_factory.mktemp("kafka")))
+            bootstrap = broker.start()
+        real = harness.RealKafka(bootstrap, broker=broker)
+        real.warm_up()
+        yield real
+    finally:
+        try:
+            if real is not None:
+                real.close()
+        finally:
+            if broker is not None:
+                broker.close()
+
+
+@pytest.fixture(scope="session")
+def mock_kafka(tmp_path_factory):
+    broker = harness.MockKafka(str(tmp_path_factory.mktemp("kafka-mock")))
     yield broker
     broker.close()
+
+
+@pytest.fixture
+def kafka_broker(request, tmp_path):
+    made = []
+    request.node._kafka_brokers = made
+
+    def make():
+        b = harness.KafkaBroker(str(tmp_path / ("broker-%d" % len(made))))
+        made.append(b)
+        b.start()
+        return b
+    yield make
+    for b in made:
+        b.close()
 
 
 class Names:
@@ -131,6 +191,11 @@ def sluice(request, tmp_path):
                 full_env.pop(k, None)
             else:
                 full_env[k] = v
+        if os.environ.get("SLUICE_IT_KAFKA_DEBUG") and \
+                "--log-level" not in args:
+            # harness.pipeline adds librdkafka's `debug` property; its
+            # lines are logged at sluice's debug level.
+            args = tuple(args) + ("--log-level", "debug")
         s = harness.Sluice(name, str(tmp_path), path, args, full_env)
         runs.append(s)
         return s
@@ -148,8 +213,8 @@ def sluice(request, tmp_path):
 def offsets(kafka):
     readers = []
 
-    def make(group):
-        r = harness.OffsetReader(kafka.bootstrap, group)
+    def make(group, bootstrap=None):
+        r = harness.OffsetReader(bootstrap or kafka.bootstrap, group)
         readers.append(r)
         return r
     yield make

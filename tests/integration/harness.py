@@ -6,6 +6,7 @@ into fixtures. Binaries come from $SLUICE_BIN_DIR (default <repo>/bin), so
 """
 
 import collections
+import functools
 import json
 import os
 import queue
@@ -21,6 +22,7 @@ import urllib.request
 
 import yaml
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -33,7 +35,7 @@ import gen_orders  # noqa: E402  (needs the sys.path entry above)
 
 SANITIZER_RE = re.compile(r"AddressSanitizer|LeakSanitizer|runtime error:")
 PROGRESS_RE = re.compile(r"^progress consumed=(\d+) in_flight=(\d+)(.*)$")
-SUMMARY_RE = re.compile(r"summary consumed=(\d+) in_flight=(\d+)(.*)$")
+SUMMARY_RE = re.compile(r"summary consumed=(\d+) in_flight=(\d+)(.*)$", re.M)
 
 # librdkafka's "no committed offset" value (RD_KAFKA_OFFSET_INVALID).
 OFFSET_INVALID = -1001
@@ -95,11 +97,12 @@ def tail(text, lines=80):
 # ---- Kafka --------------------------------------------------------------
 
 class MockKafka:
-    """One bin/kafka-mock process; topics are created per test.
-
-    The interface the suite relies on is `.bootstrap` and
-    `.create_topic(name, partitions)`: a real-broker implementation (see
-    RealKafka) provides the same two and `fault_injection = False`.
+    """One bin/kafka-mock process (librdkafka's mock cluster); topics are
+    created per test. Only for what a real broker cannot do: injected
+    request errors (`error APIKEY ERRCODE [COUNT]`, `clear APIKEY`),
+    broker round-trip delays and down/up (`broker rtt|down|up ...`), see
+    tests/tools/kafka-mock.c. Same `.bootstrap` and
+    `.create_topic(name, partitions)` as RealKafka.
     """
 
     fault_injection = True
@@ -164,32 +167,244 @@ class MockKafka:
         self._log.close()
 
 
+KAFKA_SH = os.path.join(REPO, "tests", "kafka", "kafka.sh")
+
+
+class KafkaBroker:
+    """One real Apache Kafka broker managed by tests/kafka/kafka.sh in its
+    own directory (its ports, cluster id and data live there, so stop /
+    start / restart come back on the same address with the same data).
+
+    start() returns the bootstrap address; close() stops the broker (if
+    running) and removes its data, keeping DIR/broker.log."""
+
+    def __init__(self, workdir):
+        self.dir = workdir
+        self.log_path = os.path.join(workdir, "broker.log")
+        self.bootstrap = None
+        self.history = []  # (monotonic time, command) for failure reports
+
+    def _run(self, command, timeout):
+        self.history.append((time.monotonic(), command))
+        try:
+            p = subprocess.run([KAFKA_SH, command, self.dir],
+                               stdin=subprocess.DEVNULL, capture_output=True,
+                               text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError("kafka.sh %s %s: no answer in %ss\n%s"
+                               % (command, self.dir, timeout, self.log_tail()))
+        if p.returncode != 0:
+            raise RuntimeError("kafka.sh %s %s exited %d:\n%s"
+                               % (command, self.dir, p.returncode, p.stderr))
+        return p.stdout.strip()
+
+    def start(self, timeout=120):
+        out = self._run("start", timeout)
+        if not re.match(r"^[\w.-]+:\d+$", out):
+            raise RuntimeError("kafka.sh start printed %r" % out)
+        if self.bootstrap is not None and out != self.bootstrap:
+            raise RuntimeError("broker came back on %s, not %s"
+                               % (out, self.bootstrap))
+        self.bootstrap = out
+        return out
+
+    def stop(self, timeout=60):
+        self._run("stop", timeout)
+
+    def restart(self, timeout=180):
+        out = self._run("restart", timeout)
+        if out != self.bootstrap:
+            raise RuntimeError("broker restarted on %s, not %s"
+                               % (out, self.bootstrap))
+        return out
+
+    def running(self):
+        p = subprocess.run([KAFKA_SH, "status", self.dir],
+                           stdin=subprocess.DEVNULL, capture_output=True,
+                           text=True, timeout=60)
+        return p.returncode == 0
+
+    def log_tail(self, lines=60):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return tail(f.read(), lines)
+        except OSError:
+            return "(no %s)" % self.log_path
+
+    def close(self):
+        try:
+            self.stop()
+        finally:
+            subprocess.run(["rm", "-rf", os.path.join(self.dir, "data")],
+                           timeout=60)
+
+
 class RealKafka:
-    """Seam for running the suite against a real Apache Kafka broker
-    ($KAFKA_BOOTSTRAP). Not implemented yet: it must offer `.bootstrap`,
-    `.create_topic(name, partitions)` (e.g. with confluent_kafka's
-    AdminClient, waiting until the topic's metadata is visible) and
-    `fault_injection = False`; tests that need kafka-mock's fault
-    commands must skip when it is False."""
+    """A real Apache Kafka cluster: the session's own KafkaBroker (broker
+    given), or an existing cluster at $KAFKA_BOOTSTRAP (broker None).
+
+    Offers what the suite relies on: `.bootstrap` and
+    `.create_topic(name, partitions)`, which creates the topic with the
+    AdminClient (replication factor 1, or min(3, brokers)) and returns
+    once the metadata shows every partition with a leader; and
+    `fault_injection = False` (kafka-mock's fault commands are not here:
+    tests that need them use the mock_kafka fixture)."""
 
     fault_injection = False
 
-    def __init__(self, bootstrap):
+    def __init__(self, bootstrap, broker=None):
         self.bootstrap = bootstrap
-        raise NotImplementedError(
-            "KAFKA_BOOTSTRAP is set, but running the integration suite "
-            "against a real broker is not implemented yet; unset it to use "
-            "kafka-mock")
+        self.broker = broker
+        self.created = []
+        self.admin = AdminClient({"bootstrap.servers": bootstrap,
+                                  "log_level": 3})
+        md = self.admin.list_topics(timeout=30)
+        if not md.brokers:
+            raise RuntimeError("no broker in the metadata of %s" % bootstrap)
+        self.replication = min(3, len(md.brokers))
 
-    def create_topic(self, name, partitions):
-        raise NotImplementedError
+    def create_topic(self, name, partitions, timeout=30):
+        fs = self.admin.create_topics(
+            [NewTopic(name, partitions, self.replication)],
+            operation_timeout=timeout)
+        fs[name].result(timeout)
+        self.created.append(name)
+        self.wait_topic(name, partitions, timeout)
+
+    def wait_topic(self, name, partitions, timeout=30):
+        def ready():
+            md = self.admin.list_topics(name, timeout=5)
+            t = md.topics.get(name)
+            if t is None or t.error is not None or \
+                    len(t.partitions) != partitions:
+                return False
+            return all(p.error is None and p.leader >= 0
+                       for p in t.partitions.values())
+        wait_until(ready, timeout, "topic %s with %d partition(s) and "
+                   "their leaders in the metadata" % (name, partitions),
+                   interval=0.05)
+
+    def warm_up(self, timeout=60):
+        """The first group operation makes the broker create
+        __consumer_offsets: done once here, not in the first test."""
+        reader = OffsetReader(self.bootstrap, "warm-up-%d" % os.getpid())
+        try:
+            t = "warm-up-%d" % os.getpid()
+            self.create_topic(t, 1)
+            wait_until(lambda: _try(reader.committed, t, 1, timeout=10),
+                       timeout, "the group coordinator")
+        finally:
+            reader.close()
 
     def close(self):
-        pass
+        if self.broker is None and self.created:
+            # Someone else's cluster: remove what the suite created.
+            try:
+                fs = self.admin.delete_topics(self.created,
+                                              operation_timeout=30)
+                for f in fs.values():
+                    f.result(60)
+            except Exception:  # best effort
+                pass
+
+
+def _try(fn, *args, **kw):
+    try:
+        fn(*args, **kw)
+        return True
+    except Exception:
+        return False
 
 
 def produce_orders(bootstrap, topic, count, **kw):
     return gen_orders.produce(bootstrap, topic, count, **kw)
+
+
+class OrderProducer:
+    """Produces gen_orders orders start, start+1, ... in a background
+    thread at `rate` messages/s, `count` of them or (count None) until
+    stop(). Every delivery report is counted: .acked holds the indices
+    the broker acknowledged, .failed (index, error) pairs. `config`
+    extends gen_orders.PRODUCER_CONFIG (e.g. a long message.timeout.ms to
+    ride out a broker outage).
+
+    join(timeout) waits for the end of production and for every delivery
+    report, re-raises what the thread raised, and returns the number of
+    orders produced."""
+
+    def __init__(self, bootstrap, topic, rate, count=None, start=0,
+                 tenants=50, config=None):
+        self.topic, self.rate, self.count = topic, rate, count
+        self.start, self.tenants = start, tenants
+        self.acked = set()
+        self.failed = []
+        self.produced = 0
+        self.error = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        conf = dict(gen_orders.PRODUCER_CONFIG)
+        conf.update({"bootstrap.servers": bootstrap, "log_level": 3,
+                     "linger.ms": 20})
+        conf.update(config or {})
+        self._conf = conf
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _on_delivery(self, i, err, msg):
+        with self._lock:
+            if err is None:
+                self.acked.add(i)
+            else:
+                self.failed.append((i, err))
+
+    def _run(self):
+        try:
+            from confluent_kafka import Producer
+            p = Producer(self._conf)
+            t0 = time.monotonic()
+            n = 0
+            while not self._stop.is_set() and \
+                    (self.count is None or n < self.count):
+                ahead = t0 + n / self.rate - time.monotonic()
+                if ahead > 0:
+                    p.poll(min(ahead, 0.05))
+                    continue
+                i = self.start + n
+                while True:
+                    try:
+                        p.produce(self.topic,
+                                  gen_orders.make_order(i, self.tenants),
+                                  gen_orders.tenant_id(i, self.tenants),
+                                  headers=[("message-id",
+                                            gen_orders.order_id(i).encode())],
+                                  on_delivery=functools.partial(
+                                      self._on_delivery, i))
+                        break
+                    except BufferError:
+                        p.poll(0.1)
+                n += 1
+                self.produced = n
+                p.poll(0)
+            self.remaining = p.flush(300)
+        except BaseException as e:  # re-raised by join()
+            self.error = e
+
+    def stop(self):
+        self._stop.set()
+
+    @property
+    def done(self):
+        return not self.thread.is_alive()
+
+    def join(self, timeout):
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise AssertionError("the producer did not finish in %ss "
+                                 "(%d produced, %d acked)"
+                                 % (timeout, self.produced, len(self.acked)))
+        if self.error is not None:
+            raise self.error
+        return self.produced
 
 
 class OffsetReader:
@@ -371,6 +586,14 @@ def pipeline(name, bootstrap, topic, group, sinks, **delivery):
         spec = dict(spec)
         spec.setdefault("type", "http")
         out_sinks[sname] = spec
+    props = {
+        "session.timeout.ms": "6000",
+        "heartbeat.interval.ms": "500",
+    }
+    # e.g. SLUICE_IT_KAFKA_DEBUG=cgrp: librdkafka's group protocol debug
+    # log in each sluice's stderr (attached to a failing test's report).
+    if os.environ.get("SLUICE_IT_KAFKA_DEBUG"):
+        props["debug"] = os.environ["SLUICE_IT_KAFKA_DEBUG"]
     return {
         "pipeline": name,
         "source": {
@@ -378,10 +601,7 @@ def pipeline(name, bootstrap, topic, group, sinks, **delivery):
             "topics": [topic],
             "group": group,
             "start": "earliest",
-            "properties": {
-                "session.timeout.ms": "6000",
-                "heartbeat.interval.ms": "500",
-            },
+            "properties": props,
         },
         "delivery": d,
         "sinks": out_sinks,
