@@ -601,6 +601,19 @@ def report(res):
     print("\n".join(lines), flush=True)
 
 
+KAFKA_SH = os.path.join(ROOT, "tests", "kafka", "kafka.sh")
+
+
+def start_real_kafka(directory):
+    """Starts the project's test broker (Apache Kafka, KRaft) in directory
+    and returns its bootstrap address."""
+    p = subprocess.run([KAFKA_SH, "start", directory], capture_output=True,
+                       text=True, timeout=120)
+    if p.returncode != 0:
+        raise BenchError("tests/kafka/kafka.sh start failed:\n" + p.stderr)
+    return p.stdout.strip().splitlines()[-1]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(
         description="Benchmark sluice draining a backlog of orders to four "
@@ -610,17 +623,13 @@ def main(argv=None):
                          "keeps ~5 MiB per partition, ~450k in all)")
     ap.add_argument("--broker", choices=("mock", "kafka"), default="mock",
                     help="mock: bin/kafka-mock (default); kafka: the "
-                         "cluster in $KAFKA_BOOTSTRAP")
+                         "cluster in $KAFKA_BOOTSTRAP, else a real Apache "
+                         "Kafka started with tests/kafka/kafka.sh")
     ap.add_argument("--keep", action="store_true",
                     help="keep the work dir (logs, pipeline file)")
     args = ap.parse_args(argv)
     if args.count < 1:
         ap.error("--count must be >= 1")
-    if args.broker == "kafka" and not os.environ.get("KAFKA_BOOTSTRAP"):
-        print("bench: --broker kafka needs KAFKA_BOOTSTRAP=host:port of a "
-              "real Kafka cluster (only the mock is set up by the bench)",
-              file=sys.stderr)
-        return 2
     if args.broker == "mock" and args.count > 400000:
         log("warning: %d orders may exceed the mock's ~5 MiB per partition; "
             "the watermark check will tell" % args.count)
@@ -639,6 +648,7 @@ def main(argv=None):
     ts = time.strftime("%Y%m%d-%H%M%S")
     topic = "orders"
     bootstrap = None
+    kafka_dir = None
     failed = False
     try:
         with open("/proc/loadavg") as f:
@@ -646,7 +656,10 @@ def main(argv=None):
         if args.broker == "mock":
             bootstrap = start_mock(procs)
         else:
-            bootstrap = os.environ["KAFKA_BOOTSTRAP"]
+            bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
+            if not bootstrap:
+                kafka_dir = os.path.join(workdir, "kafka")
+                bootstrap = start_real_kafka(kafka_dir)
             topic = "sluice-bench-%s-%d" % (ts, os.getpid())
             create_kafka_topic(bootstrap, topic)
         log("broker %s at %s, topic %s; producing %d orders"
@@ -695,6 +708,9 @@ def main(argv=None):
         procs.stop_all()
         if args.broker == "kafka" and bootstrap and not args.keep:
             delete_kafka_topic(bootstrap, topic)
+        if kafka_dir is not None:
+            subprocess.run([KAFKA_SH, "stop", kafka_dir],
+                           stdout=subprocess.DEVNULL)
         if args.keep or failed:
             log("work dir (logs, pipeline file) kept: %s" % workdir)
         else:
