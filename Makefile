@@ -28,8 +28,8 @@ UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOLS      := $(BIN)/sinkd $(BIN)/kafka-mock $(BIN)/bare-consumer
 
-.PHONY: all deps tools test unit integration demo bench asan docs \
-        docs-check clean
+.PHONY: all deps tools test unit integration integration-only demo bench \
+        asan docs docs-check clean kafka-start kafka-stop
 all: deps $(BIN)/sluice tools
 
 deps:
@@ -68,8 +68,16 @@ test: all docs-check unit integration
 demo: all
 	scripts/demo.sh
 
+# make bench BENCH_ARGS="--broker kafka" runs it on a real Apache Kafka.
 bench: all
-	$(PYTHON) bench/run.py
+	$(PYTHON) bench/run.py $(BENCH_ARGS)
+
+# A real Apache Kafka broker (tests/kafka) for trying sluice by hand.
+kafka-start: deps
+	@tests/kafka/kafka.sh start
+
+kafka-stop:
+	@tests/kafka/kafka.sh stop
 
 # AddressSanitizer + UndefinedBehaviorSanitizer build of everything, then
 # the whole suite against it.

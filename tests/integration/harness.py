@@ -297,11 +297,16 @@ class RealKafka:
             reader.close()
 
     def close(self):
+        """Drops the AdminClient (before its broker stops: no connection
+        errors on stderr); on someone else's cluster also deletes the
+        topics the suite created."""
+        admin, self.admin = self.admin, None
+        if admin is None:
+            return
         if self.broker is None and self.created:
             # Someone else's cluster: remove what the suite created.
             try:
-                fs = self.admin.delete_topics(self.created,
-                                              operation_timeout=30)
+                fs = admin.delete_topics(self.created, operation_timeout=30)
                 for f in fs.values():
                     f.result(60)
             except Exception:  # best effort
