@@ -19,6 +19,8 @@
 
 #define POLL_BATCH 512
 #define POLL_TICK_MS 1000
+/* How long timer commits wait for a rejoin to finish at most. */
+#define REBALANCE_COMMIT_HOLD_MS 30000
 
 struct topic_parts {
     char *name;
@@ -36,6 +38,15 @@ struct consumer {
     struct loop_timer kick;
     struct loop_timer tick; /* polls even when nothing arrives */
     int suspended, in_poll, pending, closed;
+    /* A cooperative revoke is followed by two assigns: the end of this
+     * round, then the end of the follow-up rejoin. During the rejoin the
+     * member's generation goes stale; a commit then fails with
+     * ILLEGAL_GENERATION, and librdkafka 2.0.2 answers that by declaring
+     * the whole remaining assignment lost (librdkafka #4059), which
+     * redelivers everything since the last commit. So timer commits wait
+     * for both assigns (or REBALANCE_COMMIT_HOLD_MS at most). */
+    int assigns_awaited;
+    uint64_t rebalancing_since;
     struct topic_parts *topics;
     size_t topic_count;
     const char *last_name; /* librdkafka's pointer, for a fast lookup */
@@ -209,6 +220,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                 return;
             }
         }
+        if (c->assigns_awaited > 0) {
+            c->assigns_awaited--;
+        }
         log_info("assigned %d partition(s)%s", list->cnt,
                  cooperative ? " (cooperative)" : "");
         if (cooperative) {
@@ -269,6 +283,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         free(offsets);
         log_info("revoked %d partition(s)%s", list->cnt,
                  lost ? " (lost)" : "");
+        c->assigns_awaited = cooperative && !lost ? 2 : 0;
+        c->rebalancing_since = loop_now(c->loop);
         if (cooperative) {
             error = rd_kafka_incremental_unassign(rk, list);
         } else {
@@ -560,6 +576,11 @@ int consumer_commit(consumer_t *c, const struct consumer_commit *offsets,
     rd_kafka_resp_err_t err;
 
     if (count == 0) {
+        return 0;
+    }
+    if (!sync && c->assigns_awaited > 0 &&
+        loop_now(c->loop) - c->rebalancing_since < REBALANCE_COMMIT_HOLD_MS) {
+        /* Nothing is marked committed: the next interval sends it. */
         return 0;
     }
     l = rd_kafka_topic_partition_list_new((int)count);

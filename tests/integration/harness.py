@@ -442,7 +442,9 @@ class OffsetReader:
             for p in range(partitions)]
 
     def close(self):
-        self.consumer.close()
+        if self.consumer is not None:
+            self.consumer.close()
+            self.consumer = None
 
 
 def commits_reached_end(committed, ends):

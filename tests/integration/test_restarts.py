@@ -226,10 +226,11 @@ def test_second_signal_stops_without_waiting(kafka, topic_factory, names,
 def test_second_worker_takes_partitions_without_loss(
         kafka, topic_factory, names, sinkd, sluice, offsets):
     """Scale-out while orders arrive: the group splits the partitions and
-    nothing is lost. (Duplicates are allowed: on kafka-mock with
-    librdkafka 2.0.2 a consumer that commits during a cooperative
-    rebalance gets ILLEGAL_GENERATION and its assignment is "lost" --
-    a plain confluent_kafka consumer does the same.)"""
+    nothing is lost. (Duplicates are allowed here: with librdkafka 2.0.2
+    a consumer that commits during a cooperative rebalance gets
+    ILLEGAL_GENERATION and its assignment is "lost", on the real broker
+    as on kafka-mock; test_kafka_semantics.py::
+    test_scale_out_cooperative_delivers_nothing_twice shows it.)"""
     count, partitions = 6000, 8
     topic = topic_factory(partitions)
     group = names.group()
