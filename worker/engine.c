@@ -635,7 +635,7 @@ static void on_complete(void *engine, void *token,
     s->inflight--;
     on_result(s, d, res);
     /* Start the next requests after this iteration's events, all at
-     * once: curl then writes them in one burst instead of one request
+     * once: the transports then write them in one burst, not one request
      * per response, which halves the wake-ups on both ends. */
     if (s->ready_head != NULL && !loop_timer_armed(&s->pump)) {
         loop_timer_start(s->e->loop, &s->pump, 0);
