@@ -15,7 +15,7 @@ SAN     ?=
 BUILD   ?= build
 BIN     ?= bin
 CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -g $(WARN) $(SAN) -MMD -MP \
-           -I. -Iworker -Iconnectors \
+           -I. -Iworker -Iconnectors -Ilua \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser \
            -lpthread -lm

@@ -1,0 +1,304 @@
+/* script.c -- the sandboxed Lua state: allocator cap, instruction budget,
+ * a standard library with no way out, and `require` from known dirs.
+ *
+ * Limits are enforced by the VM itself: the allocator refuses memory past
+ * the cap (Lua raises "not enough memory" and unwinds), and a count hook
+ * raises an error once the call's instruction budget is spent. Both end
+ * the current call only. */
+#include "script.h"
+
+#include <ctype.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define HOOK_EVERY 1000 /* instructions between budget checks */
+
+struct script {
+    lua_State *L;
+    size_t used, limit;
+    int64_t budget, remaining;
+    char **dirs;
+    size_t dir_count;
+};
+
+static script_t *from_state(lua_State *L)
+{
+    return *(script_t **)lua_getextraspace(L);
+}
+
+static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    script_t *s = ud;
+    size_t old = ptr != NULL ? osize : 0;
+
+    if (nsize == 0) {
+        s->used -= old;
+        free(ptr);
+        return NULL;
+    }
+    if (nsize > old && s->used + (nsize - old) > s->limit) {
+        return NULL;
+    }
+    void *p = realloc(ptr, nsize);
+    if (p != NULL) {
+        s->used = s->used - old + nsize;
+    }
+    return p;
+}
+
+static void budget_hook(lua_State *L, lua_Debug *ar)
+{
+    script_t *s = from_state(L);
+
+    (void)ar;
+    s->remaining -= HOOK_EVERY;
+    if (s->remaining <= 0) {
+        /* From now on fire at every instruction: a pcall in the script
+         * may catch this error, but the next instruction outside it
+         * raises it again, so the budget cannot be swallowed. */
+        lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
+        luaL_error(L, "instruction budget exceeded (%I instructions)",
+                   (lua_Integer)s->budget);
+    }
+}
+
+/* ---- the library scripts get ---- */
+
+/* load() for text only: a binary chunk could break the VM's invariants. */
+static int safe_load(lua_State *L)
+{
+    size_t len;
+    const char *text = luaL_checklstring(L, 1, &len);
+    const char *name = luaL_optstring(L, 2, "=(load)");
+
+    if (luaL_loadbufferx(L, text, len, name, "t") != LUA_OK) {
+        lua_pushnil(L);
+        lua_insert(L, -2);
+        return 2;
+    }
+    return 1;
+}
+
+static int safe_print(lua_State *L)
+{
+    luaL_Buffer b;
+    int n = lua_gettop(L);
+
+    luaL_buffinit(L, &b);
+    for (int i = 1; i <= n; i++) {
+        if (i > 1) {
+            luaL_addchar(&b, '\t');
+        }
+        luaL_tolstring(L, i, NULL);
+        luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b);
+    log_info("lua: %s", lua_tostring(L, -1));
+    return 0;
+}
+
+/* require(name): name.lua (dots as slashes) from the search dirs only,
+ * as text, cached like the standard require. */
+static int safe_require(lua_State *L)
+{
+    script_t *s = from_state(L);
+    const char *name = luaL_checkstring(L, 1);
+    char rel[256], path[4096];
+    size_t n = 0;
+
+    for (const char *c = name; *c != '\0'; c++) {
+        if (n + 5 >= sizeof(rel) ||
+            !(isalnum((unsigned char)*c) || *c == '_' || *c == '.')) {
+            return luaL_error(L, "require: bad module name '%s'", name);
+        }
+        rel[n++] = *c == '.' ? '/' : *c;
+    }
+    if (n == 0) {
+        return luaL_error(L, "require: empty module name");
+    }
+    memcpy(rel + n, ".lua", 5);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    if (lua_getfield(L, -1, name) != LUA_TNIL) {
+        return 1;
+    }
+    lua_pop(L, 1);
+    for (size_t i = 0; i < s->dir_count; i++) {
+        snprintf(path, sizeof(path), "%s/%s", s->dirs[i], rel);
+        if (access(path, R_OK) != 0) {
+            continue;
+        }
+        if (luaL_loadfilex(L, path, "t") != LUA_OK) {
+            return lua_error(L);
+        }
+        lua_pushstring(L, name);
+        lua_call(L, 1, 1);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            lua_pushboolean(L, 1);
+        }
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, name);
+        return 1;
+    }
+    return luaL_error(L, "require: module '%s' not found in the pipeline's "
+                         "directory or lua/lib", name);
+}
+
+/* Keeps only the named fields of the table at the top of the stack. */
+static void keep_fields(lua_State *L, const char *const *keep)
+{
+    lua_newtable(L);
+    for (size_t i = 0; keep[i] != NULL; i++) {
+        lua_getfield(L, -2, keep[i]);
+        lua_setfield(L, -2, keep[i]);
+    }
+    lua_remove(L, -2);
+}
+
+static void open_sandbox(lua_State *L)
+{
+    static const luaL_Reg libs[] = {
+        {LUA_GNAME, luaopen_base},       {LUA_TABLIBNAME, luaopen_table},
+        {LUA_STRLIBNAME, luaopen_string}, {LUA_MATHLIBNAME, luaopen_math},
+        {LUA_UTF8LIBNAME, luaopen_utf8}, {LUA_COLIBNAME, luaopen_coroutine},
+        {NULL, NULL},
+    };
+    static const char *const removed[] = {"dofile", "loadfile",
+                                          "collectgarbage", NULL};
+    static const char *const os_keep[] = {"time", "clock", "date",
+                                          "difftime", NULL};
+
+    for (const luaL_Reg *lib = libs; lib->func != NULL; lib++) {
+        luaL_requiref(L, lib->name, lib->func, 1);
+        lua_pop(L, 1);
+    }
+    luaL_requiref(L, LUA_OSLIBNAME, luaopen_os, 0);
+    keep_fields(L, os_keep);
+    lua_setglobal(L, LUA_OSLIBNAME);
+    for (size_t i = 0; removed[i] != NULL; i++) {
+        lua_pushnil(L);
+        lua_setglobal(L, removed[i]);
+    }
+    lua_getglobal(L, LUA_STRLIBNAME);
+    lua_pushnil(L);
+    lua_setfield(L, -2, "dump");
+    lua_pop(L, 1);
+    lua_register(L, "load", safe_load);
+    lua_register(L, "print", safe_print);
+    lua_register(L, "require", safe_require);
+}
+
+/* ---- lifecycle and calls ---- */
+
+script_t *script_new(const struct script_limits *limits,
+                     const char *const *search_dirs, struct sl_error *err)
+{
+    script_t *s = calloc(1, sizeof(*s));
+
+    if (s == NULL) {
+        sl_error_set(err, "out of memory");
+        return NULL;
+    }
+    s->limit = limits->memory_bytes ? limits->memory_bytes : 64u << 20;
+    s->budget = limits->instructions ? limits->instructions : 10000000;
+    for (; search_dirs != NULL && search_dirs[s->dir_count] != NULL;
+         s->dir_count++) {
+    }
+    s->dirs = calloc(s->dir_count + 1, sizeof(*s->dirs));
+    for (size_t i = 0; s->dirs != NULL && i < s->dir_count; i++) {
+        s->dirs[i] = strdup(search_dirs[i]);
+        if (s->dirs[i] == NULL) {
+            script_destroy(s);
+            sl_error_set(err, "out of memory");
+            return NULL;
+        }
+    }
+    s->L = lua_newstate(capped_alloc, s);
+    if (s->dirs == NULL || s->L == NULL) {
+        script_destroy(s);
+        sl_error_set(err, "out of memory");
+        return NULL;
+    }
+    *(script_t **)lua_getextraspace(s->L) = s;
+    open_sandbox(s->L);
+    return s;
+}
+
+int script_pcall(script_t *s, int nargs, int nresults, struct sl_error *err)
+{
+    lua_State *L = s->L;
+    int rc;
+
+    s->remaining = s->budget;
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_EVERY);
+    rc = lua_pcall(L, nargs, nresults, 0);
+    lua_sethook(L, NULL, 0, 0);
+    if (rc == LUA_OK) {
+        return 0;
+    }
+    if (rc == LUA_ERRMEM) {
+        sl_error_set(err, "memory limit reached (%zu bytes)", s->limit);
+    } else if (lua_type(L, -1) == LUA_TSTRING) {
+        sl_error_set(err, "%s", lua_tostring(L, -1));
+    } else {
+        sl_error_set(err, "(error object is a %s value)",
+                     luaL_typename(L, -1));
+    }
+    lua_pop(L, 1);
+    /* What the failed call left behind should not count against the
+     * next one. */
+    lua_gc(L, LUA_GCCOLLECT);
+    return -1;
+}
+
+int script_load(script_t *s, const char *path, struct sl_error *err)
+{
+    int rc = luaL_loadfilex(s->L, path, "t");
+
+    if (rc != LUA_OK) {
+        sl_error_set(err, "%s", lua_tostring(s->L, -1));
+        lua_pop(s->L, 1);
+        return -1;
+    }
+    return script_pcall(s, 0, 0, err);
+}
+
+int script_has_function(script_t *s, const char *name)
+{
+    int is_function = lua_getglobal(s->L, name) == LUA_TFUNCTION;
+
+    lua_pop(s->L, 1);
+    return is_function;
+}
+
+struct lua_State *script_state(script_t *s)
+{
+    return s->L;
+}
+
+size_t script_memory(const script_t *s)
+{
+    return s->used;
+}
+
+void script_destroy(script_t *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    if (s->L != NULL) {
+        lua_close(s->L);
+    }
+    for (size_t i = 0; s->dirs != NULL && i < s->dir_count; i++) {
+        free(s->dirs[i]);
+    }
+    free(s->dirs);
+    free(s);
+}

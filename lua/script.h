@@ -1,0 +1,53 @@
+/* script.h -- a sandboxed Lua 5.4 state for one lane's scripts.
+ *
+ * The foundation of transforms and retry policies: a state whose standard
+ * library has no way out (no io, os.execute, debug, dofile/loadfile or
+ * binary chunks), whose memory is capped by its allocator, and whose
+ * every call runs under an instruction budget through one protected-call
+ * wrapper. A script that breaks a limit gets an error for that call; the
+ * state stays usable. `require` loads only from the pipeline's own
+ * directory and from lua/lib. */
+#ifndef SLUICE_SCRIPT_H
+#define SLUICE_SCRIPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "connector.h"
+
+typedef struct script script_t;
+struct lua_State;
+
+struct script_limits {
+    size_t memory_bytes;  /* the whole state; 0: 64 MiB */
+    int64_t instructions; /* per call, in VM instructions; 0: 10 million */
+};
+
+/* Creates a state; search_dirs is a NULL-terminated list of directories
+ * `require` may load from (copied). Returns NULL with err filled. */
+script_t *script_new(const struct script_limits *limits,
+                     const char *const *search_dirs, struct sl_error *err);
+
+/* Loads and runs the file at path (text only) under the limits. Errors
+ * read "path:line: message". 0 or -1. */
+int script_load(script_t *s, const char *path, struct sl_error *err);
+
+/* Whether the global name is a function. */
+int script_has_function(script_t *s, const char *name);
+
+/* Calls the function on the stack below its nargs arguments, under the
+ * instruction budget, leaving nresults results. On error, err holds the
+ * message (with a traceback's first line) and nothing is left on the
+ * stack. 0 or -1. */
+int script_pcall(script_t *s, int nargs, int nresults, struct sl_error *err);
+
+/* The state, for pushing arguments and reading results. */
+struct lua_State *script_state(script_t *s);
+
+/* Bytes the state holds now. */
+size_t script_memory(const script_t *s);
+
+/* Frees the state; script_destroy(NULL) is a no-op. */
+void script_destroy(script_t *s);
+
+#endif
