@@ -505,33 +505,48 @@ out:
     return rc;
 }
 
+/* The sink's fixed headers as a curl_slist, for the curl transport. */
+static int curl_headers_open(struct http_sink *sink)
+{
+    char line[8192];
+    struct curl_slist *list = NULL, *more;
+
+    for (size_t i = 0; i < sink->headers.count + 2; i++) {
+        if (i == 0) {
+            snprintf(line, sizeof(line), "Content-Type: %s",
+                     sink->content_type);
+        } else if (i == 1) {
+            /* curl would send "Expect: 100-continue" for large bodies and
+             * wait a round trip for it. */
+            snprintf(line, sizeof(line), "Expect:");
+        } else {
+            snprintf(line, sizeof(line), "%s: %s",
+                     sink->headers.keys[i - 2], sink->headers.values[i - 2]);
+        }
+        more = curl_slist_append(list, line);
+        if (more == NULL) {
+            curl_slist_free_all(list);
+            return -1;
+        }
+        list = more;
+    }
+    sink->static_headers = list;
+    return 0;
+}
+
 static int http_open(void *ctx, const struct connector_host *host,
                      struct sl_error *err)
 {
     struct http_sink *sink = ctx;
-    char line[8192];
 
     sink->host = host;
-    if (strncmp(sink->url, "http://", 7) != 0 &&
-        strncmp(sink->url, "https://", 8) != 0) {
-        return sl_error_set(err, "url must start with http:// or https://");
-    }
+    /* The url was checked when the file was loaded (http_check). */
     if (strncmp(sink->url, "http://", 7) == 0 && !proxy_configured() &&
         lean_open(sink, err) != 0) {
         http_close(sink);
         return -1;
     }
-    snprintf(line, sizeof(line), "Content-Type: %s", sink->content_type);
-    sink->static_headers = curl_slist_append(NULL, line);
-    /* curl would send "Expect: 100-continue" for large bodies and wait a
-     * round trip for it. */
-    sink->static_headers = curl_slist_append(sink->static_headers, "Expect:");
-    for (size_t i = 0; i < sink->headers.count; i++) {
-        snprintf(line, sizeof(line), "%s: %s", sink->headers.keys[i],
-                 sink->headers.values[i]);
-        sink->static_headers = curl_slist_append(sink->static_headers, line);
-    }
-    if (sink->static_headers == NULL) {
+    if (sink->lean == NULL && curl_headers_open(sink) != 0) {
         http_close(sink);
         return sl_error_set(err, "out of memory");
     }

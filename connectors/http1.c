@@ -367,7 +367,6 @@ static int conn_connect(http1_pool_t *pool, struct conn *c)
 static void conn_prepare(struct conn *c, struct http1_request *req)
 {
     c->req = req;
-    req->conn = c;
     memcpy(c->iov, req->iov, sizeof(c->iov));
     c->iovcnt = req->iovcnt;
     c->got_data = 0;

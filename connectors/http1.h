@@ -31,7 +31,6 @@ struct http1_request {
     int iovcnt;
     void (*done)(struct http1_request *req, const struct http1_result *res);
     /* Private to http1.c. */
-    void *conn;
     int resent;
 };
 

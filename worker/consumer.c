@@ -251,9 +251,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             void *part = part_get(c, list->elems[i].topic,
                                   list->elems[i].partition);
             if (part != NULL) {
-                parts[known] = part;
-                list->elems[i].offset = RD_KAFKA_OFFSET_INVALID;
-                known++;
+                parts[known++] = part;
             }
         }
         c->cb.on_revoke(c->cb.arg, parts, known, lost, offsets);

@@ -121,6 +121,10 @@ struct engine {
     int sigfd;
     struct loop_io sig_io;
     struct loop_timer commit_timer, progress_timer;
+    /* The last msg viewed (see msg_view); cleared when it completes. */
+    struct msg *view_msg;
+    struct connector_msg view;
+    char dedupe[320];
     struct connector_header headers[HEADER_SCRATCH];
 };
 
@@ -401,6 +405,9 @@ static void msg_done(engine_t *e, struct msg *m)
     e->inflight--;
     e->inflight_bytes -= m->key_len + m->value_len;
     e->completed++;
+    if (e->view_msg == m) {
+        e->view_msg = NULL;
+    }
     consumer_release(m->handle);
     if (m->prev != NULL) {
         m->prev->next = m->next;
@@ -525,23 +532,27 @@ static void delivery_finish(struct sink *s, struct delivery *d)
 static void on_result(struct sink *s, struct delivery *d,
                       const struct connector_result *res);
 
-static void send_one(struct sink *s, struct delivery *d)
+/* Fills the engine's view of m: its dedupe key and headers are looked up
+ * once per msg, not once per sink (a msg's deliveries usually go out
+ * back to back). */
+static const struct connector_msg *msg_view(engine_t *e, struct msg *m)
 {
-    engine_t *e = s->e;
-    struct msg *m = d->msg;
-    struct connector_result res;
-    char dedupe[320];
+    struct connector_msg *v = &e->view;
     size_t id_len = 0;
-    const char *id = consumer_header_find(m->handle, DEDUPE_HEADER, &id_len);
+    const char *id;
 
-    if (id != NULL && id_len > 0 && id_len < sizeof(dedupe)) {
-        memcpy(dedupe, id, id_len);
-        dedupe[id_len] = '\0';
+    if (e->view_msg == m) {
+        return v;
+    }
+    id = consumer_header_find(m->handle, DEDUPE_HEADER, &id_len);
+    if (id != NULL && id_len > 0 && id_len < sizeof(e->dedupe)) {
+        memcpy(e->dedupe, id, id_len);
+        e->dedupe[id_len] = '\0';
     } else {
-        snprintf(dedupe, sizeof(dedupe), "%s-%d-%lld", m->part->topic,
+        snprintf(e->dedupe, sizeof(e->dedupe), "%s-%d-%lld", m->part->topic,
                  (int)m->part->partition, (long long)m->offset);
     }
-    struct connector_msg view = {
+    *v = (struct connector_msg){
         .topic = m->part->topic,
         .partition = m->part->partition,
         .offset = m->offset,
@@ -550,13 +561,22 @@ static void send_one(struct sink *s, struct delivery *d)
         .key_len = m->key_len,
         .value = m->value,
         .value_len = m->value_len,
-        .dedupe_key = dedupe,
+        .dedupe_key = e->dedupe,
         .headers = e->headers,
-        .header_count = consumer_headers(m->handle, e->headers,
-                                         HEADER_SCRATCH),
+        .header_count =
+            consumer_headers(m->handle, e->headers, HEADER_SCRATCH),
     };
+    e->view_msg = m;
+    return v;
+}
+
+static void send_one(struct sink *s, struct delivery *d)
+{
+    struct connector_result res;
+    const struct connector_msg *view = msg_view(s->e, d->msg);
+
     s->inflight++;
-    if (s->cfg->connector->send(s->cfg->ctx, &view, d, &res) != 0) {
+    if (s->cfg->connector->send(s->cfg->ctx, view, d, &res) != 0) {
         s->inflight--;
         on_result(s, d, &res);
     }
