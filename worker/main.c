@@ -1,4 +1,4 @@
-/* main.c -- the sluice command line: run, validate, reference.
+/* main.c -- the sluice command line: run, validate, test, reference.
  *
  * Only parses arguments and maps outcomes to exit codes (0 ok, 1 runtime
  * failure, 2 bad usage or configuration); the runtime lives in the
@@ -14,6 +14,7 @@
 #include "engine.h"
 #include "log.h"
 #include "reference.h"
+#include "testcmd.h"
 
 #ifndef SLUICE_VERSION
 #define SLUICE_VERSION "0.1.0"
@@ -30,13 +31,16 @@ static const char usage_text[] =
     "commands:\n"
     "  run PIPELINE.yaml        run the pipeline until SIGINT/SIGTERM\n"
     "  validate PIPELINE.yaml   check a pipeline file without connecting\n"
+    "  test PIPELINE.yaml [TESTS.yaml ...]\n"
+    "                           run the pipeline's transforms on test cases\n"
     "  reference                print the pipeline reference (Markdown)\n"
     "\n"
     "options:\n"
     "  -h, --help               show help (also: sluice COMMAND --help)\n"
     "  -V, --version            show the version\n"
     "\n"
-    "exit status: 0 ok, 1 runtime failure, 2 bad usage or configuration\n";
+    "exit status: 0 ok, 1 runtime failure or a failed test, 2 bad usage or\n"
+    "configuration\n";
 
 static const char run_usage[] =
     "usage: sluice run [options] PIPELINE.yaml\n"
@@ -57,6 +61,19 @@ static const char validate_usage[] =
     "Checks the file (YAML, keys, values, ${ENV} references, librdkafka\n"
     "properties) without connecting anywhere. Prints every error as\n"
     "file:line:column: key: message and exits 2 when there is any.\n";
+
+static const char test_usage[] =
+    "usage: sluice test [options] PIPELINE.yaml [TESTS.yaml ...]\n"
+    "\n"
+    "Runs the pipeline's Lua transforms on the test cases in TESTS.yaml\n"
+    "(default: PIPELINE.test.yaml beside the pipeline), without Kafka or\n"
+    "network, and shows what differs from what each case expects. Exits 0\n"
+    "when every case passes, 1 when any fails, 2 when a file is invalid\n"
+    "(every error as file:line:column: key: message).\n"
+    "\n"
+    "options:\n"
+    "  -v, --verbose            also show what each sink got in passing cases\n"
+    "  -h, --help               show this help\n";
 
 static struct cfg *load(const char *path)
 {
@@ -101,6 +118,41 @@ static int cmd_validate(int argc, char **argv)
            cfg->sink_count);
     cfg_free(cfg);
     return EXIT_OK;
+}
+
+static int cmd_test(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct testcmd_options opts = {0};
+    int c;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'v':
+            opts.verbose = 1;
+            break;
+        case 'h':
+            fputs(test_usage, stdout);
+            return EXIT_OK;
+        default:
+            fputs(test_usage, stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind >= argc) {
+        fputs(test_usage, stderr);
+        return EXIT_USAGE;
+    }
+    opts.pipeline = argv[optind];
+    opts.tests = (const char *const *)argv + optind + 1;
+    opts.test_count = (size_t)(argc - optind - 1);
+    /* TESTCMD_PASSED/FAILED/INVALID are 0/1/2 like the exit codes. */
+    return testcmd_run(&opts);
 }
 
 static int cmd_run(int argc, char **argv)
@@ -188,6 +240,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "validate") == 0) {
         return cmd_validate(argc - 1, argv + 1);
+    }
+    if (strcmp(argv[1], "test") == 0) {
+        return cmd_test(argc - 1, argv + 1);
     }
     if (strcmp(argv[1], "run") == 0) {
         curl_global_init(CURL_GLOBAL_DEFAULT);
