@@ -231,15 +231,46 @@ script_t *script_new(const struct script_limits *limits,
     return s;
 }
 
+/* Message handler: an error raised in C (a library function's "bad
+ * argument", sluice's own checks) carries no position; give it the
+ * script's file:line that led there. */
+static int add_position(lua_State *L)
+{
+    lua_Debug ar;
+    const char *msg = lua_tostring(L, 1);
+
+    if (msg == NULL) {
+        return 1;
+    }
+    for (int level = 1; lua_getstack(L, level, &ar); level++) {
+        lua_getinfo(L, "Sl", &ar);
+        if (ar.currentline <= 0) {
+            continue;
+        }
+        size_t n = strlen(ar.short_src);
+        /* Lua's own runtime errors already start with it. */
+        if (strncmp(msg, ar.short_src, n) != 0 || msg[n] != ':') {
+            lua_pushfstring(L, "%s:%d: %s", ar.short_src, ar.currentline,
+                            msg);
+        }
+        break;
+    }
+    return 1;
+}
+
 int script_pcall(script_t *s, int nargs, int nresults, struct sl_error *err)
 {
     lua_State *L = s->L;
+    int base = lua_gettop(L) - nargs; /* the function's slot */
     int rc;
 
+    lua_pushcfunction(L, add_position);
+    lua_insert(L, base);
     s->remaining = s->budget;
     lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_EVERY);
-    rc = lua_pcall(L, nargs, nresults, 0);
+    rc = lua_pcall(L, nargs, nresults, base);
     lua_sethook(L, NULL, 0, 0);
+    lua_remove(L, base);
     if (rc == LUA_OK) {
         return 0;
     }
@@ -268,6 +299,32 @@ int script_load(script_t *s, const char *path, struct sl_error *err)
         return -1;
     }
     return script_pcall(s, 0, 0, err);
+}
+
+int script_load_env(script_t *s, const char *path, struct sl_error *err)
+{
+    lua_State *L = s->L;
+    int ref;
+
+    if (luaL_loadfilex(L, path, "t") != LUA_OK) {
+        sl_error_set(err, "%s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return -1;
+    }
+    lua_newtable(L); /* the file's _ENV */
+    lua_newtable(L); /* its metatable: unknown names come from _G */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+    lua_setfield(L, -2, "__index");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    /* A main chunk's only upvalue is its _ENV. */
+    lua_setupvalue(L, -2, 1);
+    if (script_pcall(s, 0, 0, err) != 0) {
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        return -1;
+    }
+    return ref;
 }
 
 int script_has_function(script_t *s, const char *name)

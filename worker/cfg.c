@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <yaml.h>
 
 #include "units.h"
@@ -87,10 +88,44 @@ const struct opt_spec cfg_delivery_options[] = {
      .doc = "On a revoke and on SIGTERM/SIGINT, how long in-flight "
             "messages may take to finish before sluice commits what is "
             "done and lets go; the rest is redelivered, never lost."},
-    {.name = "retry_backoff", .type = OPT_DURATION, .def = "1s",
+    {.name = "retry_backoff", .type = OPT_DURATION, .def = "100ms",
      .offset = offsetof(struct cfg_delivery, retry_backoff_ms),
      .min = 1, .max = 3600000,
-     .doc = "Wait before another attempt of a failed request."},
+     .doc = "The default retry policy's first backoff: attempt n waits a "
+            "random time up to `retry_backoff` × 2^(n-1) (full jitter), "
+            "at most `retry_backoff_max`; a longer `Retry-After` from the "
+            "server wins (up to 5 minutes)."},
+    {.name = "retry_backoff_max", .type = OPT_DURATION, .def = "30s",
+     .offset = offsetof(struct cfg_delivery, retry_backoff_max_ms),
+     .min = 1, .max = 3600000,
+     .doc = "The cap of the default policy's backoff; also how often a "
+            "message a policy gave up on is tried again until the "
+            "dead-letter queue exists."},
+    {0},
+};
+
+const struct opt_spec cfg_root_options[] = {
+    {.name = "transform", .type = OPT_STRING, .flags = OPT_FILE,
+     .offset = offsetof(struct cfg, transform),
+     .doc = "A Lua script (path relative to this file) whose "
+            "`transform(msg)` runs on every message before the sinks: it "
+            "returns the message, `nil` to drop it, or a list to split "
+            "it. See docs/lua.md."},
+    {0},
+};
+
+const struct opt_spec cfg_lua_options[] = {
+    {.name = "memory_limit", .type = OPT_SIZE, .def = "64MiB",
+     .offset = offsetof(struct cfg_lua, memory_limit),
+     .min = (int64_t)1 << 20, .max = (int64_t)1 << 34,
+     .doc = "Memory of the lane's Lua state (every script together); a "
+            "call that needs more fails, not the worker."},
+    {.name = "instruction_limit", .type = OPT_INT, .def = "10000000",
+     .offset = offsetof(struct cfg_lua, instruction_limit),
+     .min = 1000, .max = (int64_t)1 << 40,
+     .doc = "VM instructions one call (a transform or a retry decision) "
+            "may run; a script that loops forever fails that message "
+            "only."},
     {0},
 };
 
@@ -103,6 +138,18 @@ const struct opt_spec cfg_sink_options[] = {
      .min = 1, .max = 4096,
      .doc = "Concurrent requests to this sink, so that one slow sink "
             "cannot take every connection."},
+    {.name = "transform", .type = OPT_STRING, .flags = OPT_FILE,
+     .offset = offsetof(struct cfg_sink, transform),
+     .doc = "A Lua script whose `transform(msg)` builds this sink's "
+            "request (body, headers, path, method) or returns `nil` to "
+            "skip the message for this sink. See docs/lua.md."},
+    {.name = "retry", .type = OPT_STRING, .flags = OPT_FILE,
+     .offset = offsetof(struct cfg_sink, retry),
+     .doc = "A Lua script whose `retry(attempt)` decides, after each "
+            "failed attempt, to retry after some milliseconds, give up, "
+            "or count the message as done. Default: the built-in policy "
+            "(see `retry_backoff`; lua/lib/sluice/retry.lua is the same "
+            "policy in Lua)."},
     {0},
 };
 
@@ -267,6 +314,7 @@ fail:
 
 struct walker {
     const char *file;
+    const char *dir; /* of file: OPT_FILE paths start here */
     yaml_document_t *doc;
     struct cfg_errors *errs;
 };
@@ -528,6 +576,35 @@ static int map_push(struct opt_map *m, char *key, char *value)
     return -1;
 }
 
+/* Makes *text (a path relative to the pipeline file) a path from the
+ * working directory and checks that it can be read. */
+static int resolve_file(struct walker *w, const yaml_node_t *node,
+                        const char *path, char **text)
+{
+    char *resolved = *text;
+
+    if (**text != '/' &&
+        asprintf(&resolved, "%s/%s", w->dir, *text) < 0) {
+        node_error(w, node, path, "out of memory");
+        free(*text);
+        return -1;
+    }
+    if (access(resolved, R_OK) != 0) {
+        node_error(w, node, path, "cannot read %s: %s", resolved,
+                   strerror(errno));
+        if (resolved != *text) {
+            free(resolved);
+        }
+        free(*text);
+        return -1;
+    }
+    if (resolved != *text) {
+        free(*text);
+        *text = resolved;
+    }
+    return 0;
+}
+
 static void apply_value(struct walker *w, const struct opt_spec *spec,
                         const yaml_node_t *node, void *base,
                         const char *path)
@@ -604,6 +681,9 @@ static void apply_value(struct walker *w, const struct opt_spec *spec,
     }
     char *text = expand_scalar(w, node, path);
     if (text == NULL) {
+        return;
+    }
+    if ((spec->flags & OPT_FILE) && resolve_file(w, node, path, &text) != 0) {
         return;
     }
     if (parse_scalar(spec, text, base, why, sizeof(why)) != 0) {
@@ -809,7 +889,7 @@ static void walk_root(struct walker *w, struct cfg *cfg,
                       const yaml_node_t *root)
 {
     int have_pipeline = 0, have_source = 0, have_sinks = 0;
-    int have_delivery = 0;
+    int have_delivery = 0, have_lua = 0;
 
     if (root == NULL || root->type != YAML_MAPPING_NODE) {
         cfg_errors_add(w->errs, w->file, 1, 1, "",
@@ -855,6 +935,18 @@ static void walk_root(struct walker *w, struct cfg *cfg,
                 cfg->source.properties_line = (int)at->start_mark.line + 1;
                 cfg->source.properties_col = (int)at->start_mark.column + 1;
             }
+        } else if (strcmp(key, "transform") == 0) {
+            apply_value(w, &cfg_root_options[0], v, cfg, key);
+        } else if (strcmp(key, "lua") == 0) {
+            const struct opt_spec *table[1] = {cfg_lua_options};
+            void *base[1] = {&cfg->lua};
+            have_lua = 1;
+            if (v->type != YAML_MAPPING_NODE) {
+                node_error(w, v, key, "expected a mapping, found %s",
+                           node_type_name(v));
+                continue;
+            }
+            walk_mapping(w, v, key, table, base, 1);
         } else if (strcmp(key, "sinks") == 0) {
             have_sinks = 1;
             if (v->type != YAML_MAPPING_NODE ||
@@ -876,7 +968,8 @@ static void walk_root(struct walker *w, struct cfg *cfg,
         } else {
             static const struct opt_spec root_keys[] = {
                 {.name = "pipeline"}, {.name = "source"},
-                {.name = "delivery"}, {.name = "sinks"}, {0}};
+                {.name = "delivery"}, {.name = "sinks"},
+                {.name = "transform"}, {.name = "lua"}, {0}};
             const struct opt_spec *tables[1] = {root_keys};
             char msg[512];
             snprintf(msg, sizeof(msg), "unknown key");
@@ -893,12 +986,15 @@ static void walk_root(struct walker *w, struct cfg *cfg,
     if (!have_sinks) {
         node_error(w, root, "sinks", "missing required key `sinks`");
     }
-    if (!have_delivery) {
-        /* Every delivery option has a default: apply them. */
-        char why[256];
-        for (const struct opt_spec *s = cfg_delivery_options; s->name; s++) {
-            parse_scalar(s, s->def, &cfg->delivery, why, sizeof(why));
-        }
+    /* Every delivery and lua option has a default: apply them. */
+    char why[256];
+    for (const struct opt_spec *s = cfg_delivery_options;
+         !have_delivery && s->name; s++) {
+        parse_scalar(s, s->def, &cfg->delivery, why, sizeof(why));
+    }
+    for (const struct opt_spec *s = cfg_lua_options; !have_lua && s->name;
+         s++) {
+        parse_scalar(s, s->def, &cfg->lua, why, sizeof(why));
     }
 }
 
@@ -945,7 +1041,8 @@ struct cfg *cfg_load(const char *path, struct cfg_errors *errs)
     cfg->dir = tmp ? strdup(dirname(tmp)) : NULL;
     free(tmp);
 
-    struct walker w = {.file = path, .doc = &doc, .errs = errs};
+    struct walker w = {.file = path, .dir = cfg->dir ? cfg->dir : ".",
+                       .doc = &doc, .errs = errs};
     walk_root(&w, cfg, yaml_document_get_root_node(&doc));
     if (cfg->source.group == NULL && cfg->pipeline != NULL) {
         cfg->source.group = strdup(cfg->pipeline);
@@ -969,6 +1066,7 @@ void cfg_free(struct cfg *cfg)
     }
     free_table(cfg_source_options, &cfg->source);
     free_table(cfg_delivery_options, &cfg->delivery);
+    free_table(cfg_root_options, cfg);
     for (size_t i = 0; i < cfg->sink_count; i++) {
         struct cfg_sink *s = &cfg->sinks[i];
         if (s->ctx != NULL) {

@@ -37,12 +37,20 @@ struct cfg_delivery {
     int64_t commit_interval_ms;
     int64_t drain_timeout_ms;
     int64_t retry_backoff_ms;
+    int64_t retry_backoff_max_ms;
+};
+
+struct cfg_lua {
+    int64_t memory_limit;
+    int64_t instruction_limit;
 };
 
 struct cfg_sink {
     char *name;
     char *type;
     int64_t max_in_flight;
+    char *transform; /* resolved path, or NULL */
+    char *retry;     /* resolved path, or NULL */
     const struct connector *connector;
     void *ctx; /* connector->ctx_size bytes, options filled in */
     int line, col;
@@ -52,6 +60,8 @@ struct cfg {
     char *path;
     char *dir; /* the YAML file's directory: relative paths start here */
     char *pipeline;
+    char *transform; /* the pipeline transform's resolved path, or NULL */
+    struct cfg_lua lua;
     struct cfg_source source;
     struct cfg_delivery delivery;
     struct cfg_sink *sinks;
@@ -86,6 +96,8 @@ char *cfg_expand_env(const char *text, struct sl_error *err);
 extern const struct opt_spec cfg_source_options[];
 extern const struct opt_spec cfg_delivery_options[];
 extern const struct opt_spec cfg_sink_options[];
+extern const struct opt_spec cfg_root_options[];
+extern const struct opt_spec cfg_lua_options[];
 
 /* The connectors a sink's `type` may name, NULL-terminated. */
 extern const struct connector *const cfg_connectors[];

@@ -21,16 +21,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "consumer.h"
 #include "log.h"
 #include "loop.h"
 #include "offsets.h"
+#include "retry.h"
+#include "transform.h"
 
 #define HEADER_SCRATCH 64
 #define FAIL_LOG_INTERVAL_MS 5000
-#define RETRY_AFTER_CAP_MS 300000
+#define COPY_KEEP_MAX (64 * 1024) /* reused buffers above it are freed */
 #define DEDUPE_HEADER "message-id"
 /* How long the lane only stops polling before it pauses its partitions:
  * long enough to ride out a burst (librdkafka 2.0.2 needs ~1 s to fetch
@@ -50,6 +53,15 @@ struct part {
 
 struct msg;
 
+/* Bytes a msg or delivery owns once a script changed them: one buffer
+ * and one header array, kept across reuse from the free lists. */
+struct copy {
+    char *buf;
+    size_t cap, used;
+    struct connector_header *headers;
+    size_t header_cap, header_count;
+};
+
 struct delivery {
     struct msg *msg;
     struct delivery *chain_next;
@@ -58,11 +70,24 @@ struct delivery {
     struct loop_timer retry;
     struct sink *sink;
     uint32_t attempts;
+    int gave_up;       /* the policy gave up: retried at the cap */
+    uint64_t first_ms; /* when the first attempt started */
+    /* The request the sink's transform built (shaped), in req. */
+    int shaped;
+    const void *body; /* NULL: the msg's value */
+    size_t body_len;
+    const char *method, *path;
+    struct copy req;
 };
 
+/* One message out of the pipeline transform (a record's only msg when
+ * there is none). A record split into several msgs is complete when all
+ * are; its first msg (the origin) holds the record until then. */
 struct msg {
-    void *handle;
+    void *handle; /* the record: on the origin only */
     struct part *part;
+    struct msg *origin;
+    unsigned outputs; /* origin: the record's msgs not yet complete */
     uint64_t slot;
     int64_t offset;
     int64_t timestamp_ms;
@@ -72,6 +97,10 @@ struct msg {
     size_t value_len;
     uint64_t key_hash;
     unsigned pending;
+    size_t bytes; /* counted in the lane's in-flight bytes */
+    int transformed; /* key, value, headers and dedupe key are in own */
+    const char *dedupe;
+    struct copy own;
     struct msg *next, *prev; /* live list, or free list (next) */
     struct delivery d[];
 };
@@ -94,8 +123,8 @@ struct sink {
     struct delivery *ready_head, *ready_tail;
     struct chain **buckets;
     size_t mask;
-    uint64_t delivered, failed, retried;
-    uint64_t fail_logged_ms, fails_unlogged;
+    uint64_t delivered, failed, retried, skipped, gave_up, done_by_policy;
+    uint64_t fail_logged_ms, fails_unlogged, policy_errors;
     int opened;
 };
 
@@ -115,7 +144,9 @@ struct engine {
     int global_paused; /* over the lane's bound: not polling */
     int deep_paused;   /* ... for long: partitions paused, polling again */
     struct loop_timer hold_timer;
-    uint64_t consumed, completed;
+    uint64_t consumed, completed, dropped, transform_failed;
+    transform_t *tf; /* NULL: no scripts */
+    uint64_t rng;
     int stopping, forced, fatal;
     uint64_t drain_deadline;
     int sigfd;
@@ -368,6 +399,91 @@ static void commit_fired(struct loop_timer *t)
     loop_timer_start(e->loop, t, e->cfg->delivery.commit_interval_ms);
 }
 
+/* ---- owned copies ---- */
+
+/* Makes room for bytes and header slots; c->used restarts at 0. */
+static int copy_reserve(struct copy *c, size_t bytes, size_t headers)
+{
+    c->used = 0;
+    c->header_count = 0;
+    if (bytes > c->cap) {
+        char *buf = realloc(c->buf, bytes);
+        if (buf == NULL) {
+            return -1;
+        }
+        c->buf = buf;
+        c->cap = bytes;
+    }
+    if (headers > c->header_cap) {
+        struct connector_header *h =
+            realloc(c->headers, headers * sizeof(*h));
+        if (h == NULL) {
+            return -1;
+        }
+        c->headers = h;
+        c->header_cap = headers;
+    }
+    return 0;
+}
+
+/* Appends len bytes (and a NUL when asked) reserved before. */
+static const void *copy_put(struct copy *c, const void *src, size_t len,
+                            int nul)
+{
+    char *at = c->buf + c->used;
+
+    if (len > 0) {
+        memcpy(at, src, len);
+    }
+    c->used += len;
+    if (nul) {
+        c->buf[c->used++] = '\0';
+    }
+    return at;
+}
+
+static size_t headers_size(const struct connector_header *h, size_t n)
+{
+    size_t bytes = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        bytes += strlen(h[i].name) + 1 + h[i].value_len;
+    }
+    return bytes;
+}
+
+static void copy_headers(struct copy *c, const struct connector_header *h,
+                         size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        c->headers[i].name = copy_put(c, h[i].name, strlen(h[i].name), 1);
+        c->headers[i].value = copy_put(c, h[i].value, h[i].value_len, 0);
+        c->headers[i].value_len = h[i].value_len;
+    }
+    c->header_count = n;
+}
+
+/* A large message's buffers are not kept for the next one. */
+static void copy_trim(struct copy *c)
+{
+    if (c->cap > COPY_KEEP_MAX) {
+        free(c->buf);
+        c->buf = NULL;
+        c->cap = 0;
+    }
+    if (c->header_cap > 256) {
+        free(c->headers);
+        c->headers = NULL;
+        c->header_cap = 0;
+    }
+}
+
+static void copy_free(struct copy *c)
+{
+    free(c->buf);
+    free(c->headers);
+}
+
 /* ---- msgs ---- */
 
 static struct msg *msg_alloc(engine_t *e)
@@ -377,7 +493,7 @@ static struct msg *msg_alloc(engine_t *e)
     if (m != NULL) {
         e->free_msgs = m->next;
     } else {
-        m = malloc(e->msg_size);
+        m = calloc(1, e->msg_size);
         if (m == NULL) {
             return NULL;
         }
@@ -394,21 +510,9 @@ static struct msg *msg_alloc(engine_t *e)
     return m;
 }
 
-static void msg_done(engine_t *e, struct msg *m)
+/* Off the live list onto the free list. */
+static void msg_free(engine_t *e, struct msg *m)
 {
-    struct part *p = m->part;
-
-    if (!p->revoked) {
-        offsets_done(p->offsets, m->slot);
-    }
-    p->inflight--;
-    e->inflight--;
-    e->inflight_bytes -= m->key_len + m->value_len;
-    e->completed++;
-    if (e->view_msg == m) {
-        e->view_msg = NULL;
-    }
-    consumer_release(m->handle);
     if (m->prev != NULL) {
         m->prev->next = m->next;
     } else {
@@ -417,14 +521,50 @@ static void msg_done(engine_t *e, struct msg *m)
     if (m->next != NULL) {
         m->next->prev = m->prev;
     }
+    copy_trim(&m->own);
+    for (size_t i = 0; i < e->nsinks; i++) {
+        copy_trim(&m->d[i].req);
+    }
     m->next = e->free_msgs;
     e->free_msgs = m;
+}
+
+/* The record of origin is complete: mark its offset done. */
+static void record_done(engine_t *e, struct msg *origin)
+{
+    struct part *p = origin->part;
+
+    if (!p->revoked) {
+        offsets_done(p->offsets, origin->slot);
+    }
+    p->inflight--;
+    e->inflight--;
+    e->completed++;
+    consumer_release(origin->handle);
+    msg_free(e, origin);
     if (--p->refs == 0 && p->revoked) {
         part_free(p);
         return;
     }
     if (!p->revoked) {
         check_bounds_after_remove(e, p);
+    }
+}
+
+static void msg_done(engine_t *e, struct msg *m)
+{
+    struct msg *origin = m->origin;
+
+    e->inflight_bytes -= m->bytes;
+    if (e->view_msg == m) {
+        e->view_msg = NULL;
+    }
+    if (m != origin) {
+        m->part->refs--; /* the origin still holds the partition */
+        msg_free(e, m);
+    }
+    if (--origin->outputs == 0) {
+        record_done(e, origin);
     }
 }
 
@@ -532,25 +672,33 @@ static void delivery_finish(struct sink *s, struct delivery *d)
 static void on_result(struct sink *s, struct delivery *d,
                       const struct connector_result *res);
 
+/* The dedupe key of a record as it came: the producer's message id
+ * header, else topic-partition-offset. */
+static const char *record_dedupe(engine_t *e, void *handle,
+                                 const struct part *p, int64_t offset)
+{
+    size_t id_len = 0;
+    const char *id = consumer_header_find(handle, DEDUPE_HEADER, &id_len);
+
+    if (id != NULL && id_len > 0 && id_len < sizeof(e->dedupe)) {
+        memcpy(e->dedupe, id, id_len);
+        e->dedupe[id_len] = '\0';
+    } else {
+        snprintf(e->dedupe, sizeof(e->dedupe), "%s-%d-%lld", p->topic,
+                 (int)p->partition, (long long)offset);
+    }
+    return e->dedupe;
+}
+
 /* Fills the engine's view of m: its dedupe key and headers are looked up
  * once per msg, not once per sink (a msg's deliveries usually go out
  * back to back). */
 static const struct connector_msg *msg_view(engine_t *e, struct msg *m)
 {
     struct connector_msg *v = &e->view;
-    size_t id_len = 0;
-    const char *id;
 
     if (e->view_msg == m) {
         return v;
-    }
-    id = consumer_header_find(m->handle, DEDUPE_HEADER, &id_len);
-    if (id != NULL && id_len > 0 && id_len < sizeof(e->dedupe)) {
-        memcpy(e->dedupe, id, id_len);
-        e->dedupe[id_len] = '\0';
-    } else {
-        snprintf(e->dedupe, sizeof(e->dedupe), "%s-%d-%lld", m->part->topic,
-                 (int)m->part->partition, (long long)m->offset);
     }
     *v = (struct connector_msg){
         .topic = m->part->topic,
@@ -561,11 +709,17 @@ static const struct connector_msg *msg_view(engine_t *e, struct msg *m)
         .key_len = m->key_len,
         .value = m->value,
         .value_len = m->value_len,
-        .dedupe_key = e->dedupe,
-        .headers = e->headers,
-        .header_count =
-            consumer_headers(m->handle, e->headers, HEADER_SCRATCH),
     };
+    if (m->transformed) {
+        v->dedupe_key = m->dedupe;
+        v->headers = m->own.headers;
+        v->header_count = m->own.header_count;
+    } else {
+        v->dedupe_key = record_dedupe(e, m->handle, m->part, m->offset);
+        v->headers = e->headers;
+        v->header_count =
+            consumer_headers(m->handle, e->headers, HEADER_SCRATCH);
+    }
     e->view_msg = m;
     return v;
 }
@@ -574,7 +728,23 @@ static void send_one(struct sink *s, struct delivery *d)
 {
     struct connector_result res;
     const struct connector_msg *view = msg_view(s->e, d->msg);
+    struct connector_msg shaped;
 
+    if (d->shaped) {
+        shaped = *view;
+        if (d->body != NULL) {
+            shaped.value = d->body;
+            shaped.value_len = d->body_len;
+        }
+        shaped.method = d->method;
+        shaped.path = d->path;
+        shaped.request_headers = d->req.headers;
+        shaped.request_header_count = d->req.header_count;
+        view = &shaped;
+    }
+    if (d->attempts == 0 && d->first_ms == 0) {
+        d->first_ms = loop_now(s->e->loop);
+    }
     s->inflight++;
     if (s->cfg->connector->send(s->cfg->ctx, view, d, &res) != 0) {
         s->inflight--;
@@ -606,12 +776,65 @@ static void retry_fired(struct loop_timer *t)
     sink_pump(d->sink);
 }
 
+static uint64_t next_random(engine_t *e)
+{
+    /* xorshift64*: jitter needs spread, not secrecy. */
+    e->rng ^= e->rng >> 12;
+    e->rng ^= e->rng << 25;
+    e->rng ^= e->rng >> 27;
+    return e->rng * 2685821657736338717ULL;
+}
+
+/* What the sink's policy (its script, else the default) says about a
+ * failed attempt of d. */
+static void decide(struct sink *s, struct delivery *d,
+                   const struct connector_result *res,
+                   struct transform_decision *dec)
+{
+    engine_t *e = s->e;
+    const struct cfg_delivery *cd = &e->cfg->delivery;
+    size_t idx = (size_t)(s - e->sinks);
+
+    dec->verdict = TRANSFORM_DEFAULT;
+    if (e->tf != NULL && transform_has_retry(e->tf, idx)) {
+        struct transform_attempt a = {
+            .sink = s->cfg->name,
+            .msg = msg_view(e, d->msg),
+            .attempt = d->attempts,
+            .elapsed_ms = (int64_t)(loop_now(e->loop) - d->first_ms),
+            .result = res,
+        };
+        struct sl_error err;
+        if (transform_retry(e->tf, idx, &a, dec, &err) != 0) {
+            if (s->policy_errors++ % 1000 == 0) {
+                log_error("sink %s: retry policy failed on %s [%d] offset "
+                          "%lld: %s; the default policy decides (%llu "
+                          "failure(s) so far)",
+                          s->cfg->name, d->msg->part->topic,
+                          (int)d->msg->part->partition,
+                          (long long)d->msg->offset, err.msg,
+                          (unsigned long long)s->policy_errors);
+            }
+            dec->verdict = TRANSFORM_DEFAULT;
+        }
+    }
+    if (dec->verdict == TRANSFORM_DEFAULT) {
+        retry_default(cd->retry_backoff_ms, cd->retry_backoff_max_ms,
+                      d->attempts, res, next_random(e), dec);
+    } else if (dec->verdict == TRANSFORM_RETRY && dec->delay_ms < 0) {
+        dec->delay_ms = retry_backoff(cd->retry_backoff_ms,
+                                      cd->retry_backoff_max_ms, d->attempts,
+                                      next_random(e));
+    }
+}
+
 static void on_result(struct sink *s, struct delivery *d,
                       const struct connector_result *res)
 {
     engine_t *e = s->e;
+    struct msg *m = d->msg;
     uint64_t now = loop_now(e->loop);
-    int64_t backoff = e->cfg->delivery.retry_backoff_ms;
+    struct transform_decision dec = {.verdict = TRANSFORM_RETRY};
 
     if (res->status == CONNECTOR_OK) {
         s->delivered++;
@@ -620,29 +843,53 @@ static void on_result(struct sink *s, struct delivery *d,
     }
     d->attempts++;
     s->failed++;
+    if (m->part->revoked) {
+        delivery_finish(s, d);
+        return;
+    }
+    if (d->gave_up) {
+        /* No dead-letter queue yet: keep trying at the cap. */
+        dec.delay_ms = e->cfg->delivery.retry_backoff_max_ms;
+    } else {
+        decide(s, d, res, &dec);
+    }
+    if (dec.verdict == TRANSFORM_DONE) {
+        s->done_by_policy++;
+        log_debug("sink %s: %s [%d] offset %lld counted as done by the "
+                  "retry policy after: %s",
+                  s->cfg->name, m->part->topic, (int)m->part->partition,
+                  (long long)m->offset, res->error);
+        delivery_finish(s, d);
+        return;
+    }
+    if (dec.verdict == TRANSFORM_GIVE_UP) {
+        d->gave_up = 1;
+        s->gave_up++;
+        dec.delay_ms = e->cfg->delivery.retry_backoff_max_ms;
+        log_error("sink %s: gave up on %s [%d] offset %lld (dedupe key %s) "
+                  "after %u attempt(s): %s; there is no dead-letter queue "
+                  "yet, so it stays uncommitted and is tried again every "
+                  "%lld ms",
+                  s->cfg->name, m->part->topic, (int)m->part->partition,
+                  (long long)m->offset, msg_view(e, m)->dedupe_key,
+                  d->attempts, dec.reason,
+                  (long long)e->cfg->delivery.retry_backoff_max_ms);
+    }
     s->fails_unlogged++;
     if (now - s->fail_logged_ms >= FAIL_LOG_INTERVAL_MS ||
         s->fail_logged_ms == 0) {
         log_warn("sink %s: %s [%d] offset %lld attempt %u failed: %s "
-                 "(%llu failure(s) since the last report); retrying",
-                 s->cfg->name, d->msg->part->topic,
-                 (int)d->msg->part->partition, (long long)d->msg->offset,
-                 d->attempts, res->error,
-                 (unsigned long long)s->fails_unlogged);
+                 "(%llu failure(s) since the last report); retrying in "
+                 "%lld ms",
+                 s->cfg->name, m->part->topic, (int)m->part->partition,
+                 (long long)m->offset, d->attempts, res->error,
+                 (unsigned long long)s->fails_unlogged,
+                 (long long)dec.delay_ms);
         s->fail_logged_ms = now;
         s->fails_unlogged = 0;
     }
-    if (d->msg->part->revoked) {
-        delivery_finish(s, d);
-        return;
-    }
-    if (res->retry_after_ms > backoff) {
-        backoff = res->retry_after_ms < RETRY_AFTER_CAP_MS
-                      ? res->retry_after_ms
-                      : RETRY_AFTER_CAP_MS;
-    }
     s->retried++;
-    loop_timer_start(e->loop, &d->retry, backoff);
+    loop_timer_start(e->loop, &d->retry, dec.delay_ms);
 }
 
 static void on_complete(void *engine, void *token,
@@ -669,22 +916,140 @@ static void pump_fired(struct loop_timer *t)
 
 /* ---- records in ---- */
 
+/* Fills m from output o of record rec (output i of n). A changed output
+ * is copied: the script's strings live only until its next call. */
+static int msg_fill(engine_t *e, struct msg *m, const struct consumer_record *rec,
+                    const struct transform_out *o, size_t i, size_t n,
+                    const char *dedupe)
+{
+    m->part = rec->part;
+    m->offset = rec->offset;
+    m->timestamp_ms = rec->timestamp_ms;
+    m->transformed = !o->unchanged || n > 1;
+    m->bytes = 0;
+    if (!m->transformed) {
+        m->key = rec->key;
+        m->key_len = rec->key != NULL ? rec->key_len : 0;
+        m->value = rec->value;
+        m->value_len = rec->value_len;
+    } else {
+        char split_key[400];
+        const char *key = o->dedupe_key;
+        if (key == NULL && n > 1) {
+            /* Each part of a split needs its own key, or a sink would
+             * take the second part for a duplicate of the first. */
+            snprintf(split_key, sizeof(split_key), "%s#%zu", dedupe, i + 1);
+            key = split_key;
+        } else if (key == NULL) {
+            key = dedupe;
+        }
+        size_t key_len = o->key != NULL ? o->key_len : 0;
+        size_t dedupe_len = strlen(key);
+        if (copy_reserve(&m->own,
+                         key_len + o->value_len + dedupe_len + 1 +
+                             headers_size(o->headers, o->header_count),
+                         o->header_count) != 0) {
+            return -1;
+        }
+        m->key = o->key != NULL ? copy_put(&m->own, o->key, key_len, 0) : NULL;
+        m->key_len = key_len;
+        m->value = o->value != NULL
+                       ? copy_put(&m->own, o->value, o->value_len, 0)
+                       : NULL;
+        m->value_len = o->value_len;
+        m->dedupe = copy_put(&m->own, key, dedupe_len, 1);
+        copy_headers(&m->own, o->headers, o->header_count);
+    }
+    m->bytes = m->key_len + m->value_len;
+    m->key_hash = m->key != NULL &&
+                          e->cfg->delivery.ordering == CFG_ORDERING_KEY
+                      ? hash_key(m->key, m->key_len)
+                      : 0;
+    return 0;
+}
+
+/* Keeps the request a sink's transform built in d. */
+static int delivery_shape(struct delivery *d, const struct transform_request *r)
+{
+    size_t method_len = r->method != NULL ? strlen(r->method) + 1 : 0;
+    size_t path_len = r->path != NULL ? strlen(r->path) + 1 : 0;
+
+    if (copy_reserve(&d->req,
+                     r->body_len + method_len + path_len +
+                         headers_size(r->headers, r->header_count),
+                     r->header_count) != 0) {
+        return -1;
+    }
+    d->shaped = 1;
+    d->body = r->body != NULL ? copy_put(&d->req, r->body, r->body_len, 0)
+                              : NULL;
+    d->body_len = r->body_len;
+    d->method = r->method != NULL
+                    ? copy_put(&d->req, r->method, method_len - 1, 1)
+                    : NULL;
+    d->path = r->path != NULL ? copy_put(&d->req, r->path, path_len - 1, 1)
+                              : NULL;
+    copy_headers(&d->req, r->headers, r->header_count);
+    return 0;
+}
+
+/* Runs the sinks' transforms on m (output i) and queues its deliveries;
+ * a delivery a transform skipped or failed is terminal at once. */
+static int msg_enqueue(engine_t *e, struct msg *m, size_t i)
+{
+    for (size_t k = 0; k < e->nsinks; k++) {
+        struct delivery *d = &m->d[k];
+        struct sink *s = &e->sinks[k];
+        d->msg = m;
+        d->sink = s;
+        d->attempts = 0;
+        d->gave_up = 0;
+        d->first_ms = 0;
+        d->shaped = 0;
+        d->retry.fn = retry_fired;
+        if (e->tf != NULL && transform_has_sink(e->tf, k)) {
+            struct transform_request req;
+            struct sl_error err;
+            int rc = transform_shape(e->tf, k, i, msg_view(e, m), &req, &err);
+            if (rc == TRANSFORM_SKIP) {
+                s->skipped++;
+                m->pending--;
+                continue;
+            }
+            if (rc != TRANSFORM_SEND) {
+                s->failed++;
+                log_error("sink %s: transform failed on %s [%d] offset %lld: "
+                          "%s; skipped for this sink (there is no "
+                          "dead-letter queue yet)",
+                          s->cfg->name, m->part->topic,
+                          (int)m->part->partition, (long long)m->offset,
+                          err.msg);
+                m->pending--;
+                continue;
+            }
+            if (delivery_shape(d, &req) != 0) {
+                return -1;
+            }
+            m->bytes += req.body_len;
+        }
+        if (delivery_enqueue(s, d) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static void on_record(void *arg, const struct consumer_record *rec)
 {
     engine_t *e = arg;
     struct part *p = rec->part;
-    struct msg *m = msg_alloc(e);
-    int rc;
+    struct msg *msgs[64], **out = msgs;
+    uint64_t slot;
+    int n = 1, rc;
+    const char *dedupe = NULL;
+    struct transform_out plain = {.unchanged = 1};
 
-    if (m == NULL) {
-        e->fatal = 1;
-        log_error("out of memory: stopping; %s [%d] offset %lld is not "
-                  "committed and will be redelivered",
-                  rec->topic, (int)rec->partition, (long long)rec->offset);
-        consumer_release(rec->handle);
-        return;
-    }
-    rc = offsets_track(p->offsets, rec->offset, &m->slot);
+    rc = offsets_track(p->offsets, rec->offset, &slot);
     if (rc != 0) {
         /* Below what this partition already tracks: a duplicate of a
          * record in flight or done, which must not move the watermark. */
@@ -698,51 +1063,112 @@ static void on_record(void *arg, const struct consumer_record *rec)
                       rec->topic, (int)rec->partition,
                       (long long)rec->offset);
         }
-        e->live = m->next;
-        if (e->live != NULL) {
-            e->live->prev = NULL;
-        }
-        m->next = e->free_msgs;
-        e->free_msgs = m;
         consumer_release(rec->handle);
         return;
     }
-    m->handle = rec->handle;
-    m->part = p;
-    m->offset = rec->offset;
-    m->timestamp_ms = rec->timestamp_ms;
-    m->key = rec->key;
-    m->key_len = rec->key != NULL ? rec->key_len : 0;
-    m->value = rec->value;
-    m->value_len = rec->value_len;
-    m->key_hash = rec->key != NULL &&
-                          e->cfg->delivery.ordering == CFG_ORDERING_KEY
-                      ? hash_key(rec->key, rec->key_len)
-                      : 0;
-    m->pending = (unsigned)e->nsinks;
-    p->inflight++;
-    p->refs++;
-    e->inflight++;
-    e->inflight_bytes += m->key_len + m->value_len;
     e->consumed++;
-    for (size_t i = 0; i < e->nsinks; i++) {
-        struct delivery *d = &m->d[i];
-        d->msg = m;
-        d->sink = &e->sinks[i];
-        d->attempts = 0;
-        d->retry.fn = retry_fired;
-        if (delivery_enqueue(d->sink, d) != 0) {
+    if (e->tf != NULL && transform_has_pipeline(e->tf)) {
+        struct sl_error err;
+        struct connector_msg in = {
+            .topic = p->topic,
+            .partition = p->partition,
+            .offset = rec->offset,
+            .timestamp_ms = rec->timestamp_ms,
+            .key = rec->key,
+            .key_len = rec->key != NULL ? rec->key_len : 0,
+            .value = rec->value,
+            .value_len = rec->value_len,
+            .dedupe_key = record_dedupe(e, rec->handle, p, rec->offset),
+            .headers = e->headers,
+            .header_count =
+                consumer_headers(rec->handle, e->headers, HEADER_SCRATCH),
+        };
+        e->view_msg = NULL; /* the scratch now holds this record */
+        dedupe = in.dedupe_key;
+        n = transform_run(e->tf, &in, &err);
+        if (n <= 0) {
+            if (n < 0) {
+                e->transform_failed++;
+                log_error("transform failed on %s [%d] offset %lld: %s; "
+                          "skipped (there is no dead-letter queue yet)",
+                          rec->topic, (int)rec->partition,
+                          (long long)rec->offset, err.msg);
+            } else {
+                e->dropped++;
+            }
+            offsets_done(p->offsets, slot);
+            consumer_release(rec->handle);
+            return;
+        }
+        if ((size_t)n > sizeof(msgs) / sizeof(msgs[0]) &&
+            (out = malloc((size_t)n * sizeof(*out))) == NULL) {
+            goto oom;
+        }
+    }
+    /* Take every output in first: the sinks' transforms reuse the
+     * scratch the outputs still point into. */
+    for (int i = 0; i < n; i++) {
+        const struct transform_out *o =
+            e->tf != NULL && transform_has_pipeline(e->tf)
+                ? transform_output(e->tf, (size_t)i)
+                : &plain;
+        struct msg *m = msg_alloc(e);
+        if (m == NULL) {
+            n = i;
+            goto oom;
+        }
+        out[i] = m;
+        m->handle = i == 0 ? rec->handle : NULL;
+        m->origin = out[0];
+        m->slot = slot;
+        m->pending = (unsigned)e->nsinks;
+        if (msg_fill(e, m, rec, o, (size_t)i, (size_t)n, dedupe) != 0) {
+            n = i + 1;
+            goto oom;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        p->refs++;
+        e->inflight_bytes += out[i]->bytes;
+    }
+    out[0]->outputs = (unsigned)n;
+    p->inflight++;
+    e->inflight++;
+    for (int i = 0; i < n; i++) {
+        struct msg *m = out[i];
+        size_t before = m->bytes;
+        if (msg_enqueue(e, m, (size_t)i) != 0) {
             e->fatal = 1;
             log_error("out of memory queueing %s [%d] offset %lld",
                       rec->topic, (int)rec->partition,
                       (long long)rec->offset);
-            return;
+            break;
         }
+        e->inflight_bytes += m->bytes - before;
+        if (m->pending == 0) {
+            msg_done(e, m);
+        }
+    }
+    if (out != msgs) {
+        free(out);
     }
     for (size_t i = 0; i < e->nsinks; i++) {
         sink_pump(&e->sinks[i]);
     }
     check_bounds_after_add(e, p);
+    return;
+oom:
+    e->fatal = 1;
+    log_error("out of memory: stopping; %s [%d] offset %lld is not "
+              "committed and will be redelivered",
+              rec->topic, (int)rec->partition, (long long)rec->offset);
+    for (int i = 0; i < n; i++) {
+        msg_free(e, out[i]);
+    }
+    if (out != msgs) {
+        free(out);
+    }
+    consumer_release(rec->handle);
 }
 
 static void on_fatal(void *arg, const char *reason)
@@ -787,11 +1213,37 @@ static void print_progress(engine_t *e, int final)
                               e->sinks[i].cfg->name,
                               (unsigned long long)e->sinks[i].delivered);
     }
+    if (e->dropped > 0 && n < sizeof(line)) {
+        n += (size_t)snprintf(line + n, sizeof(line) - n, " dropped=%llu",
+                              (unsigned long long)e->dropped);
+    }
+    if (e->transform_failed > 0 && n < sizeof(line)) {
+        n += (size_t)snprintf(line + n, sizeof(line) - n,
+                              " transform_failed=%llu",
+                              (unsigned long long)e->transform_failed);
+    }
     for (size_t i = 0; i < e->nsinks && n < sizeof(line); i++) {
-        if (e->sinks[i].failed > 0) {
+        const struct sink *s = &e->sinks[i];
+        const char *name = s->cfg->name;
+        if (s->failed > 0 && n < sizeof(line)) {
             n += (size_t)snprintf(line + n, sizeof(line) - n,
-                                  " %s_failed=%llu", e->sinks[i].cfg->name,
-                                  (unsigned long long)e->sinks[i].failed);
+                                  " %s_failed=%llu", name,
+                                  (unsigned long long)s->failed);
+        }
+        if (s->skipped > 0 && n < sizeof(line)) {
+            n += (size_t)snprintf(line + n, sizeof(line) - n,
+                                  " %s_skipped=%llu", name,
+                                  (unsigned long long)s->skipped);
+        }
+        if (s->gave_up > 0 && n < sizeof(line)) {
+            n += (size_t)snprintf(line + n, sizeof(line) - n,
+                                  " %s_gave_up=%llu", name,
+                                  (unsigned long long)s->gave_up);
+        }
+        if (s->done_by_policy > 0 && n < sizeof(line)) {
+            n += (size_t)snprintf(line + n, sizeof(line) - n,
+                                  " %s_done_by_policy=%llu", name,
+                                  (unsigned long long)s->done_by_policy);
         }
     }
     if (final) {
@@ -830,6 +1282,8 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
     e->sigfd = -1;
     e->nsinks = cfg->sink_count;
     e->msg_size = sizeof(struct msg) + e->nsinks * sizeof(struct delivery);
+    e->rng = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ULL ^ (uint64_t)getpid();
+    e->rng |= 1;
     loop_timer_init(&e->commit_timer, commit_fired);
     loop_timer_init(&e->hold_timer, hold_fired);
     loop_timer_init(&e->progress_timer, progress_fired);
@@ -842,6 +1296,10 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
     pthread_sigmask(SIG_BLOCK, &mask, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    e->tf = transform_new(cfg, err);
+    if (e->tf == NULL) {
+        goto fail;
+    }
     e->loop = loop_new(err);
     if (e->loop == NULL) {
         goto fail;
@@ -982,8 +1440,12 @@ void engine_destroy(engine_t *e)
         e->live = m->next;
         for (size_t i = 0; i < e->nsinks; i++) {
             loop_timer_stop(e->loop, &m->d[i].retry);
+            copy_free(&m->d[i].req);
         }
-        consumer_release(m->handle);
+        if (m->handle != NULL) {
+            consumer_release(m->handle);
+        }
+        copy_free(&m->own);
         if (--m->part->refs == 0 && m->part->revoked) {
             part_free(m->part);
         }
@@ -1001,8 +1463,13 @@ void engine_destroy(engine_t *e)
     while (e->free_msgs != NULL) {
         struct msg *m = e->free_msgs;
         e->free_msgs = m->next;
+        for (size_t i = 0; i < e->nsinks; i++) {
+            copy_free(&m->d[i].req);
+        }
+        copy_free(&m->own);
         free(m);
     }
+    transform_destroy(e->tf);
     while (e->free_chains != NULL) {
         struct chain *c = e->free_chains;
         e->free_chains = c->hnext;

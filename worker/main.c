@@ -15,6 +15,7 @@
 #include "log.h"
 #include "reference.h"
 #include "testcmd.h"
+#include "transform.h"
 
 #ifndef SLUICE_VERSION
 #define SLUICE_VERSION "0.1.0"
@@ -88,6 +89,19 @@ static struct cfg *load(const char *path)
     if (cfg != NULL && consumer_check_config(cfg, errs) != 0) {
         cfg_free(cfg);
         cfg = NULL;
+    }
+    if (cfg != NULL) {
+        /* Load the scripts once: a syntax error or a missing function
+         * fails here, at start, with file and line. */
+        struct sl_error err;
+        transform_t *t = transform_new(cfg, &err);
+        if (t == NULL) {
+            fprintf(stderr, "%s\n", err.msg);
+            errs->count++;
+            cfg_free(cfg);
+            cfg = NULL;
+        }
+        transform_destroy(t);
     }
     if (cfg == NULL) {
         fputs(errs->text, stderr);

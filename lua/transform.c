@@ -1,0 +1,1469 @@
+/* transform.c -- runs a lane's Lua scripts on messages.
+ *
+ * The message a script sees is one reused full userdata: its fields are
+ * read from the C view on demand, so a transform that never touches the
+ * value allocates nothing. What the script sets is kept in the
+ * userdata's user values (key, value, json, headers, dedupe_key) and
+ * read back after the call. msg.json is decoded on first access; after
+ * the call it is re-encoded only when it differs from the bytes it came
+ * from (json_equal), so a script that only reads it forwards the
+ * original bytes.
+ *
+ * Each call runs inside one protected C function: the script's own code
+ * and reading its results back (which may raise, e.g. an unencodable
+ * value) fail the same way, as an error for that message. Strings the
+ * results point into are anchored in a registry table until the next
+ * call of the same kind. */
+#include "transform.h"
+
+#include <lauxlib.h>
+#include <limits.h>
+#include <lua.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "json.h"
+#include "log.h"
+#include "script.h"
+
+enum {
+    UV_JSON = 1,
+    UV_HEADERS,
+    UV_KEY,
+    UV_VALUE,
+    UV_DEDUPE,
+    UV_COUNT = UV_DEDUPE,
+};
+
+enum {
+    SET_KEY = 1 << 0,
+    SET_VALUE = 1 << 1,
+    SET_JSON = 1 << 2, /* decoded or assigned: uv JSON is current */
+    SET_HEADERS = 1 << 3,
+    SET_DEDUPE = 1 << 4,
+};
+
+#define NO_HEADERS ((size_t)-1) /* an output keeps the input's headers */
+#define MSG_TYPE "sluice.msg"
+
+struct lmsg {
+    transform_t *t;
+    const struct connector_msg *in; /* NULL outside a call */
+    unsigned set;
+    int readonly; /* a sink transform's view */
+};
+
+struct anchor {
+    int ref; /* registry table of strings kept alive */
+    int used, high;
+};
+
+struct transform {
+    const struct cfg *cfg;
+    script_t *script;
+    lua_State *L;
+    json_codec_t *codec;
+    int pipeline_fn; /* registry refs, LUA_NOREF when absent */
+    int *sink_fn, *retry_fn;
+    size_t nsinks;
+    struct lmsg *msg;
+    int msg_ref;
+    int outjson_ref; /* outjson[i+1]: output i's JSON table */
+    size_t outjson_high;
+    struct anchor run_anchor, shape_anchor;
+    const char *script_name; /* the running script, for log lines */
+
+    /* transform_run's results */
+    struct transform_out *outs;
+    size_t *out_hdr_first;
+    size_t nouts, outs_cap;
+    struct connector_header *hdrs;
+    size_t nhdrs, hdrs_cap;
+
+    /* transform_shape's results */
+    struct transform_request *req;
+    struct connector_header *req_hdrs;
+    size_t req_nhdrs, req_hdrs_cap;
+
+    /* arguments of the protected calls */
+    size_t call_sink, call_output;
+    const struct transform_attempt *call_attempt;
+    struct transform_decision *call_decision;
+    int call_result;
+};
+
+static transform_t *from_upvalue(lua_State *L)
+{
+    return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+static const char *base_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+
+    return slash != NULL ? slash + 1 : path;
+}
+
+/* ---- anchors: strings a result points into stay alive ---- */
+
+static void anchor_begin(lua_State *L, struct anchor *a)
+{
+    (void)L;
+    a->used = 0;
+}
+
+/* Anchors the value at idx; returns its bytes. */
+static const char *anchor_string(lua_State *L, struct anchor *a, int idx,
+                                 size_t *len)
+{
+    idx = lua_absindex(L, idx);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, a->ref);
+    lua_pushvalue(L, idx);
+    lua_rawseti(L, -2, ++a->used);
+    lua_pop(L, 1);
+    return lua_tolstring(L, idx, len);
+}
+
+/* Lets go of what the previous, larger call anchored. */
+static void anchor_end(lua_State *L, struct anchor *a)
+{
+    if (a->high <= a->used) {
+        a->high = a->used;
+        return;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, a->ref);
+    for (int i = a->used + 1; i <= a->high; i++) {
+        lua_pushnil(L);
+        lua_rawseti(L, -2, i);
+    }
+    lua_pop(L, 1);
+    a->high = a->used;
+}
+
+/* ---- growable arrays ---- */
+
+static void *grow(lua_State *L, void *p, size_t *cap, size_t need,
+                  size_t size)
+{
+    size_t n = *cap ? *cap : 8;
+
+    if (need <= *cap) {
+        return p;
+    }
+    while (n < need) {
+        n *= 2;
+    }
+    p = realloc(p, n * size);
+    if (p == NULL) {
+        luaL_error(L, "out of memory");
+    }
+    *cap = n;
+    return p;
+}
+
+static struct connector_header *push_header(lua_State *L,
+                                            struct connector_header **arr,
+                                            size_t *n, size_t *cap)
+{
+    *arr = grow(L, *arr, cap, *n + 1, sizeof(**arr));
+    return &(*arr)[(*n)++];
+}
+
+/* ---- the msg object ---- */
+
+static struct lmsg *check_msg(lua_State *L)
+{
+    struct lmsg *m = luaL_checkudata(L, 1, MSG_TYPE);
+
+    if (m->in == NULL) {
+        luaL_error(L, "msg used after its transform returned");
+    }
+    return m;
+}
+
+/* Pushes msg's current value bytes; returns NULL for no value. */
+static const char *msg_value(lua_State *L, struct lmsg *m, size_t *len)
+{
+    if (m->set & SET_VALUE) {
+        lua_getiuservalue(L, 1, UV_VALUE);
+        const char *v = lua_type(L, -1) == LUA_TSTRING
+                            ? lua_tolstring(L, -1, len)
+                            : NULL;
+        lua_pop(L, 1); /* the user value keeps the string alive */
+        return v;
+    }
+    *len = m->in->value_len;
+    return m->in->value;
+}
+
+static void push_headers_table(lua_State *L, const struct connector_msg *in)
+{
+    lua_createtable(L, 0, (int)in->header_count);
+    for (size_t i = 0; i < in->header_count; i++) {
+        const struct connector_header *h = &in->headers[i];
+        int t = lua_getfield(L, -1, h->name);
+        lua_pop(L, 1);
+        if (t == LUA_TNIL) {
+            lua_pushlstring(L, h->value ? h->value : "", h->value_len);
+            lua_setfield(L, -2, h->name);
+            continue;
+        }
+        /* Repeated: the value becomes a list, in record order. */
+        if (t == LUA_TSTRING) {
+            lua_createtable(L, 2, 0);
+            lua_getfield(L, -2, h->name);
+            lua_rawseti(L, -2, 1);
+            lua_setfield(L, -2, h->name);
+        }
+        lua_getfield(L, -1, h->name);
+        lua_pushlstring(L, h->value ? h->value : "", h->value_len);
+        lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+        lua_pop(L, 1);
+    }
+}
+
+static int msg_index(lua_State *L)
+{
+    struct lmsg *m = check_msg(L);
+    const struct connector_msg *in = m->in;
+    size_t len;
+    const char *k = luaL_checklstring(L, 2, &len);
+
+    switch (len) {
+    case 3:
+        if (memcmp(k, "key", 3) == 0) {
+            if (m->set & SET_KEY) {
+                lua_getiuservalue(L, 1, UV_KEY);
+                if (lua_type(L, -1) != LUA_TSTRING) {
+                    lua_pushnil(L);
+                }
+            } else if (in->key != NULL) {
+                lua_pushlstring(L, in->key, in->key_len);
+            } else {
+                lua_pushnil(L);
+            }
+            return 1;
+        }
+        break;
+    case 4:
+        if (memcmp(k, "json", 4) == 0) {
+            if (lua_getiuservalue(L, 1, UV_JSON) != LUA_TNIL) {
+                return 1;
+            }
+            lua_pop(L, 1);
+            const char *v = msg_value(L, m, &len);
+            struct sl_error err;
+            if (v == NULL) {
+                return luaL_error(L, "msg.json: the message has no value");
+            }
+            if (json_decode(m->t->codec, L, v, len, &err) != 0) {
+                return luaL_error(L, "msg.json: the value is not JSON: %s",
+                                  err.msg);
+            }
+            lua_pushvalue(L, -1);
+            lua_setiuservalue(L, 1, UV_JSON);
+            m->set |= SET_JSON;
+            return 1;
+        }
+        break;
+    case 5:
+        if (memcmp(k, "value", 5) == 0) {
+            if ((m->set & SET_JSON) && !(m->set & SET_VALUE) &&
+                !m->readonly) {
+                /* Reading the value after changing the JSON view sees
+                 * the change. */
+                lua_getiuservalue(L, 1, UV_JSON);
+                const char *text = json_encode(m->t->codec, L, -1, &len,
+                                               &(struct sl_error){{0}});
+                if (text != NULL) {
+                    lua_pushlstring(L, text, len);
+                    return 1;
+                }
+                lua_pop(L, 1);
+            }
+            const char *v = msg_value(L, m, &len);
+            if (v != NULL) {
+                lua_pushlstring(L, v, len);
+            } else {
+                lua_pushnil(L);
+            }
+            return 1;
+        }
+        if (memcmp(k, "topic", 5) == 0) {
+            lua_pushstring(L, in->topic);
+            return 1;
+        }
+        break;
+    case 6:
+        if (memcmp(k, "offset", 6) == 0) {
+            lua_pushinteger(L, in->offset);
+            return 1;
+        }
+        break;
+    case 7:
+        if (memcmp(k, "headers", 7) == 0) {
+            if (lua_getiuservalue(L, 1, UV_HEADERS) != LUA_TNIL) {
+                return 1;
+            }
+            lua_pop(L, 1);
+            push_headers_table(L, in);
+            lua_pushvalue(L, -1);
+            lua_setiuservalue(L, 1, UV_HEADERS);
+            if (!m->readonly) {
+                m->set |= SET_HEADERS;
+            }
+            return 1;
+        }
+        break;
+    case 9:
+        if (memcmp(k, "partition", 9) == 0) {
+            lua_pushinteger(L, in->partition);
+            return 1;
+        }
+        if (memcmp(k, "timestamp", 9) == 0) {
+            if (in->timestamp_ms >= 0) {
+                lua_pushinteger(L, in->timestamp_ms);
+            } else {
+                lua_pushnil(L);
+            }
+            return 1;
+        }
+        break;
+    case 10:
+        if (memcmp(k, "dedupe_key", 10) == 0) {
+            if (m->set & SET_DEDUPE) {
+                lua_getiuservalue(L, 1, UV_DEDUPE);
+            } else {
+                lua_pushstring(L, in->dedupe_key);
+            }
+            return 1;
+        }
+        break;
+    }
+    lua_pushnil(L);
+    return 1;
+}
+
+static int msg_newindex(lua_State *L)
+{
+    struct lmsg *m = check_msg(L);
+    const char *k = luaL_checkstring(L, 2);
+    int t = lua_type(L, 3);
+
+    if (m->readonly) {
+        return luaL_error(L, "msg.%s: the message is read-only in a sink's "
+                             "transform (return the request instead)",
+                          k);
+    }
+    lua_settop(L, 3);
+    if (strcmp(k, "key") == 0) {
+        if (t != LUA_TSTRING && t != LUA_TNIL) {
+            return luaL_error(L, "msg.key: expected a string or nil, got "
+                                 "a %s", luaL_typename(L, 3));
+        }
+        if (t == LUA_TNIL) {
+            lua_pushboolean(L, 0);
+            lua_replace(L, 3);
+        }
+        lua_setiuservalue(L, 1, UV_KEY);
+        m->set |= SET_KEY;
+    } else if (strcmp(k, "value") == 0) {
+        if (t != LUA_TSTRING && t != LUA_TNIL) {
+            return luaL_error(L, "msg.value: expected a string or nil, got "
+                                 "a %s (set msg.json for a table)",
+                              luaL_typename(L, 3));
+        }
+        lua_setiuservalue(L, 1, UV_VALUE);
+        lua_pushnil(L);
+        lua_setiuservalue(L, 1, UV_JSON);
+        m->set = (m->set | SET_VALUE) & ~(unsigned)SET_JSON;
+    } else if (strcmp(k, "json") == 0) {
+        if (t == LUA_TNIL) {
+            return luaL_error(L, "msg.json: cannot be nil (use json.null "
+                                 "for a JSON null, msg.value = nil for no "
+                                 "value)");
+        }
+        lua_setiuservalue(L, 1, UV_JSON);
+        m->set = (m->set | SET_JSON) & ~(unsigned)SET_VALUE;
+    } else if (strcmp(k, "headers") == 0) {
+        if (t != LUA_TTABLE) {
+            return luaL_error(L, "msg.headers: expected a table, got a %s",
+                              luaL_typename(L, 3));
+        }
+        lua_setiuservalue(L, 1, UV_HEADERS);
+        m->set |= SET_HEADERS;
+    } else if (strcmp(k, "dedupe_key") == 0) {
+        if (t != LUA_TSTRING || lua_rawlen(L, 3) == 0) {
+            return luaL_error(L, "msg.dedupe_key: expected a non-empty "
+                                 "string");
+        }
+        lua_setiuservalue(L, 1, UV_DEDUPE);
+        m->set |= SET_DEDUPE;
+    } else {
+        return luaL_error(L, "msg.%s cannot be set (key, value, json, "
+                             "headers and dedupe_key can)",
+                          k);
+    }
+    return 0;
+}
+
+static int msg_tostring(lua_State *L)
+{
+    struct lmsg *m = luaL_checkudata(L, 1, MSG_TYPE);
+
+    if (m->in == NULL) {
+        lua_pushstring(L, "msg (expired)");
+    } else {
+        lua_pushfstring(L, "msg %s [%d] offset %I", m->in->topic,
+                        (int)m->in->partition, (lua_Integer)m->in->offset);
+    }
+    return 1;
+}
+
+/* Points the msg at in, forgetting what the last call set. */
+static void msg_reset(transform_t *t, const struct connector_msg *in,
+                      int readonly)
+{
+    lua_State *L = t->L;
+
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->msg_ref);
+    if (t->msg->set != 0 || t->msg->readonly) {
+        for (int i = 1; i <= UV_COUNT; i++) {
+            lua_pushnil(L);
+            lua_setiuservalue(L, -2, i);
+        }
+    }
+    t->msg->in = in;
+    t->msg->set = 0;
+    t->msg->readonly = readonly;
+}
+
+/* ---- reading results back ---- */
+
+/* Appends the header(s) of the name and value on top of the stack (a
+ * string, or a list of strings), popping both. */
+static void emit_header(lua_State *L, struct anchor *a,
+                        struct connector_header **arr, size_t *n,
+                        size_t *cap)
+{
+    const char *name = anchor_string(L, a, -2, NULL);
+    int is_list = lua_type(L, -1) == LUA_TTABLE;
+    lua_Integer count = is_list ? (lua_Integer)lua_rawlen(L, -1) : 1;
+
+    for (lua_Integer v = 1; v <= count; v++) {
+        if (is_list) {
+            lua_rawgeti(L, -1, v);
+        } else {
+            lua_pushvalue(L, -1);
+        }
+        if (lua_type(L, -1) != LUA_TSTRING &&
+            lua_type(L, -1) != LUA_TNUMBER) {
+            luaL_error(L, "headers[\"%s\"]: expected a string or a list of "
+                          "strings, found a %s",
+                       name, luaL_typename(L, -1));
+        }
+        lua_tolstring(L, -1, NULL); /* numbers become their text */
+        struct connector_header *h = push_header(L, arr, n, cap);
+        h->name = name;
+        h->value = anchor_string(L, a, -1, &h->value_len);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 2);
+}
+
+/* Appends the headers of the table at idx: names the input has first, in
+ * its order, then new names sorted (a stable order for the same script
+ * and input). */
+static void headers_from_table(transform_t *t, struct anchor *a, int idx,
+                               const struct connector_msg *in,
+                               struct connector_header **arr, size_t *n,
+                               size_t *cap)
+{
+    lua_State *L = t->L;
+    const char *names[64];
+    size_t nnames = 0;
+
+    idx = lua_absindex(L, idx);
+    for (size_t i = 0; i < in->header_count; i++) {
+        size_t j = 0;
+        while (j < i && strcmp(in->headers[j].name, in->headers[i].name)) {
+            j++;
+        }
+        if (j < i) {
+            continue; /* a repeated name goes out with its first */
+        }
+        lua_pushstring(L, in->headers[i].name);
+        if (lua_rawget(L, idx) == LUA_TNIL) {
+            lua_pop(L, 1);
+            continue;
+        }
+        lua_pushstring(L, in->headers[i].name);
+        lua_insert(L, -2);
+        emit_header(L, a, arr, n, cap);
+    }
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING) {
+            luaL_error(L, "headers: names must be strings, found a %s",
+                       luaL_typename(L, -1));
+        }
+        const char *name = lua_tostring(L, -1);
+        size_t i = 0;
+        while (i < in->header_count && strcmp(in->headers[i].name, name)) {
+            i++;
+        }
+        if (i < in->header_count) {
+            continue;
+        }
+        if (nnames == sizeof(names) / sizeof(names[0])) {
+            luaL_error(L, "headers: more than %d new names",
+                       (int)(sizeof(names) / sizeof(names[0])));
+        }
+        size_t at = nnames++;
+        while (at > 0 && strcmp(names[at - 1], name) > 0) {
+            names[at] = names[at - 1];
+            at--;
+        }
+        names[at] = name; /* a key of the table: alive while it is */
+    }
+    for (size_t i = 0; i < nnames; i++) {
+        lua_pushstring(L, names[i]);
+        lua_pushvalue(L, -1);
+        lua_rawget(L, idx);
+        emit_header(L, a, arr, n, cap);
+    }
+}
+
+static int headers_equal(const struct connector_header *a, size_t na,
+                         const struct connector_header *b, size_t nb)
+{
+    if (na != nb) {
+        return 0;
+    }
+    for (size_t i = 0; i < na; i++) {
+        if (strcmp(a[i].name, b[i].name) != 0 ||
+            a[i].value_len != b[i].value_len ||
+            (a[i].value_len > 0 &&
+             memcmp(a[i].value, b[i].value, a[i].value_len) != 0)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Encodes the value at idx, anchored; raises on what JSON cannot hold. */
+static const char *encode_anchored(transform_t *t, struct anchor *a, int idx,
+                                   size_t *len, const char *what)
+{
+    lua_State *L = t->L;
+    struct sl_error err;
+    const char *text = json_encode(t->codec, L, idx, len, &err);
+
+    if (text == NULL) {
+        luaL_error(L, "%s: %s", what, err.msg);
+    }
+    lua_pushlstring(L, text, *len);
+    text = anchor_string(L, a, -1, len);
+    lua_pop(L, 1);
+    return text;
+}
+
+static struct transform_out *new_output(transform_t *t)
+{
+    lua_State *L = t->L;
+    size_t cap = t->outs_cap;
+
+    t->outs = grow(L, t->outs, &t->outs_cap, t->nouts + 1, sizeof(*t->outs));
+    t->out_hdr_first =
+        grow(L, t->out_hdr_first, &cap, t->nouts + 1, sizeof(size_t));
+    t->out_hdr_first[t->nouts] = NO_HEADERS;
+    memset(&t->outs[t->nouts], 0, sizeof(t->outs[0]));
+    return &t->outs[t->nouts++];
+}
+
+/* Remembers output i's JSON table (the value at idx, or none) for the
+ * sinks' transforms. */
+static void set_outjson(transform_t *t, size_t i, int idx)
+{
+    lua_State *L = t->L;
+
+    idx = lua_absindex(L, idx);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->outjson_ref);
+    if (idx != 0) {
+        lua_pushvalue(L, idx);
+    } else {
+        lua_pushnil(L);
+    }
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+    lua_pop(L, 1);
+}
+
+/* The message as the script left it: output o (msg at stack index 1 of
+ * the protected call's frame is at msg_idx). */
+static void output_from_msg(transform_t *t, int msg_idx,
+                            struct transform_out *o, size_t oi)
+{
+    lua_State *L = t->L;
+    struct lmsg *m = t->msg;
+    const struct connector_msg *in = m->in;
+    struct anchor *a = &t->run_anchor;
+    int changed = 0;
+
+    o->key = in->key;
+    o->key_len = in->key_len;
+    o->value = in->value;
+    o->value_len = in->value_len;
+    o->headers = in->headers;
+    o->header_count = in->header_count;
+    set_outjson(t, oi, 0);
+    if (m->set & SET_KEY) {
+        lua_getiuservalue(L, msg_idx, UV_KEY);
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            o->key = anchor_string(L, a, -1, &o->key_len);
+        } else {
+            o->key = NULL;
+            o->key_len = 0;
+        }
+        lua_pop(L, 1);
+        changed = 1;
+    }
+    if (m->set & SET_VALUE) {
+        lua_getiuservalue(L, msg_idx, UV_VALUE);
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            o->value = anchor_string(L, a, -1, &o->value_len);
+        } else {
+            o->value = NULL;
+            o->value_len = 0;
+        }
+        lua_pop(L, 1);
+        changed = 1;
+    } else if (m->set & SET_JSON) {
+        lua_getiuservalue(L, msg_idx, UV_JSON);
+        set_outjson(t, oi, -1);
+        if (in->value == NULL ||
+            !json_equal(t->codec, L, -1, in->value, in->value_len)) {
+            o->value = encode_anchored(t, a, -1, &o->value_len, "msg.json");
+            changed = 1;
+        }
+        lua_pop(L, 1);
+    }
+    if (m->set & SET_HEADERS) {
+        size_t first = t->nhdrs;
+        lua_getiuservalue(L, msg_idx, UV_HEADERS);
+        headers_from_table(t, a, -1, in, &t->hdrs, &t->nhdrs, &t->hdrs_cap);
+        lua_pop(L, 1);
+        if (!headers_equal(t->hdrs + first, t->nhdrs - first, in->headers,
+                           in->header_count)) {
+            t->out_hdr_first[oi] = first;
+            o->header_count = t->nhdrs - first;
+            changed = 1;
+        } else {
+            t->nhdrs = first;
+        }
+    }
+    if (m->set & SET_DEDUPE) {
+        lua_getiuservalue(L, msg_idx, UV_DEDUPE);
+        o->dedupe_key = anchor_string(L, a, -1, NULL);
+        lua_pop(L, 1);
+        changed = 1;
+    }
+    o->unchanged = !changed;
+}
+
+/* A message table {key=, value=, json=, headers=, dedupe_key=}: fields
+ * left out are the message's as the script left it. */
+static void output_from_table(transform_t *t, int msg_idx, int idx,
+                              struct transform_out *o, size_t oi)
+{
+    lua_State *L = t->L;
+    struct anchor *a = &t->run_anchor;
+
+    idx = lua_absindex(L, idx);
+    output_from_msg(t, msg_idx, o, oi);
+    o->unchanged = 0;
+    switch (lua_getfield(L, idx, "key")) {
+    case LUA_TNIL:
+        break;
+    case LUA_TSTRING:
+        o->key = anchor_string(L, a, -1, &o->key_len);
+        break;
+    case LUA_TBOOLEAN:
+        if (!lua_toboolean(L, -1)) {
+            o->key = NULL;
+            o->key_len = 0;
+            break;
+        }
+        /* fallthrough */
+    default:
+        luaL_error(L, "message %d: key: expected a string or false, got a %s",
+                   (int)oi + 1, luaL_typename(L, -1));
+    }
+    lua_pop(L, 1);
+    int has_value = lua_getfield(L, idx, "value") != LUA_TNIL;
+    int has_json = lua_getfield(L, idx, "json") != LUA_TNIL;
+    if (has_value && has_json) {
+        luaL_error(L, "message %d: set value or json, not both", (int)oi + 1);
+    }
+    if (has_json) {
+        set_outjson(t, oi, -1);
+        o->value = encode_anchored(t, a, -1, &o->value_len, "json");
+    } else if (has_value) {
+        if (lua_type(L, -2) == LUA_TSTRING) {
+            o->value = anchor_string(L, a, -2, &o->value_len);
+        } else if (lua_type(L, -2) == LUA_TBOOLEAN && !lua_toboolean(L, -2)) {
+            o->value = NULL;
+            o->value_len = 0;
+        } else {
+            luaL_error(L, "message %d: value: expected a string, got a %s",
+                       (int)oi + 1, luaL_typename(L, -2));
+        }
+        set_outjson(t, oi, 0);
+    }
+    lua_pop(L, 2);
+    if (lua_getfield(L, idx, "headers") != LUA_TNIL) {
+        if (!lua_istable(L, -1)) {
+            luaL_error(L, "message %d: headers: expected a table, got a %s",
+                       (int)oi + 1, luaL_typename(L, -1));
+        }
+        size_t first = t->nhdrs;
+        headers_from_table(t, a, -1, t->msg->in, &t->hdrs, &t->nhdrs,
+                           &t->hdrs_cap);
+        t->out_hdr_first[oi] = first;
+        o->header_count = t->nhdrs - first;
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, idx, "dedupe_key") != LUA_TNIL) {
+        if (lua_type(L, -1) != LUA_TSTRING) {
+            luaL_error(L, "message %d: dedupe_key: expected a string",
+                       (int)oi + 1);
+        }
+        o->dedupe_key = anchor_string(L, a, -1, NULL);
+    }
+    lua_pop(L, 1);
+}
+
+static int is_msg(lua_State *L, int idx)
+{
+    return luaL_testudata(L, idx, MSG_TYPE) != NULL;
+}
+
+/* The pipeline transform, in protected mode: upvalue 1 is t. */
+static int run_protected(lua_State *L)
+{
+    transform_t *t = lua_touserdata(L, 1);
+    const char *name = base_name(t->cfg->transform);
+
+    lua_settop(L, 0);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->msg_ref); /* 1: msg */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->pipeline_fn);
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 1); /* 2: the result */
+    switch (lua_type(L, 2)) {
+    case LUA_TNIL:
+        return 0;
+    case LUA_TBOOLEAN:
+        if (lua_toboolean(L, 2)) {
+            break;
+        }
+        return 0;
+    case LUA_TUSERDATA:
+        if (lua_rawequal(L, 1, 2)) {
+            output_from_msg(t, 1, new_output(t), 0);
+            return 0;
+        }
+        break;
+    case LUA_TTABLE:
+        if (lua_rawgeti(L, 2, 1) == LUA_TNIL) {
+            lua_pop(L, 1);
+            lua_pushnil(L);
+            if (lua_next(L, 2) == 0) {
+                return 0; /* {}: nothing out */
+            }
+            lua_pop(L, 2);
+            output_from_table(t, 1, 2, new_output(t), 0);
+            return 0;
+        }
+        lua_pop(L, 1);
+        lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
+        for (lua_Integer i = 1; i <= n; i++) {
+            lua_rawgeti(L, 2, i);
+            size_t oi = t->nouts;
+            if (is_msg(L, -1)) {
+                output_from_msg(t, 1, new_output(t), oi);
+            } else if (lua_istable(L, -1)) {
+                output_from_table(t, 1, -1, new_output(t), oi);
+            } else {
+                return luaL_error(L, "%s: transform returned a list whose "
+                                     "item %d is a %s (expected a message "
+                                     "or a table)",
+                                  name, (int)i, luaL_typename(L, -1));
+            }
+            lua_pop(L, 1);
+        }
+        return 0;
+    }
+    return luaL_error(L, "%s: transform must return the message, nil (to "
+                         "drop it) or a list of messages, not a %s",
+                      name, luaL_typename(L, 2));
+}
+
+int transform_run(transform_t *t, const struct connector_msg *in,
+                  struct sl_error *err)
+{
+    lua_State *L;
+    int rc;
+
+    t->nouts = 0;
+    t->nhdrs = 0;
+    if (t->pipeline_fn == LUA_NOREF) {
+        struct transform_out *o;
+        if (t->outs_cap == 0) {
+            t->outs = calloc(8, sizeof(*t->outs));
+            t->out_hdr_first = calloc(8, sizeof(size_t));
+            if (t->outs == NULL || t->out_hdr_first == NULL) {
+                return sl_error_set(err, "out of memory");
+            }
+            t->outs_cap = 8;
+        }
+        o = &t->outs[t->nouts++];
+        *o = (struct transform_out){
+            .unchanged = 1,
+            .key = in->key,
+            .key_len = in->key_len,
+            .value = in->value,
+            .value_len = in->value_len,
+            .headers = in->headers,
+            .header_count = in->header_count,
+        };
+        t->out_hdr_first[0] = NO_HEADERS;
+        return 1;
+    }
+    L = t->L;
+    t->script_name = base_name(t->cfg->transform);
+    msg_reset(t, in, 0);
+    lua_pop(L, 1);
+    anchor_begin(L, &t->run_anchor);
+    lua_pushcfunction(L, run_protected);
+    lua_pushlightuserdata(L, t);
+    rc = script_pcall(t->script, 1, 0, err);
+    t->msg->in = NULL;
+    anchor_end(L, &t->run_anchor);
+    /* Forget the JSON tables of the last run's extra outputs. */
+    if (t->outjson_high > t->nouts) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, t->outjson_ref);
+        for (size_t i = t->nouts; i < t->outjson_high; i++) {
+            lua_pushnil(L);
+            lua_rawseti(L, -2, (lua_Integer)i + 1);
+        }
+        lua_pop(L, 1);
+    }
+    t->outjson_high = t->nouts;
+    if (rc != 0) {
+        t->nouts = 0;
+        return -1;
+    }
+    for (size_t i = 0; i < t->nouts; i++) {
+        if (t->out_hdr_first[i] != NO_HEADERS) {
+            t->outs[i].headers = t->hdrs + t->out_hdr_first[i];
+        }
+    }
+    return (int)t->nouts;
+}
+
+const struct transform_out *transform_output(const transform_t *t, size_t i)
+{
+    return i < t->nouts ? &t->outs[i] : NULL;
+}
+
+/* ---- sink transforms ---- */
+
+static int shape_protected(lua_State *L)
+{
+    transform_t *t = lua_touserdata(L, 1);
+    struct transform_request *req = t->req;
+    struct anchor *a = &t->shape_anchor;
+    const char *name = base_name(t->cfg->sinks[t->call_sink].transform);
+
+    int cached = 0;
+
+    lua_settop(L, 0);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->msg_ref); /* 1: msg */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->outjson_ref);
+    if (lua_rawgeti(L, -1, (lua_Integer)t->call_output + 1) != LUA_TNIL) {
+        lua_setiuservalue(L, 1, UV_JSON);
+        t->msg->set |= SET_JSON;
+        cached = 1;
+    } else {
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->sink_fn[t->call_sink]);
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 1); /* 2: the result */
+    /* A JSON view this call decoded serves the next sinks too. */
+    if (!cached && lua_getiuservalue(L, 1, UV_JSON) != LUA_TNIL) {
+        set_outjson(t, t->call_output, -1);
+    }
+    lua_settop(L, 2);
+    t->call_result = TRANSFORM_SEND;
+    switch (lua_type(L, 2)) {
+    case LUA_TNIL:
+        t->call_result = TRANSFORM_SKIP;
+        return 0;
+    case LUA_TBOOLEAN:
+        if (!lua_toboolean(L, 2)) {
+            t->call_result = TRANSFORM_SKIP;
+            return 0;
+        }
+        break;
+    case LUA_TSTRING:
+        req->body = anchor_string(L, a, 2, &req->body_len);
+        return 0;
+    case LUA_TUSERDATA:
+        if (lua_rawequal(L, 1, 2)) {
+            return 0;
+        }
+        break;
+    case LUA_TTABLE: {
+        int has_body = lua_getfield(L, 2, "body") != LUA_TNIL;
+        int has_json = lua_getfield(L, 2, "json") != LUA_TNIL;
+        if (has_body && has_json) {
+            return luaL_error(L, "%s: set body or json, not both", name);
+        }
+        if (has_json) {
+            req->body = encode_anchored(t, a, -1, &req->body_len, "json");
+        } else if (has_body) {
+            if (lua_type(L, -2) != LUA_TSTRING) {
+                return luaL_error(L, "%s: body: expected a string, got a %s "
+                                     "(use json = ... for a table)",
+                                  name, luaL_typename(L, -2));
+            }
+            req->body = anchor_string(L, a, -2, &req->body_len);
+        }
+        lua_pop(L, 2);
+        static const char *const fields[] = {"method", "path"};
+        for (int i = 0; i < 2; i++) {
+            int type = lua_getfield(L, 2, fields[i]);
+            if (type != LUA_TNIL) {
+                if (type != LUA_TSTRING) {
+                    return luaL_error(L, "%s: %s: expected a string, got a "
+                                         "%s",
+                                      name, fields[i], luaL_typename(L, -1));
+                }
+                const char *v = anchor_string(L, a, -1, NULL);
+                if (i == 0) {
+                    req->method = v;
+                } else {
+                    req->path = v;
+                }
+            }
+            lua_pop(L, 1);
+        }
+        if (lua_getfield(L, 2, "headers") != LUA_TNIL) {
+            static const struct connector_msg none = {0};
+            if (!lua_istable(L, -1)) {
+                return luaL_error(L, "%s: headers: expected a table, got a "
+                                     "%s",
+                                  name, luaL_typename(L, -1));
+            }
+            headers_from_table(t, a, -1, &none, &t->req_hdrs, &t->req_nhdrs,
+                               &t->req_hdrs_cap);
+        }
+        lua_pop(L, 1);
+        return 0;
+    }
+    }
+    return luaL_error(L, "%s: transform must return a request table, a "
+                         "body string, the message, or nil (to skip), not a "
+                         "%s",
+                      name, luaL_typename(L, 2));
+}
+
+int transform_shape(transform_t *t, size_t sink, size_t output,
+                    const struct connector_msg *msg,
+                    struct transform_request *req, struct sl_error *err)
+{
+    lua_State *L = t->L;
+    int rc;
+
+    *req = (struct transform_request){0};
+    if (t->sink_fn[sink] == LUA_NOREF) {
+        return TRANSFORM_SEND;
+    }
+    t->script_name = base_name(t->cfg->sinks[sink].transform);
+    t->req = req;
+    t->req_nhdrs = 0;
+    t->call_sink = sink;
+    t->call_output = output;
+    msg_reset(t, msg, 1);
+    lua_pop(L, 1);
+    anchor_begin(L, &t->shape_anchor);
+    lua_pushcfunction(L, shape_protected);
+    lua_pushlightuserdata(L, t);
+    rc = script_pcall(t->script, 1, 0, err);
+    t->msg->in = NULL;
+    anchor_end(L, &t->shape_anchor);
+    if (rc != 0) {
+        return -1;
+    }
+    req->headers = t->req_hdrs;
+    req->header_count = t->req_nhdrs;
+    return t->call_result;
+}
+
+/* ---- retry policies ---- */
+
+static void set_string(lua_State *L, const char *field, const char *v,
+                       size_t len)
+{
+    lua_pushlstring(L, v, len);
+    lua_setfield(L, -2, field);
+}
+
+static int retry_protected(lua_State *L)
+{
+    transform_t *t = lua_touserdata(L, 1);
+    const struct transform_attempt *a = t->call_attempt;
+    const struct connector_result *r = a->result;
+    const struct connector_msg *m = a->msg;
+    struct transform_decision *d = t->call_decision;
+    const struct cfg_delivery *cd = &t->cfg->delivery;
+    const char *name = base_name(t->cfg->sinks[t->call_sink].retry);
+
+    lua_settop(L, 0);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->retry_fn[t->call_sink]);
+    lua_createtable(L, 0, 20);
+    lua_pushstring(L, a->sink);
+    lua_setfield(L, -2, "sink");
+    lua_pushinteger(L, a->attempt);
+    lua_setfield(L, -2, "attempt");
+    lua_pushinteger(L, a->elapsed_ms);
+    lua_setfield(L, -2, "elapsed_ms");
+    if (r->http_status > 0) {
+        lua_pushinteger(L, r->http_status);
+        lua_setfield(L, -2, "status");
+    } else {
+        set_string(L, "error", r->error, strlen(r->error));
+    }
+    if (r->retry_after_ms >= 0) {
+        lua_pushinteger(L, r->retry_after_ms);
+        lua_setfield(L, -2, "retry_after_ms");
+    }
+    lua_pushboolean(L, r->status == CONNECTOR_RETRY);
+    lua_setfield(L, -2, "retryable");
+    lua_createtable(L, 0, (int)r->response_header_count);
+    for (size_t i = 0; i < r->response_header_count; i++) {
+        set_string(L, r->response_headers[i].name,
+                   r->response_headers[i].value,
+                   r->response_headers[i].value_len);
+    }
+    lua_setfield(L, -2, "headers");
+    if (r->body != NULL) {
+        set_string(L, "body", r->body, r->body_len);
+    }
+    lua_pushinteger(L, cd->retry_backoff_ms);
+    lua_setfield(L, -2, "backoff_ms");
+    lua_pushinteger(L, cd->retry_backoff_max_ms);
+    lua_setfield(L, -2, "backoff_max_ms");
+    lua_pushstring(L, m->topic);
+    lua_setfield(L, -2, "topic");
+    lua_pushinteger(L, m->partition);
+    lua_setfield(L, -2, "partition");
+    lua_pushinteger(L, m->offset);
+    lua_setfield(L, -2, "offset");
+    if (m->key != NULL) {
+        set_string(L, "key", m->key, m->key_len);
+    }
+    lua_pushstring(L, m->dedupe_key);
+    lua_setfield(L, -2, "dedupe_key");
+    lua_call(L, 1, 2);
+
+    d->delay_ms = -1;
+    d->reason[0] = '\0';
+    if (lua_isnil(L, 1)) {
+        d->verdict = TRANSFORM_DEFAULT;
+        return 0;
+    }
+    if (lua_type(L, 1) == LUA_TNUMBER) {
+        lua_pushvalue(L, 1);
+        lua_insert(L, 1);
+        lua_pushstring(L, "retry");
+        lua_replace(L, 1);
+    }
+    const char *verdict = lua_tostring(L, 1);
+    if (lua_type(L, 1) != LUA_TSTRING) {
+        verdict = "";
+    }
+    if (strcmp(verdict, "retry") == 0) {
+        d->verdict = TRANSFORM_RETRY;
+        if (!lua_isnil(L, 2)) {
+            int ok;
+            lua_Number ms = lua_tonumberx(L, 2, &ok);
+            if (!ok || ms < 0 || ms > 86400000.0) {
+                return luaL_error(L, "%s: retry: the delay must be a number "
+                                     "of milliseconds from 0 to 86400000",
+                                  name);
+            }
+            d->delay_ms = (int64_t)ms;
+        }
+    } else if (strcmp(verdict, "give_up") == 0) {
+        d->verdict = TRANSFORM_GIVE_UP;
+        snprintf(d->reason, sizeof(d->reason), "%s",
+                 lua_isstring(L, 2) ? lua_tostring(L, 2)
+                                    : "the retry policy gave up");
+    } else if (strcmp(verdict, "done") == 0) {
+        d->verdict = TRANSFORM_DONE;
+    } else {
+        return luaL_error(L, "%s: retry must return a delay in ms, \"retry\" "
+                             "[, ms], \"give_up\" [, reason], \"done\" or nil",
+                          name);
+    }
+    return 0;
+}
+
+int transform_retry(transform_t *t, size_t sink,
+                    const struct transform_attempt *a,
+                    struct transform_decision *d, struct sl_error *err)
+{
+    lua_State *L = t->L;
+
+    if (t->retry_fn[sink] == LUA_NOREF) {
+        d->verdict = TRANSFORM_DEFAULT;
+        return 0;
+    }
+    t->script_name = base_name(t->cfg->sinks[sink].retry);
+    t->call_sink = sink;
+    t->call_attempt = a;
+    t->call_decision = d;
+    msg_reset(t, a->msg, 1); /* for log lines' tags */
+    lua_pop(L, 1);
+    lua_pushcfunction(L, retry_protected);
+    lua_pushlightuserdata(L, t);
+    int rc = script_pcall(t->script, 1, 0, err);
+    t->msg->in = NULL;
+    return rc;
+}
+
+/* ---- the log and sluice modules ---- */
+
+static int log_at(lua_State *L, enum log_level level)
+{
+    transform_t *t = from_upvalue(L);
+    const struct connector_msg *in = t->msg != NULL ? t->msg->in : NULL;
+    int n = lua_gettop(L);
+    luaL_Buffer b;
+
+    luaL_buffinit(L, &b);
+    for (int i = 1; i <= n; i++) {
+        if (i > 1) {
+            luaL_addchar(&b, ' ');
+        }
+        luaL_tolstring(L, i, NULL);
+        luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b);
+    if (in != NULL) {
+        log_write(level, "lua %s: %s [%d] offset %lld: %s",
+                  t->script_name ? t->script_name : "?", in->topic,
+                  (int)in->partition, (long long)in->offset,
+                  lua_tostring(L, -1));
+    } else {
+        log_write(level, "lua %s: %s", t->script_name ? t->script_name : "?",
+                  lua_tostring(L, -1));
+    }
+    return 0;
+}
+
+static int log_debug_fn(lua_State *L) { return log_at(L, LOG_DEBUG); }
+static int log_info_fn(lua_State *L) { return log_at(L, LOG_INFO); }
+static int log_warn_fn(lua_State *L) { return log_at(L, LOG_WARN); }
+static int log_error_fn(lua_State *L) { return log_at(L, LOG_ERROR); }
+
+static uint64_t fnv1a(const char *s, size_t len)
+{
+    uint64_t h = 1469598103934665603ULL;
+
+    for (size_t i = 0; i < len; i++) {
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+    }
+    return h;
+}
+
+/* sluice.hash(s): FNV-1a 64 as an integer. */
+static int sluice_hash(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+
+    lua_pushinteger(L, (lua_Integer)fnv1a(s, len));
+    return 1;
+}
+
+/* sluice.shard(key, n): a stable bucket 0..n-1 for key. */
+static int sluice_shard(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    lua_Integer n = luaL_checkinteger(L, 2);
+
+    luaL_argcheck(L, n > 0, 2, "expected a positive count");
+    lua_pushinteger(L, (lua_Integer)(fnv1a(s, len) % (uint64_t)n));
+    return 1;
+}
+
+static int sluice_now_ms(lua_State *L)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+    return 1;
+}
+
+static int sluice_monotonic_ms(lua_State *L)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+    return 1;
+}
+
+/* sluice.iso8601(ms): "2026-11-29T20:48:02.123Z" (UTC). */
+static int sluice_iso8601(lua_State *L)
+{
+    lua_Integer ms = luaL_checkinteger(L, 1);
+    time_t secs = (time_t)(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
+    struct tm tm;
+    char text[64];
+
+    if (gmtime_r(&secs, &tm) == NULL) {
+        return luaL_error(L, "sluice.iso8601: time out of range");
+    }
+    size_t n = strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(text + n, sizeof(text) - n, ".%03dZ",
+             (int)(ms - (lua_Integer)secs * 1000));
+    lua_pushstring(L, text);
+    return 1;
+}
+
+static void register_module(lua_State *L, const char *name)
+{
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, name);
+    lua_pop(L, 1);
+    lua_setglobal(L, name);
+}
+
+static int open_modules(lua_State *L)
+{
+    transform_t *t = lua_touserdata(L, 1);
+    static const luaL_Reg log_fns[] = {
+        {"debug", log_debug_fn}, {"info", log_info_fn},
+        {"warn", log_warn_fn},   {"error", log_error_fn},
+        {NULL, NULL},
+    };
+    static const luaL_Reg sluice_fns[] = {
+        {"hash", sluice_hash},
+        {"shard", sluice_shard},
+        {"now_ms", sluice_now_ms},
+        {"monotonic_ms", sluice_monotonic_ms},
+        {"iso8601", sluice_iso8601},
+        {NULL, NULL},
+    };
+    static const luaL_Reg msg_meta[] = {
+        {"__index", msg_index},
+        {"__newindex", msg_newindex},
+        {"__tostring", msg_tostring},
+        {NULL, NULL},
+    };
+
+    json_open(L);
+    register_module(L, "json");
+    luaL_newlibtable(L, log_fns);
+    lua_pushlightuserdata(L, t);
+    luaL_setfuncs(L, log_fns, 1);
+    register_module(L, "log");
+    luaL_newlib(L, sluice_fns);
+    register_module(L, "sluice");
+
+    luaL_newmetatable(L, MSG_TYPE);
+    luaL_setfuncs(L, msg_meta, 0);
+    lua_pushliteral(L, "sluice.msg");
+    lua_setfield(L, -2, "__name");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable"); /* scripts cannot swap it */
+    lua_pop(L, 1);
+    t->msg = lua_newuserdatauv(L, sizeof(*t->msg), UV_COUNT);
+    memset(t->msg, 0, sizeof(*t->msg));
+    t->msg->t = t;
+    luaL_setmetatable(L, MSG_TYPE);
+    t->msg_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_newtable(L);
+    t->outjson_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_newtable(L);
+    t->run_anchor.ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_newtable(L);
+    t->shape_anchor.ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    t->codec = json_codec_of(L);
+    return 0;
+}
+
+/* ---- lifecycle ---- */
+
+/* lua/lib beside the binary's directory (bin/../lua/lib), unless
+ * SLUICE_LUA_LIB names another. */
+static void lib_dir(char *out, size_t cap)
+{
+    const char *env = getenv("SLUICE_LUA_LIB");
+    char exe[4096];
+    ssize_t n;
+
+    if (env != NULL && *env != '\0') {
+        snprintf(out, cap, "%s", env);
+        return;
+    }
+    n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n <= 0) {
+        snprintf(out, cap, "lua/lib");
+        return;
+    }
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash != NULL) {
+        *slash = '\0';
+    }
+    snprintf(out, cap, "%s/../lua/lib", exe);
+}
+
+/* Loads path in its own environment and takes its function `fn`. */
+static int load_function(transform_t *t, const char *path, const char *fn,
+                         int *ref, struct sl_error *err)
+{
+    lua_State *L = t->L;
+    int env;
+
+    t->script_name = base_name(path);
+    env = script_load_env(t->script, path, err);
+    if (env < 0) {
+        return -1;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, env);
+    luaL_unref(L, LUA_REGISTRYINDEX, env);
+    if (lua_getfield(L, -1, fn) != LUA_TFUNCTION) {
+        lua_pop(L, 2);
+        return sl_error_set(err, "%s: defines no function %s", path, fn);
+    }
+    *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1);
+    return 0;
+}
+
+transform_t *transform_new(const struct cfg *cfg, struct sl_error *err)
+{
+    transform_t *t = calloc(1, sizeof(*t));
+    char lib[4096];
+
+    if (t == NULL) {
+        sl_error_set(err, "out of memory");
+        return NULL;
+    }
+    t->cfg = cfg;
+    t->nsinks = cfg->sink_count;
+    t->pipeline_fn = LUA_NOREF;
+    t->sink_fn = malloc((t->nsinks + 1) * sizeof(int));
+    t->retry_fn = malloc((t->nsinks + 1) * sizeof(int));
+    if (t->sink_fn == NULL || t->retry_fn == NULL) {
+        sl_error_set(err, "out of memory");
+        goto fail;
+    }
+    int any = cfg->transform != NULL;
+    for (size_t i = 0; i < t->nsinks; i++) {
+        t->sink_fn[i] = t->retry_fn[i] = LUA_NOREF;
+        any |= cfg->sinks[i].transform != NULL || cfg->sinks[i].retry != NULL;
+    }
+    if (!any) {
+        return t;
+    }
+    lib_dir(lib, sizeof(lib));
+    const char *dirs[] = {cfg->dir, lib, NULL};
+    struct script_limits limits = {
+        .memory_bytes = (size_t)cfg->lua.memory_limit,
+        .instructions = cfg->lua.instruction_limit,
+    };
+    t->script = script_new(&limits, dirs, err);
+    if (t->script == NULL) {
+        goto fail;
+    }
+    t->L = script_state(t->script);
+    lua_pushcfunction(t->L, open_modules);
+    lua_pushlightuserdata(t->L, t);
+    if (script_pcall(t->script, 1, 0, err) != 0 || t->codec == NULL) {
+        if (t->codec == NULL) {
+            sl_error_set(err, "out of memory");
+        }
+        goto fail;
+    }
+    if (cfg->transform != NULL &&
+        load_function(t, cfg->transform, "transform", &t->pipeline_fn,
+                      err) != 0) {
+        goto fail;
+    }
+    for (size_t i = 0; i < t->nsinks; i++) {
+        const struct cfg_sink *s = &cfg->sinks[i];
+        if (s->transform != NULL &&
+            load_function(t, s->transform, "transform", &t->sink_fn[i],
+                          err) != 0) {
+            goto fail;
+        }
+        if (s->retry != NULL &&
+            load_function(t, s->retry, "retry", &t->retry_fn[i], err) != 0) {
+            goto fail;
+        }
+    }
+    t->script_name = NULL;
+    return t;
+fail:
+    transform_destroy(t);
+    return NULL;
+}
+
+void transform_destroy(transform_t *t)
+{
+    if (t == NULL) {
+        return;
+    }
+    script_destroy(t->script); /* frees the codec with the state */
+    free(t->sink_fn);
+    free(t->retry_fn);
+    free(t->outs);
+    free(t->out_hdr_first);
+    free(t->hdrs);
+    free(t->req_hdrs);
+    free(t);
+}
+
+int transform_has_pipeline(const transform_t *t)
+{
+    return t->pipeline_fn != LUA_NOREF;
+}
+
+int transform_has_sink(const transform_t *t, size_t sink)
+{
+    return t->sink_fn[sink] != LUA_NOREF;
+}
+
+int transform_has_retry(const transform_t *t, size_t sink)
+{
+    return t->retry_fn[sink] != LUA_NOREF;
+}
+
+size_t transform_memory(const transform_t *t)
+{
+    return t->script != NULL ? script_memory(t->script) : 0;
+}

@@ -1,0 +1,118 @@
+/* transform.h -- a lane's scripts: the pipeline transform, each sink's
+ * transform and each sink's retry policy, in one sandboxed Lua state.
+ *
+ * Every script file gets its own environment (its globals do not clash
+ * with another file's) over the shared sandbox, and the modules json,
+ * log and sluice. Calls are synchronous on the lane's thread, each under
+ * the instruction budget; an error ends that call only.
+ *
+ * Ownership: everything a call returns (outputs, requests) is owned by
+ * the transform_t and valid until the next call of the same kind
+ * (transform_run, transform_shape) or transform_destroy; callers copy
+ * what they keep. */
+#ifndef SLUICE_TRANSFORM_H
+#define SLUICE_TRANSFORM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cfg.h"
+#include "connector.h"
+
+typedef struct transform transform_t;
+
+/* Loads every script cfg names: cfg->transform, and each sink's
+ * transform and retry. Fails with "path:line: message" on a syntax
+ * error, and with "path: defines no function NAME" when the expected
+ * function (transform, retry) is missing. Succeeds with no scripts at
+ * all (then every call is a pass-through). NULL with err filled. */
+transform_t *transform_new(const struct cfg *cfg, struct sl_error *err);
+
+/* Frees the state; transform_destroy(NULL) is a no-op. */
+void transform_destroy(transform_t *t);
+
+int transform_has_pipeline(const transform_t *t);
+int transform_has_sink(const transform_t *t, size_t sink);
+int transform_has_retry(const transform_t *t, size_t sink);
+
+/* ---- the pipeline transform ---- */
+
+struct transform_out {
+    int unchanged;        /* 1: exactly the input message (zero copy) */
+    const void *key;      /* NULL: no key */
+    size_t key_len;
+    const void *value;    /* NULL: no value (a tombstone) */
+    size_t value_len;
+    const struct connector_header *headers;
+    size_t header_count;
+    const char *dedupe_key; /* NUL-terminated; NULL: derive from input */
+};
+
+/* Runs the pipeline transform on in. Returns the number of messages out
+ * (0: dropped; more than 1: split), or -1 with err holding the script's
+ * error ("path:line: message"). Without a pipeline transform: 1, the
+ * input unchanged. */
+int transform_run(transform_t *t, const struct connector_msg *in,
+                  struct sl_error *err);
+
+/* Output i (< the count transform_run returned). */
+const struct transform_out *transform_output(const transform_t *t,
+                                             size_t i);
+
+/* ---- per-sink transforms ---- */
+
+enum { TRANSFORM_SEND = 0, TRANSFORM_SKIP = 1 };
+
+struct transform_request {
+    const void *body; /* NULL: the message's value as it is */
+    size_t body_len;
+    const char *method; /* NULL: the sink's */
+    const char *path;   /* NULL: none, the sink's URL as it is */
+    const struct connector_header *headers; /* request headers to add */
+    size_t header_count;
+};
+
+/* Runs sink's transform on output `output` of the last transform_run
+ * (msg is that output's view, as the sink would send it: its JSON view
+ * decoded by the pipeline transform is reused, not decoded again).
+ * Returns TRANSFORM_SEND with req filled, TRANSFORM_SKIP (the sink
+ * filtered the message out), or -1 with err. Without a transform for
+ * sink: TRANSFORM_SEND with req all NULL. */
+int transform_shape(transform_t *t, size_t sink, size_t output,
+                    const struct connector_msg *msg,
+                    struct transform_request *req, struct sl_error *err);
+
+/* ---- retry policies ---- */
+
+enum transform_verdict {
+    TRANSFORM_DEFAULT, /* the script left it to the default policy */
+    TRANSFORM_RETRY,   /* after delay_ms; -1: the default policy's delay */
+    TRANSFORM_GIVE_UP, /* permanent: to the DLQ (until then: logged) */
+    TRANSFORM_DONE,    /* count as delivered (e.g. 409 already exists) */
+};
+
+struct transform_attempt {
+    const char *sink;
+    const struct connector_msg *msg;
+    uint32_t attempt;   /* failed attempts so far, counting this one */
+    int64_t elapsed_ms; /* since the first attempt started */
+    const struct connector_result *result;
+};
+
+struct transform_decision {
+    enum transform_verdict verdict;
+    int64_t delay_ms;  /* TRANSFORM_RETRY */
+    char reason[256]; /* TRANSFORM_GIVE_UP: why, for the log and the DLQ */
+};
+
+/* Asks sink's retry script about a failed attempt. 0 with d filled, or
+ * -1 with err (a script error or a result it cannot read); the caller
+ * then applies the default policy. */
+int transform_retry(transform_t *t, size_t sink,
+                    const struct transform_attempt *a,
+                    struct transform_decision *d, struct sl_error *err);
+
+/* Bytes the Lua state holds, for metrics and the benchmark. */
+size_t transform_memory(const transform_t *t);
+
+#endif
