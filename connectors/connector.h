@@ -38,6 +38,8 @@ enum opt_type {
 enum {
     OPT_REQUIRED = 1 << 0,
     OPT_SECRET = 1 << 1, /* never echoed in errors, logs or status */
+    OPT_FILE = 1 << 2,   /* OPT_STRING: a file, relative to the pipeline
+                            file, that must be readable; stored resolved */
 };
 
 struct opt_spec {
@@ -83,6 +85,11 @@ struct connector_msg {
     const char *dedupe_key; /* NUL-terminated, never NULL */
     const struct connector_header *headers;
     size_t header_count;
+    /* Set by the sink's transform; NULL/0 when it set none. */
+    const char *method; /* replaces the sink's method */
+    const char *path;   /* appended to the sink's URL */
+    const struct connector_header *request_headers; /* added; a name */
+    size_t request_header_count; /* also configured replaces that one */
 };
 
 enum connector_status {
@@ -91,11 +98,20 @@ enum connector_status {
     CONNECTOR_REJECT, /* permanent: another attempt will fail the same way */
 };
 
+#define CONNECTOR_BODY_MAX 1024 /* response body kept for retry policies */
+
 struct connector_result {
     enum connector_status status;
     int http_status;        /* 0 when no response arrived */
     int64_t retry_after_ms; /* from Retry-After; -1 when absent */
     char error[256];        /* short reason; may hold a truncated body */
+    /* For retry policies, when a failed response arrived (NULL/0
+     * otherwise); valid only during complete(). Header names are
+     * lowercase; the body is at most CONNECTOR_BODY_MAX bytes. */
+    const struct connector_header *response_headers;
+    size_t response_header_count;
+    const char *body;
+    size_t body_len;
 };
 
 /* ---- What the runtime offers a connector ---- */

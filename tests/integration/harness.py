@@ -583,6 +583,7 @@ def pipeline(name, bootstrap, topic, group, sinks, **delivery):
     d = {
         "commit_interval": "200ms",
         "retry_backoff": "200ms",
+        "retry_backoff_max": "1s",
         "drain_timeout": "20s",
     }
     d.update(delivery)
