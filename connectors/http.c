@@ -6,9 +6,15 @@
  * through the lane's curl multi handle (TLS, HTTP/2, proxies). Each
  * in-flight request has a slot from a pool sized by max_in_flight whose
  * buffers are reused, so a steady stream allocates nothing here. The
- * connector only classifies outcomes; the engine retries. */
+ * connector only classifies outcomes; the engine retries.
+ *
+ * A message's transform may override the method, append to the URL's
+ * path and add headers. A message without overrides takes the fast path
+ * (the lean client sends the sink's prebuilt head as is); one with them
+ * gets its request line and headers written into its slot. */
 #include <curl/curl.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +27,7 @@
  * headers need more gets a larger heap buffer that its slot keeps. */
 #define HTTP_HEADER_NODES 24
 #define HTTP_HEADER_BYTES 2048
-#define HTTP_BODY_KEEP 200
+#define HTTP_ERROR_BODY 200 /* bytes of a failed response's body in error */
 
 static const char *const http_methods[] = {"POST", "PUT", "PATCH", NULL};
 
@@ -32,9 +38,10 @@ struct http_request {
     CURL *easy;
     void *token;
     int busy;
+    int custom; /* curl: the last request changed the method or URL */
     int64_t retry_after_ms;
-    size_t body_kept;
-    char body[HTTP_BODY_KEEP + 1];
+    int response_status;            /* curl: from the last status line */
+    struct http1_response *response; /* curl: its failed response */
     struct curl_slist *nodes; /* inline_nodes or a heap array */
     size_t node_cap;
     char *header_bytes; /* inline_bytes or a heap buffer */
@@ -42,6 +49,10 @@ struct http_request {
     struct curl_slist inline_nodes[HTTP_HEADER_NODES];
     char inline_bytes[HTTP_HEADER_BYTES];
     struct http_request *next_free;
+};
+
+struct line {
+    size_t off, len;
 };
 
 struct http_sink {
@@ -58,7 +69,15 @@ struct http_sink {
     http1_pool_t *lean; /* NULL: curl carries the requests */
     char *head;         /* lean: request line and static headers */
     size_t head_len;
+    struct line *fixed; /* lean: head's header lines, for replacing */
+    size_t fixed_count;
+    /* What a message's path is appended to: the URL's path (lean) or the
+     * URL without its query (curl); the URL's query, NULL when none. */
+    char *base;
+    char *query;
     struct curl_slist *static_headers;
+    size_t static_count;
+    struct http1_response *responses; /* curl: one per request slot */
     struct http_request *requests;
     struct http_request *free_list;
     int pool_size;
@@ -106,7 +125,29 @@ struct header_builder {
 enum header_encoding {
     ENC_AUTO,    /* as is when printable, else base64 under <name>-Base64 */
     ENC_PERCENT, /* bytes outside 0x21-0x7e and '%' as %XX */
+    ENC_RAW,     /* as is: checked to hold no CR, LF or NUL */
 };
+
+/* A byte of an HTTP token (RFC 9110 tchar). */
+static int tchar(unsigned char ch)
+{
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+           (ch >= 'A' && ch <= 'Z') ||
+           (ch != '\0' && strchr("!#$&'*+-.^_`|~", ch) != NULL);
+}
+
+static int token(const char *s)
+{
+    if (s == NULL || *s == '\0') {
+        return 0;
+    }
+    for (; *s != '\0'; s++) {
+        if (!tchar((unsigned char)*s)) {
+            return 0;
+        }
+    }
+    return 1;
+}
 
 static int printable(const void *value, size_t len)
 {
@@ -176,8 +217,7 @@ static int token_encode(char *out, size_t cap, const char *name)
         if (n + 4 > cap) {
             return -1;
         }
-        if ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') ||
-            (*p >= 'A' && *p <= 'Z') || strchr("!#$&'*+-.^_`|~", *p)) {
+        if (tchar(*p)) {
             out[n++] = (char)*p;
         } else {
             out[n++] = '%';
@@ -195,8 +235,16 @@ static size_t header_need(const char *name, size_t len)
     return 32 + strlen(name) + 3 * len;
 }
 
-/* Makes the slot's buffers hold the headers of msg. 0 or -1. */
-static int header_reserve(struct http_request *r,
+static int has_overrides(const struct connector_msg *msg)
+{
+    return msg->method != NULL || msg->path != NULL ||
+           msg->request_header_count > 0;
+}
+
+/* Makes the slot's buffers hold the headers of msg, and with overrides
+ * its request line (lean), or its URL and the sink's headers (curl). */
+static int header_reserve(const struct http_sink *sink,
+                          struct http_request *r,
                           const struct connector_msg *msg)
 {
     size_t bytes = 256 + header_need(msg->topic, strlen(msg->topic)) +
@@ -208,6 +256,17 @@ static int header_reserve(struct http_request *r,
         /* The name may grow threefold when encoded as a token. */
         bytes += header_need(msg->headers[i].name, msg->headers[i].value_len) +
                  2 * strlen(msg->headers[i].name);
+    }
+    if (has_overrides(msg)) {
+        bytes += 64 + strlen(sink->base) +
+                 (sink->query != NULL ? strlen(sink->query) : 0) +
+                 (msg->method != NULL ? strlen(msg->method) : 0) +
+                 (msg->path != NULL ? strlen(msg->path) : 0) + sink->head_len;
+        nodes += sink->static_count + msg->request_header_count;
+        for (size_t i = 0; i < msg->request_header_count; i++) {
+            bytes += header_need(msg->request_headers[i].name,
+                                 msg->request_headers[i].value_len);
+        }
     }
     if (bytes > r->byte_cap) {
         char *buf = malloc(bytes);
@@ -234,6 +293,19 @@ static int header_reserve(struct http_request *r,
     return 0;
 }
 
+/* Appends line to the slot's curl_slist. */
+static void header_link(struct header_builder *b, char *line)
+{
+    struct http_request *r = b->req;
+
+    r->nodes[b->nodes].data = line;
+    r->nodes[b->nodes].next = NULL;
+    if (b->nodes > 0) {
+        r->nodes[b->nodes - 1].next = &r->nodes[b->nodes];
+    }
+    b->nodes++;
+}
+
 /* Adds "<prefix><name>: <value>" encoded as asked. curl drops a header
  * written "name:" with an empty value; "name;" is its way to send one. */
 static void header_add(struct header_builder *b, const char *prefix,
@@ -249,7 +321,7 @@ static void header_add(struct header_builder *b, const char *prefix,
     if (enc == ENC_PERCENT) {
         memcpy(line + n, ": ", 2);
         n += 2 + percent_encode(line + n + 2, value, len);
-    } else if (printable(value, len)) {
+    } else if (enc == ENC_RAW || printable(value, len)) {
         if (len == 0 && !b->crlf) {
             line[n++] = ';';
         } else {
@@ -268,29 +340,248 @@ static void header_add(struct header_builder *b, const char *prefix,
         return;
     }
     line[n] = '\0';
-    r->nodes[b->nodes].data = line;
-    r->nodes[b->nodes].next = NULL;
-    if (b->nodes > 0) {
-        r->nodes[b->nodes - 1].next = &r->nodes[b->nodes];
-    }
-    b->nodes++;
+    header_link(b, line);
     b->used += n + 1;
 }
 
+/* ---- per-message overrides ---- */
+
+/* Every field but the error text, which the caller writes: not a whole
+ * struct literal, which would zero error[] on every delivery. */
+static void result_set(struct connector_result *res,
+                       enum connector_status status, long http_status,
+                       int64_t retry_after_ms)
+{
+    res->status = status;
+    res->http_status = (int)http_status;
+    res->retry_after_ms = retry_after_ms;
+    res->error[0] = '\0';
+    res->response_headers = NULL;
+    res->response_header_count = 0;
+    res->body = NULL;
+    res->body_len = 0;
+}
+
+/* Fills res as a permanent failure found before any request went out. */
+static int reject(struct connector_result *res, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int reject(struct connector_result *res, const char *fmt, ...)
+{
+    va_list ap;
+
+    result_set(res, CONNECTOR_REJECT, 0, -1);
+    va_start(ap, fmt);
+    vsnprintf(res->error, sizeof(res->error), fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* A bad name or path for an error message: '?' for bytes that are not
+ * printable, cut at 64. */
+static const char *shown(char *out, size_t cap, const char *text)
+{
+    size_t n = 0;
+
+    if (text == NULL) {
+        return "(null)";
+    }
+    for (; *text != '\0' && n + 1 < cap && n < 64; text++) {
+        unsigned char ch = (unsigned char)*text;
+        out[n++] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+    }
+    out[n] = '\0';
+    return out;
+}
+
+/* The transform's overrides go into the request as they are, so they are
+ * checked first: what could split the request or smuggle another one
+ * into a shared keep-alive connection is refused. 0, or -1 with res
+ * filled. */
+static int overrides_check(const struct connector_msg *msg,
+                           struct connector_result *res)
+{
+    /* They decide how the request is framed, or ask for an interim or
+     * protocol switch that the lean client does not speak. */
+    static const char *const owned[] = {"Content-Length", "Transfer-Encoding",
+                                        "Expect", "Upgrade", NULL};
+    char show[72];
+
+    if (msg->method != NULL && !token(msg->method)) {
+        return reject(res, "invalid method `%s`: not an HTTP token",
+                      shown(show, sizeof(show), msg->method));
+    }
+    for (const char *p = msg->path; p != NULL && *p != '\0'; p++) {
+        if ((unsigned char)*p < 0x21 || *p == 0x7f) {
+            return reject(res, "invalid path `%s`: byte 0x%02x at %zu",
+                          shown(show, sizeof(show), msg->path),
+                          (unsigned char)*p, (size_t)(p - msg->path));
+        }
+    }
+    for (size_t i = 0; i < msg->request_header_count; i++) {
+        const struct connector_header *h = &msg->request_headers[i];
+        const unsigned char *v = h->value;
+        if (!token(h->name)) {
+            return reject(res, "invalid request header name `%s`",
+                          shown(show, sizeof(show), h->name));
+        }
+        for (size_t k = 0; owned[k] != NULL; k++) {
+            if (strcasecmp(h->name, owned[k]) == 0) {
+                return reject(res, "request header `%s` is the connector's "
+                                   "to set", h->name);
+            }
+        }
+        if (v == NULL && h->value_len > 0) {
+            return reject(res, "request header `%s` has no value bytes",
+                          h->name);
+        }
+        for (size_t k = 0; k < h->value_len; k++) {
+            if (v[k] == '\r' || v[k] == '\n' || v[k] == '\0') {
+                /* The value itself may be a secret: never shown. */
+                return reject(res, "request header `%s`: CR, LF or NUL in "
+                                   "its value", h->name);
+            }
+        }
+    }
+    return 0;
+}
+
+/* Whether a header line ("Name: value", "Name;" or "Name:") is one that
+ * msg's request headers replace. */
+static int replaced(const char *line, const struct connector_msg *msg)
+{
+    for (size_t i = 0; i < msg->request_header_count; i++) {
+        const char *name = msg->request_headers[i].name;
+        size_t len = strlen(name);
+        if (strncasecmp(line, name, len) == 0 &&
+            (line[len] == ':' || line[len] == ';')) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Writes the sink's base (URL path, or URL) with the message's path
+ * appended: its path part after one '/', its query after the URL's
+ * query ('&' between them). A fragment ('#') is not sent, as curl would
+ * not. No terminator; returns the length. */
+static size_t url_join(char *out, const struct http_sink *sink,
+                       const char *path)
+{
+    size_t n = strlen(sink->base);
+    size_t len = path != NULL ? strcspn(path, "#") : 0;
+    const char *q = len > 0 ? memchr(path, '?', len) : NULL;
+    size_t path_len = q != NULL ? (size_t)(q - path) : len;
+    size_t query_len = q != NULL ? len - path_len - 1 : 0;
+
+    memcpy(out, sink->base, n);
+    if (path_len > 0) {
+        /* "/api" or "/api/" with "/x" or "x": "/api/x", never "//". */
+        if (n > 0 && out[n - 1] == '/') {
+            n--;
+        }
+        if (*path == '/') {
+            path++;
+            path_len--;
+        }
+        out[n++] = '/';
+        memcpy(out + n, path, path_len);
+        n += path_len;
+    }
+    if (sink->query != NULL || q != NULL) {
+        out[n++] = '?';
+        if (sink->query != NULL) {
+            memcpy(out + n, sink->query, strlen(sink->query));
+            n += strlen(sink->query);
+            if (query_len > 0) {
+                out[n++] = '&';
+            }
+        }
+        if (query_len > 0) {
+            memcpy(out + n, q + 1, query_len);
+            n += query_len;
+        }
+    }
+    return n;
+}
+
+/* Lean: the request line and the sink's header lines that msg does not
+ * replace, then msg's request headers, at the start of the slot's
+ * buffer; the per-message headers follow. */
+static void lean_head(const struct http_sink *sink, struct header_builder *b,
+                      const struct connector_msg *msg)
+{
+    char *out = b->req->header_bytes;
+    const char *method =
+        msg->method != NULL ? msg->method : http_methods[sink->method];
+    size_t n = strlen(method);
+
+    memcpy(out, method, n);
+    out[n++] = ' ';
+    n += url_join(out + n, sink, msg->path);
+    memcpy(out + n, " HTTP/1.1\r\n", 11);
+    n += 11;
+    for (size_t i = 0; i < sink->fixed_count; i++) {
+        const char *line = sink->head + sink->fixed[i].off;
+        if (!replaced(line, msg)) {
+            memcpy(out + n, line, sink->fixed[i].len);
+            n += sink->fixed[i].len;
+        }
+    }
+    b->used = n;
+}
+
 /* ---- curl callbacks ---- */
+
+static int failed(long status)
+{
+    return status < 200 || status > 299;
+}
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 {
     struct http_request *r = arg;
     size_t len = size * nmemb;
-    size_t keep = HTTP_BODY_KEEP - r->body_kept;
 
-    if (keep > len) {
-        keep = len;
+    if (failed(r->response_status)) {
+        http1_response_body(r->response, data, len);
     }
-    memcpy(r->body + r->body_kept, data, keep);
-    r->body_kept += keep;
     return len;
+}
+
+/* curl hands over whole lines: each response's status line (interim and
+ * proxy ones too: the last one wins), its headers, an empty line. */
+static void collect_header(struct http_request *r, const char *data,
+                           size_t len)
+{
+    const char *colon;
+
+    while (len > 0 && (data[len - 1] == '\n' || data[len - 1] == '\r')) {
+        len--;
+    }
+    if (len > 5 && strncmp(data, "HTTP/", 5) == 0) {
+        const char *sp = memchr(data, ' ', len);
+        r->response_status = sp != NULL ? atoi(sp + 1) : 0;
+        http1_response_reset(r->response);
+        return;
+    }
+    if (!failed(r->response_status)) {
+        return;
+    }
+    if (len == 0) {
+        http1_response_end(r->response);
+        return;
+    }
+    colon = memchr(data, ':', len);
+    if (colon == NULL || colon == data || *data == ' ' || *data == '\t') {
+        return; /* not a header, or an obsolete folded line */
+    }
+    const char *value = colon + 1;
+    while (value < data + len && (*value == ' ' || *value == '\t')) {
+        value++;
+    }
+    http1_response_field(r->response, data, (size_t)(colon - data));
+    http1_response_value(r->response, value, (size_t)(data + len - value));
 }
 
 static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
@@ -299,6 +590,7 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
     size_t len = size * nmemb;
     static const char name[] = "retry-after:";
 
+    collect_header(r, data, len);
     if (len > sizeof(name) && strncasecmp(data, name, sizeof(name) - 1) == 0) {
         char value[64];
         size_t vlen = len - (sizeof(name) - 1);
@@ -317,38 +609,53 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
     return len;
 }
 
-/* Classifies a response: 2xx delivered; 408, 425, 429 and 5xx worth
- * another attempt; every other status permanent. */
-static void classify_status(long status, int64_t retry_after_ms, char *body,
+/* 2xx delivered; 408, 425, 429, 500, 502, 503 and 504 worth another
+ * attempt; every other status (501, 505 and the rest of 4xx too) fails
+ * the same way next time. */
+static enum connector_status status_class(long status)
+{
+    if (!failed(status)) {
+        return CONNECTOR_OK;
+    }
+    switch (status) {
+    case 408: case 425: case 429: case 500: case 502: case 503: case 504:
+        return CONNECTOR_RETRY;
+    default:
+        return CONNECTOR_REJECT;
+    }
+}
+
+/* Classifies a response. A failed one's headers and body (the
+ * transport kept them only then) go into res as they are, and the body's
+ * start, made printable, into its error. */
+static void classify_status(long status, int64_t retry_after_ms,
+                            const struct connector_header *headers,
+                            size_t header_count, const char *body,
                             size_t body_len, struct connector_result *res)
 {
-    res->retry_after_ms = retry_after_ms;
-    res->http_status = (int)status;
-    res->error[0] = '\0';
-    if (status >= 200 && status < 300) {
-        res->status = CONNECTOR_OK;
+    char text[HTTP_ERROR_BODY + 1];
+    size_t len = 0;
+
+    result_set(res, status_class(status), status, retry_after_ms);
+    if (res->status == CONNECTOR_OK) {
         return;
     }
-    body[body_len] = '\0';
-    for (size_t i = 0; i < body_len; i++) {
-        if ((unsigned char)body[i] < 0x20) {
-            body[i] = ' ';
-        }
+    res->response_headers = headers;
+    res->response_header_count = header_count;
+    res->body = body;
+    res->body_len = body_len;
+    for (; len < res->body_len && len < HTTP_ERROR_BODY; len++) {
+        unsigned char ch = (unsigned char)res->body[len];
+        text[len] = ch < 0x20 ? ' ' : (char)ch;
     }
+    text[len] = '\0';
     snprintf(res->error, sizeof(res->error), "HTTP %ld%s%s", status,
-             body_len ? ": " : "", body);
-    if (status == 408 || status == 425 || status == 429 || status >= 500) {
-        res->status = CONNECTOR_RETRY;
-    } else {
-        res->status = CONNECTOR_REJECT;
-    }
+             len ? ": " : "", text);
 }
 
 static void transport_error(const char *what, struct connector_result *res)
 {
-    res->status = CONNECTOR_RETRY;
-    res->http_status = 0;
-    res->retry_after_ms = -1;
+    result_set(res, CONNECTOR_RETRY, 0, -1);
     snprintf(res->error, sizeof(res->error), "%s", what);
 }
 
@@ -362,7 +669,14 @@ static void classify(struct http_request *r, int curl_code,
         return;
     }
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
-    classify_status(status, r->retry_after_ms, r->body, r->body_kept, res);
+    /* Trailers, if any, came after the empty line that ended the rest. */
+    http1_response_end(r->response);
+    if (!failed(r->response_status)) {
+        http1_response_reset(r->response);
+    }
+    classify_status(status, r->retry_after_ms, r->response->headers,
+                    r->response->header_count, r->response->body,
+                    r->response->body_len, res);
 }
 
 static void request_release(struct http_request *r,
@@ -382,16 +696,14 @@ static void lean_done(struct http1_request *h1, const struct http1_result *h)
     struct http_request *r =
         (struct http_request *)((char *)h1 - offsetof(struct http_request, h1));
     struct connector_result res;
-    char body[HTTP1_BODY_KEEP + 1];
 
     if (h->error != 0) {
         transport_error(h->error == EPROTO ? "invalid HTTP response"
                                            : strerror(h->error),
                         &res);
     } else {
-        memcpy(body, h->body, h->body_len);
-        classify_status(h->status, h->retry_after_ms, body, h->body_len,
-                        &res);
+        classify_status(h->status, h->retry_after_ms, h->headers,
+                        h->header_count, h->body, h->body_len, &res);
     }
     request_release(r, &res);
 }
@@ -451,7 +763,8 @@ static int proxy_configured(void)
 }
 
 /* Parses the URL with curl's parser and builds the lean client's request
- * head: request line, Host and the sink's static headers. */
+ * head: request line, Host and the sink's static headers, each header
+ * line noted so that a message's request header can replace it. */
 static int lean_open(struct http_sink *sink, struct sl_error *err)
 {
     CURLU *u = curl_url();
@@ -478,19 +791,40 @@ static int lean_open(struct http_sink *sink, struct sl_error *err)
         sl_error_set(err, "out of memory");
         goto out;
     }
+    sink->fixed_count = 3 + sink->headers.count;
+    sink->fixed = calloc(sink->fixed_count, sizeof(*sink->fixed));
+    sink->base = strdup(path);
+    sink->query = query != NULL ? strdup(query) : NULL;
+    if (sink->fixed == NULL || sink->base == NULL ||
+        (query != NULL && sink->query == NULL)) {
+        sl_error_set(err, "out of memory");
+        goto out;
+    }
     /* An IPv6 literal needs its brackets back in Host. */
     int v6 = strchr(host, ':') != NULL;
-    int n = snprintf(sink->head, cap,
-                     "%s %s%s%s HTTP/1.1\r\nHost: %s%s%s:%s\r\n"
-                     "User-Agent: sluice\r\nContent-Type: %s\r\n",
-                     http_methods[sink->method], path, query ? "?" : "",
-                     query ? query : "", v6 ? "[" : "", host, v6 ? "]" : "",
-                     port, sink->content_type);
-    for (size_t i = 0; i < sink->headers.count && n > 0; i++) {
-        n += snprintf(sink->head + n, cap - (size_t)n, "%s: %s\r\n",
-                      sink->headers.keys[i], sink->headers.values[i]);
+    size_t n = (size_t)snprintf(sink->head, cap, "%s %s%s%s HTTP/1.1\r\n",
+                                http_methods[sink->method], path,
+                                query ? "?" : "", query ? query : "");
+    for (size_t i = 0; i < sink->fixed_count && n < cap; i++) {
+        char *line = sink->head + n;
+        size_t room = cap - n;
+        int len;
+        if (i == 0) {
+            len = snprintf(line, room, "Host: %s%s%s:%s\r\n", v6 ? "[" : "",
+                           host, v6 ? "]" : "", port);
+        } else if (i == 1) {
+            len = snprintf(line, room, "User-Agent: sluice\r\n");
+        } else if (i == 2) {
+            len = snprintf(line, room, "Content-Type: %s\r\n",
+                           sink->content_type);
+        } else {
+            len = snprintf(line, room, "%s: %s\r\n", sink->headers.keys[i - 3],
+                           sink->headers.values[i - 3]);
+        }
+        sink->fixed[i] = (struct line){n, (size_t)len};
+        n += (size_t)len;
     }
-    sink->head_len = (size_t)n;
+    sink->head_len = n;
     sink->lean = http1_pool_new(sink->host, host, port,
                                 sink->host->max_in_flight,
                                 sink->connect_timeout_ms, sink->timeout_ms,
@@ -505,11 +839,34 @@ out:
     return rc;
 }
 
-/* The sink's fixed headers as a curl_slist, for the curl transport. */
+/* The sink's fixed headers as a curl_slist, for the curl transport, and
+ * the URL without its query, which a message's path goes after. */
 static int curl_headers_open(struct http_sink *sink)
 {
     char line[8192];
     struct curl_slist *list = NULL, *more;
+    CURLU *u = curl_url();
+    char *base = NULL, *query = NULL;
+    int ok;
+
+    ok = u != NULL &&
+         curl_url_set(u, CURLUPART_URL, sink->url, 0) == CURLUE_OK &&
+         curl_url_set(u, CURLUPART_FRAGMENT, NULL, 0) == CURLUE_OK &&
+         (curl_url_get(u, CURLUPART_QUERY, &query, 0) == CURLUE_OK ||
+          query == NULL) &&
+         curl_url_set(u, CURLUPART_QUERY, NULL, 0) == CURLUE_OK &&
+         curl_url_get(u, CURLUPART_URL, &base, 0) == CURLUE_OK;
+    if (ok) {
+        sink->base = strdup(base);
+        sink->query = query != NULL ? strdup(query) : NULL;
+    }
+    ok = ok && sink->base != NULL && (query == NULL || sink->query != NULL);
+    curl_free(base);
+    curl_free(query);
+    curl_url_cleanup(u);
+    if (!ok) {
+        return -1;
+    }
 
     for (size_t i = 0; i < sink->headers.count + 2; i++) {
         if (i == 0) {
@@ -531,6 +888,7 @@ static int curl_headers_open(struct http_sink *sink)
         list = more;
     }
     sink->static_headers = list;
+    sink->static_count = sink->headers.count + 2;
     return 0;
 }
 
@@ -552,7 +910,13 @@ static int http_open(void *ctx, const struct connector_host *host,
     }
     sink->pool_size = host->max_in_flight;
     sink->requests = calloc((size_t)sink->pool_size, sizeof(*sink->requests));
-    if (sink->requests == NULL) {
+    if (sink->lean == NULL) {
+        /* The lean client keeps failed responses in its connections. */
+        sink->responses =
+            calloc((size_t)sink->pool_size, sizeof(*sink->responses));
+    }
+    if (sink->requests == NULL ||
+        (sink->lean == NULL && sink->responses == NULL)) {
         http_close(sink);
         return sl_error_set(err, "out of memory");
     }
@@ -570,6 +934,7 @@ static int http_open(void *ctx, const struct connector_host *host,
         if (sink->lean != NULL) {
             continue;
         }
+        r->response = &sink->responses[i];
         r->easy = curl_easy_init();
         if (r->easy == NULL) {
             http_close(sink);
@@ -594,6 +959,41 @@ static int http_open(void *ctx, const struct connector_host *host,
     return 0;
 }
 
+/* Curl: the overrides of msg (the sink's method and URL again when it
+ * has none but the slot's last request had); after POSTFIELDS, which
+ * makes the request a POST again. The URL goes through the slot's buffer
+ * at used (curl copies it). */
+static void curl_overrides(struct http_sink *sink, struct http_request *r,
+                           const struct connector_msg *msg, size_t used)
+{
+    const char *method = msg->method;
+    int head = method != NULL && strcmp(method, "HEAD") == 0;
+
+    if (method == NULL && sink->method != 0) {
+        method = http_methods[sink->method];
+    }
+    if (head) {
+        /* curl reads no body after a HEAD only when told with NOBODY,
+         * which also leaves the request body out. */
+        curl_easy_setopt(r->easy, CURLOPT_NOBODY, 1L);
+        method = NULL;
+    } else if (r->custom) {
+        curl_easy_setopt(r->easy, CURLOPT_NOBODY, 0L);
+        curl_easy_setopt(r->easy, CURLOPT_POST, 1L);
+    }
+    curl_easy_setopt(r->easy, CURLOPT_CUSTOMREQUEST,
+                     method != NULL && strcmp(method, "POST") != 0 ? method
+                                                                   : NULL);
+    if (msg->path != NULL && *msg->path != '\0') {
+        char *url = r->header_bytes + used;
+        url[url_join(url, sink, msg->path)] = '\0';
+        curl_easy_setopt(r->easy, CURLOPT_URL, url);
+    } else if (r->custom) {
+        curl_easy_setopt(r->easy, CURLOPT_URL, sink->url);
+    }
+    r->custom = has_overrides(msg);
+}
+
 static int http_send(void *ctx, const struct connector_msg *msg, void *token,
                      struct connector_result *result)
 {
@@ -601,21 +1001,31 @@ static int http_send(void *ctx, const struct connector_msg *msg, void *token,
     struct http_request *r = sink->free_list;
     struct header_builder b;
     char num[32];
+    int custom = has_overrides(msg);
+    int head = msg->method != NULL && strcmp(msg->method, "HEAD") == 0;
 
-    if (r == NULL) {
-        /* The engine bounds in-flight requests by the pool size. */
-        result->status = CONNECTOR_RETRY;
-        result->http_status = 0;
-        result->retry_after_ms = -1;
-        snprintf(result->error, sizeof(result->error), "no request slot");
+    if (custom && overrides_check(msg, result) != 0) {
         return -1;
     }
-    if (header_reserve(r, msg) != 0) {
+    if (r == NULL) {
+        /* The engine bounds in-flight requests by the pool size. */
+        transport_error("no request slot", result);
+        return -1;
+    }
+    if (header_reserve(sink, r, msg) != 0) {
         transport_error("out of memory for request headers", result);
         return -1;
     }
     sink->free_list = r->next_free;
     b = (struct header_builder){.req = r, .crlf = sink->lean != NULL};
+    if (custom && sink->lean != NULL) {
+        lean_head(sink, &b, msg);
+    }
+    for (size_t i = 0; i < msg->request_header_count; i++) {
+        const struct connector_header *h = &msg->request_headers[i];
+        header_add(&b, "", h->name, h->value ? h->value : "", h->value_len,
+                   ENC_RAW);
+    }
     header_add(&b, "", "Idempotency-Key", msg->dedupe_key,
                strlen(msg->dedupe_key), ENC_PERCENT);
     header_add(&b, "", "Kafka-Topic", msg->topic, strlen(msg->topic),
@@ -643,12 +1053,25 @@ static int http_send(void *ctx, const struct connector_msg *msg, void *token,
     }
     r->token = token;
     if (sink->lean != NULL) {
-        int n = snprintf(r->header_bytes + b.used, r->byte_cap - b.used,
-                         "Content-Length: %zu\r\n\r\n", msg->value_len);
-        r->h1.iov[0] = (struct iovec){sink->head, sink->head_len};
-        r->h1.iov[1] = (struct iovec){r->header_bytes, b.used + (size_t)n};
-        r->h1.iov[2] = (struct iovec){(void *)msg->value, msg->value_len};
-        r->h1.iovcnt = msg->value_len > 0 ? 3 : 2;
+        size_t n = b.used;
+        if (!head) {
+            n += (size_t)snprintf(r->header_bytes + n, r->byte_cap - n,
+                                  "Content-Length: %zu\r\n", msg->value_len);
+        }
+        memcpy(r->header_bytes + n, "\r\n", 2);
+        n += 2;
+        /* With overrides the whole head is in the slot's buffer. */
+        int i = 0;
+        if (!custom) {
+            r->h1.iov[i++] = (struct iovec){sink->head, sink->head_len};
+        }
+        r->h1.iov[i++] = (struct iovec){r->header_bytes, n};
+        if (msg->value_len > 0 && !head) {
+            r->h1.iov[i++] =
+                (struct iovec){(void *)msg->value, msg->value_len};
+        }
+        r->h1.iovcnt = i;
+        r->h1.head = head;
         r->busy = 1;
         int rc = http1_send(sink->lean, &r->h1);
         if (rc != 0) {
@@ -660,27 +1083,35 @@ static int http_send(void *ctx, const struct connector_msg *msg, void *token,
         }
         return 0;
     }
-    if (b.nodes > 0) {
+    if (msg->request_header_count > 0) {
+        /* The sink's headers that msg does not replace, as nodes of the
+         * slot's own list pointing to the shared lines. */
+        for (struct curl_slist *l = sink->static_headers; l; l = l->next) {
+            if (!replaced(l->data, msg)) {
+                header_link(&b, l->data);
+            }
+        }
+    } else if (b.nodes > 0) {
         r->nodes[b.nodes - 1].next = sink->static_headers;
     }
     r->busy = 1;
     r->retry_after_ms = -1;
-    r->body_kept = 0;
+    r->response_status = 0;
+    http1_response_reset(r->response);
     curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER,
                      b.nodes > 0 ? r->nodes : sink->static_headers);
     curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE_LARGE,
                      (curl_off_t)msg->value_len);
     curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS,
                      msg->value ? msg->value : "");
+    if (custom || r->custom) {
+        curl_overrides(sink, r, msg, b.used);
+    }
     if (sink->host->http_start(sink->host->io, r->easy, &r->transfer) != 0) {
         r->busy = 0;
         r->next_free = sink->free_list;
         sink->free_list = r;
-        result->status = CONNECTOR_RETRY;
-        result->http_status = 0;
-        result->retry_after_ms = -1;
-        snprintf(result->error, sizeof(result->error),
-                 "could not start the transfer");
+        transport_error("could not start the transfer", result);
         return -1;
     }
     return 0;
@@ -694,6 +1125,12 @@ static void http_close(void *ctx)
     sink->lean = NULL;
     free(sink->head);
     sink->head = NULL;
+    free(sink->fixed);
+    sink->fixed = NULL;
+    free(sink->base);
+    sink->base = NULL;
+    free(sink->query);
+    sink->query = NULL;
     for (int i = 0; sink->requests != NULL && i < sink->pool_size; i++) {
         struct http_request *r = &sink->requests[i];
         if (r->busy && r->easy != NULL) {
@@ -710,8 +1147,10 @@ static void http_close(void *ctx)
         }
     }
     free(sink->requests);
+    free(sink->responses);
     curl_slist_free_all(sink->static_headers);
     sink->requests = NULL;
+    sink->responses = NULL;
     sink->static_headers = NULL;
 }
 
@@ -726,8 +1165,12 @@ const struct connector http_connector = {
            "(a value that is not printable ASCII is sent base64-encoded "
            "as `Kafka-Header-<name>-Base64`; a name's bytes that HTTP does "
            "not allow in a header name are percent-encoded). 2xx is "
-           "delivered; transport errors, 408, 425, 429 and 5xx are worth "
-           "another attempt; other statuses are permanent. Plain `http://` "
+           "delivered; transport errors, 408, 425, 429, 500, 502, 503 and "
+           "504 are worth another attempt; other statuses are permanent. "
+           "A transform may replace the method, append a path (and query) "
+           "to the URL and add headers (replacing a configured one of the "
+           "same name); a message whose method, path or headers are not "
+           "valid HTTP is rejected without a request. Plain `http://` "
            "uses sluice's keep-alive HTTP/1.1 client; `https://`, or any "
            "URL while `http_proxy`/`all_proxy` is set, uses libcurl.",
     .options = http_options,

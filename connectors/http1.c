@@ -6,7 +6,10 @@
  * response parsed as it arrives. A request that finds its reused
  * connection closed by the server before any response byte (the
  * keep-alive race) is sent once more on a fresh connection, as curl does;
- * every other failure goes back to the caller, whose engine retries. */
+ * every other failure goes back to the caller, whose engine retries.
+ * Headers and body of a response are kept only when its status is not
+ * 2xx (http-parser knows the status before the first header), in the
+ * connection's fixed scratch: the delivered path copies nothing. */
 #include "http1.h"
 
 #include <errno.h>
@@ -35,13 +38,14 @@ struct conn {
     int iovcnt;
     http_parser parser;
     int complete, keep_alive;
-    struct http1_result res;
+    int64_t retry_after_ms;
     char field[16];
     size_t field_len;
     int field_is_value, in_retry_after;
     char value[24];
     size_t value_len;
     struct conn *prev, *next; /* on the idle or closed list */
+    struct http1_response resp; /* last, as the largest and coldest */
 };
 
 struct http1_pool {
@@ -79,7 +83,106 @@ static void list_remove(struct conn **head, struct conn *c)
     c->prev = c->next = NULL;
 }
 
+/* ---- failed responses' headers and body ---- */
+
+void http1_response_reset(struct http1_response *r)
+{
+    r->header_count = 0;
+    r->body_len = 0;
+    r->used = 0;
+    r->in_field = r->in_value = r->dropping = 0;
+}
+
+void http1_response_end(struct http1_response *r)
+{
+    if (r->in_field && !r->dropping) {
+        r->buf[r->used++] = '\0'; /* a name without a value */
+        r->value_at = r->used;
+    }
+    if ((r->in_field || r->in_value) && !r->dropping) {
+        /* Optional whitespace after a value is not part of it. */
+        while (r->used > r->value_at &&
+               (r->buf[r->used - 1] == ' ' || r->buf[r->used - 1] == '\t')) {
+            r->used--;
+        }
+        r->headers[r->header_count++] = (struct connector_header){
+            .name = r->buf + r->start,
+            .value = r->buf + r->value_at,
+            .value_len = r->used - r->value_at,
+        };
+        r->buf[r->used++] = '\0';
+    }
+    r->in_field = r->in_value = r->dropping = 0;
+    r->body[r->body_len] = '\0';
+}
+
+/* A header that does not fit is dropped whole (used goes back to its
+ * start); the later ones may still fit. */
+void http1_response_field(struct http1_response *r, const char *at,
+                          size_t len)
+{
+    if (!r->in_field) {
+        http1_response_end(r);
+        r->in_field = 1;
+        r->dropping = r->header_count == HTTP1_HEADERS_MAX;
+        r->start = r->used;
+    }
+    if (r->dropping) {
+        return;
+    }
+    /* Room for this piece and both terminators. */
+    if (len + 2 > sizeof(r->buf) - r->used) {
+        r->used = r->start;
+        r->dropping = 1;
+        return;
+    }
+    for (size_t i = 0; i < len; i++) {
+        char ch = at[i];
+        r->buf[r->used++] = ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch;
+    }
+}
+
+void http1_response_value(struct http1_response *r, const char *at,
+                          size_t len)
+{
+    if (r->in_field) {
+        r->in_field = 0;
+        r->in_value = 1;
+        if (!r->dropping) {
+            r->buf[r->used++] = '\0';
+            r->value_at = r->used;
+        }
+    }
+    if (r->dropping || !r->in_value) {
+        return;
+    }
+    if (len + 1 > sizeof(r->buf) - r->used) {
+        r->used = r->start;
+        r->dropping = 1;
+        return;
+    }
+    memcpy(r->buf + r->used, at, len);
+    r->used += len;
+}
+
+void http1_response_body(struct http1_response *r, const char *at,
+                         size_t len)
+{
+    size_t keep = CONNECTOR_BODY_MAX - r->body_len;
+
+    if (keep > len) {
+        keep = len;
+    }
+    memcpy(r->body + r->body_len, at, keep);
+    r->body_len += keep;
+}
+
 /* ---- response parsing ---- */
+
+static int failed(unsigned status)
+{
+    return status < 200 || status > 299;
+}
 
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
@@ -94,6 +197,9 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
         c->field_len += len;
     } else {
         c->field_len = sizeof(c->field); /* too long to be Retry-After */
+    }
+    if (failed(p->status_code)) {
+        http1_response_field(&c->resp, at, len);
     }
     return 0;
 }
@@ -115,22 +221,30 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
         char *end;
         long secs = strtol(c->value, &end, 10);
         /* Only delta-seconds; an HTTP-date falls back to the backoff. */
-        c->res.retry_after_ms =
+        c->retry_after_ms =
             end != c->value && secs >= 0 ? (int64_t)secs * 1000 : -1;
     }
+    if (failed(p->status_code)) {
+        http1_response_value(&c->resp, at, len);
+    }
     return 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    struct conn *c = p->data;
+
+    /* 1: the response to a HEAD has no body, whatever its headers say. */
+    return c->req->head;
 }
 
 static int on_body(http_parser *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
-    size_t keep = HTTP1_BODY_KEEP - c->res.body_len;
 
-    if (keep > len) {
-        keep = len;
+    if (failed(p->status_code)) {
+        http1_response_body(&c->resp, at, len);
     }
-    memcpy(c->res.body + c->res.body_len, at, keep);
-    c->res.body_len += keep;
     return 0;
 }
 
@@ -138,8 +252,19 @@ static int on_message_complete(http_parser *p)
 {
     struct conn *c = p->data;
 
+    if (p->status_code >= 100 && p->status_code < 200 &&
+        p->status_code != 101) {
+        /* An interim response (100 Continue, 103 Early Hints): the
+         * final one follows on the same connection, as curl reads it. */
+        c->retry_after_ms = -1;
+        http1_response_reset(&c->resp);
+        return 0;
+    }
     c->complete = 1;
     c->keep_alive = http_should_keep_alive(p);
+    if (failed(p->status_code)) {
+        http1_response_end(&c->resp);
+    }
     /* One response per request: stop here. */
     http_parser_pause(p, 1);
     return 0;
@@ -175,13 +300,22 @@ static void conn_finish(struct conn *c, int err)
 {
     http1_pool_t *pool = c->pool;
     struct http1_request *req = c->req;
-    struct http1_result res = c->res;
+    struct http1_result res = {.error = err, .retry_after_ms = -1};
     int stale = err != 0 && c->reused && !c->got_data;
 
     c->req = NULL;
-    res.error = err;
-    res.status = err == 0 ? (int)c->parser.status_code : 0;
-    res.body[res.body_len] = '\0';
+    if (err == 0) {
+        res.status = (int)c->parser.status_code;
+        res.retry_after_ms = c->retry_after_ms;
+        /* Still c's own until its next response is parsed, which never
+         * happens before done() returns, even if done() sends on c. */
+        if (failed(c->parser.status_code)) {
+            res.headers = c->resp.headers;
+            res.header_count = c->resp.header_count;
+            res.body = c->resp.body;
+            res.body_len = c->resp.body_len;
+        }
+    }
     if (err != 0 || !c->keep_alive) {
         conn_close(c);
     } else {
@@ -374,8 +508,8 @@ static void conn_prepare(struct conn *c, struct http1_request *req)
     c->field_len = 0;
     c->field_is_value = 0;
     c->in_retry_after = 0;
-    c->res.body_len = 0;
-    c->res.retry_after_ms = -1;
+    c->retry_after_ms = -1;
+    http1_response_reset(&c->resp);
     http_parser_init(&c->parser, HTTP_RESPONSE);
     c->parser.data = c;
 }
@@ -442,6 +576,7 @@ http1_pool_t *http1_pool_new(const struct connector_host *host,
     }
     pool->settings.on_header_field = on_header_field;
     pool->settings.on_header_value = on_header_value;
+    pool->settings.on_headers_complete = on_headers_complete;
     pool->settings.on_body = on_body;
     pool->settings.on_message_complete = on_message_complete;
     for (int i = max_conns - 1; i >= 0; i--) {

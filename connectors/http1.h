@@ -15,20 +15,55 @@
 
 typedef struct http1_pool http1_pool_t;
 
-#define HTTP1_BODY_KEEP 200
+/* What is kept of a response that failed (status not 2xx): up to
+ * HTTP1_HEADERS_MAX headers whose names (lowercased) and values fit in
+ * HTTP1_HEADER_BYTES, more dropped silently, and the body's first
+ * CONNECTOR_BODY_MAX bytes. Fixed size, so collecting never allocates;
+ * the curl transport of http.c fills one too. */
+#define HTTP1_HEADERS_MAX 32
+#define HTTP1_HEADER_BYTES 4096
+
+struct http1_response {
+    size_t header_count;
+    size_t body_len;
+    /* Private: the header being read, as a name then a value in buf. The
+     * counters come first: a 2xx touches nothing else. */
+    size_t used, start, value_at;
+    int in_field, in_value, dropping;
+    struct connector_header headers[HTTP1_HEADERS_MAX];
+    char buf[HTTP1_HEADER_BYTES];
+    char body[CONNECTOR_BODY_MAX + 1]; /* NUL-terminated by _end */
+};
+
+void http1_response_reset(struct http1_response *r);
+/* A header's name and value, each possibly in several pieces; a name
+ * after a value starts the next header. */
+void http1_response_field(struct http1_response *r, const char *at,
+                          size_t len);
+void http1_response_value(struct http1_response *r, const char *at,
+                          size_t len);
+void http1_response_body(struct http1_response *r, const char *at,
+                         size_t len);
+/* Stores the header being read; call once the headers (or trailers) end. */
+void http1_response_end(struct http1_response *r);
 
 struct http1_result {
     int error;              /* 0 when a whole response arrived, else errno */
     int status;             /* HTTP status when error == 0 */
     int64_t retry_after_ms; /* -1 when absent */
-    size_t body_len;        /* bytes kept of the body, at most BODY_KEEP */
-    char body[HTTP1_BODY_KEEP + 1];
+    /* A failed response's headers and body (NULL/0 on 2xx and errors).
+     * They live in the connection: valid during done() only. */
+    const struct connector_header *headers;
+    size_t header_count;
+    const char *body;
+    size_t body_len;
 };
 
 struct http1_request {
     /* Set by the caller; the bytes must stay valid until done() runs. */
     struct iovec iov[3];
     int iovcnt;
+    int head; /* a HEAD request: its response has no body */
     void (*done)(struct http1_request *req, const struct http1_result *res);
     /* Private to http1.c. */
     int resent;
