@@ -600,6 +600,26 @@ static void set_outjson(transform_t *t, size_t i, int idx)
     }
     lua_rawseti(L, -2, (lua_Integer)i + 1);
     lua_pop(L, 1);
+    if (idx != 0 && i + 1 > t->outjson_high) {
+        t->outjson_high = i + 1;
+    }
+}
+
+/* Forgets the last message's JSON views, before the next message. */
+static void forget_outjson(transform_t *t)
+{
+    lua_State *L = t->L;
+
+    if (t->outjson_high == 0) {
+        return;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->outjson_ref);
+    for (size_t i = 0; i < t->outjson_high; i++) {
+        lua_pushnil(L);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_pop(L, 1);
+    t->outjson_high = 0;
 }
 
 /* The message as the script left it: output o (msg at stack index 1 of
@@ -819,6 +839,9 @@ int transform_run(transform_t *t, const struct connector_msg *in,
 
     t->nouts = 0;
     t->nhdrs = 0;
+    if (t->L != NULL) {
+        forget_outjson(t);
+    }
     if (t->pipeline_fn == LUA_NOREF) {
         struct transform_out *o;
         if (t->outs_cap == 0) {
@@ -852,16 +875,6 @@ int transform_run(transform_t *t, const struct connector_msg *in,
     rc = script_pcall(t->script, 1, 0, err);
     t->msg->in = NULL;
     anchor_end(L, &t->run_anchor);
-    /* Forget the JSON tables of the last run's extra outputs. */
-    if (t->outjson_high > t->nouts) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, t->outjson_ref);
-        for (size_t i = t->nouts; i < t->outjson_high; i++) {
-            lua_pushnil(L);
-            lua_rawseti(L, -2, (lua_Integer)i + 1);
-        }
-        lua_pop(L, 1);
-    }
-    t->outjson_high = t->nouts;
     if (rc != 0) {
         t->nouts = 0;
         return -1;
@@ -1446,6 +1459,11 @@ void transform_destroy(transform_t *t)
     free(t->hdrs);
     free(t->req_hdrs);
     free(t);
+}
+
+int transform_active(const transform_t *t)
+{
+    return t->L != NULL;
 }
 
 int transform_has_pipeline(const transform_t *t)

@@ -31,6 +31,8 @@ transform_t *transform_new(const struct cfg *cfg, struct sl_error *err);
 /* Frees the state; transform_destroy(NULL) is a no-op. */
 void transform_destroy(transform_t *t);
 
+/* Whether any script is configured (else every call is a pass-through). */
+int transform_active(const transform_t *t);
 int transform_has_pipeline(const transform_t *t);
 int transform_has_sink(const transform_t *t, size_t sink);
 int transform_has_retry(const transform_t *t, size_t sink);

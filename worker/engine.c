@@ -1067,7 +1067,7 @@ static void on_record(void *arg, const struct consumer_record *rec)
         return;
     }
     e->consumed++;
-    if (e->tf != NULL && transform_has_pipeline(e->tf)) {
+    if (e->tf != NULL) {
         struct sl_error err;
         struct connector_msg in = {
             .topic = p->topic,
@@ -1109,7 +1109,7 @@ static void on_record(void *arg, const struct consumer_record *rec)
      * scratch the outputs still point into. */
     for (int i = 0; i < n; i++) {
         const struct transform_out *o =
-            e->tf != NULL && transform_has_pipeline(e->tf)
+            e->tf != NULL
                 ? transform_output(e->tf, (size_t)i)
                 : &plain;
         struct msg *m = msg_alloc(e);
@@ -1299,6 +1299,11 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
     e->tf = transform_new(cfg, err);
     if (e->tf == NULL) {
         goto fail;
+    }
+    if (!transform_active(e->tf)) {
+        /* No scripts: records go straight to the sinks, zero copy. */
+        transform_destroy(e->tf);
+        e->tf = NULL;
     }
     e->loop = loop_new(err);
     if (e->loop == NULL) {
