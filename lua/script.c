@@ -78,11 +78,35 @@ static int safe_load(lua_State *L)
     const char *text = luaL_checklstring(L, 1, &len);
     const char *name = luaL_optstring(L, 2, "=(load)");
 
+    int env = lua_gettop(L) >= 4 ? 4 : 0;
+
     if (luaL_loadbufferx(L, text, len, name, "t") != LUA_OK) {
         lua_pushnil(L);
         lua_insert(L, -2);
         return 2;
     }
+    if (env != 0) {
+        lua_pushvalue(L, env);
+        if (lua_setupvalue(L, -2, 1) == NULL) {
+            lua_pop(L, 1);
+        }
+    }
+    return 1;
+}
+
+/* setmetatable without __gc: Lua runs finalizers with hooks off, so a
+ * finalizer would escape the instruction budget. */
+static int safe_setmetatable(lua_State *L)
+{
+    if (lua_type(L, 2) == LUA_TTABLE &&
+        lua_getfield(L, 2, "__gc") != LUA_TNIL) {
+        return luaL_error(L, "setmetatable: __gc finalizers are not "
+                             "allowed in sluice scripts");
+    }
+    lua_settop(L, 2);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, 2, 1);
     return 1;
 }
 
@@ -190,6 +214,9 @@ static void open_sandbox(lua_State *L)
     lua_pushnil(L);
     lua_setfield(L, -2, "dump");
     lua_pop(L, 1);
+    lua_getglobal(L, "setmetatable");
+    lua_pushcclosure(L, safe_setmetatable, 1);
+    lua_setglobal(L, "setmetatable");
     lua_register(L, "load", safe_load);
     lua_register(L, "print", safe_print);
     lua_register(L, "require", safe_require);

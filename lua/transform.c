@@ -271,8 +271,7 @@ static int msg_index(lua_State *L)
         break;
     case 5:
         if (memcmp(k, "value", 5) == 0) {
-            if ((m->set & SET_JSON) && !(m->set & SET_VALUE) &&
-                !m->readonly) {
+            if ((m->set & SET_JSON) && !m->readonly) {
                 /* Reading the value after changing the JSON view sees
                  * the change. */
                 lua_getiuservalue(L, 1, UV_JSON);
@@ -538,18 +537,67 @@ static void headers_from_table(transform_t *t, struct anchor *a, int idx,
     }
 }
 
-static int headers_equal(const struct connector_header *a, size_t na,
-                         const struct connector_header *b, size_t nb)
+static int value_is(lua_State *L, int idx, const struct connector_header *h)
 {
-    if (na != nb) {
+    size_t len;
+    const char *v;
+
+    if (lua_type(L, idx) != LUA_TSTRING) {
         return 0;
     }
-    for (size_t i = 0; i < na; i++) {
-        if (strcmp(a[i].name, b[i].name) != 0 ||
-            a[i].value_len != b[i].value_len ||
-            (a[i].value_len > 0 &&
-             memcmp(a[i].value, b[i].value, a[i].value_len) != 0)) {
+    v = lua_tolstring(L, idx, &len);
+    return len == h->value_len && (len == 0 || memcmp(v, h->value, len) == 0);
+}
+
+/* Whether the headers table at idx still says what in's headers say (a
+ * script that only read them), so they go out as they came, in order. */
+static int headers_table_equal(lua_State *L, int idx,
+                               const struct connector_msg *in)
+{
+    size_t names = 0;
+
+    idx = lua_absindex(L, idx);
+    for (size_t i = 0; i < in->header_count; i++) {
+        const struct connector_header *h = &in->headers[i];
+        size_t seen = 0, first = i;
+        for (size_t j = 0; j < in->header_count; j++) {
+            if (strcmp(in->headers[j].name, h->name) == 0) {
+                if (j < i) {
+                    first = j;
+                }
+                if (j < i) {
+                    seen++;
+                }
+            }
+        }
+        int ok;
+        int type = lua_getfield(L, idx, h->name);
+        if (type == LUA_TTABLE) {
+            lua_rawgeti(L, -1, (lua_Integer)seen + 1);
+            ok = value_is(L, -1, h);
+            lua_pop(L, 1);
+            if (ok && first == i) {
+                size_t count = 0;
+                for (size_t j = 0; j < in->header_count; j++) {
+                    count += strcmp(in->headers[j].name, h->name) == 0;
+                }
+                ok = lua_rawlen(L, -1) == count;
+            }
+        } else {
+            ok = seen == 0 && value_is(L, -1, h);
+        }
+        lua_pop(L, 1);
+        if (!ok) {
             return 0;
+        }
+        names += first == i;
+    }
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        lua_pop(L, 1);
+        if (names-- == 0) {
+            lua_pop(L, 1);
+            return 0; /* a name the input does not have */
         }
     }
     return 1;
@@ -591,7 +639,9 @@ static void set_outjson(transform_t *t, size_t i, int idx)
 {
     lua_State *L = t->L;
 
-    idx = lua_absindex(L, idx);
+    if (idx != 0) {
+        idx = lua_absindex(L, idx);
+    }
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->outjson_ref);
     if (idx != 0) {
         lua_pushvalue(L, idx);
@@ -661,29 +711,30 @@ static void output_from_msg(transform_t *t, int msg_idx,
         }
         lua_pop(L, 1);
         changed = 1;
-    } else if (m->set & SET_JSON) {
+    }
+    if (m->set & SET_JSON) {
+        /* The JSON view wins over the text it was decoded from, unless
+         * it still says the same (then the text goes as it is). */
         lua_getiuservalue(L, msg_idx, UV_JSON);
         set_outjson(t, oi, -1);
-        if (in->value == NULL ||
-            !json_equal(t->codec, L, -1, in->value, in->value_len)) {
+        if (o->value == NULL ||
+            !json_equal(t->codec, L, -1, o->value, o->value_len)) {
             o->value = encode_anchored(t, a, -1, &o->value_len, "msg.json");
             changed = 1;
         }
         lua_pop(L, 1);
     }
     if (m->set & SET_HEADERS) {
-        size_t first = t->nhdrs;
         lua_getiuservalue(L, msg_idx, UV_HEADERS);
-        headers_from_table(t, a, -1, in, &t->hdrs, &t->nhdrs, &t->hdrs_cap);
-        lua_pop(L, 1);
-        if (!headers_equal(t->hdrs + first, t->nhdrs - first, in->headers,
-                           in->header_count)) {
+        if (!headers_table_equal(L, -1, in)) {
+            size_t first = t->nhdrs;
+            headers_from_table(t, a, -1, in, &t->hdrs, &t->nhdrs,
+                               &t->hdrs_cap);
             t->out_hdr_first[oi] = first;
             o->header_count = t->nhdrs - first;
             changed = 1;
-        } else {
-            t->nhdrs = first;
         }
+        lua_pop(L, 1);
     }
     if (m->set & SET_DEDUPE) {
         lua_getiuservalue(L, msg_idx, UV_DEDUPE);
@@ -1116,7 +1167,7 @@ static int retry_protected(lua_State *L)
         if (!lua_isnil(L, 2)) {
             int ok;
             lua_Number ms = lua_tonumberx(L, 2, &ok);
-            if (!ok || ms < 0 || ms > 86400000.0) {
+            if (!ok || !(ms >= 0 && ms <= 86400000.0)) {
                 return luaL_error(L, "%s: retry: the delay must be a number "
                                      "of milliseconds from 0 to 86400000",
                                   name);
@@ -1198,7 +1249,7 @@ static int log_error_fn(lua_State *L) { return log_at(L, LOG_ERROR); }
 
 static uint64_t fnv1a(const char *s, size_t len)
 {
-    uint64_t h = 1469598103934665603ULL;
+    uint64_t h = 14695981039346656037ULL;
 
     for (size_t i = 0; i < len; i++) {
         h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
@@ -1250,6 +1301,10 @@ static int sluice_monotonic_ms(lua_State *L)
 static int sluice_iso8601(lua_State *L)
 {
     lua_Integer ms = luaL_checkinteger(L, 1);
+
+    /* Years 0 to 9999, so the arithmetic below cannot overflow. */
+    luaL_argcheck(L, ms >= -62167219200000 && ms <= 253402300799999, 1,
+                  "time out of range");
     time_t secs = (time_t)(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
     struct tm tm;
     char text[64];

@@ -165,7 +165,7 @@ struct engine {
 static uint64_t hash_key(const void *key, size_t len)
 {
     const unsigned char *p = key;
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    uint64_t h = 14695981039346656037ULL; /* FNV-1a */
 
     for (size_t i = 0; i < len; i++) {
         h = (h ^ p[i]) * 1099511628211ULL;
