@@ -26,7 +26,8 @@ WORKER_SRC := $(filter-out worker/main.c,$(wildcard worker/*.c)) \
 WORKER_OBJ := $(WORKER_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
-TOOLS      := $(BIN)/sinkd $(BIN)/kafka-mock $(BIN)/bare-consumer
+TOOLS      := $(BIN)/sinkd $(BIN)/kafka-mock $(BIN)/bare-consumer \
+              $(BIN)/transform-bench
 
 .PHONY: all deps tools test unit integration integration-only demo bench \
         asan docs docs-check clean kafka-start kafka-stop
@@ -50,6 +51,10 @@ $(BIN)/sluice: $(BUILD)/worker/main.o $(BUILD)/libsluice.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BIN)/%: $(BUILD)/tests/tools/%.o
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BIN)/transform-bench: $(BUILD)/tests/tools/transform-bench.o $(BUILD)/libsluice.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

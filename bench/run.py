@@ -2,6 +2,8 @@
 """sluice benchmark: drain a backlog of JSON orders to four HTTP sinks.
 
     /usr/bin/python3 bench/run.py [--count N] [--broker mock|kafka] [--keep]
+                                  [--no-transform | --only-transform]
+                                  [--lua-iterations N]
 
 One run measures, one after the other (the machine has few cores):
 
@@ -15,7 +17,19 @@ One run measures, one after the other (the machine has few cores):
    moment every sink has COUNT requests (the ~3 s group join is excluded);
    CPU from /proc/PID/stat over that window, peak RSS (VmHWM) just before
    SIGTERM, VmRSS sampled every 200 ms, sink counters every 50 ms (stalls);
-4. ceiling B: wrk against one fresh sinkd (its request rate).
+4. sluice + Lua transforms end to end (skipped with --no-transform; alone
+   with --only-transform): the same backlog read again by a new consumer
+   group, bench/pipeline-transform.yaml.in (pipelines/transforms/orders.lua
+   once per message, then billing/crm/search.lua per sink; analytics
+   none), four fresh sinkd, measured as in 3. crm.lua skips cancelled
+   orders, so each sink is waited for until it has its own expected count
+   (recomputed with gen_orders), and sluice's summary line must show
+   consumed=COUNT, crm_skipped=<cancelled> and no failures;
+5. ceiling B: wrk against one fresh sinkd (its request rate);
+6. the Lua stage alone (not with --no-transform): bin/transform-bench on
+   10,000 orders, --lua-iterations messages each: (a) the example's
+   transforms (pipeline + 3 sink shapes), (b) a pipeline transform that
+   never touches msg.json, (c) one that decodes and adds two fields.
 
 Prints a Markdown table with the issue's reference baselines and writes
 bench/results/latest.json. No pass/fail: exit 0 when the run completed,
@@ -43,6 +57,7 @@ RESULTS = os.path.join(BENCH, "results")
 sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
 
 SINKS = ("billing", "crm", "search", "analytics")
+TRANSFORMS_DIR = os.path.join(ROOT, "pipelines", "transforms")
 PARTITIONS = 8
 TENANTS = 50
 MIB = 1024.0 * 1024.0
@@ -55,6 +70,33 @@ BASELINES = [
     ("C prototype, lean HTTP client", 44.0, None),
     ("Fluent Bit", 145.0, 177.0),
 ]
+
+# The Lua stage (CPU-us per message), from the issue.
+LUA_TARGET_EXAMPLE_US = 6.0      # the example transform
+LUA_TARGET_UNTOUCHED_US = 0.5    # a transform that never touches msg.json
+LUA_BASELINES = [                # decode -> Lua table -> 2 fields -> encode
+    ("jansson", 11.75),
+    ("lua-cjson", 5.75),
+]
+LUA_STRING_ONLY_US = 0.1         # a Lua call that only handles the string
+LUA_ORDERS = 10000               # orders in transform-bench's input file
+# (b) and (c) of the Lua stage: msg.json never touched / decode + 2 fields.
+UNTOUCHED_LUA = """\
+-- never touches the JSON view: only the key (a string) is read
+function transform(msg)
+  if msg.key == "never" then return nil end
+  return msg
+end
+"""
+TWO_FIELDS_LUA = """\
+-- decode, add two fields, encode (the issue's jansson/lua-cjson case)
+function transform(msg)
+  local o = msg.json
+  o.a = 1
+  o.b = "x"
+  return msg
+end
+"""
 
 STATS_POLL_S = 0.05      # sink counters while draining
 FIRST_POLL_S = 0.01      # sink counters while waiting for the first request
@@ -327,24 +369,63 @@ def run_bare_consumer(bootstrap, topic, count, workdir):
     return res
 
 
-def write_pipeline(workdir, bootstrap, topic, group, ports):
-    with open(os.path.join(BENCH, "pipeline.yaml.in")) as f:
+def write_pipeline(workdir, bootstrap, topic, group, ports,
+                   template="pipeline.yaml.in", out="bench-pipeline.yaml",
+                   transform=None):
+    """Fills in bench/<template> and writes it to workdir/<out>.
+    transform: a pipeline transform (absolute path) to add at the top
+    level of a template that has none."""
+    with open(os.path.join(BENCH, template)) as f:
         text = f.read()
-    subst = {"BROKERS": bootstrap, "TOPIC": topic, "GROUP": group}
+    subst = {"BROKERS": bootstrap, "TOPIC": topic, "GROUP": group,
+             "TRANSFORMS": TRANSFORMS_DIR}
     for name, port in zip(SINKS, ports):
         subst[name.upper() + "_URL"] = "http://127.0.0.1:%d/%s" % (port,
                                                                   name)
     text = re.sub(r"@([A-Z_]+)@", lambda m: subst[m.group(1)], text)
-    path = os.path.join(workdir, "bench-pipeline.yaml")
+    if transform is not None:
+        text += "\ntransform: %s\n" % json.dumps(transform)
+    path = os.path.join(workdir, out)
     with open(path, "w") as f:
         f.write(text)
     return path
 
 
-def find_gaps(history, count, t_start):
+def expected_requests(count):
+    """Requests each sink gets from the transform pipeline, in SINKS order,
+    and the number of cancelled orders (crm.lua skips them) among orders
+    0..count-1, as produce_backlog made them (gen_orders' default seed)."""
+    import gen_orders
+    tail_ = b'"status":"cancelled"}'
+    cancelled = sum(1 for i in range(count)
+                    if gen_orders.make_order(i, TENANTS).endswith(tail_))
+    return tuple(count - cancelled if n == "crm" else count
+                 for n in SINKS), cancelled
+
+
+def read_summary(path):
+    """sluice's final `summary consumed=N ...` line (stderr) as a dict of
+    its counters, or None when it printed none."""
+    line = None
+    with open(path, errors="replace") as f:
+        for l in f:
+            m = re.search(r"\bsummary (consumed=.*)$", l.rstrip())
+            if m:
+                line = m.group(1)
+    if line is None:
+        return None
+    out = {"line": "summary " + line}
+    for kv in line.split():
+        k, _, v = kv.partition("=")
+        out[k] = int(v) if v.isdigit() else v
+    return out
+
+
+def find_gaps(history, expected, t_start):
     """Per sink and for all sinks together, intervals > STALL_S in which the
-    counter did not move although the sink was not done yet."""
-    def gaps_of(series):
+    counter did not move although the sink was not done yet (expected:
+    each sink's final count)."""
+    def gaps_of(series, count):
         out = []
         last_t, last_v = series[0]
         for t, v in series[1:]:
@@ -360,27 +441,38 @@ def find_gaps(history, count, t_start):
 
     res = {}
     for i, name in enumerate(SINKS):
-        res[name] = gaps_of([(t, c[i]) for t, c in history])
-    res["all"] = gaps_of([(t, sum(c)) for t, c in history])
+        res[name] = gaps_of([(t, c[i]) for t, c in history], expected[i])
+    res["all"] = gaps_of([(t, sum(c)) for t, c in history], sum(expected))
     return res
 
 
-def per_second(history, t_start):
-    """Messages/s completed at the slowest sink, per 1 s bucket."""
+def per_second(history, t_start, count, expected):
+    """Messages/s completed at the slowest sink, per 1 s bucket. A sink
+    that expects fewer requests than count (one that skips some) counts
+    as count * its share done."""
     out = []
     nxt = t_start + 1.0
     prev = 0
     for t, c in history:
         if t >= nxt:
-            m = min(c)
+            m = min(v if e == count else
+                    (count if e == 0 else v * count // e)
+                    for v, e in zip(c, expected))
             out.append(m - prev)
             prev = m
             nxt += 1.0
     return out
 
 
-def run_sluice(procs, bootstrap, topic, count, group):
-    sinkd = [start_sinkd(procs, "sinkd-" + n) for n in SINKS]
+def run_sluice(procs, bootstrap, topic, count, group,
+               template="pipeline.yaml.in", expected=None, tag=""):
+    """One end-to-end run of `sluice run` on bench/<template>, draining the
+    backlog (count messages) to four fresh sinkd until each sink has its
+    expected count (SINKS order; default count each). tag names the
+    variant's processes and files in the work dir."""
+    expected = tuple(expected or (count,) * len(SINKS))
+    pre = tag + "-" if tag else ""
+    sinkd = [start_sinkd(procs, "sinkd-" + pre + n) for n in SINKS]
     ports = [port for _, port in sinkd]
     stats = [SinkStats(port) for port in ports]
     try:
@@ -388,9 +480,11 @@ def run_sluice(procs, bootstrap, topic, count, group):
         if any(before):
             raise BenchError("fresh sinks already have requests: %s"
                              % before)
-        path = write_pipeline(procs.workdir, bootstrap, topic, group, ports)
-        p = procs.start("sluice", [os.path.join(BIN, "sluice"), "run",
-                                   "--progress", path])
+        path = write_pipeline(procs.workdir, bootstrap, topic, group, ports,
+                              template, "bench-%spipeline.yaml" % pre)
+        p = procs.start("sluice" + ("-" + tag if tag else ""),
+                        [os.path.join(BIN, "sluice"), "run", "--progress",
+                         path])
         t_launch = time.monotonic()
 
         def alive(what):
@@ -428,12 +522,17 @@ def run_sluice(procs, bootstrap, topic, count, group):
         next_rss = now
         last_progress = now
         overall_deadline = now + max(300.0, count / 200.0)
-        while min(counts) < count:
+
+        def done(cs):
+            return all(c >= e for c, e in zip(cs, expected))
+
+        while not done(counts):
             if now >= next_rss:
                 rss.append((now, proc_status_kib(p.pid, "VmRSS")))
                 next_rss += RSS_EVERY_S
             time.sleep(STATS_POLL_S)
-            alive("while draining (sinks at %s of %d)" % (counts, count))
+            alive("while draining (sinks at %s of %s)"
+                  % (counts, list(expected)))
             new = [s.requests() for s in stats]
             now = time.monotonic()
             if new != counts:
@@ -443,11 +542,11 @@ def run_sluice(procs, bootstrap, topic, count, group):
             if now - last_progress > NO_PROGRESS_TIMEOUT_S:
                 raise BenchError(
                     "sluice made no progress for %.0f s: sinks %s stuck at "
-                    "%s of %d:\n%s" % (NO_PROGRESS_TIMEOUT_S, SINKS, counts,
-                                       count, tail(p.err)))
+                    "%s of %s:\n%s" % (NO_PROGRESS_TIMEOUT_S, SINKS, counts,
+                                       list(expected), tail(p.err)))
             if now > overall_deadline:
-                raise BenchError("sinks at %s of %d after %.0f s"
-                                 % (counts, count, now - t_start))
+                raise BenchError("sinks at %s of %s after %.0f s"
+                                 % (counts, list(expected), now - t_start))
         t_end = now
         cpu1 = proc_cpu_s(p.pid)
         hwm = proc_status_kib(p.pid, "VmHWM")
@@ -458,6 +557,9 @@ def run_sluice(procs, bootstrap, topic, count, group):
     finally:
         for s in stats:
             s.close()
+        # Idle sinkd would only sit on memory during the next steps.
+        for sp, _ in sinkd:
+            Procs.stop(sp, 3.0)
 
     wall = t_end - t_start
     half = t_start + wall / 2
@@ -466,6 +568,8 @@ def run_sluice(procs, bootstrap, topic, count, group):
         warnings = [l.rstrip() for l in f
                     if re.search(r"\b(warn|WARN|error|ERROR)\b", l)]
     return {
+        "pipeline": template,
+        "group": group,
         "start": "last 10 ms poll with every sink at 0 requests "
                  "(<= 10 ms before the first request)",
         "group_join_s": round(join_s, 3),
@@ -479,14 +583,99 @@ def run_sluice(procs, bootstrap, topic, count, group):
         "rss_second_half_mib": [round(min(rss2) / 1024.0, 2),
                                 round(max(rss2) / 1024.0, 2)],
         "rss_samples": len(rss),
+        "sink_requests_expected": list(expected),
         "sink_requests_at_end": list(counts),
         "sink_requests_after_stop": final,
         "exit_status": rc,
         "killed": killed,
-        "stalls": find_gaps(history, count, t_start),
-        "per_second_msgs": per_second(history, t_start),
+        "summary": read_summary(p.err),
+        "stalls": find_gaps(history, expected, t_start),
+        "per_second_msgs": per_second(history, t_start, count, expected),
         "log_warnings": warnings[:20],
+        "log_warnings_total": len(warnings),
     }
+
+
+def check_transform_run(res, count, cancelled):
+    """The transform run's summary line must account for every message:
+    consumed=COUNT, crm skipped exactly the cancelled orders, nothing
+    failed or dropped."""
+    sm = res["summary"]
+    if sm is None:
+        raise BenchError("sluice (transform run) printed no summary line")
+    problems = []
+    if sm.get("consumed") != count:
+        problems.append("consumed=%s, expected %d"
+                        % (sm.get("consumed"), count))
+    for k in sorted(sm):
+        if k == "transform_failed" or k == "dropped" or \
+                k.endswith("_failed") or k.endswith("_gave_up"):
+            problems.append("%s=%s" % (k, sm[k]))
+    if sm.get("crm_skipped", 0) != cancelled:
+        problems.append("crm_skipped=%s, expected %d (the cancelled orders)"
+                        % (sm.get("crm_skipped", 0), cancelled))
+    if problems:
+        raise BenchError("sluice with transforms: %s\n    %s"
+                         % ("; ".join(problems), sm["line"]))
+
+
+# ---- the Lua stage alone ----------------------------------------------------
+
+def run_transform_bench(workdir, name, pipeline, orders, iterations):
+    argv = [os.path.join(BIN, "transform-bench"), pipeline, orders,
+            "--iterations", str(iterations)]
+    err = os.path.join(workdir, "transform-bench-%s.err" % name)
+    timeout_s = max(120, iterations // 500)
+    with open(err, "wb") as fe:
+        try:
+            r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=fe,
+                               stdin=subprocess.DEVNULL, timeout=timeout_s,
+                               preexec_fn=_die_with_parent)
+        except subprocess.TimeoutExpired:
+            raise BenchError("transform-bench (%s) did not finish within "
+                             "%d s" % (name, timeout_s))
+    try:
+        res = json.loads(r.stdout.decode().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise BenchError("transform-bench (%s, status %d) printed no JSON "
+                         "line:\n%s" % (name, r.returncode, tail(err)))
+    if r.returncode != 0 or res.get("errors") or \
+            res.get("messages") != iterations:
+        raise BenchError("transform-bench (%s, status %d): %d errors in %s "
+                         "messages:\n%s" % (name, r.returncode,
+                                           res.get("errors", 0),
+                                           res.get("messages"), tail(err)))
+    return res
+
+
+def run_lua_stage(workdir, bootstrap, topic, iterations):
+    """bin/transform-bench on (a) the example pipeline's transforms, (b) a
+    transform that never touches msg.json, (c) decode + two fields."""
+    import gen_orders
+    orders = os.path.join(workdir, "lua-orders.jsonl")
+    with open(orders, "wb") as f:
+        for i in range(LUA_ORDERS):
+            f.write(gen_orders.make_order(i, TENANTS) + b"\n")
+    ports = [9] * len(SINKS)  # never contacted
+    res = {}
+    for name, template, script in (
+            ("example", "pipeline-transform.yaml.in", None),
+            ("untouched", "pipeline.yaml.in", UNTOUCHED_LUA),
+            ("decode_two_fields", "pipeline.yaml.in", TWO_FIELDS_LUA)):
+        lua = None
+        if script is not None:
+            lua = os.path.join(workdir, "lua-%s.lua" % name)
+            with open(lua, "w") as f:
+                f.write(script)
+        path = write_pipeline(workdir, bootstrap, topic, "lua-stage", ports,
+                              template, "lua-%s.yaml" % name, lua)
+        res[name] = run_transform_bench(workdir, name, path, orders,
+                                        iterations)
+        log("Lua stage (%s): %.2f CPU-us/msg"
+            % (name, res[name]["cpu_us_per_msg"]))
+    res["orders_in_file"] = LUA_ORDERS
+    res["iterations"] = iterations
+    return res
 
 
 def run_wrk(procs):
@@ -520,9 +709,127 @@ def fmt(v, spec="%.0f"):
     return "-" if v is None else spec % v
 
 
+def run_lines(s, label):
+    """The detail lines of one end-to-end run."""
+    st = s["stalls"]
+    lo, hi = s["rss_second_half_mib"]
+    exp = s["sink_requests_expected"]
+    lines = [
+        "- %s: %.2f s draining (start = %s; group join %.1f s not "
+        "counted), %.2f CPU-s (%.2f cores; the 4 sinkd %.1f CPU-s), "
+        "exit status %s%s"
+        % (label, s["wall_s"], s["start"], s["group_join_s"], s["cpu_s"],
+           s["cpu_cores_used"], s["sinkd_cpu_s"],
+           s["exit_status"], " (SIGKILLed)" if s["killed"] else ""),
+        "- VmRSS over the second half: %.1f..%.1f MiB (%d samples every "
+        "200 ms)" % (lo, hi, s["rss_samples"]),
+        "- msgs/s per second (slowest sink): %s"
+        % " ".join(str(x) for x in s["per_second_msgs"]),
+        "- stalls > %d ms (all sinks): %s" % (
+            STALL_S * 1000,
+            ", ".join("%.1fs at t=%.2fs" % (g["len_s"], g["at_s"])
+                      for g in st["all"]) or "none"),
+        "- per sink stalls: %s" % ("; ".join(
+            "%s %s" % (n, ", ".join("%.1fs@%.2fs" % (g["len_s"], g["at_s"])
+                                   for g in st[n]))
+            for n in SINKS if st[n]) or "none"),
+        "- sink requests after stop: %s (expected %s)"
+        % (s["sink_requests_after_stop"],
+           "%d each" % exp[0] if len(set(exp)) == 1 else
+           ", ".join("%s %d" % (n, e) for n, e in zip(SINKS, exp))),
+    ]
+    if s["summary"] is not None:
+        lines.append("- sluice's `%s`" % s["summary"]["line"])
+    if s["log_warnings"]:
+        lines.append("- sluice log warnings/errors (%d): %s"
+                     % (s["log_warnings_total"], s["log_warnings"][0]))
+    return lines
+
+
+def transform_lines(res):
+    """sluice + transforms beside plain sluice, then the Lua stage."""
+    s, t, lua = res.get("sluice"), res.get("sluice_transform"), \
+        res.get("lua_stage")
+    lines = []
+    if t is not None:
+        lines += [
+            "",
+            "### sluice + Lua transforms, end to end",
+            "",
+            "Same backlog, read again by a new consumer group; "
+            "pipelines/transforms/orders.lua once per message, then "
+            "billing.lua, crm.lua (skips cancelled orders) and search.lua "
+            "per sink; analytics as it is.",
+            "",
+            "| end to end, 4 sinks | msgs/s | CPU-µs/msg | peak RSS MiB "
+            "| cores used |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        if s is not None:
+            lines.append("| sluice, no transform | %.0f | %.1f | %.1f | %.2f |"
+                         % (s["msgs_per_s"], s["cpu_us_per_msg"],
+                            s["peak_rss_mib"], s["cpu_cores_used"]))
+        lines.append("| **sluice + transforms** | %.0f | %.1f | %.1f | %.2f |"
+                     % (t["msgs_per_s"], t["cpu_us_per_msg"],
+                        t["peak_rss_mib"], t["cpu_cores_used"]))
+        tv = res.get("transform_vs_plain")
+        if tv is not None:
+            lines.append("| ratio (+ transforms ÷ none) | %.2fx | %.2fx | "
+                         "%.2fx | %.2fx |"
+                         % (tv["msgs_per_s_ratio"], tv["cpu_us_per_msg_ratio"],
+                            tv["peak_rss_ratio"], tv["cores_used_ratio"]))
+        lines.append("")
+        if tv is not None:
+            alone = ("; the Lua stage alone, (a) below: %.2f"
+                     % lua["example"]["cpu_us_per_msg"]) if lua else ""
+            lines.append("- the transforms cost sluice %+.1f CPU-µs/msg "
+                         "end to end%s" % (tv["cpu_us_per_msg_added"], alone))
+        lines += run_lines(t, "sluice + transforms")
+    if lua is not None:
+        a, b, c = lua["example"], lua["untouched"], lua["decode_two_fields"]
+        jansson, cjson = (dict(LUA_BASELINES)[k]
+                          for k in ("jansson", "lua-cjson"))
+        lines += [
+            "",
+            "### The Lua stage alone (bin/transform-bench: %d messages over "
+            "%d orders, no Kafka, no network)" % (lua["iterations"],
+                                                 lua["orders_in_file"]),
+            "",
+            "| case | CPU-µs/msg | reference | row ÷ reference |",
+            "| --- | ---: | --- | --- |",
+            "| (a) the example: orders.lua + billing, crm, search shapes "
+            "| %.2f | target %.1f µs | %.2fx |"
+            % (a["cpu_us_per_msg"], LUA_TARGET_EXAMPLE_US,
+               a["cpu_us_per_msg"] / LUA_TARGET_EXAMPLE_US),
+            "| (a) of which orders.lua alone (transform_run only) "
+            "| %.2f | - | - |" % a["pipeline_only_us_per_msg"],
+            "| (b) a transform that never touches msg.json "
+            "| %.2f | target %.1f µs | %.2fx |"
+            % (b["cpu_us_per_msg"], LUA_TARGET_UNTOUCHED_US,
+               b["cpu_us_per_msg"] / LUA_TARGET_UNTOUCHED_US),
+            "| (b) the same | %.2f | a Lua call that only handles the "
+            "string, %.1f µs | %.2fx |"
+            % (b["cpu_us_per_msg"], LUA_STRING_ONLY_US,
+               b["cpu_us_per_msg"] / LUA_STRING_ONLY_US),
+            "| (c) decode + 2 fields + encode | %.2f | jansson %.2f µs "
+            "| %.2fx |" % (c["cpu_us_per_msg"], jansson,
+                           c["cpu_us_per_msg"] / jansson),
+            "| (c) the same | %.2f | lua-cjson %.2f µs | %.2fx |"
+            % (c["cpu_us_per_msg"], cjson, c["cpu_us_per_msg"] / cjson),
+            "",
+            "- (a) per message: %d outputs, %d requests, %d skipped (crm, "
+            "cancelled) over %d messages; Lua state %d KiB"
+            % (a["outputs"], a["requests"], a["skipped"], a["messages"],
+               a["lua_memory_kib"]),
+        ]
+    return lines
+
+
 def report(res):
-    s, a, b = res["sluice"], res["bare_consumer"], res["wrk"]
-    cpu, rss = s["cpu_us_per_msg"], s["peak_rss_mib"]
+    s, t = res.get("sluice"), res.get("sluice_transform")
+    a, b = res["bare_consumer"], res["wrk"]
+    ref = s if s is not None else t
+    cpu, rss = ref["cpu_us_per_msg"], ref["peak_rss_mib"]
 
     def ratio(c, r):
         parts = []
@@ -532,9 +839,16 @@ def report(res):
             parts.append("RSS %.2fx" % (r / TARGET_RSS_MIB))
         return ", ".join(parts) or "-"
 
-    rows = [
-        ("**sluice** end to end, 4 sinks", s["msgs_per_s"], cpu, rss,
-         ratio(cpu, rss), "1.00x"),
+    rows = []
+    if s is not None:
+        rows.append(("**sluice** end to end, 4 sinks", s["msgs_per_s"], cpu,
+                     rss, ratio(cpu, rss), "1.00x"))
+    if t is not None:
+        tc, tr = t["cpu_us_per_msg"], t["peak_rss_mib"]
+        rows.append(("**sluice + Lua transforms** end to end, 4 sinks",
+                     t["msgs_per_s"], tc, tr, ratio(tc, tr),
+                     "%.2fx" % (cpu / tc)))
+    rows += [
         ("ceiling A: bare librdkafka consumer", a["msgs_per_s"],
          a["cpu_us_per_msg"], a["max_rss_kb"] / 1024.0,
          ratio(a["cpu_us_per_msg"], a["max_rss_kb"] / 1024.0),
@@ -556,37 +870,18 @@ def report(res):
         % (res["count"], PARTITIONS, res["broker"], res["bootstrap"]),
         "",
         "| scenario | msgs/s | CPU-µs/msg | peak RSS MiB | ratio to target "
-        "| sluice ÷ row (CPU) |",
+        "| %s ÷ row (CPU) |" % ("sluice" if s is not None
+                                else "sluice + transforms"),
         "| --- | ---: | ---: | ---: | --- | --- |",
     ]
     for name, mps, c, r, rt, vs in rows:
         lines.append("| %s | %s | %s | %s | %s | %s |"
                      % (name, fmt(mps), fmt(c, "%.1f"), fmt(r, "%.1f"), rt,
                         vs))
-    st = s["stalls"]
-    lo, hi = s["rss_second_half_mib"]
+    lines.append("")
+    if s is not None:
+        lines += run_lines(s, "sluice")
     lines += [
-        "",
-        "- sluice: %.2f s draining (start = %s; group join %.1f s not "
-        "counted), %.2f CPU-s (%.2f cores; the 4 sinkd %.1f CPU-s), "
-        "exit status %s%s"
-        % (s["wall_s"], s["start"], s["group_join_s"], s["cpu_s"],
-           s["cpu_cores_used"], s["sinkd_cpu_s"],
-           s["exit_status"], " (SIGKILLed)" if s["killed"] else ""),
-        "- VmRSS over the second half: %.1f..%.1f MiB (%d samples every "
-        "200 ms)" % (lo, hi, s["rss_samples"]),
-        "- msgs/s per second (slowest sink): %s"
-        % " ".join(str(x) for x in s["per_second_msgs"]),
-        "- stalls > %d ms (all sinks): %s" % (
-            STALL_S * 1000,
-            ", ".join("%.1fs at t=%.2fs" % (g["len_s"], g["at_s"])
-                      for g in st["all"]) or "none"),
-        "- per sink stalls: %s" % ("; ".join(
-            "%s %s" % (n, ", ".join("%.1fs@%.2fs" % (g["len_s"], g["at_s"])
-                                   for g in st[n]))
-            for n in SINKS if st[n]) or "none"),
-        "- sink requests after stop: %s (expected %d each)"
-        % (s["sink_requests_after_stop"], res["count"]),
         "- backlog: %d produced in %.1f s, per partition %s"
         % (res["backlog"]["produced"], res["backlog"]["produce_s"],
            res["backlog"]["per_partition"]),
@@ -595,9 +890,7 @@ def report(res):
            "wrk: %d non-2xx, %s" % (b["non_2xx"], b["socket_errors"])
            if b["non_2xx"] or b["socket_errors"] else "wrk: no errors"),
     ]
-    if s["log_warnings"]:
-        lines.append("- sluice log warnings/errors (%d): %s"
-                     % (len(s["log_warnings"]), s["log_warnings"][0]))
+    lines += transform_lines(res)
     print("\n".join(lines), flush=True)
 
 
@@ -627,13 +920,27 @@ def main(argv=None):
                          "Kafka started with tests/kafka/kafka.sh")
     ap.add_argument("--keep", action="store_true",
                     help="keep the work dir (logs, pipeline file)")
+    tg = ap.add_mutually_exclusive_group()
+    tg.add_argument("--no-transform", action="store_true",
+                    help="skip the Lua transform variant (end to end and "
+                         "the Lua stage alone)")
+    tg.add_argument("--only-transform", action="store_true",
+                    help="skip the plain (no transform) sluice run")
+    ap.add_argument("--lua-iterations", type=int, default=200000,
+                    help="messages per case of the Lua stage alone "
+                         "(bin/transform-bench; default 200000)")
     args = ap.parse_args(argv)
     if args.count < 1:
         ap.error("--count must be >= 1")
+    if args.lua_iterations < 1:
+        ap.error("--lua-iterations must be >= 1")
     if args.broker == "mock" and args.count > 400000:
         log("warning: %d orders may exceed the mock's ~5 MiB per partition; "
             "the watermark check will tell" % args.count)
-    for tool in ("sluice", "sinkd", "kafka-mock", "bare-consumer"):
+    tools = ["sluice", "sinkd", "kafka-mock", "bare-consumer"]
+    if not args.no_transform:
+        tools.append("transform-bench")
+    for tool in tools:
         if not os.access(os.path.join(BIN, tool), os.X_OK):
             print("bench: %s/%s missing: run `make` first" % (BIN, tool),
                   file=sys.stderr)
@@ -668,23 +975,80 @@ def main(argv=None):
         log("backlog ready (%.1f s); ceiling A: bare-consumer"
             % backlog["produce_s"])
         bare = run_bare_consumer(bootstrap, topic, args.count, workdir)
-        log("bare-consumer: %.0f msgs/s; sluice" % bare["msgs_per_s"])
-        sl = run_sluice(procs, bootstrap, topic, args.count,
-                        "bench-%s-%d" % (ts, os.getpid()))
-        log("sluice: %.0f msgs/s; ceiling B: wrk" % sl["msgs_per_s"])
+        log("bare-consumer: %.0f msgs/s" % bare["msgs_per_s"])
+        sl = tr = lua = tv = None
+        if not args.only_transform:
+            log("sluice")
+            sl = run_sluice(procs, bootstrap, topic, args.count,
+                            "bench-%s-%d" % (ts, os.getpid()))
+            log("sluice: %.0f msgs/s" % sl["msgs_per_s"])
+        if not args.no_transform:
+            expected, cancelled = expected_requests(args.count)
+            log("sluice + transforms (new group; crm expects %d: %d "
+                "cancelled)" % (expected[SINKS.index("crm")], cancelled))
+            tr = run_sluice(procs, bootstrap, topic, args.count,
+                            "bench-transform-%s-%d" % (ts, os.getpid()),
+                            "pipeline-transform.yaml.in", expected,
+                            "transform")
+            tr["cancelled_orders"] = cancelled
+            check_transform_run(tr, args.count, cancelled)
+            log("sluice + transforms: %.0f msgs/s" % tr["msgs_per_s"])
+            if sl is not None:
+                tv = {
+                    "msgs_per_s_ratio":
+                        round(tr["msgs_per_s"] / sl["msgs_per_s"], 3),
+                    "cpu_us_per_msg_ratio":
+                        round(tr["cpu_us_per_msg"] / sl["cpu_us_per_msg"],
+                              3),
+                    "cpu_us_per_msg_added":
+                        round(tr["cpu_us_per_msg"] - sl["cpu_us_per_msg"],
+                              2),
+                    "peak_rss_ratio":
+                        round(tr["peak_rss_mib"] / sl["peak_rss_mib"], 3),
+                    "cores_used_ratio":
+                        round(tr["cpu_cores_used"] / sl["cpu_cores_used"],
+                              3),
+                }
+        log("ceiling B: wrk")
         wrk = run_wrk(procs)
+        if not args.no_transform:
+            log("the Lua stage alone: transform-bench")
+            lua = run_lua_stage(workdir, bootstrap, topic,
+                                args.lua_iterations)
+            a, b, c = (lua["example"], lua["untouched"],
+                       lua["decode_two_fields"])
+            lua["vs_reference"] = {
+                "example_vs_target": round(
+                    a["cpu_us_per_msg"] / LUA_TARGET_EXAMPLE_US, 3),
+                "untouched_vs_target": round(
+                    b["cpu_us_per_msg"] / LUA_TARGET_UNTOUCHED_US, 3),
+                "untouched_vs_string_only": round(
+                    b["cpu_us_per_msg"] / LUA_STRING_ONLY_US, 3),
+            }
+            for name, us in LUA_BASELINES:
+                lua["vs_reference"]["decode_two_fields_vs_" +
+                                    name.replace("-", "_")] = round(
+                    c["cpu_us_per_msg"] / us, 3)
         res = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "count": args.count, "broker": args.broker,
             "bootstrap": bootstrap, "topic": topic,
             "host": {"cpus": os.cpu_count(), "loadavg_before": load},
             "backlog": backlog, "bare_consumer": bare, "sluice": sl,
-            "wrk": wrk,
+            "sluice_transform": tr, "transform_vs_plain": tv,
+            "lua_stage": lua, "wrk": wrk,
             "reference": {"target_cpu_us_per_msg": TARGET_CPU_US,
                           "target_peak_rss_mib": TARGET_RSS_MIB,
                           "baselines": [{"name": n, "cpu_us_per_msg": c,
                                          "peak_rss_mib": r}
-                                        for n, c, r in BASELINES]},
+                                        for n, c, r in BASELINES],
+                          "lua_target_example_us": LUA_TARGET_EXAMPLE_US,
+                          "lua_target_untouched_us":
+                              LUA_TARGET_UNTOUCHED_US,
+                          "lua_string_only_us": LUA_STRING_ONLY_US,
+                          "lua_decode_two_fields_baselines": [
+                              {"name": n, "cpu_us_per_msg": us}
+                              for n, us in LUA_BASELINES]},
         }
         os.makedirs(RESULTS, exist_ok=True)
         out = os.path.join(RESULTS, "latest.json")
