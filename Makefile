@@ -30,7 +30,7 @@ TOOLS      := $(BIN)/sinkd $(BIN)/kafka-mock $(BIN)/bare-consumer \
               $(BIN)/transform-bench
 
 .PHONY: all deps tools test unit integration integration-only demo bench \
-        asan docs docs-check clean kafka-start kafka-stop
+        asan docs docs-check clean kafka-start kafka-stop pipeline-tests
 all: deps $(BIN)/sluice tools
 
 deps:
@@ -68,7 +68,11 @@ unit: deps $(UNIT_BIN)
 integration: all
 	cd tests/integration && $(PYTHON) -m pytest -q -x -p no:cacheprovider .
 
-test: all docs-check unit integration
+# The example pipeline's transforms against its own test cases.
+pipeline-tests: all
+	$(BIN)/sluice test pipelines/orders-fanout.yaml
+
+test: all docs-check unit pipeline-tests integration
 
 demo: all
 	scripts/demo.sh

@@ -57,6 +57,8 @@ struct scalar {
     enum lit kind;
     lua_Integer i;
     double d;
+    const char *text; /* LIT_FLOAT: as written */
+    size_t text_len;
 };
 
 struct path_ent {
@@ -64,7 +66,27 @@ struct path_ent {
     size_t n;        /* the key's length, or the index */
 };
 
+/* Number text memo: the text each float of the current message came
+ * with, keyed by the double's bits, so that a number the script did not
+ * change is written back as it came (71.20 stays 71.20, 1e2 stays 1e2)
+ * rather than in shortest form. Fixed size: past it, floats are simply
+ * written in shortest form. */
+#define MEMO_SLOTS 512 /* a power of two, at most 3/4 used */
+#define MEMO_TEXT 8192
+#define MEMO_NUMBER_MAX 40
+
+struct memo_ent {
+    uint64_t bits;
+    uint32_t epoch;
+    uint16_t off;
+    uint8_t len;
+};
+
 struct json_codec {
+    struct memo_ent memo[MEMO_SLOTS];
+    char memo_text[MEMO_TEXT];
+    uint32_t memo_epoch;
+    size_t memo_used, memo_count;
     jsmntok_t *tok;
     unsigned tok_cap;
     char *scratch; /* unescaped strings, long numbers for strtod */
@@ -84,7 +106,78 @@ struct json_codec {
 
 json_codec_t *json_codec_new(void)
 {
-    return calloc(1, sizeof(json_codec_t));
+    json_codec_t *c = calloc(1, sizeof(json_codec_t));
+
+    if (c != NULL) {
+        c->memo_epoch = 1; /* zeroed slots are empty */
+    }
+    return c;
+}
+
+void json_codec_forget(json_codec_t *c)
+{
+    if (c->memo_count == 0) {
+        return;
+    }
+    c->memo_epoch++;
+    c->memo_count = 0;
+    c->memo_used = 0;
+}
+
+static uint64_t double_bits(double d)
+{
+    uint64_t b;
+
+    memcpy(&b, &d, sizeof(b));
+    return b;
+}
+
+static struct memo_ent *memo_slot(json_codec_t *c, uint64_t bits)
+{
+    size_t i = (size_t)((bits * 0x9E3779B97F4A7C15ULL) >> 55) &
+               (MEMO_SLOTS - 1);
+
+    while (c->memo[i].epoch == c->memo_epoch && c->memo[i].bits != bits) {
+        i = (i + 1) & (MEMO_SLOTS - 1);
+    }
+    return &c->memo[i];
+}
+
+/* Remembers the text a float came with; the first text of a value
+ * wins. */
+static void memo_put(json_codec_t *c, double d, const char *text, size_t n)
+{
+    uint64_t bits = double_bits(d);
+    struct memo_ent *e;
+
+    if (n > MEMO_NUMBER_MAX || c->memo_used + n > MEMO_TEXT ||
+        c->memo_count >= MEMO_SLOTS * 3 / 4) {
+        return;
+    }
+    e = memo_slot(c, bits);
+    if (e->epoch == c->memo_epoch) {
+        return;
+    }
+    *e = (struct memo_ent){.bits = bits, .epoch = c->memo_epoch,
+                           .off = (uint16_t)c->memo_used, .len = (uint8_t)n};
+    memcpy(c->memo_text + c->memo_used, text, n);
+    c->memo_used += n;
+    c->memo_count++;
+}
+
+static const char *memo_get(json_codec_t *c, double d, size_t *n)
+{
+    struct memo_ent *e;
+
+    if (c->memo_count == 0) {
+        return NULL;
+    }
+    e = memo_slot(c, double_bits(d));
+    if (e->epoch != c->memo_epoch) {
+        return NULL;
+    }
+    *n = e->len;
+    return c->memo_text + e->off;
 }
 
 void json_codec_free(json_codec_t *c)
@@ -636,6 +729,8 @@ static int read_number(struct walk *w, int q, int end, struct scalar *v)
         return p;
     }
     v->kind = LIT_FLOAT;
+    v->text = w->s + q;
+    v->text_len = (size_t)(p - q);
     long e10 = (eneg ? -ex : ex) - frac;
     if (exact && m <= (uint64_t)1 << 53 && e10 >= -22 && e10 <= 22) {
         /* Both operands exact, one rounding: correctly rounded, as strtod
@@ -864,6 +959,9 @@ static int walk_value(struct walk *w, int q, int depth)
         q = read_literal(w, q, &v);
         if (q >= 0 && w->L != NULL) {
             push_scalar(w->L, &v);
+            if (v.kind == LIT_FLOAT) {
+                memo_put(w->c, v.d, v.text, v.text_len);
+            }
         }
         return q;
     default:
@@ -1672,10 +1770,18 @@ static int enc_value(struct enc *e, int slot, int depth)
         } else {
             double d = lua_tonumber(L, slot);
 
+            size_t n;
+            const char *text = memo_get(c, d, &n);
+
             if (!isfinite(d)) {
                 return enc_fail(e, depth, "cannot encode NaN/inf");
             }
-            c->out_len += fmt_double(c->out + c->out_len, d);
+            if (text != NULL) {
+                memcpy(c->out + c->out_len, text, n);
+                c->out_len += n;
+            } else {
+                c->out_len += fmt_double(c->out + c->out_len, d);
+            }
         }
         return 0;
     case LUA_TSTRING: {

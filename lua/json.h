@@ -87,4 +87,10 @@ int json_open(struct lua_State *L);
  * raise a Lua memory error when creating it. */
 json_codec_t *json_codec_of(struct lua_State *L);
 
+/* Forgets the number texts remembered since the last call: decoding
+ * remembers the text of every float, and encoding writes a float of the
+ * same value with that text, so numbers a script did not change go out
+ * as they came in. Call it between messages. */
+void json_codec_forget(json_codec_t *c);
+
 #endif

@@ -430,9 +430,17 @@ static void msg_reset(transform_t *t, const struct connector_msg *in,
 
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->msg_ref);
     if (t->msg->set != 0 || t->msg->readonly) {
+        /* JSON and headers are cached on read even when nothing was
+         * set; key, value and dedupe_key only when set. */
+        unsigned set = t->msg->set | SET_JSON | SET_HEADERS;
+        static const unsigned uv_flag[UV_COUNT + 1] = {
+            0, SET_JSON, SET_HEADERS, SET_KEY, SET_VALUE, SET_DEDUPE,
+        };
         for (int i = 1; i <= UV_COUNT; i++) {
-            lua_pushnil(L);
-            lua_setiuservalue(L, -2, i);
+            if (set & uv_flag[i]) {
+                lua_pushnil(L);
+                lua_setiuservalue(L, -2, i);
+            }
         }
     }
     t->msg->in = in;
@@ -892,6 +900,7 @@ int transform_run(transform_t *t, const struct connector_msg *in,
     t->nhdrs = 0;
     if (t->L != NULL) {
         forget_outjson(t);
+        json_codec_forget(t->codec);
     }
     if (t->pipeline_fn == LUA_NOREF) {
         struct transform_out *o;
