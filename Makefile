@@ -16,6 +16,7 @@ BUILD   ?= build
 BIN     ?= bin
 CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -g $(WARN) $(SAN) -MMD -MP \
            -I. -Iworker -Iconnectors -Ilua \
+           -DSLUICE_LUA_LIB_DEFAULT='"$(CURDIR)/lua/lib"' \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser \
            -lpthread -lm

@@ -1393,8 +1393,8 @@ static int open_modules(lua_State *L)
 
 /* ---- lifecycle ---- */
 
-/* lua/lib beside the binary's directory (bin/../lua/lib), unless
- * SLUICE_LUA_LIB names another. */
+/* Where lua/lib is: SLUICE_LUA_LIB, else beside the binary
+ * (bin/../lua/lib), else the source tree the binary was built from. */
 static void lib_dir(char *out, size_t cap)
 {
     const char *env = getenv("SLUICE_LUA_LIB");
@@ -1406,16 +1406,22 @@ static void lib_dir(char *out, size_t cap)
         return;
     }
     n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (n <= 0) {
-        snprintf(out, cap, "lua/lib");
-        return;
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash != NULL) {
+            *slash = '\0';
+        }
+        snprintf(out, cap, "%s/../lua/lib", exe);
+        if (access(out, R_OK | X_OK) == 0) {
+            return;
+        }
     }
-    exe[n] = '\0';
-    char *slash = strrchr(exe, '/');
-    if (slash != NULL) {
-        *slash = '\0';
-    }
-    snprintf(out, cap, "%s/../lua/lib", exe);
+#ifdef SLUICE_LUA_LIB_DEFAULT
+    snprintf(out, cap, "%s", SLUICE_LUA_LIB_DEFAULT);
+#else
+    snprintf(out, cap, "lua/lib");
+#endif
 }
 
 /* Loads path in its own environment and takes its function `fn`. */
