@@ -272,10 +272,15 @@ cmd_start() {
     if [ ! -f "$data/meta.properties" ]; then
         if [ ! -s "$DIR/cluster.id" ]; then
             # a random 16-byte UUID, base64url without padding, like
-            # `kafka-storage random-uuid` but without starting a JVM
+            # `kafka-storage random-uuid` but without starting a JVM; like
+            # Kafka's, never starting with '-' (1 in 64 would, and the
+            # storage tool then takes it for an option)
             "$PYTHON" -c 'import base64, uuid
-print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))' \
-                >"$DIR/cluster.id"
+while True:
+    s = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    if not s.startswith("-"):
+        break
+print(s)' >"$DIR/cluster.id"
         fi
         mkdir -p "$data"
         "$JAVA" "${JVM_OPTS[@]}" -cp "$LIB/*" kafka.tools.StorageTool \
