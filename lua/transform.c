@@ -825,6 +825,24 @@ static void output_from_table(transform_t *t, int msg_idx, int idx,
     lua_pop(L, 1);
 }
 
+/* Each part of a split needs a dedupe key of its own, or a sink would
+ * take the second part for a duplicate of the first: <input's>#n for
+ * the parts whose script chose none. */
+static void name_split_parts(transform_t *t)
+{
+    lua_State *L = t->L;
+
+    for (size_t i = 0; t->nouts > 1 && i < t->nouts; i++) {
+        if (t->outs[i].dedupe_key == NULL) {
+            lua_pushfstring(L, "%s#%d", t->msg->in->dedupe_key, (int)i + 1);
+            t->outs[i].dedupe_key = anchor_string(L, &t->run_anchor, -1,
+                                                  NULL);
+            t->outs[i].unchanged = 0;
+            lua_pop(L, 1);
+        }
+    }
+}
+
 static int is_msg(lua_State *L, int idx)
 {
     return luaL_testudata(L, idx, MSG_TYPE) != NULL;
@@ -883,6 +901,7 @@ static int run_protected(lua_State *L)
             }
             lua_pop(L, 1);
         }
+        name_split_parts(t);
         return 0;
     }
     return luaL_error(L, "%s: transform must return the message, nil (to "
@@ -950,6 +969,27 @@ int transform_run(transform_t *t, const struct connector_msg *in,
 const struct transform_out *transform_output(const transform_t *t, size_t i)
 {
     return i < t->nouts ? &t->outs[i] : NULL;
+}
+
+void transform_output_view(const transform_t *t, size_t i,
+                           const struct connector_msg *in,
+                           struct connector_msg *view)
+{
+    const struct transform_out *o = &t->outs[i];
+
+    *view = *in;
+    if (o->unchanged) {
+        return;
+    }
+    view->key = o->key;
+    view->key_len = o->key_len;
+    view->value = o->value;
+    view->value_len = o->value_len;
+    view->headers = o->headers;
+    view->header_count = o->header_count;
+    if (o->dedupe_key != NULL) {
+        view->dedupe_key = o->dedupe_key;
+    }
 }
 
 /* ---- sink transforms ---- */

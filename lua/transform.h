@@ -47,7 +47,9 @@ struct transform_out {
     size_t value_len;
     const struct connector_header *headers;
     size_t header_count;
-    const char *dedupe_key; /* NUL-terminated; NULL: derive from input */
+    /* NUL-terminated; NULL: the input's. Each part of a split has one
+     * (the script's, else the input's with #1, #2, ...). */
+    const char *dedupe_key;
 };
 
 /* Runs the pipeline transform on in. Returns the number of messages out
@@ -60,6 +62,13 @@ int transform_run(transform_t *t, const struct connector_msg *in,
 /* Output i (< the count transform_run returned). */
 const struct transform_out *transform_output(const transform_t *t,
                                              size_t i);
+
+/* Output i as a sink sees it: in (the input transform_run was given)
+ * with the output's key, value, headers and dedupe key. Valid as long
+ * as both are. */
+void transform_output_view(const transform_t *t, size_t i,
+                           const struct connector_msg *in,
+                           struct connector_msg *view);
 
 /* ---- per-sink transforms ---- */
 

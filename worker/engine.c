@@ -916,16 +916,15 @@ static void pump_fired(struct loop_timer *t)
 
 /* ---- records in ---- */
 
-/* Fills m from output o of record rec (output i of n). A changed output
- * is copied: the script's strings live only until its next call. */
+/* Fills m from output o of record rec. A changed output is copied: the
+ * script's strings live only until its next call. */
 static int msg_fill(engine_t *e, struct msg *m, const struct consumer_record *rec,
-                    const struct transform_out *o, size_t i, size_t n,
-                    const char *dedupe)
+                    const struct transform_out *o, const char *dedupe)
 {
     m->part = rec->part;
     m->offset = rec->offset;
     m->timestamp_ms = rec->timestamp_ms;
-    m->transformed = !o->unchanged || n > 1;
+    m->transformed = !o->unchanged;
     m->bytes = 0;
     if (!m->transformed) {
         m->key = rec->key;
@@ -933,16 +932,7 @@ static int msg_fill(engine_t *e, struct msg *m, const struct consumer_record *re
         m->value = rec->value;
         m->value_len = rec->value_len;
     } else {
-        char split_key[400];
-        const char *key = o->dedupe_key;
-        if (key == NULL && n > 1) {
-            /* Each part of a split needs its own key, or a sink would
-             * take the second part for a duplicate of the first. */
-            snprintf(split_key, sizeof(split_key), "%s#%zu", dedupe, i + 1);
-            key = split_key;
-        } else if (key == NULL) {
-            key = dedupe;
-        }
+        const char *key = o->dedupe_key != NULL ? o->dedupe_key : dedupe;
         size_t key_len = o->key != NULL ? o->key_len : 0;
         size_t dedupe_len = strlen(key);
         if (copy_reserve(&m->own,
@@ -1069,7 +1059,9 @@ static void on_record(void *arg, const struct consumer_record *rec)
     e->consumed++;
     if (e->tf != NULL) {
         struct sl_error err;
-        struct connector_msg in = {
+        struct connector_msg *in = &e->view;
+
+        *in = (struct connector_msg){
             .topic = p->topic,
             .partition = p->partition,
             .offset = rec->offset,
@@ -1083,9 +1075,9 @@ static void on_record(void *arg, const struct consumer_record *rec)
             .header_count =
                 consumer_headers(rec->handle, e->headers, HEADER_SCRATCH),
         };
-        e->view_msg = NULL; /* the scratch now holds this record */
-        dedupe = in.dedupe_key;
-        n = transform_run(e->tf, &in, &err);
+        e->view_msg = NULL; /* the view now holds this record */
+        dedupe = in->dedupe_key;
+        n = transform_run(e->tf, in, &err);
         if (n <= 0) {
             if (n < 0) {
                 e->transform_failed++;
@@ -1122,7 +1114,7 @@ static void on_record(void *arg, const struct consumer_record *rec)
         m->origin = out[0];
         m->slot = slot;
         m->pending = (unsigned)e->nsinks;
-        if (msg_fill(e, m, rec, o, (size_t)i, (size_t)n, dedupe) != 0) {
+        if (msg_fill(e, m, rec, o, dedupe) != 0) {
             n = i + 1;
             goto oom;
         }
@@ -1130,6 +1122,11 @@ static void on_record(void *arg, const struct consumer_record *rec)
     for (int i = 0; i < n; i++) {
         p->refs++;
         e->inflight_bytes += out[i]->bytes;
+    }
+    if (dedupe != NULL && !out[0]->transformed) {
+        /* The view the transform saw is this msg's: the sinks'
+         * transforms and the first sends need not look it up again. */
+        e->view_msg = out[0];
     }
     out[0]->outputs = (unsigned)n;
     p->inflight++;

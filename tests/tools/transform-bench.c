@@ -226,40 +226,14 @@ static void first_error(struct counts *c, long msg, const char *what,
     }
 }
 
-/* Output i of n as the sinks see it (what the engine's msg_view shows
- * after msg_fill), with the dedupe key a split part gets. */
-static void output_view(const struct connector_msg *in,
-                        const struct transform_out *o, size_t i, size_t n,
-                        struct connector_msg *v, char *split_key,
-                        size_t size)
-{
-    *v = *in;
-    if (!o->unchanged) {
-        v->key = o->key;
-        v->key_len = o->key_len;
-        v->value = o->value;
-        v->value_len = o->value_len;
-        v->headers = o->headers;
-        v->header_count = o->header_count;
-    }
-    if (!o->unchanged && o->dedupe_key != NULL) {
-        v->dedupe_key = o->dedupe_key;
-    } else if (n > 1) {
-        snprintf(split_key, size, "%s#%zu", in->dedupe_key, i + 1);
-        v->dedupe_key = split_key;
-    }
-}
-
 /* Runs messages [first, first + count) through the transforms; shape:
  * the sinks' transforms too. */
 static void run_pass(transform_t *t, const struct cfg *cfg,
                      const struct order *orders, size_t norders, long first,
                      long count, int shape, struct counts *c)
 {
-    static const struct transform_out plain = {.unchanged = 1};
     struct connector_header hdr = {.name = "message-id"};
     struct sl_error err;
-    int has_pipeline = transform_has_pipeline(t);
 
     for (long m = first; m < first + count; m++) {
         const struct order *o = &orders[(size_t)m % norders];
@@ -294,12 +268,8 @@ static void run_pass(transform_t *t, const struct cfg *cfg,
             continue;
         }
         for (int i = 0; i < n; i++) {
-            const struct transform_out *out =
-                has_pipeline ? transform_output(t, (size_t)i) : &plain;
             struct connector_msg view;
-            char split_key[400];
-            output_view(&in, out, (size_t)i, (size_t)n, &view, split_key,
-                        sizeof(split_key));
+            transform_output_view(t, (size_t)i, &in, &view);
             for (size_t s = 0; s < cfg->sink_count; s++) {
                 struct transform_request req;
                 int rc;
