@@ -1262,6 +1262,41 @@ static void progress_fired(struct loop_timer *t)
 
 /* ---- lifecycle ---- */
 
+struct cfg *engine_load_config(const char *path, FILE *errf)
+{
+    struct cfg_errors *errs = calloc(1, sizeof(*errs));
+    struct cfg *cfg;
+
+    if (errs == NULL) {
+        fprintf(errf, "sluice: out of memory\n");
+        return NULL;
+    }
+    cfg = cfg_load(path, errs);
+    if (cfg != NULL && consumer_check_config(cfg, errs) != 0) {
+        cfg_free(cfg);
+        cfg = NULL;
+    }
+    if (cfg != NULL) {
+        /* Load the scripts once: a syntax error or a missing function
+         * fails here, at start, with file and line. */
+        struct sl_error err;
+        transform_t *t = transform_new(cfg, &err);
+        if (t == NULL) {
+            fprintf(errf, "%s\n", err.msg);
+            errs->count++;
+            cfg_free(cfg);
+            cfg = NULL;
+        }
+        transform_destroy(t);
+    }
+    if (cfg == NULL) {
+        fputs(errs->text, errf);
+        fprintf(errf, "sluice: %d error(s) in %s\n", errs->count, path);
+    }
+    free(errs);
+    return cfg;
+}
+
 engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
                      struct sl_error *err)
 {

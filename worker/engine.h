@@ -7,11 +7,18 @@
 #define SLUICE_ENGINE_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "cfg.h"
 #include "connector.h"
 
 typedef struct engine engine_t;
+
+/* Loads path and checks everything a run checks at start without
+ * connecting anywhere: the file, the librdkafka properties and the Lua
+ * scripts. On any error prints each one, then "sluice: N error(s) in
+ * PATH", to errf and returns NULL; else a cfg for cfg_free(). */
+struct cfg *engine_load_config(const char *path, FILE *errf);
 
 struct engine_options {
     int progress; /* print a live progress line on stderr each second */

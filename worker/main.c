@@ -15,7 +15,6 @@
 #include "log.h"
 #include "reference.h"
 #include "testcmd.h"
-#include "transform.h"
 
 #ifndef SLUICE_VERSION
 #define SLUICE_VERSION "0.1.0"
@@ -78,37 +77,7 @@ static const char test_usage[] =
 
 static struct cfg *load(const char *path)
 {
-    struct cfg_errors *errs = calloc(1, sizeof(*errs));
-    struct cfg *cfg;
-
-    if (errs == NULL) {
-        fprintf(stderr, "sluice: out of memory\n");
-        return NULL;
-    }
-    cfg = cfg_load(path, errs);
-    if (cfg != NULL && consumer_check_config(cfg, errs) != 0) {
-        cfg_free(cfg);
-        cfg = NULL;
-    }
-    if (cfg != NULL) {
-        /* Load the scripts once: a syntax error or a missing function
-         * fails here, at start, with file and line. */
-        struct sl_error err;
-        transform_t *t = transform_new(cfg, &err);
-        if (t == NULL) {
-            fprintf(stderr, "%s\n", err.msg);
-            errs->count++;
-            cfg_free(cfg);
-            cfg = NULL;
-        }
-        transform_destroy(t);
-    }
-    if (cfg == NULL) {
-        fputs(errs->text, stderr);
-        fprintf(stderr, "sluice: %d error(s) in %s\n", errs->count, path);
-    }
-    free(errs);
-    return cfg;
+    return engine_load_config(path, stderr);
 }
 
 static int cmd_validate(int argc, char **argv)

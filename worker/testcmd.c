@@ -117,7 +117,7 @@
 #include <yaml.h>
 
 #include "cfg.h"
-#include "consumer.h"
+#include "engine.h"
 #include "transform.h"
 
 #define DEPTH_MAX 100            /* nesting of a YAML value we walk */
@@ -2263,28 +2263,6 @@ static char *default_tests(const char *pipeline)
     return path;
 }
 
-static struct cfg *load_pipeline(const char *path, FILE *errf)
-{
-    struct cfg_errors *errs = calloc(1, sizeof(*errs));
-    struct cfg *cfg;
-
-    if (errs == NULL) {
-        fprintf(errf, "sluice: out of memory\n");
-        return NULL;
-    }
-    cfg = cfg_load(path, errs);
-    if (cfg != NULL && consumer_check_config(cfg, errs) != 0) {
-        cfg_free(cfg);
-        cfg = NULL;
-    }
-    if (cfg == NULL) {
-        fputs(errs->text, errf);
-        fprintf(errf, "sluice: %d error(s) in %s\n", errs->count, path);
-    }
-    free(errs);
-    return cfg;
-}
-
 /* Error lines in file order: the loader checks a mapping's keys before
  * its values, so its lines come out of order. */
 struct errline {
@@ -2403,7 +2381,7 @@ int testcmd_run(const struct testcmd_options *o)
     struct sl_error err = {{0}};
     int passed = 0, failed = 0, rc = TESTCMD_INVALID;
 
-    cfg = load_pipeline(o->pipeline, errf);
+    cfg = engine_load_config(o->pipeline, errf);
     if (cfg == NULL) {
         return TESTCMD_INVALID;
     }
