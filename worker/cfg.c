@@ -998,9 +998,40 @@ static void walk_root(struct walker *w, struct cfg *cfg,
     }
 }
 
-struct cfg *cfg_load(const char *path, struct cfg_errors *errs)
+int cfg_parse_yaml(const char *file, FILE *fp, const char *text, size_t len,
+                   yaml_document_t *doc, struct cfg_errors *errs)
 {
     yaml_parser_t parser;
+
+    if (!yaml_parser_initialize(&parser)) {
+        cfg_errors_add(errs, file, 0, 0, "", "out of memory");
+        return -1;
+    }
+    if (fp != NULL) {
+        yaml_parser_set_input_file(&parser, fp);
+    } else {
+        yaml_parser_set_input_string(&parser, (const unsigned char *)text,
+                                     len);
+    }
+    if (!yaml_parser_load(&parser, doc)) {
+        const yaml_mark_t *m =
+            parser.problem_mark.line || parser.problem_mark.column
+                ? &parser.problem_mark
+                : &parser.context_mark;
+        cfg_errors_add(errs, file, (int)m->line + 1, (int)m->column + 1, "",
+                       "invalid YAML: %s%s%s",
+                       parser.problem ? parser.problem : "parse error",
+                       parser.context ? " " : "",
+                       parser.context ? parser.context : "");
+        yaml_parser_delete(&parser);
+        return -1;
+    }
+    yaml_parser_delete(&parser);
+    return 0;
+}
+
+struct cfg *cfg_load(const char *path, struct cfg_errors *errs)
+{
     yaml_document_t doc;
     struct cfg *cfg = NULL;
     FILE *fp;
@@ -1012,22 +1043,10 @@ struct cfg *cfg_load(const char *path, struct cfg_errors *errs)
                        strerror(errno));
         return NULL;
     }
-    yaml_parser_initialize(&parser);
-    yaml_parser_set_input_file(&parser, fp);
-    if (!yaml_parser_load(&parser, &doc)) {
-        const yaml_mark_t *m = parser.problem_mark.line || parser.problem_mark.column
-                                   ? &parser.problem_mark
-                                   : &parser.context_mark;
-        cfg_errors_add(errs, path, (int)m->line + 1, (int)m->column + 1, "",
-                       "invalid YAML: %s%s%s",
-                       parser.problem ? parser.problem : "parse error",
-                       parser.context ? " " : "",
-                       parser.context ? parser.context : "");
-        yaml_parser_delete(&parser);
+    if (cfg_parse_yaml(path, fp, NULL, 0, &doc, errs) != 0) {
         fclose(fp);
         return NULL;
     }
-    yaml_parser_delete(&parser);
     fclose(fp);
 
     cfg = calloc(1, sizeof(*cfg));

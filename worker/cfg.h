@@ -9,6 +9,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <yaml.h>
 
 #include "connector.h"
 
@@ -78,6 +80,12 @@ struct cfg_errors {
 /* Loads path into a new cfg. Returns NULL when the file has any error,
  * with every error in errs. The result is freed with cfg_free(). */
 struct cfg *cfg_load(const char *path, struct cfg_errors *errs);
+
+/* Parses one YAML document from fp, or else from text (len bytes),
+ * into doc (freed with yaml_document_delete). On invalid YAML adds
+ * "file:line:col: invalid YAML: ..." to errs and returns -1. */
+int cfg_parse_yaml(const char *file, FILE *fp, const char *text, size_t len,
+                   yaml_document_t *doc, struct cfg_errors *errs);
 
 /* Adds one error line ("file:line:col: key: message"). */
 void cfg_errors_add(struct cfg_errors *errs, const char *file, int line,

@@ -1516,40 +1516,6 @@ static void tfile_free(struct tfile *f)
     free(f->path);
 }
 
-/* Parses one YAML document from fp or from text; errors as cfg.c's. */
-static int parse_doc(const char *file, FILE *fp, const char *text,
-                     size_t len, yaml_document_t *doc,
-                     struct cfg_errors *errs)
-{
-    yaml_parser_t parser;
-
-    if (!yaml_parser_initialize(&parser)) {
-        cfg_errors_add(errs, file, 0, 0, "", "out of memory");
-        return -1;
-    }
-    if (fp != NULL) {
-        yaml_parser_set_input_file(&parser, fp);
-    } else {
-        yaml_parser_set_input_string(&parser, (const unsigned char *)text,
-                                     len);
-    }
-    if (!yaml_parser_load(&parser, doc)) {
-        const yaml_mark_t *m =
-            parser.problem_mark.line || parser.problem_mark.column
-                ? &parser.problem_mark
-                : &parser.context_mark;
-        cfg_errors_add(errs, file, (int)m->line + 1, (int)m->column + 1, "",
-                       "invalid YAML: %s%s%s",
-                       parser.problem ? parser.problem : "parse error",
-                       parser.context ? " " : "",
-                       parser.context ? parser.context : "");
-        yaml_parser_delete(&parser);
-        return -1;
-    }
-    yaml_parser_delete(&parser);
-    return 0;
-}
-
 static int tfile_load(struct tfile *f, const struct cfg *cfg,
                       struct cfg_errors *errs)
 {
@@ -1565,7 +1531,7 @@ static int tfile_load(struct tfile *f, const struct cfg *cfg,
                        strerror(errno));
         return -1;
     }
-    rc = parse_doc(f->path, fp, NULL, 0, &f->doc, errs);
+    rc = cfg_parse_yaml(f->path, fp, NULL, 0, &f->doc, errs);
     fclose(fp);
     if (rc != 0) {
         return -1;
@@ -2466,7 +2432,7 @@ char *testcmd_value_from_yaml(const char *yaml, size_t yaml_len, size_t *len,
         sl_error_set(err, "out of memory");
         return NULL;
     }
-    if (parse_doc("", NULL, yaml, yaml_len, &doc, errs) != 0) {
+    if (cfg_parse_yaml("", NULL, yaml, yaml_len, &doc, errs) != 0) {
         first_error(errs, err);
         free(errs);
         return NULL;
@@ -2509,7 +2475,7 @@ int testcmd_compare_value(const char *expected_yaml, const void *actual,
     if (errs == NULL) {
         return sl_error_set(err, "out of memory");
     }
-    if (parse_doc("", NULL, expected_yaml, strlen(expected_yaml), &doc,
+    if (cfg_parse_yaml("", NULL, expected_yaml, strlen(expected_yaml), &doc,
                   errs) != 0) {
         first_error(errs, err);
         free(errs);
