@@ -110,7 +110,7 @@ static int safe_setmetatable(lua_State *L)
     return 1;
 }
 
-static int safe_print(lua_State *L)
+const char *script_join_args(lua_State *L, const char *sep)
 {
     luaL_Buffer b;
     int n = lua_gettop(L);
@@ -118,13 +118,18 @@ static int safe_print(lua_State *L)
     luaL_buffinit(L, &b);
     for (int i = 1; i <= n; i++) {
         if (i > 1) {
-            luaL_addchar(&b, '\t');
+            luaL_addstring(&b, sep);
         }
         luaL_tolstring(L, i, NULL);
         luaL_addvalue(&b);
     }
     luaL_pushresult(&b);
-    log_info("lua: %s", lua_tostring(L, -1));
+    return lua_tostring(L, -1);
+}
+
+static int safe_print(lua_State *L)
+{
+    log_info("lua: %s", script_join_args(L, "\t"));
     return 0;
 }
 

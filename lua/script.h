@@ -48,6 +48,10 @@ int script_has_function(script_t *s, const char *name);
  * stack. 0 or -1. */
 int script_pcall(script_t *s, int nargs, int nresults, struct sl_error *err);
 
+/* Joins a C function's arguments as tostring() shows them, with sep
+ * between: pushes the text and returns it (print, log.*). */
+const char *script_join_args(struct lua_State *L, const char *sep);
+
 /* The state, for pushing arguments and reading results. */
 struct lua_State *script_state(script_t *s);
 

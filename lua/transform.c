@@ -1267,26 +1267,15 @@ static int log_at(lua_State *L, enum log_level level)
 {
     transform_t *t = from_upvalue(L);
     const struct connector_msg *in = t->msg != NULL ? t->msg->in : NULL;
-    int n = lua_gettop(L);
-    luaL_Buffer b;
+    const char *text = script_join_args(L, " ");
+    const char *script = t->script_name ? t->script_name : "?";
 
-    luaL_buffinit(L, &b);
-    for (int i = 1; i <= n; i++) {
-        if (i > 1) {
-            luaL_addchar(&b, ' ');
-        }
-        luaL_tolstring(L, i, NULL);
-        luaL_addvalue(&b);
-    }
-    luaL_pushresult(&b);
     if (in != NULL) {
-        log_write(level, "lua %s: %s [%d] offset %lld: %s",
-                  t->script_name ? t->script_name : "?", in->topic,
-                  (int)in->partition, (long long)in->offset,
-                  lua_tostring(L, -1));
+        log_write(level, "lua %s: %s [%d] offset %lld: %s", script,
+                  in->topic, (int)in->partition, (long long)in->offset,
+                  text);
     } else {
-        log_write(level, "lua %s: %s", t->script_name ? t->script_name : "?",
-                  lua_tostring(L, -1));
+        log_write(level, "lua %s: %s", script, text);
     }
     return 0;
 }
@@ -1405,6 +1394,8 @@ static int open_modules(lua_State *L)
     luaL_newlibtable(L, log_fns);
     lua_pushlightuserdata(L, t);
     luaL_setfuncs(L, log_fns, 1);
+    lua_getfield(L, -1, "info");
+    lua_setglobal(L, "print"); /* print is log.info: tagged the same */
     register_module(L, "log");
     luaL_newlib(L, sluice_fns);
     register_module(L, "sluice");

@@ -1197,6 +1197,18 @@ static void signal_ready(struct loop_io *io, uint32_t events)
     }
 }
 
+/* Appends " <name><suffix>=<value>" to line when value is not 0. */
+static size_t add_counter(char *line, size_t n, size_t cap,
+                          const char *name, const char *suffix,
+                          uint64_t value)
+{
+    if (value == 0 || n >= cap) {
+        return n;
+    }
+    return n + (size_t)snprintf(line + n, cap - n, " %s%s=%llu", name,
+                                suffix, (unsigned long long)value);
+}
+
 static void print_progress(engine_t *e, int final)
 {
     char line[1024];
@@ -1210,38 +1222,17 @@ static void print_progress(engine_t *e, int final)
                               e->sinks[i].cfg->name,
                               (unsigned long long)e->sinks[i].delivered);
     }
-    if (e->dropped > 0 && n < sizeof(line)) {
-        n += (size_t)snprintf(line + n, sizeof(line) - n, " dropped=%llu",
-                              (unsigned long long)e->dropped);
-    }
-    if (e->transform_failed > 0 && n < sizeof(line)) {
-        n += (size_t)snprintf(line + n, sizeof(line) - n,
-                              " transform_failed=%llu",
-                              (unsigned long long)e->transform_failed);
-    }
-    for (size_t i = 0; i < e->nsinks && n < sizeof(line); i++) {
+    n = add_counter(line, n, sizeof(line), "dropped", "", e->dropped);
+    n = add_counter(line, n, sizeof(line), "transform_failed", "",
+                    e->transform_failed);
+    for (size_t i = 0; i < e->nsinks; i++) {
         const struct sink *s = &e->sinks[i];
         const char *name = s->cfg->name;
-        if (s->failed > 0 && n < sizeof(line)) {
-            n += (size_t)snprintf(line + n, sizeof(line) - n,
-                                  " %s_failed=%llu", name,
-                                  (unsigned long long)s->failed);
-        }
-        if (s->skipped > 0 && n < sizeof(line)) {
-            n += (size_t)snprintf(line + n, sizeof(line) - n,
-                                  " %s_skipped=%llu", name,
-                                  (unsigned long long)s->skipped);
-        }
-        if (s->gave_up > 0 && n < sizeof(line)) {
-            n += (size_t)snprintf(line + n, sizeof(line) - n,
-                                  " %s_gave_up=%llu", name,
-                                  (unsigned long long)s->gave_up);
-        }
-        if (s->done_by_policy > 0 && n < sizeof(line)) {
-            n += (size_t)snprintf(line + n, sizeof(line) - n,
-                                  " %s_done_by_policy=%llu", name,
-                                  (unsigned long long)s->done_by_policy);
-        }
+        n = add_counter(line, n, sizeof(line), name, "_failed", s->failed);
+        n = add_counter(line, n, sizeof(line), name, "_skipped", s->skipped);
+        n = add_counter(line, n, sizeof(line), name, "_gave_up", s->gave_up);
+        n = add_counter(line, n, sizeof(line), name, "_done_by_policy",
+                        s->done_by_policy);
     }
     if (final) {
         log_info("%s", line);
