@@ -809,30 +809,47 @@ static int is_value_start(int c)
 
 static int walk_value(struct walk *w, int q, int depth);
 
-static int walk_object(struct walk *w, int q, int depth)
+/* Opens the object or array at q: takes its token (whose size presizes
+ * the table) and, when decoding, pushes the table. Returns 0 or -1. */
+static int open_container(struct walk *w, int q, int depth, jsmntype_t type)
 {
     lua_State *L = w->L;
-    int first = 1, size = 0;
+    int size = 0;
 
     if (depth > JSON_MAX_DEPTH) {
         return fail_at(w, q, TOO_DEEP);
     }
     if (w->ntok > 0) {
-        const jsmntok_t *t = take(w, JSMN_OBJECT, q);
+        const jsmntok_t *t = take(w, type, q);
 
         if (t == NULL) {
             return fail_at(w, q, "unexpected token");
         }
         size = t->size;
     }
-    if (L != NULL) {
-        if (!lua_checkstack(L, 4)) {
-            return fail_at(w, q, "out of memory");
-        }
+    if (L == NULL) {
+        return 0;
+    }
+    if (!lua_checkstack(L, 4)) {
+        return fail_at(w, q, "out of memory");
+    }
+    if (type == JSMN_ARRAY) {
+        lua_createtable(L, size, 0);
+        lua_pushvalue(L, w->amt);
+        lua_setmetatable(L, -2);
+    } else {
         lua_createtable(L, 0, size);
-        if (resync(w) != 0) {
-            return -1;
-        }
+    }
+    return resync(w) != 0 ? -1 : 0;
+}
+
+static int walk_object(struct walk *w, int q, int depth)
+{
+    lua_State *L = w->L;
+    int first = 1;
+
+    if (open_container(w, q, depth, JSMN_OBJECT) != 0) {
+        return -1;
     }
     q = skip_ws(w, q + 1);
     if (at(w, q) == '}') {
@@ -882,29 +899,9 @@ static int walk_object(struct walk *w, int q, int depth)
 static int walk_array(struct walk *w, int q, int depth)
 {
     lua_State *L = w->L;
-    int size = 0;
 
-    if (depth > JSON_MAX_DEPTH) {
-        return fail_at(w, q, TOO_DEEP);
-    }
-    if (w->ntok > 0) {
-        const jsmntok_t *t = take(w, JSMN_ARRAY, q);
-
-        if (t == NULL) {
-            return fail_at(w, q, "unexpected token");
-        }
-        size = t->size;
-    }
-    if (L != NULL) {
-        if (!lua_checkstack(L, 4)) {
-            return fail_at(w, q, "out of memory");
-        }
-        lua_createtable(L, size, 0);
-        lua_pushvalue(L, w->amt);
-        lua_setmetatable(L, -2);
-        if (resync(w) != 0) {
-            return -1;
-        }
+    if (open_container(w, q, depth, JSMN_ARRAY) != 0) {
+        return -1;
     }
     q = skip_ws(w, q + 1);
     if (at(w, q) == ']') {
