@@ -33,6 +33,7 @@
 #include "cfg.h"
 #include "connector.h"
 #include "transform.h"
+#include "units.h"
 
 #define DEFAULT_ITERATIONS 200000L
 #define WARMUP_MAX 5000L
@@ -60,23 +61,6 @@ static void usage(FILE *out)
     fputs("usage: transform-bench PIPELINE.yaml ORDERS_FILE "
           "[--iterations N]\n",
           out);
-}
-
-static int parse_long(const char *s, long min, long max, long *out)
-{
-    char *end;
-    long v;
-
-    if (s == NULL || *s == '\0') {
-        return -1;
-    }
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (errno != 0 || *end != '\0' || v < min || v > max) {
-        return -1;
-    }
-    *out = v;
-    return 0;
 }
 
 static double cpu_s(void)
@@ -310,15 +294,18 @@ int main(int argc, char **argv)
     size_t norders = 0, len = 0, sink_transforms = 0;
     char *buf;
     double t0, full_s, pipe_s;
+    int64_t n;
     int opt;
 
     while ((opt = getopt_long(argc, argv, "hn:", opts, NULL)) != -1) {
         switch (opt) {
         case 'n':
-            if (parse_long(optarg, 1, LONG_MAX / 4, &iterations) != 0) {
+            if (units_parse_int(optarg, &n) != 0 || n < 1 ||
+                n > LONG_MAX / 4) {
                 fprintf(stderr, "transform-bench: bad --iterations\n");
                 return 2;
             }
+            iterations = (long)n;
             break;
         case 'h':
             usage(stdout);
