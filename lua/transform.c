@@ -56,6 +56,13 @@ struct lmsg {
     int readonly; /* a sink transform's view */
 };
 
+/* An output, and where its headers start in hdrs (which may move while
+ * the script's results are read; pointers are set at the end). */
+struct out_slot {
+    struct transform_out out;
+    size_t hdr_first; /* NO_HEADERS: the input's */
+};
+
 struct anchor {
     int ref; /* registry table of strings kept alive */
     int used, high;
@@ -77,8 +84,7 @@ struct transform {
     const char *script_name; /* the running script, for log lines */
 
     /* transform_run's results */
-    struct transform_out *outs;
-    size_t *out_hdr_first;
+    struct out_slot *outs;
     size_t nouts, outs_cap;
     struct connector_header *hdrs;
     size_t nhdrs, hdrs_cap;
@@ -145,8 +151,8 @@ static void anchor_end(lua_State *L, struct anchor *a)
 
 /* ---- growable arrays ---- */
 
-static void *grow(lua_State *L, void *p, size_t *cap, size_t need,
-                  size_t size)
+/* p with room for need elements, or NULL (p untouched). */
+static void *grow(void *p, size_t *cap, size_t need, size_t size)
 {
     size_t n = *cap ? *cap : 8;
 
@@ -157,10 +163,19 @@ static void *grow(lua_State *L, void *p, size_t *cap, size_t need,
         n *= 2;
     }
     p = realloc(p, n * size);
+    if (p != NULL) {
+        *cap = n;
+    }
+    return p;
+}
+
+static void *grow_or_raise(lua_State *L, void *p, size_t *cap, size_t need,
+                           size_t size)
+{
+    p = grow(p, cap, need, size);
     if (p == NULL) {
         luaL_error(L, "out of memory");
     }
-    *cap = n;
     return p;
 }
 
@@ -168,7 +183,7 @@ static struct connector_header *push_header(lua_State *L,
                                             struct connector_header **arr,
                                             size_t *n, size_t *cap)
 {
-    *arr = grow(L, *arr, cap, *n + 1, sizeof(**arr));
+    *arr = grow_or_raise(L, *arr, cap, *n + 1, sizeof(**arr));
     return &(*arr)[(*n)++];
 }
 
@@ -630,15 +645,13 @@ static const char *encode_anchored(transform_t *t, struct anchor *a, int idx,
 
 static struct transform_out *new_output(transform_t *t)
 {
-    lua_State *L = t->L;
-    size_t cap = t->outs_cap;
+    struct out_slot *slot;
 
-    t->outs = grow(L, t->outs, &t->outs_cap, t->nouts + 1, sizeof(*t->outs));
-    t->out_hdr_first =
-        grow(L, t->out_hdr_first, &cap, t->nouts + 1, sizeof(size_t));
-    t->out_hdr_first[t->nouts] = NO_HEADERS;
-    memset(&t->outs[t->nouts], 0, sizeof(t->outs[0]));
-    return &t->outs[t->nouts++];
+    t->outs = grow_or_raise(t->L, t->outs, &t->outs_cap, t->nouts + 1,
+                            sizeof(*t->outs));
+    slot = &t->outs[t->nouts++];
+    *slot = (struct out_slot){.hdr_first = NO_HEADERS};
+    return &slot->out;
 }
 
 /* Remembers output i's JSON table (the value at idx, or none) for the
@@ -738,7 +751,7 @@ static void output_from_msg(transform_t *t, int msg_idx,
             size_t first = t->nhdrs;
             headers_from_table(t, a, -1, in, &t->hdrs, &t->nhdrs,
                                &t->hdrs_cap);
-            t->out_hdr_first[oi] = first;
+            t->outs[oi].hdr_first = first;
             o->header_count = t->nhdrs - first;
             changed = 1;
         }
@@ -811,7 +824,7 @@ static void output_from_table(transform_t *t, int msg_idx, int idx,
         size_t first = t->nhdrs;
         headers_from_table(t, a, -1, t->msg->in, &t->hdrs, &t->nhdrs,
                            &t->hdrs_cap);
-        t->out_hdr_first[oi] = first;
+        t->outs[oi].hdr_first = first;
         o->header_count = t->nhdrs - first;
     }
     lua_pop(L, 1);
@@ -833,11 +846,11 @@ static void name_split_parts(transform_t *t)
     lua_State *L = t->L;
 
     for (size_t i = 0; t->nouts > 1 && i < t->nouts; i++) {
-        if (t->outs[i].dedupe_key == NULL) {
+        struct transform_out *o = &t->outs[i].out;
+        if (o->dedupe_key == NULL) {
             lua_pushfstring(L, "%s#%d", t->msg->in->dedupe_key, (int)i + 1);
-            t->outs[i].dedupe_key = anchor_string(L, &t->run_anchor, -1,
-                                                  NULL);
-            t->outs[i].unchanged = 0;
+            o->dedupe_key = anchor_string(L, &t->run_anchor, -1, NULL);
+            o->unchanged = 0;
             lua_pop(L, 1);
         }
     }
@@ -922,26 +935,23 @@ int transform_run(transform_t *t, const struct connector_msg *in,
         json_codec_forget(t->codec);
     }
     if (t->pipeline_fn == LUA_NOREF) {
-        struct transform_out *o;
-        if (t->outs_cap == 0) {
-            t->outs = calloc(8, sizeof(*t->outs));
-            t->out_hdr_first = calloc(8, sizeof(size_t));
-            if (t->outs == NULL || t->out_hdr_first == NULL) {
-                return sl_error_set(err, "out of memory");
-            }
-            t->outs_cap = 8;
+        struct out_slot *outs = grow(t->outs, &t->outs_cap, 1,
+                                     sizeof(*t->outs));
+        if (outs == NULL) {
+            return sl_error_set(err, "out of memory");
         }
-        o = &t->outs[t->nouts++];
-        *o = (struct transform_out){
-            .unchanged = 1,
-            .key = in->key,
-            .key_len = in->key_len,
-            .value = in->value,
-            .value_len = in->value_len,
-            .headers = in->headers,
-            .header_count = in->header_count,
+        t->outs = outs;
+        outs[0] = (struct out_slot){
+            .out = {.unchanged = 1,
+                    .key = in->key,
+                    .key_len = in->key_len,
+                    .value = in->value,
+                    .value_len = in->value_len,
+                    .headers = in->headers,
+                    .header_count = in->header_count},
+            .hdr_first = NO_HEADERS,
         };
-        t->out_hdr_first[0] = NO_HEADERS;
+        t->nouts = 1;
         return 1;
     }
     L = t->L;
@@ -959,8 +969,8 @@ int transform_run(transform_t *t, const struct connector_msg *in,
         return -1;
     }
     for (size_t i = 0; i < t->nouts; i++) {
-        if (t->out_hdr_first[i] != NO_HEADERS) {
-            t->outs[i].headers = t->hdrs + t->out_hdr_first[i];
+        if (t->outs[i].hdr_first != NO_HEADERS) {
+            t->outs[i].out.headers = t->hdrs + t->outs[i].hdr_first;
         }
     }
     return (int)t->nouts;
@@ -968,14 +978,14 @@ int transform_run(transform_t *t, const struct connector_msg *in,
 
 const struct transform_out *transform_output(const transform_t *t, size_t i)
 {
-    return i < t->nouts ? &t->outs[i] : NULL;
+    return i < t->nouts ? &t->outs[i].out : NULL;
 }
 
 void transform_output_view(const transform_t *t, size_t i,
                            const struct connector_msg *in,
                            struct connector_msg *view)
 {
-    const struct transform_out *o = &t->outs[i];
+    const struct transform_out *o = &t->outs[i].out;
 
     *view = *in;
     if (o->unchanged) {
@@ -1556,7 +1566,6 @@ void transform_destroy(transform_t *t)
     free(t->sink_fn);
     free(t->retry_fn);
     free(t->outs);
-    free(t->out_hdr_first);
     free(t->hdrs);
     free(t->req_hdrs);
     free(t);
