@@ -98,8 +98,9 @@ static int safe_load(lua_State *L)
  * finalizer would escape the instruction budget. */
 static int safe_setmetatable(lua_State *L)
 {
+    /* Raw, as Lua itself looks for __gc when it marks the object. */
     if (lua_type(L, 2) == LUA_TTABLE &&
-        lua_getfield(L, 2, "__gc") != LUA_TNIL) {
+        (lua_pushliteral(L, "__gc"), lua_rawget(L, 2)) != LUA_TNIL) {
         return luaL_error(L, "setmetatable: __gc finalizers are not "
                              "allowed in sluice scripts");
     }

@@ -582,38 +582,28 @@ static int headers_table_equal(lua_State *L, int idx,
     idx = lua_absindex(L, idx);
     for (size_t i = 0; i < in->header_count; i++) {
         const struct connector_header *h = &in->headers[i];
-        size_t seen = 0, first = i;
+        size_t before = 0, total = 0;
+        int ok;
+
         for (size_t j = 0; j < in->header_count; j++) {
             if (strcmp(in->headers[j].name, h->name) == 0) {
-                if (j < i) {
-                    first = j;
-                }
-                if (j < i) {
-                    seen++;
-                }
+                total++;
+                before += j < i;
             }
         }
-        int ok;
-        int type = lua_getfield(L, idx, h->name);
-        if (type == LUA_TTABLE) {
-            lua_rawgeti(L, -1, (lua_Integer)seen + 1);
-            ok = value_is(L, -1, h);
+        /* A repeated name reads as a list of its values, in order. */
+        if (lua_getfield(L, idx, h->name) == LUA_TTABLE && total > 1) {
+            lua_rawgeti(L, -1, (lua_Integer)before + 1);
+            ok = lua_rawlen(L, -2) == total && value_is(L, -1, h);
             lua_pop(L, 1);
-            if (ok && first == i) {
-                size_t count = 0;
-                for (size_t j = 0; j < in->header_count; j++) {
-                    count += strcmp(in->headers[j].name, h->name) == 0;
-                }
-                ok = lua_rawlen(L, -1) == count;
-            }
         } else {
-            ok = seen == 0 && value_is(L, -1, h);
+            ok = total == 1 && value_is(L, -1, h);
         }
         lua_pop(L, 1);
         if (!ok) {
             return 0;
         }
-        names += first == i;
+        names += before == 0;
     }
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
