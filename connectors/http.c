@@ -679,16 +679,23 @@ static void classify(struct http_request *r, int curl_code,
                     r->response->body_len, res);
 }
 
-static void request_release(struct http_request *r,
-                            const struct connector_result *res)
+/* Puts the slot back on the free list. */
+static void slot_free(struct http_request *r)
 {
     struct http_sink *sink = r->sink;
-    void *token = r->token;
 
     r->busy = 0;
     r->next_free = sink->free_list;
     sink->free_list = r;
-    sink->host->complete(sink->host->engine, token, res);
+}
+
+static void request_release(struct http_request *r,
+                            const struct connector_result *res)
+{
+    void *token = r->token;
+
+    slot_free(r);
+    r->sink->host->complete(r->sink->host->engine, token, res);
 }
 
 static void lean_done(struct http1_request *h1, const struct http1_result *h)
@@ -1075,9 +1082,7 @@ static int http_send(void *ctx, const struct connector_msg *msg, void *token,
         r->busy = 1;
         int rc = http1_send(sink->lean, &r->h1);
         if (rc != 0) {
-            r->busy = 0;
-            r->next_free = sink->free_list;
-            sink->free_list = r;
+            slot_free(r);
             transport_error(strerror(rc), result);
             return -1;
         }
@@ -1108,9 +1113,7 @@ static int http_send(void *ctx, const struct connector_msg *msg, void *token,
         curl_overrides(sink, r, msg, b.used);
     }
     if (sink->host->http_start(sink->host->io, r->easy, &r->transfer) != 0) {
-        r->busy = 0;
-        r->next_free = sink->free_list;
-        sink->free_list = r;
+        slot_free(r);
         transport_error("could not start the transfer", result);
         return -1;
     }
