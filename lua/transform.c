@@ -54,6 +54,10 @@ struct lmsg {
     const struct connector_msg *in; /* NULL outside a call */
     unsigned set;
     int readonly; /* a sink transform's view */
+    /* Entries of the table msg.json was decoded into, so that a script
+     * that added or removed a field is seen as changed without comparing
+     * the whole document; -1: unknown (not decoded, or assigned). */
+    long json_entries;
 };
 
 /* An output, and where its headers start in hdrs (which may move while
@@ -189,6 +193,23 @@ static struct connector_header *push_header(lua_State *L,
 
 /* ---- the msg object ---- */
 
+/* Entries of the table at idx (-1 for any other value). */
+static long count_entries(lua_State *L, int idx)
+{
+    long n = 0;
+
+    if (lua_type(L, idx) != LUA_TTABLE) {
+        return -1;
+    }
+    idx = lua_absindex(L, idx);
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        lua_pop(L, 1);
+        n++;
+    }
+    return n;
+}
+
 static struct lmsg *check_msg(lua_State *L)
 {
     struct lmsg *m = luaL_checkudata(L, 1, MSG_TYPE);
@@ -278,6 +299,7 @@ static int msg_index(lua_State *L)
                 return luaL_error(L, "msg.json: the value is not JSON: %s",
                                   err.msg);
             }
+            m->json_entries = count_entries(L, -1);
             lua_pushvalue(L, -1);
             lua_setiuservalue(L, 1, UV_JSON);
             m->set |= SET_JSON;
@@ -402,6 +424,7 @@ static int msg_newindex(lua_State *L)
         }
         lua_setiuservalue(L, 1, UV_JSON);
         m->set = (m->set | SET_JSON) & ~(unsigned)SET_VALUE;
+        m->json_entries = -1;
     } else if (strcmp(k, "headers") == 0) {
         if (t != LUA_TTABLE) {
             return luaL_error(L, "msg.headers: expected a table, got a %s",
@@ -461,6 +484,7 @@ static void msg_reset(transform_t *t, const struct connector_msg *in,
     t->msg->in = in;
     t->msg->set = 0;
     t->msg->readonly = readonly;
+    t->msg->json_entries = -1;
 }
 
 /* ---- reading results back ---- */
@@ -729,6 +753,8 @@ static void output_from_msg(transform_t *t, int msg_idx,
         lua_getiuservalue(L, msg_idx, UV_JSON);
         set_outjson(t, oi, -1);
         if (o->value == NULL ||
+            (m->json_entries >= 0 &&
+             count_entries(L, -1) != m->json_entries) ||
             !json_equal(t->codec, L, -1, o->value, o->value_len)) {
             o->value = encode_anchored(t, a, -1, &o->value_len, "msg.json");
             changed = 1;
