@@ -8,6 +8,7 @@
 #include "script.h"
 
 #include <ctype.h>
+#include <stddef.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
@@ -20,8 +21,36 @@
 
 #define HOOK_EVERY 1000 /* instructions between budget checks */
 
+/* Small blocks come from per-size free lists: a message's tables and
+ * strings are mostly under 256 bytes and die young, and Lua tells the
+ * allocator a block's size when it frees it, so a pooled block needs no
+ * header. Slabs are kept until the state closes: what the pool holds is
+ * bounded by the state's peak use, which the memory limit bounds. */
+#define POOL_GRAIN 16
+/* Under AddressSanitizer every block goes to malloc, so that a Lua
+ * use-after-free is still caught. */
+#if defined(__SANITIZE_ADDRESS__)
+#define POOL_MAX 0
+#else
+#define POOL_MAX 256 /* larger blocks go to malloc */
+#endif
+#define POOL_CLASSES (POOL_MAX / POOL_GRAIN + 1)
+#define SLAB_BYTES (16 * 1024)
+
+struct pool_block {
+    struct pool_block *next;
+};
+
+struct slab {
+    struct slab *next;
+    size_t used;
+    _Alignas(max_align_t) unsigned char bytes[SLAB_BYTES];
+};
+
 struct script {
     lua_State *L;
+    struct pool_block *free_blocks[POOL_CLASSES];
+    struct slab *slabs;
     size_t used, limit;
     int64_t budget, remaining;
     char **dirs;
@@ -33,20 +62,79 @@ static script_t *from_state(lua_State *L)
     return *(script_t **)lua_getextraspace(L);
 }
 
+/* The pool class of a block of n bytes (n > 0), or -1: not pooled. */
+static inline int pool_class(size_t n)
+{
+    return n <= POOL_MAX ? (int)((n - 1) / POOL_GRAIN) : -1;
+}
+
+static void *pool_take(script_t *s, int cls)
+{
+    struct pool_block *b = s->free_blocks[cls];
+    size_t size = (size_t)(cls + 1) * POOL_GRAIN;
+
+    if (b != NULL) {
+        s->free_blocks[cls] = b->next;
+        return b;
+    }
+    if (s->slabs == NULL || SLAB_BYTES - s->slabs->used < size) {
+        struct slab *slab = malloc(sizeof(*slab));
+        if (slab == NULL) {
+            return NULL;
+        }
+        slab->next = s->slabs;
+        slab->used = 0;
+        s->slabs = slab;
+    }
+    b = (struct pool_block *)(s->slabs->bytes + s->slabs->used);
+    s->slabs->used += size;
+    return b;
+}
+
+static void pool_give(script_t *s, void *p, int cls)
+{
+    struct pool_block *b = p;
+
+    b->next = s->free_blocks[cls];
+    s->free_blocks[cls] = b;
+}
+
+/* lua_Alloc: the memory limit counts the bytes Lua asked for. */
 static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     script_t *s = ud;
     size_t old = ptr != NULL ? osize : 0;
+    int ocls = old > 0 ? pool_class(old) : -1;
+    int ncls = nsize > 0 ? pool_class(nsize) : -1;
+    void *p;
 
     if (nsize == 0) {
         s->used -= old;
-        free(ptr);
+        if (ocls >= 0) {
+            pool_give(s, ptr, ocls);
+        } else {
+            free(ptr);
+        }
         return NULL;
     }
     if (nsize > old && s->used + (nsize - old) > s->limit) {
         return NULL;
     }
-    void *p = realloc(ptr, nsize);
+    if (ocls < 0 && ncls < 0) {
+        p = realloc(ptr, nsize); /* also ptr == NULL: a new large block */
+    } else if (ocls == ncls) {
+        p = ptr;
+    } else {
+        p = ncls >= 0 ? pool_take(s, ncls) : malloc(nsize);
+        if (p != NULL && old > 0) {
+            memcpy(p, ptr, old < nsize ? old : nsize);
+            if (ocls >= 0) {
+                pool_give(s, ptr, ocls);
+            } else {
+                free(ptr);
+            }
+        }
+    }
     if (p != NULL) {
         s->used = s->used - old + nsize;
     }
@@ -389,6 +477,11 @@ void script_destroy(script_t *s)
     }
     if (s->L != NULL) {
         lua_close(s->L);
+    }
+    while (s->slabs != NULL) {
+        struct slab *next = s->slabs->next;
+        free(s->slabs);
+        s->slabs = next;
     }
     for (size_t i = 0; s->dirs != NULL && i < s->dir_count; i++) {
         free(s->dirs[i]);
