@@ -101,6 +101,7 @@ struct json_codec {
     uint32_t *hidx;
     size_t nhidx, hidx_cap;
     unsigned gen; /* bumped by every call: see the top of the file */
+    long root_count; /* the last decoded document's top-level entries */
     struct path_ent path[JSON_MAX_DEPTH + 1];
 };
 
@@ -112,6 +113,11 @@ json_codec_t *json_codec_new(void)
         c->memo_epoch = 1; /* zeroed slots are empty */
     }
     return c;
+}
+
+long json_decoded_count(const json_codec_t *c)
+{
+    return c->root_count;
 }
 
 void json_codec_forget(json_codec_t *c)
@@ -847,12 +853,16 @@ static int walk_object(struct walk *w, int q, int depth)
 {
     lua_State *L = w->L;
     int first = 1;
+    long count = 0;
 
     if (open_container(w, q, depth, JSMN_OBJECT) != 0) {
         return -1;
     }
     q = skip_ws(w, q + 1);
     if (at(w, q) == '}') {
+        if (depth == 1) {
+            w->c->root_count = 0;
+        }
         return q + 1;
     }
     for (;;) {
@@ -884,11 +894,15 @@ static int walk_object(struct walk *w, int q, int depth)
         if (L != NULL) {
             lua_rawset(L, -3); /* a duplicate key: the last one wins */
         }
+        count++;
         q = skip_ws(w, q);
         if (at(w, q) == ',') {
             q = skip_ws(w, q + 1);
             first = 0;
         } else if (at(w, q) == '}') {
+            if (depth == 1) {
+                w->c->root_count = count;
+            }
             return q + 1;
         } else {
             return fail(w, q, "expected ',' or '}'");
@@ -905,6 +919,9 @@ static int walk_array(struct walk *w, int q, int depth)
     }
     q = skip_ws(w, q + 1);
     if (at(w, q) == ']') {
+        if (depth == 1) {
+            w->c->root_count = 0;
+        }
         return q + 1;
     }
     if (!is_value_start(at(w, q))) {
@@ -922,6 +939,9 @@ static int walk_array(struct walk *w, int q, int depth)
         if (at(w, q) == ',') {
             q = skip_ws(w, q + 1);
         } else if (at(w, q) == ']') {
+            if (depth == 1) {
+                w->c->root_count = (long)n;
+            }
             return q + 1;
         } else {
             return fail(w, q, "expected ',' or ']'");
@@ -991,6 +1011,7 @@ int json_decode(json_codec_t *c, lua_State *L, const char *text, size_t len,
     if (!lua_checkstack(L, 4)) {
         return sl_error_set(err, "json: out of memory");
     }
+    c->root_count = -1;
     q = skip_ws(&w, 0);
     if (at(&w, q) == '{' || at(&w, q) == '[') {
         push_marker(L, &array_mt_key, "json.array");

@@ -87,6 +87,11 @@ int json_open(struct lua_State *L);
  * raise a Lua memory error when creating it. */
 json_codec_t *json_codec_of(struct lua_State *L);
 
+/* The entries of the object or array the last successful json_decode
+ * returned, as its text has them (a repeated key counts each time), or
+ * -1 when that was not an object or an array. */
+long json_decoded_count(const json_codec_t *c);
+
 /* Forgets the number texts remembered since the last call: decoding
  * remembers the text of every float, and encoding writes a float of the
  * same value with that text, so numbers a script did not change go out

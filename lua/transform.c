@@ -299,7 +299,7 @@ static int msg_index(lua_State *L)
                 return luaL_error(L, "msg.json: the value is not JSON: %s",
                                   err.msg);
             }
-            m->json_entries = count_entries(L, -1);
+            m->json_entries = json_decoded_count(m->t->codec);
             lua_pushvalue(L, -1);
             lua_setiuservalue(L, 1, UV_JSON);
             m->set |= SET_JSON;

@@ -929,6 +929,38 @@ static void test_finalizers_reentering_the_codec(void **state)
            "assert(calls > 0, 'no finalizer ran during the test')");
 }
 
+/* json_decoded_count: what the engine compares a script's table against
+ * to tell an added or removed field without walking the document. */
+static void test_decoded_count(void **state)
+{
+    lua_State *L = *state;
+    static const struct {
+        const char *text;
+        long count;
+    } cases[] = {
+        {"{}", 0},
+        {"[]", 0},
+        {"{\"a\":1,\"b\":{\"c\":2,\"d\":3,\"e\":4}}", 2},
+        {" [1, [2, 3, 4], {\"x\": 5}] ", 3},
+        {"{\"a\":1,\"a\":2}", 2}, /* as the text has it */
+        {"\"text\"", -1},
+        {"42", -1},
+    };
+    struct sl_error err;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *text = cases[i].text;
+        if (json_decode(codec(L), L, text, strlen(text), &err) != 0) {
+            fail_msg("decode %s: %s", text, err.msg);
+        }
+        if (json_decoded_count(codec(L)) != cases[i].count) {
+            fail_msg("%s: count %ld, want %ld", text,
+                     json_decoded_count(codec(L)), cases[i].count);
+        }
+        lua_pop(L, 1);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -950,6 +982,7 @@ int main(void)
         T(test_equal_sees_every_change),
         T(test_module_round_trips_canonical_text),
         T(test_codec_api),
+        T(test_decoded_count),
         T(test_memory_errors_leave_the_codec_sound),
         T(test_finalizers_reentering_the_codec),
 #undef T
