@@ -68,7 +68,8 @@ struct out_slot {
 };
 
 struct anchor {
-    int ref; /* registry table of strings kept alive */
+    int ref;  /* registry table of strings kept alive */
+    int slot; /* the table's stack slot in the protected call */
     int used, high;
 };
 
@@ -85,7 +86,7 @@ struct transform {
     int outjson_ref; /* outjson[i+1]: output i's JSON table */
     size_t outjson_high;
     struct anchor run_anchor, shape_anchor;
-    const char *script_name; /* the running script, for log lines */
+    const char *script_path; /* the running script, for log lines */
 
     /* transform_run's results */
     struct out_slot *outs;
@@ -125,15 +126,21 @@ static void anchor_begin(lua_State *L, struct anchor *a)
     a->used = 0;
 }
 
+/* Pushes the anchor table for this protected call: anchor_string needs
+ * it on the stack. */
+static void anchor_push(lua_State *L, struct anchor *a)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, a->ref);
+    a->slot = lua_gettop(L);
+}
+
 /* Anchors the value at idx; returns its bytes. */
 static const char *anchor_string(lua_State *L, struct anchor *a, int idx,
                                  size_t *len)
 {
     idx = lua_absindex(L, idx);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, a->ref);
     lua_pushvalue(L, idx);
-    lua_rawseti(L, -2, ++a->used);
-    lua_pop(L, 1);
+    lua_rawseti(L, a->slot, ++a->used);
     return lua_tolstring(L, idx, len);
 }
 
@@ -210,9 +217,15 @@ static long count_entries(lua_State *L, int idx)
     return n;
 }
 
+/* The msg methods' upvalue is t, and t->msg the only userdata of their
+ * metatable: a pointer comparison checks the argument. */
 static struct lmsg *check_msg(lua_State *L)
 {
-    struct lmsg *m = luaL_checkudata(L, 1, MSG_TYPE);
+    struct lmsg *m = lua_touserdata(L, 1);
+
+    if (m == NULL || m != from_upvalue(L)->msg) {
+        luaL_typeerror(L, 1, MSG_TYPE);
+    }
 
     if (m->in == NULL) {
         luaL_error(L, "msg used after its transform returned");
@@ -449,7 +462,11 @@ static int msg_newindex(lua_State *L)
 
 static int msg_tostring(lua_State *L)
 {
-    struct lmsg *m = luaL_checkudata(L, 1, MSG_TYPE);
+    struct lmsg *m = lua_touserdata(L, 1);
+
+    if (m == NULL || m != from_upvalue(L)->msg) {
+        return luaL_typeerror(L, 1, MSG_TYPE);
+    }
 
     if (m->in == NULL) {
         lua_pushstring(L, "msg (expired)");
@@ -872,11 +889,6 @@ static void name_split_parts(transform_t *t)
     }
 }
 
-static int is_msg(lua_State *L, int idx)
-{
-    return luaL_testudata(L, idx, MSG_TYPE) != NULL;
-}
-
 /* The pipeline transform, in protected mode: upvalue 1 is t. */
 static int run_protected(lua_State *L)
 {
@@ -888,6 +900,7 @@ static int run_protected(lua_State *L)
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->pipeline_fn);
     lua_pushvalue(L, 1);
     lua_call(L, 1, 1); /* 2: the result */
+    anchor_push(L, &t->run_anchor); /* 3 */
     switch (lua_type(L, 2)) {
     case LUA_TNIL:
         return 0;
@@ -918,7 +931,7 @@ static int run_protected(lua_State *L)
         for (lua_Integer i = 1; i <= n; i++) {
             lua_rawgeti(L, 2, i);
             size_t oi = t->nouts;
-            if (is_msg(L, -1)) {
+            if (lua_touserdata(L, -1) == t->msg) {
                 output_from_msg(t, 1, new_output(t), oi);
             } else if (lua_istable(L, -1)) {
                 output_from_table(t, 1, -1, new_output(t), oi);
@@ -971,7 +984,7 @@ int transform_run(transform_t *t, const struct connector_msg *in,
         return 1;
     }
     L = t->L;
-    t->script_name = base_name(t->cfg->transform);
+    t->script_path = t->cfg->transform;
     msg_reset(t, in, 0);
     lua_pop(L, 1);
     anchor_begin(L, &t->run_anchor);
@@ -1020,6 +1033,90 @@ void transform_output_view(const transform_t *t, size_t i,
 
 /* ---- sink transforms ---- */
 
+enum request_field { RQ_BODY, RQ_JSON, RQ_METHOD, RQ_PATH, RQ_HEADERS,
+                     RQ_UNKNOWN };
+
+static enum request_field request_field(lua_State *L, int idx)
+{
+    static const char *const names[] = {"body", "json", "method", "path",
+                                        "headers"};
+    size_t len;
+    const char *k;
+
+    if (lua_type(L, idx) != LUA_TSTRING) {
+        return RQ_UNKNOWN;
+    }
+    k = lua_tolstring(L, idx, &len);
+    for (int i = 0; i < RQ_UNKNOWN; i++) {
+        if (strlen(names[i]) == len && memcmp(names[i], k, len) == 0) {
+            return (enum request_field)i;
+        }
+    }
+    return RQ_UNKNOWN;
+}
+
+/* The request table at idx, in one pass over its fields. */
+static void request_from_table(transform_t *t, int idx, const char *name)
+{
+    static const struct connector_msg none = {0};
+    lua_State *L = t->L;
+    struct transform_request *req = t->req;
+    struct anchor *a = &t->shape_anchor;
+    int has_body = 0;
+
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        enum request_field f = request_field(L, -2);
+        int type = lua_type(L, -1);
+
+        switch (f) {
+        case RQ_BODY:
+        case RQ_JSON:
+            if (has_body++) {
+                luaL_error(L, "%s: set body or json, not both", name);
+            }
+            if (f == RQ_JSON) {
+                req->body = encode_anchored(t, a, -1, &req->body_len, "json");
+            } else if (type == LUA_TSTRING) {
+                req->body = anchor_string(L, a, -1, &req->body_len);
+            } else {
+                luaL_error(L, "%s: body: expected a string, got a %s (use "
+                              "json = ... for a table)",
+                           name, luaL_typename(L, -1));
+            }
+            break;
+        case RQ_METHOD:
+        case RQ_PATH:
+            if (type != LUA_TSTRING) {
+                luaL_error(L, "%s: %s: expected a string, got a %s", name,
+                           f == RQ_METHOD ? "method" : "path",
+                           luaL_typename(L, -1));
+            }
+            *(f == RQ_METHOD ? &req->method : &req->path) =
+                anchor_string(L, a, -1, NULL);
+            break;
+        case RQ_HEADERS:
+            if (type != LUA_TTABLE) {
+                luaL_error(L, "%s: headers: expected a table, got a %s", name,
+                           luaL_typename(L, -1));
+            }
+            headers_from_table(t, a, -1, &none, &t->req_hdrs, &t->req_nhdrs,
+                               &t->req_hdrs_cap);
+            break;
+        default:
+            if (lua_type(L, -2) == LUA_TSTRING) {
+                luaL_error(L, "%s: unknown request field \"%s\" (body, "
+                              "json, method, path and headers are)",
+                           name, lua_tostring(L, -2));
+            }
+            luaL_error(L, "%s: a request's fields are named by strings, "
+                          "not a %s",
+                       name, luaL_typename(L, -2));
+        }
+        lua_pop(L, 1);
+    }
+}
+
 static int shape_protected(lua_State *L)
 {
     transform_t *t = lua_touserdata(L, 1);
@@ -1048,6 +1145,7 @@ static int shape_protected(lua_State *L)
         set_outjson(t, t->call_output, -1);
     }
     lua_settop(L, 2);
+    anchor_push(L, a); /* 3 */
     t->call_result = TRANSFORM_SEND;
     switch (lua_type(L, 2)) {
     case LUA_TNIL:
@@ -1067,54 +1165,9 @@ static int shape_protected(lua_State *L)
             return 0;
         }
         break;
-    case LUA_TTABLE: {
-        int has_body = lua_getfield(L, 2, "body") != LUA_TNIL;
-        int has_json = lua_getfield(L, 2, "json") != LUA_TNIL;
-        if (has_body && has_json) {
-            return luaL_error(L, "%s: set body or json, not both", name);
-        }
-        if (has_json) {
-            req->body = encode_anchored(t, a, -1, &req->body_len, "json");
-        } else if (has_body) {
-            if (lua_type(L, -2) != LUA_TSTRING) {
-                return luaL_error(L, "%s: body: expected a string, got a %s "
-                                     "(use json = ... for a table)",
-                                  name, luaL_typename(L, -2));
-            }
-            req->body = anchor_string(L, a, -2, &req->body_len);
-        }
-        lua_pop(L, 2);
-        static const char *const fields[] = {"method", "path"};
-        for (int i = 0; i < 2; i++) {
-            int type = lua_getfield(L, 2, fields[i]);
-            if (type != LUA_TNIL) {
-                if (type != LUA_TSTRING) {
-                    return luaL_error(L, "%s: %s: expected a string, got a "
-                                         "%s",
-                                      name, fields[i], luaL_typename(L, -1));
-                }
-                const char *v = anchor_string(L, a, -1, NULL);
-                if (i == 0) {
-                    req->method = v;
-                } else {
-                    req->path = v;
-                }
-            }
-            lua_pop(L, 1);
-        }
-        if (lua_getfield(L, 2, "headers") != LUA_TNIL) {
-            static const struct connector_msg none = {0};
-            if (!lua_istable(L, -1)) {
-                return luaL_error(L, "%s: headers: expected a table, got a "
-                                     "%s",
-                                  name, luaL_typename(L, -1));
-            }
-            headers_from_table(t, a, -1, &none, &t->req_hdrs, &t->req_nhdrs,
-                               &t->req_hdrs_cap);
-        }
-        lua_pop(L, 1);
+    case LUA_TTABLE:
+        request_from_table(t, 2, name);
         return 0;
-    }
     }
     return luaL_error(L, "%s: transform must return a request table, a "
                          "body string, the message, or nil (to skip), not a "
@@ -1133,7 +1186,7 @@ int transform_shape(transform_t *t, size_t sink, size_t output,
     if (t->sink_fn[sink] == LUA_NOREF) {
         return TRANSFORM_SEND;
     }
-    t->script_name = base_name(t->cfg->sinks[sink].transform);
+    t->script_path = t->cfg->sinks[sink].transform;
     t->req = req;
     t->req_nhdrs = 0;
     t->call_sink = sink;
@@ -1274,7 +1327,7 @@ int transform_retry(transform_t *t, size_t sink,
         d->verdict = TRANSFORM_DEFAULT;
         return 0;
     }
-    t->script_name = base_name(t->cfg->sinks[sink].retry);
+    t->script_path = t->cfg->sinks[sink].retry;
     t->call_sink = sink;
     t->call_attempt = a;
     t->call_decision = d;
@@ -1294,7 +1347,7 @@ static int log_at(lua_State *L, enum log_level level)
     transform_t *t = from_upvalue(L);
     const struct connector_msg *in = t->msg != NULL ? t->msg->in : NULL;
     const char *text = script_join_args(L, " ");
-    const char *script = t->script_name ? t->script_name : "?";
+    const char *script = t->script_path ? base_name(t->script_path) : "?";
 
     if (in != NULL) {
         log_write(level, "lua %s: %s [%d] offset %lld: %s", script,
@@ -1427,7 +1480,8 @@ static int open_modules(lua_State *L)
     register_module(L, "sluice");
 
     luaL_newmetatable(L, MSG_TYPE);
-    luaL_setfuncs(L, msg_meta, 0);
+    lua_pushlightuserdata(L, t);
+    luaL_setfuncs(L, msg_meta, 1);
     lua_pushliteral(L, "sluice.msg");
     lua_setfield(L, -2, "__name");
     lua_pushboolean(L, 0);
@@ -1488,7 +1542,7 @@ static int load_function(transform_t *t, const char *path, const char *fn,
     lua_State *L = t->L;
     int env;
 
-    t->script_name = base_name(path);
+    t->script_path = path;
     env = script_load_env(t->script, path, err);
     if (env < 0) {
         return -1;
@@ -1566,7 +1620,7 @@ transform_t *transform_new(const struct cfg *cfg, struct sl_error *err)
             goto fail;
         }
     }
-    t->script_name = NULL;
+    t->script_path = NULL;
     return t;
 fail:
     transform_destroy(t);

@@ -1092,6 +1092,8 @@ static void test_sink_request(void **state)
                "  if n == 8 then return { body = 'x', json = {} } end\n"
                "  if n == 9 then return 42 end\n"
                "  if n == 10 then return { method = 1 } end\n"
+               "  if n == 11 then return { bdy = 'typo' } end\n"
+               "  if n == 12 then return { 'positional' } end\n"
                "end\n");
     open_ok(NULL, "    transform: s.lua\n", NULL);
     assert_false(transform_has_pipeline(tr));
@@ -1143,8 +1145,9 @@ static void test_sink_request(void **state)
     static const char *const want[] = {
         "body: expected a string", "set body or json, not both",
         "must return a request table", "method: expected a string",
+        "unknown request field \"bdy\"", "named by strings, not a number",
     };
-    for (int64_t n = 7; n <= 10; n++) {
+    for (int64_t n = 7; n <= 12; n++) {
         in.offset = n;
         run_ok(&in, 1);
         assert_int_equal(transform_shape(tr, 0, 0, &in, &req, &err), -1);
