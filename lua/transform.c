@@ -67,6 +67,11 @@ struct out_slot {
     size_t hdr_first; /* NO_HEADERS: the input's */
 };
 
+struct text_buf {
+    char *p;
+    size_t cap;
+};
+
 struct anchor {
     int ref;  /* registry table of strings kept alive */
     int slot; /* the table's stack slot in the protected call */
@@ -93,6 +98,13 @@ struct transform {
     size_t nouts, outs_cap;
     struct connector_header *hdrs;
     size_t nhdrs, hdrs_cap;
+
+    /* Encoded JSON: output i's in out_text[i], a request's in req_text
+     * (C buffers, reused: no Lua string to allocate, anchor and
+     * collect per message). */
+    struct text_buf *out_text;
+    size_t out_text_cap;
+    struct text_buf req_text;
 
     /* transform_shape's results */
     struct transform_request *req;
@@ -657,9 +669,9 @@ static int headers_table_equal(lua_State *L, int idx,
     return 1;
 }
 
-/* Encodes the value at idx, anchored; raises on what JSON cannot hold. */
-static const char *encode_anchored(transform_t *t, struct anchor *a, int idx,
-                                   size_t *len, const char *what)
+/* Encodes the value at idx into b; raises on what JSON cannot hold. */
+static const char *encode_into(transform_t *t, int idx, struct text_buf *b,
+                               size_t *len, const char *what)
 {
     lua_State *L = t->L;
     struct sl_error err;
@@ -668,10 +680,21 @@ static const char *encode_anchored(transform_t *t, struct anchor *a, int idx,
     if (text == NULL) {
         luaL_error(L, "%s: %s", what, err.msg);
     }
-    lua_pushlstring(L, text, *len);
-    text = anchor_string(L, a, -1, len);
-    lua_pop(L, 1);
-    return text;
+    b->p = grow_or_raise(L, b->p, &b->cap, *len + 1, 1);
+    memcpy(b->p, text, *len + 1);
+    return b->p;
+}
+
+/* Output i's text buffer. */
+static struct text_buf *out_text(transform_t *t, size_t i)
+{
+    size_t had = t->out_text_cap;
+
+    t->out_text = grow_or_raise(t->L, t->out_text, &t->out_text_cap, i + 1,
+                                sizeof(*t->out_text));
+    memset(t->out_text + had, 0,
+           (t->out_text_cap - had) * sizeof(*t->out_text));
+    return &t->out_text[i];
 }
 
 static struct transform_out *new_output(transform_t *t)
@@ -773,7 +796,8 @@ static void output_from_msg(transform_t *t, int msg_idx,
             (m->json_entries >= 0 &&
              count_entries(L, -1) != m->json_entries) ||
             !json_equal(t->codec, L, -1, o->value, o->value_len)) {
-            o->value = encode_anchored(t, a, -1, &o->value_len, "msg.json");
+            o->value = encode_into(t, -1, out_text(t, oi), &o->value_len,
+                                   "msg.json");
             changed = 1;
         }
         lua_pop(L, 1);
@@ -835,7 +859,8 @@ static void output_from_table(transform_t *t, int msg_idx, int idx,
     }
     if (has_json) {
         set_outjson(t, oi, -1);
-        o->value = encode_anchored(t, a, -1, &o->value_len, "json");
+        o->value = encode_into(t, -1, out_text(t, oi), &o->value_len,
+                               "json");
     } else if (has_value) {
         if (lua_type(L, -2) == LUA_TSTRING) {
             o->value = anchor_string(L, a, -2, &o->value_len);
@@ -1076,7 +1101,8 @@ static void request_from_table(transform_t *t, int idx, const char *name)
                 luaL_error(L, "%s: set body or json, not both", name);
             }
             if (f == RQ_JSON) {
-                req->body = encode_anchored(t, a, -1, &req->body_len, "json");
+                req->body = encode_into(t, -1, &t->req_text, &req->body_len,
+                                        "json");
             } else if (type == LUA_TSTRING) {
                 req->body = anchor_string(L, a, -1, &req->body_len);
             } else {
@@ -1638,6 +1664,11 @@ void transform_destroy(transform_t *t)
     free(t->outs);
     free(t->hdrs);
     free(t->req_hdrs);
+    for (size_t i = 0; i < t->out_text_cap; i++) {
+        free(t->out_text[i].p);
+    }
+    free(t->out_text);
+    free(t->req_text.p);
     free(t);
 }
 
