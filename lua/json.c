@@ -1,23 +1,19 @@
-/* json.c -- JSON <-> Lua values: jsmn tokenizes, a walk over the text
- * validates and builds, an encoder writes compact sorted JSON.
+/* json.c -- JSON <-> Lua values: one walk over the text validates and
+ * builds, an encoder writes compact sorted JSON.
  *
- * jsmn (strict, with parent links) finds the tokens and their sizes, but
- * lets through missing or doubled separators, trailing commas, any
- * primitive spelling and raw control characters. So the walk does not
- * trust its structure: it follows the JSON grammar over the text itself,
- * byte by byte between tokens, and takes from jsmn only what it has
- * checked against the text (a token starts where the grammar expects a
- * value) plus the container sizes, which size the Lua tables up front.
- * The same walk runs without tokens (scanning strings and literals
- * itself) for top-level scalars, which strict jsmn refuses, and for text
- * jsmn refuses, where it finds and names the first error. json_equal
- * needs no table sizes, so it always scans: one pass over the text.
+ * The walk follows the JSON grammar (RFC 8259) over the text byte by
+ * byte: strings are scanned 8 bytes at a time, numbers keep their exact
+ * 64-bit integers and, for floats, the text they came with (see the
+ * memo). A container's members wait on the Lua stack until its end, so
+ * each table is made once at its exact size. ljson_equal runs the same
+ * walk against a Lua value instead of building one.
  *
- * Lua may run code in the middle of a decode: an allocation can start a
- * GC step that calls a __gc finalizer, which may call json.decode on the
- * same codec and overwrite its token buffer. Every call bumps c->gen;
- * after each allocating Lua call the walk compares it and re-tokenizes
- * its text if another call came in between. */
+ * Lua may run code in the middle of a call: an allocation can start a
+ * GC step that calls a __gc finalizer, which may use the same codec.
+ * Every call bumps c->gen, and an encode that sees it changed fails
+ * rather than return a clobbered buffer. The walk keeps nothing in the
+ * codec across a Lua call that allocates (a string is copied into Lua
+ * before the next one is read), so it needs no such check. */
 #include "json.h"
 
 #include <float.h>
@@ -30,12 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define JSMN_STATIC
-#define JSMN_STRICT
-#define JSMN_PARENT_LINKS
-#include <jsmn.h>
-
-/* jsmn keeps offsets in ints. */
+/* Offsets are ints. */
 #define MAX_TEXT ((size_t)INT_MAX - 8)
 
 #define STR_(x) #x
@@ -82,13 +73,11 @@ struct memo_ent {
     uint8_t len;
 };
 
-struct json_codec {
+struct ljson_codec {
     struct memo_ent memo[MEMO_SLOTS];
     char memo_text[MEMO_TEXT];
     uint32_t memo_epoch;
     size_t memo_used, memo_count;
-    jsmntok_t *tok;
-    unsigned tok_cap;
     char *scratch; /* unescaped strings, long numbers for strtod */
     size_t scratch_cap;
     char *out;
@@ -97,7 +86,7 @@ struct json_codec {
      * from where it started; nested objects push above it. */
     struct key_rec *keys;
     size_t nkeys, keys_cap;
-    /* json_equal's hash indexes over large objects' keys: a stack too. */
+    /* ljson_equal's hash indexes over large objects' keys: a stack too. */
     uint32_t *hidx;
     size_t nhidx, hidx_cap;
     unsigned gen; /* bumped by every call: see the top of the file */
@@ -105,9 +94,9 @@ struct json_codec {
     struct path_ent path[JSON_MAX_DEPTH + 1];
 };
 
-json_codec_t *json_codec_new(void)
+ljson_codec_t *ljson_codec_new(void)
 {
-    json_codec_t *c = calloc(1, sizeof(json_codec_t));
+    ljson_codec_t *c = calloc(1, sizeof(ljson_codec_t));
 
     if (c != NULL) {
         c->memo_epoch = 1; /* zeroed slots are empty */
@@ -115,12 +104,12 @@ json_codec_t *json_codec_new(void)
     return c;
 }
 
-long json_decoded_count(const json_codec_t *c)
+long ljson_decoded_count(const ljson_codec_t *c)
 {
     return c->root_count;
 }
 
-void json_codec_forget(json_codec_t *c)
+void ljson_codec_forget(ljson_codec_t *c)
 {
     if (c->memo_count == 0) {
         return;
@@ -138,7 +127,7 @@ static uint64_t double_bits(double d)
     return b;
 }
 
-static struct memo_ent *memo_slot(json_codec_t *c, uint64_t bits)
+static struct memo_ent *memo_slot(ljson_codec_t *c, uint64_t bits)
 {
     size_t i = (size_t)((bits * 0x9E3779B97F4A7C15ULL) >> 55) &
                (MEMO_SLOTS - 1);
@@ -151,7 +140,7 @@ static struct memo_ent *memo_slot(json_codec_t *c, uint64_t bits)
 
 /* Remembers the text a float came with; the first text of a value
  * wins. */
-static void memo_put(json_codec_t *c, double d, const char *text, size_t n)
+static void memo_put(ljson_codec_t *c, double d, const char *text, size_t n)
 {
     uint64_t bits = double_bits(d);
     struct memo_ent *e;
@@ -171,7 +160,7 @@ static void memo_put(json_codec_t *c, double d, const char *text, size_t n)
     c->memo_count++;
 }
 
-static const char *memo_get(json_codec_t *c, double d, size_t *n)
+static const char *memo_get(ljson_codec_t *c, double d, size_t *n)
 {
     struct memo_ent *e;
 
@@ -186,12 +175,11 @@ static const char *memo_get(json_codec_t *c, double d, size_t *n)
     return c->memo_text + e->off;
 }
 
-void json_codec_free(json_codec_t *c)
+void ljson_codec_free(ljson_codec_t *c)
 {
     if (c == NULL) {
         return;
     }
-    free(c->tok);
     free(c->scratch);
     free(c->out);
     free(c->keys);
@@ -219,21 +207,21 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem, size_t min)
     return 0;
 }
 
-static inline int scratch_reserve(json_codec_t *c, size_t n)
+static inline int scratch_reserve(ljson_codec_t *c, size_t n)
 {
     return n <= c->scratch_cap
                ? 0
                : grow((void **)&c->scratch, &c->scratch_cap, n, 1, 256);
 }
 
-static inline int out_reserve(json_codec_t *c, size_t n)
+static inline int out_reserve(ljson_codec_t *c, size_t n)
 {
     return c->out_cap - c->out_len >= n
                ? 0
                : grow((void **)&c->out, &c->out_cap, c->out_len + n, 1, 1024);
 }
 
-static inline int keys_reserve(json_codec_t *c, size_t n)
+static inline int keys_reserve(ljson_codec_t *c, size_t n)
 {
     return c->keys_cap - c->nkeys >= n
                ? 0
@@ -241,48 +229,14 @@ static inline int keys_reserve(json_codec_t *c, size_t n)
                       sizeof(*c->keys), 32);
 }
 
-/* Runs jsmn over the text, growing the token buffer on demand (jsmn
- * resumes where it ran out). Returns the token count, -1 when jsmn
- * refuses the text, -2 when out of memory. */
-static int tokenize(json_codec_t *c, const char *s, int len)
-{
-    jsmn_parser p;
-
-    jsmn_init(&p);
-    for (;;) {
-        int r = c->tok == NULL
-                    ? JSMN_ERROR_NOMEM
-                    : jsmn_parse(&p, s, (size_t)len, c->tok, c->tok_cap);
-
-        if (r >= 0) {
-            return (int)p.toknext;
-        }
-        if (r != JSMN_ERROR_NOMEM) {
-            return -1;
-        }
-        /* Every token spans at least one byte: len + 1 always fits. */
-        size_t cap = c->tok_cap, need = c->tok_cap ? c->tok_cap * 2u : 64;
-        if (cap > (size_t)len) {
-            return -1;
-        }
-        if (need > (size_t)len + 1) {
-            need = (size_t)len + 1;
-        }
-        if (grow((void **)&c->tok, &cap, need, sizeof(*c->tok), 64) != 0) {
-            return -2;
-        }
-        c->tok_cap = (unsigned)cap;
-    }
-}
-
 /* ---- the Lua side: null, marker metatables, table kinds ---- */
 
-void json_push_null(lua_State *L)
+void ljson_push_null(lua_State *L)
 {
     lua_pushlightuserdata(L, NULL);
 }
 
-int json_is_null(lua_State *L, int idx)
+int ljson_is_null(lua_State *L, int idx)
 {
     return lua_type(L, idx) == LUA_TLIGHTUSERDATA &&
            lua_touserdata(L, idx) == NULL;
@@ -319,18 +273,15 @@ static enum kind table_kind(lua_State *L, int idx, int amt, int omt)
     return k;
 }
 
-/* ---- the walk: grammar over the text, tokens as hints ---- */
+/* ---- the walk: the grammar over the text ---- */
 
 struct walk {
-    json_codec_t *c;
+    ljson_codec_t *c;
     lua_State *L; /* decode: push values here; NULL: validate only */
     const char *s;
     int len;
-    int ntok; /* tokens from jsmn; 0: scan strings and literals */
-    int i;    /* the next token */
     int amt, omt;
-    unsigned gen;
-    struct sl_error *err; /* NULL: no message wanted (json_equal) */
+    struct sl_error *err; /* NULL: no message wanted (ljson_equal) */
 };
 
 /* Bytes that end a run of plain string content. */
@@ -340,7 +291,7 @@ static const unsigned char str_stop[256] = {
     ['"'] = 1, ['\\'] = 1,
 };
 
-/* Bytes that end a literal, as jsmn has it (plus NUL, where it stops). */
+/* Bytes that end a literal (and NUL, which no JSON text holds). */
 static const unsigned char lit_stop[256] = {
     [0] = 1,    ['\t'] = 1, ['\n'] = 1, ['\r'] = 1,
     [' '] = 1,  [','] = 1,  [']'] = 1,  ['}'] = 1,
@@ -464,37 +415,6 @@ static int fail(const struct walk *w, int pos, const char *what)
     return -1;
 }
 
-/* After an allocating Lua call: if another call used the codec meanwhile
- * (from a finalizer), our tokens are gone; jsmn gives the same ones
- * again. */
-static int resync_slow(struct walk *w)
-{
-    w->gen = w->c->gen;
-    if (w->ntok > 0 && tokenize(w->c, w->s, w->len) != w->ntok) {
-        return fail_at(w, 0, "out of memory");
-    }
-    return 0;
-}
-
-static inline int resync(struct walk *w)
-{
-    return w->c->gen == w->gen ? 0 : resync_slow(w);
-}
-
-/* Checks that token w->i has the type and start the grammar expects
- * here, and consumes it. Always true unless jsmn and the grammar
- * disagree about a text that is invalid anyway. */
-static const jsmntok_t *take(struct walk *w, jsmntype_t type, int start)
-{
-    const jsmntok_t *t = &w->c->tok[w->i];
-
-    if (w->i >= w->ntok || t->type != type || t->start != start) {
-        return NULL;
-    }
-    w->i++;
-    return t;
-}
-
 static int hex4(const struct walk *w, int p, int limit, unsigned *cp)
 {
     unsigned v = 0;
@@ -605,9 +525,8 @@ static int unescape(struct walk *w, int q, int r, int limit, const char **out,
         }
         r += 2;
     }
-    if (w->ntok > 0 ? r != limit : r >= limit) {
-        return w->ntok > 0 ? fail_at(w, q, "unexpected token")
-                           : fail(w, limit, "unterminated string");
+    if (r >= limit) {
+        return fail(w, limit, "unterminated string");
     }
     *out = o;
     *n = k;
@@ -622,18 +541,8 @@ static int read_string(struct walk *w, int q, const char **out, size_t *n)
     const unsigned char *s = (const unsigned char *)w->s;
     int r = q + 1, limit = w->len;
 
-    if (w->ntok > 0) {
-        const jsmntok_t *t = take(w, JSMN_STRING, q + 1);
-
-        if (t == NULL) {
-            return fail_at(w, q, "unexpected token");
-        }
-        limit = t->end; /* the closing quote */
-    }
-    /* Up to the end of the text, not the token: the closing quote stops
-     * the run anyway, and longer runs take the 8-byte steps. */
     r += (int)plain_run(s + r, (size_t)(w->len - r));
-    if (w->ntok > 0 ? r == limit : r < limit && s[r] == '"') {
+    if (r < limit && s[r] == '"') {
         *out = w->s + q + 1;
         *n = (size_t)(r - q - 1);
         return r + 1;
@@ -722,8 +631,7 @@ static int read_number(struct walk *w, int q, int end, struct scalar *v)
             }
         }
     }
-    /* Greedy: what follows must end the literal (in token mode, end is
-     * the token's end, and nothing may follow within it). */
+    /* Greedy: what follows must end the literal. */
     if (p < end && !lit_stop[s[p]]) {
         return fail(w, p, "unexpected character in a number");
     }
@@ -749,6 +657,11 @@ static int read_number(struct walk *w, int q, int end, struct scalar *v)
         if (isnan(v->d)) {
             return fail_at(w, q, "out of memory");
         }
+        /* Past DBL_MAX: no double holds it, and no JSON text could be
+         * written back for it (RFC 8259 lets a parser limit the range). */
+        if (isinf(v->d)) {
+            return fail_at(w, q, "number out of range");
+        }
     }
     return p;
 }
@@ -766,21 +679,12 @@ static int read_word(struct walk *w, int q, int end, const char *word,
     return q + (int)n;
 }
 
-/* A literal at q: true, false, null or a number, which must end where
- * jsmn's token does, or (scanning) at whitespace, ',', ']', '}' or the
- * end of the text. */
+/* A literal at q: true, false, null or a number, which must end at
+ * whitespace, ',', ']', '}' or the end of the text. */
 static int read_literal(struct walk *w, int q, struct scalar *v)
 {
     int end = w->len;
 
-    if (w->ntok > 0) {
-        const jsmntok_t *t = take(w, JSMN_PRIMITIVE, q);
-
-        if (t == NULL) {
-            return fail_at(w, q, "unexpected token");
-        }
-        end = t->end;
-    }
     switch (w->s[q]) {
     case 't':
         v->kind = LIT_TRUE;
@@ -799,7 +703,7 @@ static int read_literal(struct walk *w, int q, struct scalar *v)
 static void push_scalar(lua_State *L, const struct scalar *v)
 {
     switch (v->kind) {
-    case LIT_NULL: json_push_null(L); break;
+    case LIT_NULL: ljson_push_null(L); break;
     case LIT_FALSE: lua_pushboolean(L, 0); break;
     case LIT_TRUE: lua_pushboolean(L, 1); break;
     case LIT_INT: lua_pushinteger(L, v->i); break;
@@ -815,138 +719,172 @@ static int is_value_start(int c)
 
 static int walk_value(struct walk *w, int q, int depth);
 
-/* Opens the object or array at q: takes its token (whose size presizes
- * the table) and, when decoding, pushes the table. Returns 0 or -1. */
-static int open_container(struct walk *w, int q, int depth, jsmntype_t type)
-{
-    lua_State *L = w->L;
-    int size = 0;
+/* A container being decoded. Its members wait on the Lua stack above
+ * `slot` until its end, so the table is made once at its exact size;
+ * past PENDING_MAX members the table is made and the rest go straight
+ * in (the Lua stack is finite). */
+#define PENDING_MAX 1024
 
+struct container {
+    int slot;  /* the stack top before the first member */
+    int made;  /* the table exists, at slot + 1 */
+    long n;    /* members so far */
+};
+
+static int open_container(struct walk *w, int q, int depth,
+                          struct container *ct)
+{
     if (depth > JSON_MAX_DEPTH) {
         return fail_at(w, q, TOO_DEEP);
     }
-    if (w->ntok > 0) {
-        const jsmntok_t *t = take(w, type, q);
+    *ct = (struct container){.slot = w->L != NULL ? lua_gettop(w->L) : 0};
+    return 0;
+}
 
-        if (t == NULL) {
-            return fail_at(w, q, "unexpected token");
-        }
-        size = t->size;
-    }
-    if (L == NULL) {
-        return 0;
-    }
-    if (!lua_checkstack(L, 4)) {
-        return fail_at(w, q, "out of memory");
-    }
-    if (type == JSMN_ARRAY) {
-        lua_createtable(L, size, 0);
+/* Room on the stack for the next member (a key and a value, with what
+ * reading a value pushes before it nests). */
+static int member_room(struct walk *w, int q)
+{
+    return lua_checkstack(w->L, 4) ? 0 : fail_at(w, q, "out of memory");
+}
+
+/* Makes the table of the members pending above ct->slot, at slot + 1. */
+static void make_table(struct walk *w, struct container *ct, int array)
+{
+    lua_State *L = w->L;
+    int pending = lua_gettop(L) - ct->slot;
+
+    if (array) {
+        lua_createtable(L, pending, 0);
         lua_pushvalue(L, w->amt);
         lua_setmetatable(L, -2);
     } else {
-        lua_createtable(L, 0, size);
+        lua_createtable(L, 0, pending / 2);
     }
-    return resync(w) != 0 ? -1 : 0;
+    lua_rotate(L, ct->slot + 1, 1);
+    if (array) {
+        for (int i = pending; i >= 1; i--) {
+            lua_rawseti(L, ct->slot + 1, i);
+        }
+    } else {
+        /* In the text's order: with a repeated key the last one wins. */
+        for (int i = ct->slot + 2; i <= ct->slot + pending; i += 2) {
+            lua_pushvalue(L, i);
+            lua_pushvalue(L, i + 1);
+            lua_rawset(L, ct->slot + 1);
+        }
+        lua_settop(L, ct->slot + 1);
+    }
+    ct->made = 1;
 }
 
 static int walk_object(struct walk *w, int q, int depth)
 {
     lua_State *L = w->L;
+    struct container ct;
     int first = 1;
-    long count = 0;
 
-    if (open_container(w, q, depth, JSMN_OBJECT) != 0) {
+    if (open_container(w, q, depth, &ct) != 0) {
         return -1;
     }
     q = skip_ws(w, q + 1);
-    if (at(w, q) == '}') {
-        if (depth == 1) {
-            w->c->root_count = 0;
-        }
-        return q + 1;
-    }
-    for (;;) {
-        const char *k;
-        size_t kn;
+    if (at(w, q) != '}') {
+        for (;;) {
+            const char *k;
+            size_t kn;
 
-        if (at(w, q) != '"') {
-            return fail(w, q, first ? "expected a string key or '}'"
-                                    : "expected a string key");
-        }
-        q = read_string(w, q, &k, &kn);
-        if (q < 0) {
-            return -1;
-        }
-        if (L != NULL) {
-            lua_pushlstring(L, k, kn);
-            if (resync(w) != 0) {
+            if (at(w, q) != '"') {
+                return fail(w, q, first ? "expected a string key or '}'"
+                                        : "expected a string key");
+            }
+            q = read_string(w, q, &k, &kn);
+            if (q < 0) {
                 return -1;
             }
-        }
-        q = skip_ws(w, q);
-        if (at(w, q) != ':') {
-            return fail(w, q, "expected ':'");
-        }
-        q = walk_value(w, skip_ws(w, q + 1), depth);
-        if (q < 0) {
-            return -1;
-        }
-        if (L != NULL) {
-            lua_rawset(L, -3); /* a duplicate key: the last one wins */
-        }
-        count++;
-        q = skip_ws(w, q);
-        if (at(w, q) == ',') {
-            q = skip_ws(w, q + 1);
-            first = 0;
-        } else if (at(w, q) == '}') {
-            if (depth == 1) {
-                w->c->root_count = count;
+            if (L != NULL) {
+                if (member_room(w, q) != 0) {
+                    return -1;
+                }
+                lua_pushlstring(L, k, kn);
             }
-            return q + 1;
-        } else {
-            return fail(w, q, "expected ',' or '}'");
+            q = skip_ws(w, q);
+            if (at(w, q) != ':') {
+                return fail(w, q, "expected ':'");
+            }
+            q = walk_value(w, skip_ws(w, q + 1), depth);
+            if (q < 0) {
+                return -1;
+            }
+            ct.n++;
+            if (L != NULL && ct.made) {
+                lua_rawset(L, ct.slot + 1); /* a repeated key: last wins */
+            } else if (L != NULL && ct.n == PENDING_MAX) {
+                make_table(w, &ct, 0);
+            }
+            q = skip_ws(w, q);
+            if (at(w, q) == ',') {
+                q = skip_ws(w, q + 1);
+                first = 0;
+            } else if (at(w, q) == '}') {
+                break;
+            } else {
+                return fail(w, q, "expected ',' or '}'");
+            }
         }
     }
+    if (L != NULL && !ct.made) {
+        make_table(w, &ct, 0);
+    }
+    if (depth == 1) {
+        w->c->root_count = ct.n;
+    }
+    return q + 1;
 }
 
 static int walk_array(struct walk *w, int q, int depth)
 {
     lua_State *L = w->L;
+    struct container ct;
 
-    if (open_container(w, q, depth, JSMN_ARRAY) != 0) {
+    if (open_container(w, q, depth, &ct) != 0) {
         return -1;
     }
     q = skip_ws(w, q + 1);
-    if (at(w, q) == ']') {
-        if (depth == 1) {
-            w->c->root_count = 0;
+    if (at(w, q) != ']') {
+        if (!is_value_start(at(w, q))) {
+            return fail(w, q, "expected a value or ']'");
         }
-        return q + 1;
-    }
-    if (!is_value_start(at(w, q))) {
-        return fail(w, q, "expected a value or ']'");
-    }
-    for (lua_Integer n = 1;; n++) {
-        q = walk_value(w, q, depth);
-        if (q < 0) {
-            return -1;
-        }
-        if (L != NULL) {
-            lua_rawseti(L, -2, n);
-        }
-        q = skip_ws(w, q);
-        if (at(w, q) == ',') {
-            q = skip_ws(w, q + 1);
-        } else if (at(w, q) == ']') {
-            if (depth == 1) {
-                w->c->root_count = (long)n;
+        for (;;) {
+            if (L != NULL && member_room(w, q) != 0) {
+                return -1;
             }
-            return q + 1;
-        } else {
-            return fail(w, q, "expected ',' or ']'");
+            q = walk_value(w, q, depth);
+            if (q < 0) {
+                return -1;
+            }
+            ct.n++;
+            if (L != NULL && ct.made) {
+                lua_rawseti(L, ct.slot + 1, (lua_Integer)ct.n);
+            } else if (L != NULL && ct.n == PENDING_MAX) {
+                make_table(w, &ct, 1);
+            }
+            q = skip_ws(w, q);
+            if (at(w, q) == ',') {
+                q = skip_ws(w, q + 1);
+            } else if (at(w, q) == ']') {
+                break;
+            } else {
+                return fail(w, q, "expected ',' or ']'");
+            }
         }
     }
+    if (L != NULL && !ct.made) {
+        make_table(w, &ct, 1);
+    }
+    if (depth == 1) {
+        w->c->root_count = ct.n;
+    }
+    return q + 1;
 }
 
 /* The value at q; returns the offset after it, or -1. */
@@ -965,9 +903,6 @@ static int walk_value(struct walk *w, int q, int depth)
         q = read_string(w, q, &p, &n);
         if (q >= 0 && w->L != NULL) {
             lua_pushlstring(w->L, p, n);
-            if (resync(w) != 0) {
-                return -1;
-            }
         }
         return q;
     case '-': case '0': case '1': case '2': case '3': case '4':
@@ -998,7 +933,7 @@ static int walk_document(struct walk *w)
     return q == w->len ? 0 : fail(w, q, "expected the end of the text");
 }
 
-int json_decode(json_codec_t *c, lua_State *L, const char *text, size_t len,
+int ljson_decode(ljson_codec_t *c, lua_State *L, const char *text, size_t len,
                 struct sl_error *err)
 {
     struct walk w = {.c = c, .L = L, .s = text, .err = err};
@@ -1016,20 +951,8 @@ int json_decode(json_codec_t *c, lua_State *L, const char *text, size_t len,
     if (at(&w, q) == '{' || at(&w, q) == '[') {
         push_marker(L, &array_mt_key, "json.array");
         w.amt = lua_gettop(L);
-        w.gen = ++c->gen;
-        w.ntok = tokenize(c, text, w.len);
-        if (w.ntok == -2) {
-            lua_settop(L, base);
-            return sl_error_set(err, "json: out of memory");
-        }
-        /* Refused: the walk scans instead, and names the first error
-         * (or, should jsmn ever refuse valid JSON, decodes it). */
-        if (w.ntok < 0) {
-            w.ntok = 0;
-        }
-    } else {
-        w.gen = ++c->gen;
     }
+    c->gen++;
     if (walk_document(&w) != 0) {
         lua_settop(L, base);
         return -1;
@@ -1060,7 +983,7 @@ static uint32_t hash_key(const char *k, size_t n)
 
 /* Indexes the n key records from base: a table of record numbers + 1
  * (0: empty) with room to spare, at c->hidx + c->nhidx. */
-static int index_keys(json_codec_t *c, size_t base, size_t n, size_t *hsize)
+static int index_keys(ljson_codec_t *c, size_t base, size_t n, size_t *hsize)
 {
     size_t size = 32, hbase = c->nhidx;
 
@@ -1089,7 +1012,7 @@ static int index_keys(json_codec_t *c, size_t base, size_t n, size_t *hsize)
 
 /* The record of the n from base whose key is k, or NULL. hsize: 0, or
  * the size of the hash index at hbase. */
-static struct key_rec *find_key(json_codec_t *c, size_t base, size_t n,
+static struct key_rec *find_key(ljson_codec_t *c, size_t base, size_t n,
                                 size_t hbase, size_t hsize, const char *k,
                                 size_t kn)
 {
@@ -1127,7 +1050,7 @@ static struct key_rec *find_key(json_codec_t *c, size_t base, size_t n,
 static int eq_object(struct walk *w, int q, int depth, int slot)
 {
     lua_State *L = w->L;
-    json_codec_t *c = w->c;
+    ljson_codec_t *c = w->c;
     size_t base = c->nkeys, hbase = c->nhidx, n, hsize = 0, named = 0;
     int top = lua_gettop(L), rc = -1;
 
@@ -1222,7 +1145,6 @@ static int eq_array(struct walk *w, int q, int depth, int slot)
 
     if (depth > JSON_MAX_DEPTH || lua_type(L, slot) != LUA_TTABLE ||
         (kind = table_kind(L, slot, w->amt, w->omt)) == OBJECT ||
-        (w->ntok > 0 && take(w, JSMN_ARRAY, q) == NULL) ||
         !lua_checkstack(L, 3)) {
         return -1;
     }
@@ -1265,7 +1187,7 @@ static int scalar_equal(lua_State *L, int slot, const struct scalar *v)
 {
     switch (v->kind) {
     case LIT_NULL:
-        return lua_isnil(L, slot) || json_is_null(L, slot);
+        return lua_isnil(L, slot) || ljson_is_null(L, slot);
     case LIT_FALSE:
     case LIT_TRUE:
         return lua_type(L, slot) == LUA_TBOOLEAN &&
@@ -1311,7 +1233,7 @@ static int eq_value(struct walk *w, int q, int depth, int slot)
     }
 }
 
-int json_equal(json_codec_t *c, lua_State *L, int idx, const char *text,
+int ljson_equal(ljson_codec_t *c, lua_State *L, int idx, const char *text,
                size_t len)
 {
     struct walk w = {.c = c, .L = L, .s = text};
@@ -1326,9 +1248,7 @@ int json_equal(json_codec_t *c, lua_State *L, int idx, const char *text,
     w.amt = lua_gettop(L);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &object_mt_key);
     w.omt = lua_gettop(L);
-    w.gen = ++c->gen;
-    /* No tokens: comparing needs no table sizes, and one pass over the
-     * text beats jsmn's pass plus ours. */
+    c->gen++;
     q = eq_value(&w, skip_ws(&w, 0), 0, idx);
     if (q >= 0) {
         q = skip_ws(&w, q);
@@ -1340,7 +1260,7 @@ int json_equal(json_codec_t *c, lua_State *L, int idx, const char *text,
 /* ---- encoding ---- */
 
 struct enc {
-    json_codec_t *c;
+    ljson_codec_t *c;
     lua_State *L;
     int amt, omt;
     struct sl_error *err;
@@ -1486,7 +1406,7 @@ static inline size_t plain_copy(const unsigned char *p, size_t n, char *o)
     return i;
 }
 
-static int put_string(json_codec_t *c, const char *s, size_t n)
+static int put_string(ljson_codec_t *c, const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;
     size_t i = 0;
@@ -1529,7 +1449,7 @@ static int put_string(json_codec_t *c, const char *s, size_t n)
     return 0;
 }
 
-static inline int put(json_codec_t *c, const char *s, size_t n)
+static inline int put(ljson_codec_t *c, const char *s, size_t n)
 {
     if (out_reserve(c, n) != 0) {
         return -1;
@@ -1539,7 +1459,7 @@ static inline int put(json_codec_t *c, const char *s, size_t n)
     return 0;
 }
 
-static inline int put_char(json_codec_t *c, char ch)
+static inline int put_char(ljson_codec_t *c, char ch)
 {
     if (out_reserve(c, 1) != 0) {
         return -1;
@@ -1549,7 +1469,7 @@ static inline int put_char(json_codec_t *c, char ch)
 }
 
 /* The path of the value at depth, e.g. ".items[2].fn", for messages. */
-static const char *format_path(const json_codec_t *c, int depth, char *b,
+static const char *format_path(const ljson_codec_t *c, int depth, char *b,
                                size_t size)
 {
     size_t n = 0;
@@ -1631,7 +1551,7 @@ static void sort_keys(struct key_rec *k, size_t n)
 
 static int enc_array(struct enc *e, int slot, int depth, size_t n)
 {
-    json_codec_t *c = e->c;
+    ljson_codec_t *c = e->c;
 
     if (put_char(c, '[') != 0) {
         return oom(e);
@@ -1658,7 +1578,7 @@ static int enc_array(struct enc *e, int slot, int depth, size_t n)
 static int enc_table(struct enc *e, int slot, int depth)
 {
     lua_State *L = e->L;
-    json_codec_t *c = e->c;
+    ljson_codec_t *c = e->c;
     int top = lua_gettop(L), rc = -1, bad_key = LUA_TNONE, bad_float = 0;
     size_t base = c->nkeys, nint = 0, n;
     lua_Integer maxint = 0, minint = 1;
@@ -1760,7 +1680,7 @@ out:
 static int enc_value(struct enc *e, int slot, int depth)
 {
     lua_State *L = e->L;
-    json_codec_t *c = e->c;
+    ljson_codec_t *c = e->c;
     char what[64];
     int t = lua_type(L, slot);
 
@@ -1822,7 +1742,7 @@ static int enc_value(struct enc *e, int slot, int depth)
     return enc_fail(e, depth, what);
 }
 
-const char *json_encode(json_codec_t *c, lua_State *L, int idx, size_t *len,
+const char *ljson_encode(ljson_codec_t *c, lua_State *L, int idx, size_t *len,
                         struct sl_error *err)
 {
     struct enc e = {.c = c, .L = L, .err = err};
@@ -1860,17 +1780,17 @@ const char *json_encode(json_codec_t *c, lua_State *L, int idx, size_t *len,
 
 static int codec_gc(lua_State *L)
 {
-    json_codec_t **p = lua_touserdata(L, 1);
+    ljson_codec_t **p = lua_touserdata(L, 1);
 
-    json_codec_free(*p);
+    ljson_codec_free(*p);
     *p = NULL;
     return 0;
 }
 
 /* Pushes the state's codec userdata, creating it. */
-static json_codec_t **push_codec(lua_State *L)
+static ljson_codec_t **push_codec(lua_State *L)
 {
-    json_codec_t **p;
+    ljson_codec_t **p;
 
     if (lua_rawgetp(L, LUA_REGISTRYINDEX, &codec_key) == LUA_TUSERDATA) {
         return lua_touserdata(L, -1);
@@ -1884,7 +1804,7 @@ static json_codec_t **push_codec(lua_State *L)
     lua_pushstring(L, "json.codec");
     lua_setfield(L, -2, "__name");
     lua_setmetatable(L, -2);
-    *p = json_codec_new();
+    *p = ljson_codec_new();
     if (*p == NULL) {
         luaL_error(L, "json: out of memory");
     }
@@ -1893,9 +1813,9 @@ static json_codec_t **push_codec(lua_State *L)
     return p;
 }
 
-json_codec_t *json_codec_of(lua_State *L)
+ljson_codec_t *ljson_codec_of(lua_State *L)
 {
-    json_codec_t *c = *push_codec(L);
+    ljson_codec_t *c = *push_codec(L);
 
     lua_pop(L, 1);
     if (c == NULL) {
@@ -1904,9 +1824,9 @@ json_codec_t *json_codec_of(lua_State *L)
     return c;
 }
 
-static json_codec_t *up_codec(lua_State *L)
+static ljson_codec_t *up_codec(lua_State *L)
 {
-    json_codec_t *c = *(json_codec_t **)lua_touserdata(L, lua_upvalueindex(1));
+    ljson_codec_t *c = *(ljson_codec_t **)lua_touserdata(L, lua_upvalueindex(1));
 
     if (c == NULL) {
         luaL_error(L, "json: the codec was freed with the state");
@@ -1920,7 +1840,7 @@ static int l_decode(lua_State *L)
     const char *s = luaL_checklstring(L, 1, &len);
     struct sl_error err;
 
-    if (json_decode(up_codec(L), L, s, len, &err) != 0) {
+    if (ljson_decode(up_codec(L), L, s, len, &err) != 0) {
         lua_pushstring(L, err.msg);
         return lua_error(L);
     }
@@ -1934,7 +1854,7 @@ static int l_encode(lua_State *L)
     const char *s;
 
     luaL_checkany(L, 1);
-    s = json_encode(up_codec(L), L, 1, &len, &err);
+    s = ljson_encode(up_codec(L), L, 1, &len, &err);
     if (s == NULL) {
         lua_pushstring(L, err.msg);
         return lua_error(L);
@@ -1969,11 +1889,11 @@ static int l_object(lua_State *L)
 
 static int l_is_null(lua_State *L)
 {
-    lua_pushboolean(L, json_is_null(L, 1));
+    lua_pushboolean(L, ljson_is_null(L, 1));
     return 1;
 }
 
-int json_open(lua_State *L)
+int ljson_open(lua_State *L)
 {
     static const luaL_Reg fns[] = {
         {"decode", l_decode}, {"encode", l_encode},   {"array", l_array},
@@ -1988,7 +1908,7 @@ int json_open(lua_State *L)
     luaL_newlibtable(L, fns);
     push_codec(L);
     luaL_setfuncs(L, fns, 1);
-    json_push_null(L);
+    ljson_push_null(L);
     lua_setfield(L, -2, "null");
     return 1;
 }

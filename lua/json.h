@@ -1,8 +1,7 @@
 /* json.h -- JSON <-> Lua 5.4 values for transforms, on the hot path.
  *
- * Decoding tokenizes with jsmn and then walks the text itself, checking
- * every byte jsmn lets through (separators, literals, numbers, escapes),
- * so only RFC 8259 JSON is accepted. Values map as:
+ * Decoding walks the text once, following the grammar byte by byte, so
+ * only RFC 8259 JSON is accepted. Values map as:
  *
  *   object  <-> table (string keys; marked with json.object() or not)
  *   array   <-> table with the array metatable (json.array()), or a
@@ -21,7 +20,7 @@
  *
  * A codec holds the buffers the calls reuse (tokens, scratch, output), so
  * the steady state allocates nothing in C. It is not thread-safe: one per
- * Lua state, which json_codec_of() provides. */
+ * Lua state, which ljson_codec_of() provides. */
 #ifndef SLUICE_JSON_H
 #define SLUICE_JSON_H
 
@@ -31,33 +30,33 @@
 
 struct lua_State;
 
-typedef struct json_codec json_codec_t;
+typedef struct ljson_codec ljson_codec_t;
 
 /* Deepest nesting decode accepts and encode produces: bounds the C
  * recursion, and catches reference cycles when encoding. */
 #define JSON_MAX_DEPTH 256
 
 /* A codec with empty buffers; NULL when out of memory. */
-json_codec_t *json_codec_new(void);
+ljson_codec_t *ljson_codec_new(void);
 
 /* Frees the codec and its buffers; NULL is a no-op. */
-void json_codec_free(json_codec_t *c);
+void ljson_codec_free(ljson_codec_t *c);
 
 /* Decodes text[0, len) and pushes one Lua value. Returns 0, or -1 with
  * err reading "json: byte N: what was expected, found what" (N counts from
  * 0) and nothing pushed. May raise a Lua memory error (the state's
  * allocator is capped): call it in protected mode; the codec stays usable
  * either way. The text need not be NUL-terminated. */
-int json_decode(json_codec_t *c, struct lua_State *L, const char *text,
+int ljson_decode(ljson_codec_t *c, struct lua_State *L, const char *text,
                 size_t len, struct sl_error *err);
 
 /* Encodes the value at idx. Returns the text and its length in *len; the
- * text is owned by c and valid until the next json_encode() on c. Returns
+ * text is owned by c and valid until the next ljson_encode() on c. Returns
  * NULL with err filled when the value cannot be encoded (a function, NaN,
  * a table mixing array and object keys, nesting past JSON_MAX_DEPTH...);
  * the message names where, e.g. "at .items[2].fn" (indexes as in Lua).
  * Raises no Lua error and leaves the stack as it was. */
-const char *json_encode(json_codec_t *c, struct lua_State *L, int idx,
+const char *ljson_encode(ljson_codec_t *c, struct lua_State *L, int idx,
                         size_t *len, struct sl_error *err);
 
 /* 1 when the value at idx would encode to a document equal to text
@@ -68,34 +67,34 @@ const char *json_encode(json_codec_t *c, struct lua_State *L, int idx,
  * original bytes when it says 1. Walks the text once against the table
  * (its keys are not interned), allocates nothing in Lua and raises no
  * Lua error. */
-int json_equal(json_codec_t *c, struct lua_State *L, int idx,
+int ljson_equal(ljson_codec_t *c, struct lua_State *L, int idx,
                const char *text, size_t len);
 
 /* Pushes json.null. */
-void json_push_null(struct lua_State *L);
+void ljson_push_null(struct lua_State *L);
 
 /* Whether the value at idx is json.null. */
-int json_is_null(struct lua_State *L, int idx);
+int ljson_is_null(struct lua_State *L, int idx);
 
 /* luaopen-style: pushes the `json` module table (decode, encode, null,
- * array, object, is_null), whose functions use json_codec_of(L). Use with
- * luaL_requiref(L, "json", json_open, 1). */
-int json_open(struct lua_State *L);
+ * array, object, is_null), whose functions use ljson_codec_of(L). Use with
+ * luaL_requiref(L, "json", ljson_open, 1). */
+int ljson_open(struct lua_State *L);
 
 /* The state's codec, created on first use and freed with the state (a
  * userdata in the registry), so C code shares the module's buffers. May
  * raise a Lua memory error when creating it. */
-json_codec_t *json_codec_of(struct lua_State *L);
+ljson_codec_t *ljson_codec_of(struct lua_State *L);
 
-/* The entries of the object or array the last successful json_decode
+/* The entries of the object or array the last successful ljson_decode
  * returned, as its text has them (a repeated key counts each time), or
  * -1 when that was not an object or an array. */
-long json_decoded_count(const json_codec_t *c);
+long ljson_decoded_count(const ljson_codec_t *c);
 
 /* Forgets the number texts remembered since the last call: decoding
  * remembers the text of every float, and encoding writes a float of the
  * same value with that text, so numbers a script did not change go out
  * as they came in. Call it between messages. */
-void json_codec_forget(json_codec_t *c);
+void ljson_codec_forget(ljson_codec_t *c);
 
 #endif

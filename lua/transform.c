@@ -6,7 +6,7 @@
  * userdata's user values (key, value, json, headers, dedupe_key) and
  * read back after the call. msg.json is decoded on first access; after
  * the call it is re-encoded only when it differs from the bytes it came
- * from (json_equal), so a script that only reads it forwards the
+ * from (ljson_equal), so a script that only reads it forwards the
  * original bytes.
  *
  * Each call runs inside one protected C function: the script's own code
@@ -82,7 +82,7 @@ struct transform {
     const struct cfg *cfg;
     script_t *script;
     lua_State *L;
-    json_codec_t *codec;
+    ljson_codec_t *codec;
     int pipeline_fn; /* registry refs, LUA_NOREF when absent */
     int *sink_fn, *retry_fn;
     size_t nsinks;
@@ -320,11 +320,11 @@ static int msg_index(lua_State *L)
             if (v == NULL) {
                 return luaL_error(L, "msg.json: the message has no value");
             }
-            if (json_decode(m->t->codec, L, v, len, &err) != 0) {
+            if (ljson_decode(m->t->codec, L, v, len, &err) != 0) {
                 return luaL_error(L, "msg.json: the value is not JSON: %s",
                                   err.msg);
             }
-            m->json_entries = json_decoded_count(m->t->codec);
+            m->json_entries = ljson_decoded_count(m->t->codec);
             lua_pushvalue(L, -1);
             lua_setiuservalue(L, 1, UV_JSON);
             m->set |= SET_JSON;
@@ -337,7 +337,7 @@ static int msg_index(lua_State *L)
                 /* Reading the value after changing the JSON view sees
                  * the change. */
                 lua_getiuservalue(L, 1, UV_JSON);
-                const char *text = json_encode(m->t->codec, L, -1, &len,
+                const char *text = ljson_encode(m->t->codec, L, -1, &len,
                                                &(struct sl_error){{0}});
                 if (text != NULL) {
                     lua_pushlstring(L, text, len);
@@ -675,7 +675,7 @@ static const char *encode_into(transform_t *t, int idx, struct text_buf *b,
 {
     lua_State *L = t->L;
     struct sl_error err;
-    const char *text = json_encode(t->codec, L, idx, len, &err);
+    const char *text = ljson_encode(t->codec, L, idx, len, &err);
 
     if (text == NULL) {
         luaL_error(L, "%s: %s", what, err.msg);
@@ -795,7 +795,7 @@ static void output_from_msg(transform_t *t, int msg_idx,
         if (o->value == NULL ||
             (m->json_entries >= 0 &&
              count_entries(L, -1) != m->json_entries) ||
-            !json_equal(t->codec, L, -1, o->value, o->value_len)) {
+            !ljson_equal(t->codec, L, -1, o->value, o->value_len)) {
             o->value = encode_into(t, -1, out_text(t, oi), &o->value_len,
                                    "msg.json");
             changed = 1;
@@ -986,7 +986,7 @@ int transform_run(transform_t *t, const struct connector_msg *in,
     t->nhdrs = 0;
     if (t->L != NULL) {
         forget_outjson(t);
-        json_codec_forget(t->codec);
+        ljson_codec_forget(t->codec);
     }
     if (t->pipeline_fn == LUA_NOREF) {
         struct out_slot *outs = grow(t->outs, &t->outs_cap, 1,
@@ -1494,7 +1494,7 @@ static int open_modules(lua_State *L)
         {NULL, NULL},
     };
 
-    json_open(L);
+    ljson_open(L);
     register_module(L, "json");
     luaL_newlibtable(L, log_fns);
     lua_pushlightuserdata(L, t);
@@ -1524,7 +1524,7 @@ static int open_modules(lua_State *L)
     t->run_anchor.ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_newtable(L);
     t->shape_anchor.ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    t->codec = json_codec_of(L);
+    t->codec = ljson_codec_of(L);
     return 0;
 }
 

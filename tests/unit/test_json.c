@@ -1,7 +1,8 @@
 /* test_json.c -- JSON <-> Lua: exact numbers, nulls that survive, sorted
  * output, every rejection with its byte offset, encode errors that name
  * the path, equality that never says 1 wrongly, and a codec that stays
- * sound when Lua runs out of memory or a finalizer re-enters it. */
+ * sound when Lua runs out of memory or a finalizer re-enters it.
+ * test_json_jansson.c compares the decoder with jansson. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -28,7 +29,7 @@ static int setup(void **state)
 
     assert_non_null(L);
     luaL_openlibs(L);
-    luaL_requiref(L, "json", json_open, 1);
+    luaL_requiref(L, "json", ljson_open, 1);
     lua_pop(L, 1);
     *state = L;
     return 0;
@@ -40,9 +41,9 @@ static int teardown(void **state)
     return 0;
 }
 
-static json_codec_t *codec(lua_State *L)
+static ljson_codec_t *codec(lua_State *L)
 {
-    return json_codec_of(L);
+    return ljson_codec_of(L);
 }
 
 /* Decodes then encodes text; the result must be want. */
@@ -53,12 +54,12 @@ static void round_trip(lua_State *L, const char *text, const char *want)
     const char *out;
     int top = lua_gettop(L);
 
-    json_codec_forget(codec(L)); /* each case is a message of its own */
-    if (json_decode(codec(L), L, text, strlen(text), &err) != 0) {
+    ljson_codec_forget(codec(L)); /* each case is a message of its own */
+    if (ljson_decode(codec(L), L, text, strlen(text), &err) != 0) {
         fail_msg("decode %s: %s", text, err.msg);
     }
     assert_int_equal(lua_gettop(L), top + 1);
-    out = json_encode(codec(L), L, -1, &len, &err);
+    out = ljson_encode(codec(L), L, -1, &len, &err);
     if (out == NULL) {
         fail_msg("encode %s: %s", text, err.msg);
     }
@@ -76,11 +77,11 @@ static void forget_round_trip(lua_State *L, const char *text,
     size_t len;
     const char *out;
 
-    if (json_decode(codec(L), L, text, strlen(text), &err) != 0) {
+    if (ljson_decode(codec(L), L, text, strlen(text), &err) != 0) {
         fail_msg("decode %s: %s", text, err.msg);
     }
-    json_codec_forget(codec(L));
-    out = json_encode(codec(L), L, -1, &len, &err);
+    ljson_codec_forget(codec(L));
+    out = ljson_encode(codec(L), L, -1, &len, &err);
     assert_non_null(out);
     assert_int_equal(len, strlen(want));
     assert_string_equal(out, want);
@@ -99,7 +100,7 @@ static void rejects_n(lua_State *L, const char *text, size_t len,
     struct sl_error err;
     int top = lua_gettop(L);
 
-    if (json_decode(codec(L), L, text, len, &err) == 0) {
+    if (ljson_decode(codec(L), L, text, len, &err) == 0) {
         fail_msg("accepted: %s", text);
     }
     assert_int_equal(lua_gettop(L), top);
@@ -132,7 +133,7 @@ static void encode_fails(lua_State *L, const char *chunk, const char *want)
     if (luaL_dostring(L, chunk) != LUA_OK) {
         fail_msg("%s", lua_tostring(L, -1));
     }
-    assert_null(json_encode(codec(L), L, -1, &len, &err));
+    assert_null(ljson_encode(codec(L), L, -1, &len, &err));
     if (strstr(err.msg, want) == NULL) {
         fail_msg("for %s\n  got  %s\n  want ...%s...", chunk, err.msg, want);
     }
@@ -140,7 +141,7 @@ static void encode_fails(lua_State *L, const char *chunk, const char *want)
     lua_settop(L, 0);
 }
 
-/* json_equal of the value the chunk returns against text. */
+/* ljson_equal of the value the chunk returns against text. */
 static int equal(lua_State *L, const char *chunk, const char *text)
 {
     int r;
@@ -148,7 +149,7 @@ static int equal(lua_State *L, const char *chunk, const char *text)
     if (luaL_dostring(L, chunk) != LUA_OK) {
         fail_msg("%s", lua_tostring(L, -1));
     }
-    r = json_equal(codec(L), L, -1, text, strlen(text));
+    r = ljson_equal(codec(L), L, -1, text, strlen(text));
     assert_int_equal(lua_gettop(L), 1);
     lua_settop(L, 0);
     return r;
@@ -188,7 +189,7 @@ static const char *encode_number(lua_State *L, double v, size_t *len)
     const char *out;
 
     lua_pushnumber(L, v);
-    out = json_encode(codec(L), L, -1, len, &err);
+    out = ljson_encode(codec(L), L, -1, len, &err);
     lua_pop(L, 1);
     if (out == NULL) {
         fail_msg("%s", err.msg);
@@ -315,7 +316,7 @@ static void test_decoded_floats_match_strtod(void **state)
                           (int)((r >> 40) % 60) - 30);
         }
         text[n] = '\0';
-        if (json_decode(codec(L), L, text, (size_t)n, &err) != 0) {
+        if (ljson_decode(codec(L), L, text, (size_t)n, &err) != 0) {
             fail_msg("%s: %s", text, err.msg);
         }
         if (!lua_isinteger(L, -1)) {
@@ -437,13 +438,13 @@ static void test_string_scanning_at_every_offset(void **state)
                 want[w++] = '"';
                 want[w] = '\0';
                 lua_pushlstring(L, raw, n);
-                out = json_encode(codec(L), L, -1, &len, &err);
+                out = ljson_encode(codec(L), L, -1, &len, &err);
                 assert_non_null(out);
                 assert_string_equal(out, want);
                 lua_pop(L, 1);
-                /* ...and back, inside an array so jsmn tokenizes it. */
+                /* ...and back, inside an array. */
                 snprintf(text, sizeof(text), "[%s]", want);
-                assert_int_equal(json_decode(codec(L), L, text,
+                assert_int_equal(ljson_decode(codec(L), L, text,
                                              strlen(text), &err),
                                  0);
                 lua_rawgeti(L, -1, 1);
@@ -498,6 +499,8 @@ static void test_rejections_name_the_byte(void **state)
     rejects(L, "[-a]", "json: byte 2: expected a digit, found 'a'");
     rejects(L, "[1e]", "json: byte 3: expected a digit in the exponent");
     rejects(L, "[1.5x]", "json: byte 4: unexpected character in a number");
+    rejects(L, "[1e400]", "json: byte 1: number out of range");
+    rejects(L, "-12.5e728", "json: byte 0: number out of range");
     rejects(L, "[.5]", "json: byte 1: expected a value or ']', found '.'");
     rejects(L, "[+1]", "json: byte 1: expected a value or ']', found '+'");
     rejects(L, "\"\\x\"", "json: byte 2: invalid escape in a string");
@@ -523,7 +526,7 @@ static void test_rejections_name_the_byte(void **state)
     rejects(L, "x", "json: byte 0: expected a value, found 'x'");
     rejects(L, "[\xc3\xa9]", "json: byte 1: expected a value or ']', found "
                              "byte 0xc3");
-    /* NUL bytes, where jsmn would stop reading. */
+    /* NUL bytes, where a C-string parser would stop reading. */
     rejects_n(L, "[1,\0 2]", 7, "json: byte 3: expected a value, found a "
                                 "NUL byte");
     rejects_n(L, "\"a\0b\"", 5, "json: byte 2: control characters must be "
@@ -653,9 +656,9 @@ static void test_equal_says_unchanged(void **state)
     /* Whatever equal says 1 to encodes to the same document. */
     assert_int_equal(luaL_dostring(L, chunk), LUA_OK);
     size_t len;
-    const char *out = json_encode(codec(L), L, -1, &len, &err);
+    const char *out = ljson_encode(codec(L), L, -1, &len, &err);
     assert_non_null(out);
-    assert_int_equal(json_equal(codec(L), L, -1, out, len), 1);
+    assert_int_equal(ljson_equal(codec(L), L, -1, out, len), 1);
     lua_settop(L, 0);
 }
 
@@ -773,25 +776,25 @@ static void test_module_round_trips_canonical_text(void **state)
 static void test_codec_api(void **state)
 {
     lua_State *L = *state;
-    json_codec_t *c = json_codec_new(), *shared = json_codec_of(L);
+    ljson_codec_t *c = ljson_codec_new(), *shared = ljson_codec_of(L);
     struct sl_error err;
     size_t len;
 
     assert_non_null(c);
-    assert_ptr_equal(json_codec_of(L), shared);
-    json_codec_free(NULL);
+    assert_ptr_equal(ljson_codec_of(L), shared);
+    ljson_codec_free(NULL);
     /* A codec of its own works on the same state, and the returned text
      * lives in the codec. */
-    assert_int_equal(json_decode(c, L, "{\"x\":[1]}", 9, &err), 0);
-    const char *a = json_encode(c, L, -1, &len, &err);
+    assert_int_equal(ljson_decode(c, L, "{\"x\":[1]}", 9, &err), 0);
+    const char *a = ljson_encode(c, L, -1, &len, &err);
     assert_string_equal(a, "{\"x\":[1]}");
-    assert_int_equal(json_equal(c, L, -1, a, len), 1);
-    assert_int_equal(json_equal(shared, L, -1, a, len), 1);
+    assert_int_equal(ljson_equal(c, L, -1, a, len), 1);
+    assert_int_equal(ljson_equal(shared, L, -1, a, len), 1);
     lua_pop(L, 1);
-    json_push_null(L);
-    assert_true(json_is_null(L, -1));
+    ljson_push_null(L);
+    assert_true(ljson_is_null(L, -1));
     lua_pushboolean(L, 0);
-    assert_false(json_is_null(L, -1));
+    assert_false(ljson_is_null(L, -1));
     lua_pop(L, 2);
     /* Token buffer growth: many tokens, then few again. */
     luaL_Buffer b;
@@ -805,15 +808,15 @@ static void test_codec_api(void **state)
     luaL_pushresult(&b);
     size_t n;
     const char *big = lua_tolstring(L, -1, &n);
-    assert_int_equal(json_decode(c, L, big, n, &err), 0);
+    assert_int_equal(ljson_decode(c, L, big, n, &err), 0);
     assert_int_equal(lua_rawlen(L, -1), 20000);
-    a = json_encode(c, L, -1, &len, &err);
+    a = ljson_encode(c, L, -1, &len, &err);
     assert_int_equal(len, n);
     assert_memory_equal(a, big, n);
-    assert_int_equal(json_equal(c, L, -1, big, n), 1);
+    assert_int_equal(ljson_equal(c, L, -1, big, n), 1);
     lua_pop(L, 2);
     same(L, "[1]");
-    json_codec_free(c);
+    ljson_codec_free(c);
 }
 
 /* ---- robustness ---- */
@@ -850,13 +853,13 @@ static int decode_arg(lua_State *L)
     const char *s = lua_touserdata(L, 1);
     size_t n = (size_t)lua_tointeger(L, 2);
 
-    if (json_decode(json_codec_of(L), L, s, n, &err) != 0) {
+    if (ljson_decode(ljson_codec_of(L), L, s, n, &err) != 0) {
         return luaL_error(L, "%s", err.msg);
     }
     return 1;
 }
 
-/* Running out of Lua memory mid-decode unwinds through json_decode; the
+/* Running out of Lua memory mid-decode unwinds through ljson_decode; the
  * codec (and ASan's leak check) must not mind. */
 static void test_memory_errors_leave_the_codec_sound(void **state)
 {
@@ -868,7 +871,7 @@ static void test_memory_errors_leave_the_codec_sound(void **state)
 
     (void)state;
     assert_non_null(L);
-    luaL_requiref(L, "json", json_open, 1);
+    luaL_requiref(L, "json", ljson_open, 1);
     lua_pop(L, 1);
     n += (size_t)sprintf(doc, "[");
     for (int i = 0; i < 5000; i++) {
@@ -885,7 +888,7 @@ static void test_memory_errors_leave_the_codec_sound(void **state)
         errmem += rc == LUA_ERRMEM;
         if (rc == LUA_OK) {
             assert_int_equal(lua_rawlen(L, -1), 5000);
-            assert_int_equal(json_equal(json_codec_of(L), L, -1, doc, n), 1);
+            assert_int_equal(ljson_equal(ljson_codec_of(L), L, -1, doc, n), 1);
         }
         lua_pop(L, 1);
         lua_gc(L, LUA_GCCOLLECT);
@@ -929,7 +932,7 @@ static void test_finalizers_reentering_the_codec(void **state)
            "assert(calls > 0, 'no finalizer ran during the test')");
 }
 
-/* json_decoded_count: what the engine compares a script's table against
+/* ljson_decoded_count: what the engine compares a script's table against
  * to tell an added or removed field without walking the document. */
 static void test_decoded_count(void **state)
 {
@@ -950,15 +953,69 @@ static void test_decoded_count(void **state)
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const char *text = cases[i].text;
-        if (json_decode(codec(L), L, text, strlen(text), &err) != 0) {
+        if (ljson_decode(codec(L), L, text, strlen(text), &err) != 0) {
             fail_msg("decode %s: %s", text, err.msg);
         }
-        if (json_decoded_count(codec(L)) != cases[i].count) {
+        if (ljson_decoded_count(codec(L)) != cases[i].count) {
             fail_msg("%s: count %ld, want %ld", text,
-                     json_decoded_count(codec(L)), cases[i].count);
+                     ljson_decoded_count(codec(L)), cases[i].count);
         }
         lua_pop(L, 1);
     }
+}
+
+/* Containers larger than the decoder keeps pending on the Lua stack:
+ * members past that go straight into the table, and a repeated key
+ * still leaves its last value, on either side of that point. */
+static void test_large_containers(void **state)
+{
+    lua_State *L = *state;
+    enum { N = 5000 };
+    size_t cap = (size_t)N * 24 + 64, n = 0, len;
+    char *text = malloc(cap), *want = malloc(cap);
+    struct sl_error err;
+    const char *out;
+
+    assert_non_null(text);
+    assert_non_null(want);
+    /* [1,2,...,N] */
+    n = (size_t)snprintf(text, cap, "[");
+    for (int i = 1; i <= N; i++) {
+        n += (size_t)snprintf(text + n, cap - n, "%s%d", i > 1 ? "," : "",
+                              i);
+    }
+    snprintf(text + n, cap - n, "]");
+    round_trip(L, text, text);
+
+    /* {"a":0,"k0001":1,...,"a":N}: "a" again after the switch. */
+    n = (size_t)snprintf(text, cap, "{\"a\":0");
+    for (int i = 1; i < N; i++) {
+        n += (size_t)snprintf(text + n, cap - n, ",\"k%04d\":%d", i, i);
+    }
+    snprintf(text + n, cap - n, ",\"a\":%d}", N);
+    assert_int_equal(ljson_decode(codec(L), L, text, strlen(text), &err), 0);
+    assert_int_equal(ljson_decoded_count(codec(L)), N + 1);
+    lua_getfield(L, -1, "a");
+    assert_int_equal(lua_tointeger(L, -1), N);
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "k4999");
+    assert_int_equal(lua_tointeger(L, -1), 4999);
+    lua_pop(L, 1);
+    /* Sorted on the way out: "a" first, then k0001...k4999. */
+    out = ljson_encode(codec(L), L, -1, &len, &err);
+    assert_non_null(out);
+    n = (size_t)snprintf(want, cap, "{\"a\":%d", N);
+    for (int i = 1; i < N; i++) {
+        n += (size_t)snprintf(want + n, cap - n, ",\"k%04d\":%d", i, i);
+    }
+    snprintf(want + n, cap - n, "}");
+    assert_string_equal(out, want);
+    lua_pop(L, 1);
+
+    /* A repeated key among the pending members: the last one wins. */
+    round_trip(L, "{\"x\":1,\"y\":2,\"x\":3}", "{\"x\":3,\"y\":2}");
+    free(text);
+    free(want);
 }
 
 int main(void)
@@ -983,6 +1040,7 @@ int main(void)
         T(test_module_round_trips_canonical_text),
         T(test_codec_api),
         T(test_decoded_count),
+        T(test_large_containers),
         T(test_memory_errors_leave_the_codec_sound),
         T(test_finalizers_reentering_the_codec),
 #undef T
