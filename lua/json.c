@@ -1826,7 +1826,8 @@ ljson_codec_t *ljson_codec_of(lua_State *L)
 
 static ljson_codec_t *up_codec(lua_State *L)
 {
-    ljson_codec_t *c = *(ljson_codec_t **)lua_touserdata(L, lua_upvalueindex(1));
+    ljson_codec_t *c =
+        *(ljson_codec_t **)lua_touserdata(L, lua_upvalueindex(1));
 
     if (c == NULL) {
         luaL_error(L, "json: the codec was freed with the state");

@@ -48,6 +48,16 @@ int script_has_function(script_t *s, const char *name);
  * stack. 0 or -1. */
 int script_pcall(script_t *s, int nargs, int nresults, struct sl_error *err);
 
+/* Gives the running call a fresh instruction budget: for a protected
+ * call that runs several scripts one after another, each its own. */
+void script_budget_reset(script_t *s);
+
+/* fn(arg) in protected mode under the budget, as script_pcall does with a
+ * light userdata argument and no results: the transforms' entry points
+ * into C code that calls the scripts. 0 or -1 with err. */
+int script_call(script_t *s, int (*fn)(struct lua_State *), void *arg,
+                struct sl_error *err);
+
 /* Joins a C function's arguments as tostring() shows them, with sep
  * between: pushes the text and returns it (print, log.*). */
 const char *script_join_args(struct lua_State *L, const char *sep);

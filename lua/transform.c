@@ -99,23 +99,25 @@ struct transform {
     struct connector_header *hdrs;
     size_t nhdrs, hdrs_cap;
 
-    /* Encoded JSON: output i's in out_text[i], a request's in req_text
-     * (C buffers, reused: no Lua string to allocate, anchor and
-     * collect per message). */
+    /* Encoded JSON: output i's in out_text[i], sink k's request's in
+     * req_text[k] (C buffers, reused: no Lua string to allocate, anchor
+     * and collect per message). */
     struct text_buf *out_text;
     size_t out_text_cap;
-    struct text_buf req_text;
+    struct text_buf *req_text;
 
-    /* transform_shape's results */
-    struct transform_request *req;
+    /* the sinks' transforms' results: shaped[k], its headers from
+     * req_hdrs[req_hdr_first[k]] (pointers set at the end) */
+    struct transform_shaped *shaped;
+    size_t *req_hdr_first;
     struct connector_header *req_hdrs;
     size_t req_nhdrs, req_hdrs_cap;
 
     /* arguments of the protected calls */
-    size_t call_sink, call_output;
+    size_t call_sink, call_end, call_output;
+    const struct connector_msg *call_msg;
     const struct transform_attempt *call_attempt;
     struct transform_decision *call_decision;
-    int call_result;
 };
 
 static transform_t *from_upvalue(lua_State *L)
@@ -265,8 +267,14 @@ static void push_headers_table(lua_State *L, const struct connector_msg *in)
     lua_createtable(L, 0, (int)in->header_count);
     for (size_t i = 0; i < in->header_count; i++) {
         const struct connector_header *h = &in->headers[i];
-        int t = lua_getfield(L, -1, h->name);
-        lua_pop(L, 1);
+        size_t j = 0;
+        while (j < i && strcmp(in->headers[j].name, h->name) != 0) {
+            j++;
+        }
+        int t = j == i ? LUA_TNIL : lua_getfield(L, -1, h->name);
+        if (j < i) {
+            lua_pop(L, 1);
+        }
         if (t == LUA_TNIL) {
             lua_pushlstring(L, h->value ? h->value : "", h->value_len);
             lua_setfield(L, -2, h->name);
@@ -690,10 +698,12 @@ static struct text_buf *out_text(transform_t *t, size_t i)
 {
     size_t had = t->out_text_cap;
 
-    t->out_text = grow_or_raise(t->L, t->out_text, &t->out_text_cap, i + 1,
-                                sizeof(*t->out_text));
-    memset(t->out_text + had, 0,
-           (t->out_text_cap - had) * sizeof(*t->out_text));
+    if (i >= had) {
+        t->out_text = grow_or_raise(t->L, t->out_text, &t->out_text_cap,
+                                    i + 1, sizeof(*t->out_text));
+        memset(t->out_text + had, 0,
+               (t->out_text_cap - had) * sizeof(*t->out_text));
+    }
     return &t->out_text[i];
 }
 
@@ -918,7 +928,6 @@ static void name_split_parts(transform_t *t)
 static int run_protected(lua_State *L)
 {
     transform_t *t = lua_touserdata(L, 1);
-    const char *name = base_name(t->cfg->transform);
 
     lua_settop(L, 0);
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->msg_ref); /* 1: msg */
@@ -964,7 +973,8 @@ static int run_protected(lua_State *L)
                 return luaL_error(L, "%s: transform returned a list whose "
                                      "item %d is a %s (expected a message "
                                      "or a table)",
-                                  name, (int)i, luaL_typename(L, -1));
+                                  base_name(t->cfg->transform), (int)i,
+                                  luaL_typename(L, -1));
             }
             lua_pop(L, 1);
         }
@@ -973,7 +983,7 @@ static int run_protected(lua_State *L)
     }
     return luaL_error(L, "%s: transform must return the message, nil (to "
                          "drop it) or a list of messages, not a %s",
-                      name, luaL_typename(L, 2));
+                      base_name(t->cfg->transform), luaL_typename(L, 2));
 }
 
 int transform_run(transform_t *t, const struct connector_msg *in,
@@ -1013,9 +1023,7 @@ int transform_run(transform_t *t, const struct connector_msg *in,
     msg_reset(t, in, 0);
     lua_pop(L, 1);
     anchor_begin(L, &t->run_anchor);
-    lua_pushcfunction(L, run_protected);
-    lua_pushlightuserdata(L, t);
-    rc = script_pcall(t->script, 1, 0, err);
+    rc = script_call(t->script, run_protected, t, err);
     t->msg->in = NULL;
     anchor_end(L, &t->run_anchor);
     if (rc != 0) {
@@ -1073,7 +1081,8 @@ static enum request_field request_field(lua_State *L, int idx)
     }
     k = lua_tolstring(L, idx, &len);
     for (int i = 0; i < RQ_UNKNOWN; i++) {
-        if (strlen(names[i]) == len && memcmp(names[i], k, len) == 0) {
+        if (names[i][0] == k[0] && strlen(names[i]) == len &&
+            memcmp(names[i], k, len) == 0) {
             return (enum request_field)i;
         }
     }
@@ -1081,11 +1090,12 @@ static enum request_field request_field(lua_State *L, int idx)
 }
 
 /* The request table at idx, in one pass over its fields. */
-static void request_from_table(transform_t *t, int idx, const char *name)
+static void request_from_table(transform_t *t, int idx)
 {
     static const struct connector_msg none = {0};
     lua_State *L = t->L;
-    struct transform_request *req = t->req;
+    const char *script = t->script_path;
+    struct transform_request *req = &t->shaped[t->call_sink].req;
     struct anchor *a = &t->shape_anchor;
     int has_body = 0;
 
@@ -1098,23 +1108,25 @@ static void request_from_table(transform_t *t, int idx, const char *name)
         case RQ_BODY:
         case RQ_JSON:
             if (has_body++) {
-                luaL_error(L, "%s: set body or json, not both", name);
+                luaL_error(L, "%s: set body or json, not both",
+                           base_name(script));
             }
             if (f == RQ_JSON) {
-                req->body = encode_into(t, -1, &t->req_text, &req->body_len,
-                                        "json");
+                req->body = encode_into(t, -1, &t->req_text[t->call_sink],
+                                        &req->body_len, "json");
             } else if (type == LUA_TSTRING) {
                 req->body = anchor_string(L, a, -1, &req->body_len);
             } else {
                 luaL_error(L, "%s: body: expected a string, got a %s (use "
                               "json = ... for a table)",
-                           name, luaL_typename(L, -1));
+                           base_name(script), luaL_typename(L, -1));
             }
             break;
         case RQ_METHOD:
         case RQ_PATH:
             if (type != LUA_TSTRING) {
-                luaL_error(L, "%s: %s: expected a string, got a %s", name,
+                luaL_error(L, "%s: %s: expected a string, got a %s",
+                           base_name(script),
                            f == RQ_METHOD ? "method" : "path",
                            luaL_typename(L, -1));
             }
@@ -1123,8 +1135,8 @@ static void request_from_table(transform_t *t, int idx, const char *name)
             break;
         case RQ_HEADERS:
             if (type != LUA_TTABLE) {
-                luaL_error(L, "%s: headers: expected a table, got a %s", name,
-                           luaL_typename(L, -1));
+                luaL_error(L, "%s: headers: expected a table, got a %s",
+                           base_name(script), luaL_typename(L, -1));
             }
             headers_from_table(t, a, -1, &none, &t->req_hdrs, &t->req_nhdrs,
                                &t->req_hdrs_cap);
@@ -1133,104 +1145,174 @@ static void request_from_table(transform_t *t, int idx, const char *name)
             if (lua_type(L, -2) == LUA_TSTRING) {
                 luaL_error(L, "%s: unknown request field \"%s\" (body, "
                               "json, method, path and headers are)",
-                           name, lua_tostring(L, -2));
+                           base_name(script), lua_tostring(L, -2));
             }
             luaL_error(L, "%s: a request's fields are named by strings, "
                           "not a %s",
-                       name, luaL_typename(L, -2));
+                       base_name(script), luaL_typename(L, -2));
         }
         lua_pop(L, 1);
     }
 }
 
-static int shape_protected(lua_State *L)
+/* Sink t->call_sink's transform on t->call_msg, in the protected call
+ * whose anchor table is at stack slot 2; leaves the stack as it found
+ * it. */
+static void shape_one(transform_t *t)
 {
-    transform_t *t = lua_touserdata(L, 1);
-    struct transform_request *req = t->req;
+    lua_State *L = t->L;
+    size_t k = t->call_sink;
+    struct transform_shaped *sh = &t->shaped[k];
+    struct transform_request *req = &sh->req;
     struct anchor *a = &t->shape_anchor;
-    const char *name = base_name(t->cfg->sinks[t->call_sink].transform);
+    int base = lua_gettop(L), msg, res, cached = 0;
 
-    int cached = 0;
-
-    lua_settop(L, 0);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, t->msg_ref); /* 1: msg */
+    *req = (struct transform_request){0};
+    sh->result = TRANSFORM_SEND;
+    t->req_hdr_first[k] = t->req_nhdrs;
+    msg_reset(t, t->call_msg, 1);
+    msg = lua_gettop(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->outjson_ref);
     if (lua_rawgeti(L, -1, (lua_Integer)t->call_output + 1) != LUA_TNIL) {
-        lua_setiuservalue(L, 1, UV_JSON);
+        lua_setiuservalue(L, msg, UV_JSON);
         t->msg->set |= SET_JSON;
         cached = 1;
     } else {
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, t->sink_fn[t->call_sink]);
-    lua_pushvalue(L, 1);
-    lua_call(L, 1, 1); /* 2: the result */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->sink_fn[k]);
+    lua_pushvalue(L, msg);
+    lua_call(L, 1, 1);
+    res = lua_gettop(L);
     /* A JSON view this call decoded serves the next sinks too. */
-    if (!cached && lua_getiuservalue(L, 1, UV_JSON) != LUA_TNIL) {
+    if (!cached && lua_getiuservalue(L, msg, UV_JSON) != LUA_TNIL) {
         set_outjson(t, t->call_output, -1);
     }
-    lua_settop(L, 2);
-    anchor_push(L, a); /* 3 */
-    t->call_result = TRANSFORM_SEND;
-    switch (lua_type(L, 2)) {
+    lua_settop(L, res);
+    switch (lua_type(L, res)) {
     case LUA_TNIL:
-        t->call_result = TRANSFORM_SKIP;
-        return 0;
+        sh->result = TRANSFORM_SKIP;
+        break;
     case LUA_TBOOLEAN:
-        if (!lua_toboolean(L, 2)) {
-            t->call_result = TRANSFORM_SKIP;
-            return 0;
+        if (lua_toboolean(L, res)) {
+            goto bad;
         }
+        sh->result = TRANSFORM_SKIP;
         break;
     case LUA_TSTRING:
-        req->body = anchor_string(L, a, 2, &req->body_len);
-        return 0;
+        req->body = anchor_string(L, a, res, &req->body_len);
+        break;
     case LUA_TUSERDATA:
-        if (lua_rawequal(L, 1, 2)) {
-            return 0;
+        if (!lua_rawequal(L, msg, res)) {
+            goto bad;
         }
         break;
     case LUA_TTABLE:
-        request_from_table(t, 2, name);
-        return 0;
+        request_from_table(t, res);
+        break;
+    default:
+        goto bad;
     }
-    return luaL_error(L, "%s: transform must return a request table, a "
-                         "body string, the message, or nil (to skip), not a "
-                         "%s",
-                      name, luaL_typename(L, 2));
+    req->header_count = t->req_nhdrs - t->req_hdr_first[k];
+    lua_settop(L, base);
+    return;
+bad:
+    luaL_error(L, "%s: transform must return a request table, a body "
+                  "string, the message, or nil (to skip), not a %s",
+               base_name(t->script_path), luaL_typename(L, res));
+}
+
+/* The sinks' transforms from t->call_sink up to t->call_end, each with a
+ * budget of its own; an error stops the call at the sink that raised it
+ * (t->call_sink). */
+static int shape_protected(lua_State *L)
+{
+    transform_t *t = lua_touserdata(L, 1);
+
+    anchor_push(L, &t->shape_anchor); /* 2 */
+    for (; t->call_sink < t->call_end; t->call_sink++) {
+        size_t k = t->call_sink;
+        if (t->sink_fn[k] == LUA_NOREF) {
+            t->shaped[k] = (struct transform_shaped){0};
+            continue;
+        }
+        t->script_path = t->cfg->sinks[k].transform;
+        script_budget_reset(t->script);
+        shape_one(t);
+    }
+    return 0;
+}
+
+/* Runs the sinks' transforms [first, end) on output `output`, one
+ * protected call for all of them unless one fails. */
+static void shape_range(transform_t *t, size_t first, size_t end,
+                        size_t output, const struct connector_msg *msg)
+{
+    lua_State *L = t->L;
+    size_t k = first;
+
+    while (k < end && t->sink_fn[k] == LUA_NOREF) {
+        t->shaped[k++] = (struct transform_shaped){0};
+    }
+    if (k == end) {
+        return; /* no script to run (or no Lua state at all) */
+    }
+    t->req_nhdrs = 0;
+    t->call_sink = k;
+    t->call_end = end;
+    t->call_output = output;
+    t->call_msg = msg;
+    anchor_begin(L, &t->shape_anchor);
+    while (t->call_sink < t->call_end) {
+        struct sl_error err;
+        if (script_call(t->script, shape_protected, t, &err) == 0) {
+            break;
+        }
+        struct transform_shaped *sh = &t->shaped[t->call_sink];
+        sh->result = -1;
+        sh->req = (struct transform_request){0};
+        sh->err = err;
+        t->call_sink++;
+    }
+    t->msg->in = NULL;
+    anchor_end(L, &t->shape_anchor);
+    /* The header array may have moved while it grew. */
+    for (k = first; k < end; k++) {
+        struct transform_shaped *sh = &t->shaped[k];
+        if (sh->result != -1 && sh->req.header_count > 0) {
+            sh->req.headers = t->req_hdrs + t->req_hdr_first[k];
+        }
+    }
 }
 
 int transform_shape(transform_t *t, size_t sink, size_t output,
                     const struct connector_msg *msg,
                     struct transform_request *req, struct sl_error *err)
 {
-    lua_State *L = t->L;
-    int rc;
+    const struct transform_shaped *sh;
 
     *req = (struct transform_request){0};
     if (t->sink_fn[sink] == LUA_NOREF) {
         return TRANSFORM_SEND;
     }
-    t->script_path = t->cfg->sinks[sink].transform;
-    t->req = req;
-    t->req_nhdrs = 0;
-    t->call_sink = sink;
-    t->call_output = output;
-    msg_reset(t, msg, 1);
-    lua_pop(L, 1);
-    anchor_begin(L, &t->shape_anchor);
-    lua_pushcfunction(L, shape_protected);
-    lua_pushlightuserdata(L, t);
-    rc = script_pcall(t->script, 1, 0, err);
-    t->msg->in = NULL;
-    anchor_end(L, &t->shape_anchor);
-    if (rc != 0) {
+    shape_range(t, sink, sink + 1, output, msg);
+    sh = &t->shaped[sink];
+    if (sh->result == -1) {
+        *err = sh->err;
         return -1;
     }
-    req->headers = t->req_hdrs;
-    req->header_count = t->req_nhdrs;
-    return t->call_result;
+    *req = sh->req;
+    return sh->result;
+}
+
+const struct transform_shaped *transform_shape_all(transform_t *t,
+                                                   size_t output,
+                                                   const struct connector_msg
+                                                       *msg)
+{
+    shape_range(t, 0, t->nsinks, output, msg);
+    return t->shaped;
 }
 
 /* ---- retry policies ---- */
@@ -1359,9 +1441,7 @@ int transform_retry(transform_t *t, size_t sink,
     t->call_decision = d;
     msg_reset(t, a->msg, 1); /* for log lines' tags */
     lua_pop(L, 1);
-    lua_pushcfunction(L, retry_protected);
-    lua_pushlightuserdata(L, t);
-    int rc = script_pcall(t->script, 1, 0, err);
+    int rc = script_call(t->script, retry_protected, t, err);
     t->msg->in = NULL;
     return rc;
 }
@@ -1598,7 +1678,11 @@ transform_t *transform_new(const struct cfg *cfg, struct sl_error *err)
     t->pipeline_fn = LUA_NOREF;
     t->sink_fn = malloc((t->nsinks + 1) * sizeof(int));
     t->retry_fn = malloc((t->nsinks + 1) * sizeof(int));
-    if (t->sink_fn == NULL || t->retry_fn == NULL) {
+    t->req_text = calloc(t->nsinks + 1, sizeof(*t->req_text));
+    t->shaped = calloc(t->nsinks + 1, sizeof(*t->shaped));
+    t->req_hdr_first = calloc(t->nsinks + 1, sizeof(*t->req_hdr_first));
+    if (t->sink_fn == NULL || t->retry_fn == NULL || t->req_text == NULL ||
+        t->shaped == NULL || t->req_hdr_first == NULL) {
         sl_error_set(err, "out of memory");
         goto fail;
     }
@@ -1668,7 +1752,12 @@ void transform_destroy(transform_t *t)
         free(t->out_text[i].p);
     }
     free(t->out_text);
-    free(t->req_text.p);
+    for (size_t k = 0; t->req_text != NULL && k < t->nsinks; k++) {
+        free(t->req_text[k].p);
+    }
+    free(t->req_text);
+    free(t->shaped);
+    free(t->req_hdr_first);
     free(t);
 }
 

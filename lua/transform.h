@@ -93,6 +93,20 @@ int transform_shape(transform_t *t, size_t sink, size_t output,
                     const struct connector_msg *msg,
                     struct transform_request *req, struct sl_error *err);
 
+struct transform_shaped {
+    int result; /* TRANSFORM_SEND, TRANSFORM_SKIP, or -1: err says why */
+    struct transform_request req;
+    struct sl_error err;
+};
+
+/* transform_shape for every sink at once, in one protected call (each
+ * script still has its own instruction budget, and an error fails only
+ * its own sink). Returns an array of one entry per sink, owned by t and
+ * valid, with what it points to, until the next transform_shape* call;
+ * a sink without a transform gets TRANSFORM_SEND with req all NULL. */
+const struct transform_shaped *transform_shape_all(
+    transform_t *t, size_t output, const struct connector_msg *msg);
+
 /* ---- retry policies ---- */
 
 enum transform_verdict {

@@ -146,6 +146,7 @@ struct engine {
     struct loop_timer hold_timer;
     uint64_t consumed, completed, dropped, transform_failed;
     transform_t *tf; /* NULL: no scripts */
+    int sink_transforms; /* some sink has a transform */
     uint64_t rng;
     int stopping, forced, fatal;
     uint64_t drain_deadline;
@@ -987,6 +988,10 @@ static int delivery_shape(struct delivery *d, const struct transform_request *r)
  * a delivery a transform skipped or failed is terminal at once. */
 static int msg_enqueue(engine_t *e, struct msg *m, size_t i)
 {
+    const struct transform_shaped *shaped =
+        e->sink_transforms ? transform_shape_all(e->tf, i, msg_view(e, m))
+                           : NULL;
+
     for (size_t k = 0; k < e->nsinks; k++) {
         struct delivery *d = &m->d[k];
         struct sink *s = &e->sinks[k];
@@ -997,10 +1002,9 @@ static int msg_enqueue(engine_t *e, struct msg *m, size_t i)
         d->first_ms = 0;
         d->shaped = 0;
         d->retry.fn = retry_fired;
-        if (e->tf != NULL && transform_has_sink(e->tf, k)) {
-            struct transform_request req;
-            struct sl_error err;
-            int rc = transform_shape(e->tf, k, i, msg_view(e, m), &req, &err);
+        if (shaped != NULL && transform_has_sink(e->tf, k)) {
+            const struct transform_request *req = &shaped[k].req;
+            int rc = shaped[k].result;
             if (rc == TRANSFORM_SKIP) {
                 s->skipped++;
                 m->pending--;
@@ -1013,14 +1017,14 @@ static int msg_enqueue(engine_t *e, struct msg *m, size_t i)
                           "dead-letter queue yet)",
                           s->cfg->name, m->part->topic,
                           (int)m->part->partition, (long long)m->offset,
-                          err.msg);
+                          shaped[k].err.msg);
                 m->pending--;
                 continue;
             }
-            if (delivery_shape(d, &req) != 0) {
+            if (delivery_shape(d, req) != 0) {
                 return -1;
             }
-            m->bytes += req.body_len;
+            m->bytes += req->body_len;
         }
         if (delivery_enqueue(s, d) != 0) {
             return -1;
@@ -1327,6 +1331,9 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
         /* No scripts: records go straight to the sinks, zero copy. */
         transform_destroy(e->tf);
         e->tf = NULL;
+    }
+    for (size_t k = 0; e->tf != NULL && k < cfg->sink_count; k++) {
+        e->sink_transforms |= transform_has_sink(e->tf, k);
     }
     e->loop = loop_new(err);
     if (e->loop == NULL) {

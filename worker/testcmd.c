@@ -2103,22 +2103,18 @@ static void cmp_message(struct runner *r, const struct connector_msg *in,
     if (sinks == NULL && !r->verbose) {
         return;
     }
+    /* Every sink's transform runs, as in the engine, whichever the case
+     * names: they share the output's JSON table. */
+    const struct transform_shaped *sh = transform_shape_all(r->t, i, &view);
     for (size_t s = 0; s < r->cfg->sink_count; s++) {
         const yaml_node_t *se = map_get(c, sinks, r->cfg->sinks[s].name);
-        struct transform_request req = {0};
-        struct sl_error err = {{0}};
-        int rc;
-        if (se == NULL && !r->verbose) {
-            continue;
-        }
-        rc = transform_shape(r->t, s, i, &view, &req, &err);
         if (r->verbose) {
-            show_request(r, s, rc, &view, &req, &err);
+            show_request(r, s, sh[s].result, &view, &sh[s].req, &sh[s].err);
         }
         if (se != NULL) {
             mark = path_keys(&c->path, "sinks");
             path_keys(&c->path, r->cfg->sinks[s].name);
-            cmp_sink(r, se, s, rc, &view, &req, &err);
+            cmp_sink(r, se, s, sh[s].result, &view, &sh[s].req, &sh[s].err);
             path_pop(&c->path, mark);
         }
     }

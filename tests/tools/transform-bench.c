@@ -12,8 +12,7 @@
  * repeated until N messages (default 200000).
  *
  * Pass 1 does per message what the engine does: transform_run, then for
- * every output and every sink that has a transform, transform_shape on
- * that output's view. Pass 2 calls transform_run only. Each pass is timed
+ * every output transform_shape_all on that output's view. Pass 2 calls transform_run only. Each pass is timed
  * with CLOCK_PROCESS_CPUTIME_ID after a short warm-up (not counted).
  * outputs, dropped, requests (body_bytes: their bodies) and skipped are
  * pass 1's; errors (a call that returned -1) are those of every pass, the
@@ -253,24 +252,19 @@ static void run_pass(transform_t *t, const struct cfg *cfg,
         }
         for (int i = 0; i < n; i++) {
             struct connector_msg view;
+            const struct transform_shaped *sh;
             transform_output_view(t, (size_t)i, &in, &view);
+            sh = transform_shape_all(t, (size_t)i, &view);
             for (size_t s = 0; s < cfg->sink_count; s++) {
-                struct transform_request req;
-                int rc;
-                if (!transform_has_sink(t, s)) {
-                    c->requests++; /* the output's value as it is */
-                    c->body_bytes += view.value_len;
-                    continue;
-                }
-                rc = transform_shape(t, s, (size_t)i, &view, &req, &err);
-                if (rc == TRANSFORM_SKIP) {
+                const struct transform_request *req = &sh[s].req;
+                if (sh[s].result == TRANSFORM_SKIP) {
                     c->skipped++;
-                } else if (rc == TRANSFORM_SEND) {
-                    c->requests++;
+                } else if (sh[s].result == TRANSFORM_SEND) {
+                    c->requests++; /* no body: the output's value */
                     c->body_bytes +=
-                        req.body != NULL ? req.body_len : view.value_len;
+                        req->body != NULL ? req->body_len : view.value_len;
                 } else {
-                    first_error(c, m, cfg->sinks[s].name, err.msg);
+                    first_error(c, m, cfg->sinks[s].name, sh[s].err.msg);
                 }
             }
         }

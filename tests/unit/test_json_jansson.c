@@ -41,7 +41,8 @@ static void test_agrees_with_jansson(void **state)
     static const char *const seeds[] = {
         "{\"order_id\":\"ord-1\",\"amount\":1583.96,\"items\":[{\"sku\":"
         "\"S-1\",\"qty\":4,\"price\":177.14}],\"test\":false,\"n\":null}",
-        "[1,-2,3.5e3,\"a\\n\\u00e9\\ud83d\\ude00\",true,[],{},[[0]],{\"k\":{}}]",
+        "[1,-2,3.5e3,\"a\\n\\u00e9\\ud83d\\ude00\",true,[],{},[[0]],"
+        "{\"k\":{}}]",
         "{\"a\":[1,2,{\"b\":\"\\\"q\\\"\"}],\"c\":-0.5,\"d\":1E-3}",
         "\"just a string\"",
         "-12.5e+2",

@@ -1156,6 +1156,52 @@ static void test_sink_request(void **state)
     }
 }
 
+/* transform_shape_all runs every sink's transform in one protected call,
+ * yet each script has its own budget and an error fails only its sink. */
+static void test_shape_all_isolates_sinks(void **state)
+{
+    struct connector_msg in = msg_of("{\"n\":1}");
+    const struct transform_shaped *sh;
+
+    (void)state;
+    write_file("a.lua", "function transform(msg)\n"
+                        "  local n = msg.json.n\n"
+                        "  if msg.offset == 2 then error('a broke') end\n"
+                        "  if msg.offset == 3 then while true do end end\n"
+                        "  for i = 1, 70000 do end\n"
+                        "  return { body = 'a' .. n, headers = { ['X-A'] = "
+                        "'1' } }\n"
+                        "end\n");
+    write_file("b.lua", "function transform(msg)\n"
+                        "  for i = 1, 70000 do end\n"
+                        "  return { json = msg.json, headers = { ['X-B'] = "
+                        "{'2', '3'} } }\n"
+                        "end\n");
+    open_ok("lua:\n  instruction_limit: 100000\n", "    transform: a.lua\n",
+            "    transform: b.lua\n");
+    for (int64_t off = 1; off <= 3; off++) {
+        in.offset = off;
+        run_ok(&in, 1);
+        sh = transform_shape_all(tr, 0, &in);
+        if (off == 1) {
+            /* 140,000 instructions in all: each within its 100,000. */
+            assert_int_equal(sh[0].result, TRANSFORM_SEND);
+            assert_bytes(sh[0].req.body, sh[0].req.body_len, "a1");
+            assert_headers(sh[0].req.headers, sh[0].req.header_count,
+                           "X-A=1");
+        } else {
+            assert_int_equal(sh[0].result, -1);
+            assert_contains(sh[0].err.msg, "a.lua:");
+            assert_contains(sh[0].err.msg, off == 2 ? "a broke"
+                                                    : "instruction budget");
+        }
+        assert_int_equal(sh[1].result, TRANSFORM_SEND);
+        assert_bytes(sh[1].req.body, sh[1].req.body_len, "{\"n\":1}");
+        assert_headers(sh[1].req.headers, sh[1].req.header_count,
+                       "X-B=2;X-B=3");
+    }
+}
+
 static void test_sink_msg_is_read_only(void **state)
 {
     struct connector_msg in = msg_of("v");
@@ -1874,6 +1920,7 @@ int main(void)
         T(test_files_have_their_own_globals),
         T(test_sink_request),
         T(test_sink_msg_is_read_only),
+        T(test_shape_all_isolates_sinks),
         T(test_sink_reuses_the_pipeline_json),
         T(test_sink_json_per_split_output),
         T(test_sink_decodes_json_the_pipeline_left),
