@@ -264,7 +264,8 @@ static const char *msg_value(lua_State *L, struct lmsg *m, size_t *len)
 
 static void push_headers_table(lua_State *L, const struct connector_msg *in)
 {
-    lua_createtable(L, 0, (int)in->header_count);
+    /* Room for a couple of added headers without a rehash. */
+    lua_createtable(L, 0, (int)in->header_count + 2);
     for (size_t i = 0; i < in->header_count; i++) {
         const struct connector_header *h = &in->headers[i];
         size_t j = 0;
@@ -381,9 +382,9 @@ static int msg_index(lua_State *L)
             push_headers_table(L, in);
             lua_pushvalue(L, -1);
             lua_setiuservalue(L, 1, UV_HEADERS);
-            if (!m->readonly) {
-                m->set |= SET_HEADERS;
-            }
+            /* A sink's transform may change the table too: the next one
+             * gets a fresh one. */
+            m->set |= SET_HEADERS;
             return 1;
         }
         break;
@@ -527,12 +528,16 @@ static void msg_reset(transform_t *t, const struct connector_msg *in,
 /* ---- reading results back ---- */
 
 /* Appends the header(s) of the name and value on top of the stack (a
- * string, or a list of strings), popping both. */
+ * string, or a list of strings), popping both. orig: the input's header
+ * of that name, whose bytes are reused where they are the same (nothing
+ * to anchor), or NULL. */
 static void emit_header(lua_State *L, struct anchor *a,
+                        const struct connector_header *orig,
                         struct connector_header **arr, size_t *n,
                         size_t *cap)
 {
-    const char *name = anchor_string(L, a, -2, NULL);
+    const char *name = orig != NULL ? orig->name
+                                    : anchor_string(L, a, -2, NULL);
     int is_list = lua_type(L, -1) == LUA_TTABLE;
     lua_Integer count = is_list ? (lua_Integer)lua_rawlen(L, -1) : 1;
 
@@ -548,10 +553,17 @@ static void emit_header(lua_State *L, struct anchor *a,
                           "strings, found a %s",
                        name, luaL_typename(L, -1));
         }
-        lua_tolstring(L, -1, NULL); /* numbers become their text */
+        size_t len;
+        const char *text = lua_tolstring(L, -1, &len); /* numbers too */
         struct connector_header *h = push_header(L, arr, n, cap);
         h->name = name;
-        h->value = anchor_string(L, a, -1, &h->value_len);
+        if (orig != NULL && !is_list && len == orig->value_len &&
+            (len == 0 || memcmp(text, orig->value, len) == 0)) {
+            h->value = orig->value;
+            h->value_len = len;
+        } else {
+            h->value = anchor_string(L, a, -1, &h->value_len);
+        }
         lua_pop(L, 1);
     }
     lua_pop(L, 2);
@@ -585,7 +597,7 @@ static void headers_from_table(transform_t *t, struct anchor *a, int idx,
         }
         lua_pushstring(L, in->headers[i].name);
         lua_insert(L, -2);
-        emit_header(L, a, arr, n, cap);
+        emit_header(L, a, &in->headers[i], arr, n, cap);
     }
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
@@ -617,7 +629,7 @@ static void headers_from_table(transform_t *t, struct anchor *a, int idx,
         lua_pushstring(L, names[i]);
         lua_pushvalue(L, -1);
         lua_rawget(L, idx);
-        emit_header(L, a, arr, n, cap);
+        emit_header(L, a, NULL, arr, n, cap);
     }
 }
 
@@ -631,6 +643,36 @@ static int value_is(lua_State *L, int idx, const struct connector_header *h)
     }
     v = lua_tolstring(L, idx, &len);
     return len == h->value_len && (len == 0 || memcmp(v, h->value, len) == 0);
+}
+
+/* Whether h[0, n) are in's headers, in order. */
+static int headers_same(const struct connector_header *h, size_t n,
+                        const struct connector_msg *in)
+{
+    if (n != in->header_count) {
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct connector_header *g = &in->headers[i];
+        if (h[i].value_len != g->value_len || strcmp(h[i].name, g->name) ||
+            (g->value_len > 0 && memcmp(h[i].value, g->value, g->value_len))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Whether a header name appears more than once in in. */
+static int has_repeat(const struct connector_msg *in)
+{
+    for (size_t i = 1; i < in->header_count; i++) {
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(in->headers[i].name, in->headers[j].name) == 0) {
+                return 1;
+            }
+        }
+    }
+    return 0;
 }
 
 /* Whether the headers table at idx still says what in's headers say (a
@@ -813,11 +855,15 @@ static void output_from_msg(transform_t *t, int msg_idx,
         lua_pop(L, 1);
     }
     if (m->set & SET_HEADERS) {
+        size_t first = t->nhdrs;
         lua_getiuservalue(L, msg_idx, UV_HEADERS);
-        if (!headers_table_equal(L, -1, in)) {
-            size_t first = t->nhdrs;
-            headers_from_table(t, a, -1, in, &t->hdrs, &t->nhdrs,
-                               &t->hdrs_cap);
+        headers_from_table(t, a, -1, in, &t->hdrs, &t->nhdrs, &t->hdrs_cap);
+        /* The headers as they came go out as they came; with a repeated
+         * name in them, the list reads the same in another order. */
+        if (headers_same(t->hdrs + first, t->nhdrs - first, in) ||
+            (has_repeat(in) && headers_table_equal(L, -1, in))) {
+            t->nhdrs = first;
+        } else {
             t->outs[oi].hdr_first = first;
             o->header_count = t->nhdrs - first;
             changed = 1;
@@ -1155,38 +1201,46 @@ static void request_from_table(transform_t *t, int idx)
     }
 }
 
-/* Sink t->call_sink's transform on t->call_msg, in the protected call
- * whose anchor table is at stack slot 2; leaves the stack as it found
- * it. */
-static void shape_one(transform_t *t)
+/* Sink t->call_sink's transform on the msg at stack slot msg, in the
+ * protected call whose anchor table is at slot 2; leaves the stack as
+ * it found it. */
+static void shape_one(transform_t *t, int msg)
 {
     lua_State *L = t->L;
     size_t k = t->call_sink;
     struct transform_shaped *sh = &t->shaped[k];
     struct transform_request *req = &sh->req;
     struct anchor *a = &t->shape_anchor;
-    int base = lua_gettop(L), msg, res, cached = 0;
+    int base = lua_gettop(L), res, had_json = t->msg->set & SET_JSON;
 
     *req = (struct transform_request){0};
     sh->result = TRANSFORM_SEND;
     t->req_hdr_first[k] = t->req_nhdrs;
-    msg_reset(t, t->call_msg, 1);
-    msg = lua_gettop(L);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, t->outjson_ref);
-    if (lua_rawgeti(L, -1, (lua_Integer)t->call_output + 1) != LUA_TNIL) {
-        lua_setiuservalue(L, msg, UV_JSON);
-        t->msg->set |= SET_JSON;
-        cached = 1;
-    } else {
+    if (t->msg->set & SET_HEADERS) {
+        lua_pushnil(L);
+        lua_setiuservalue(L, msg, UV_HEADERS);
+        t->msg->set &= ~(unsigned)SET_HEADERS;
+    }
+    if (!had_json) {
+        /* The output's JSON table, when the pipeline transform (or an
+         * earlier sink's) decoded it. */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, t->outjson_ref);
+        if (lua_rawgeti(L, -1, (lua_Integer)t->call_output + 1) !=
+            LUA_TNIL) {
+            lua_setiuservalue(L, msg, UV_JSON);
+            t->msg->set |= SET_JSON;
+            had_json = 1;
+        } else {
+            lua_pop(L, 1);
+        }
         lua_pop(L, 1);
     }
-    lua_pop(L, 1);
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->sink_fn[k]);
     lua_pushvalue(L, msg);
     lua_call(L, 1, 1);
     res = lua_gettop(L);
     /* A JSON view this call decoded serves the next sinks too. */
-    if (!cached && lua_getiuservalue(L, msg, UV_JSON) != LUA_TNIL) {
+    if (!had_json && lua_getiuservalue(L, msg, UV_JSON) != LUA_TNIL) {
         set_outjson(t, t->call_output, -1);
     }
     lua_settop(L, res);
@@ -1231,6 +1285,7 @@ static int shape_protected(lua_State *L)
     transform_t *t = lua_touserdata(L, 1);
 
     anchor_push(L, &t->shape_anchor); /* 2 */
+    msg_reset(t, t->call_msg, 1);     /* 3: msg */
     for (; t->call_sink < t->call_end; t->call_sink++) {
         size_t k = t->call_sink;
         if (t->sink_fn[k] == LUA_NOREF) {
@@ -1239,7 +1294,7 @@ static int shape_protected(lua_State *L)
         }
         t->script_path = t->cfg->sinks[k].transform;
         script_budget_reset(t->script);
-        shape_one(t);
+        shape_one(t, 3);
     }
     return 0;
 }
