@@ -933,8 +933,8 @@ static int walk_document(struct walk *w)
     return q == w->len ? 0 : fail(w, q, "expected the end of the text");
 }
 
-int ljson_decode(ljson_codec_t *c, lua_State *L, const char *text, size_t len,
-                struct sl_error *err)
+int ljson_decode(ljson_codec_t *c, lua_State *L, const char *text,
+                 size_t len, struct sl_error *err)
 {
     struct walk w = {.c = c, .L = L, .s = text, .err = err};
     int base = lua_gettop(L), q;
@@ -1234,7 +1234,7 @@ static int eq_value(struct walk *w, int q, int depth, int slot)
 }
 
 int ljson_equal(ljson_codec_t *c, lua_State *L, int idx, const char *text,
-               size_t len)
+                size_t len)
 {
     struct walk w = {.c = c, .L = L, .s = text};
     int top = lua_gettop(L), q;
@@ -1264,7 +1264,15 @@ struct enc {
     lua_State *L;
     int amt, omt;
     struct sl_error *err;
+    /* ljson_encode_changed: the text's top-level entry count (-1: none),
+     * and whether the root turned out to have as many (then the encode
+     * stops, for ljson_equal to decide). */
+    long same_count;
+    int maybe_same;
 };
+
+/* enc_value's result when the root has same_count entries. */
+#define ENC_MAYBE_SAME 1
 
 /* What follows a backslash for bytes that need escaping ('u': \u00XX). */
 static const char esc_char[256] = {
@@ -1592,7 +1600,13 @@ static int enc_table(struct enc *e, int slot, int depth)
     }
     kind = table_kind(L, slot, e->amt, e->omt);
     if (kind == ARRAY) {
-        return enc_array(e, slot, depth, lua_rawlen(L, slot));
+        n = lua_rawlen(L, slot);
+        if (depth == 0 && e->same_count >= 0 &&
+            n == (size_t)e->same_count) {
+            e->maybe_same = 1;
+            return ENC_MAYBE_SAME;
+        }
+        return enc_array(e, slot, depth, n);
     }
     lua_pushnil(L);
     while (lua_next(L, slot)) {
@@ -1628,6 +1642,14 @@ static int enc_table(struct enc *e, int slot, int depth)
         }
     }
     n = c->nkeys - base;
+    /* The root's entries are counted now: as many as the text had may
+     * mean the same document; ljson_equal tells. */
+    if (depth == 0 && e->same_count >= 0 && bad_key == LUA_TNONE &&
+        n + nint == (size_t)e->same_count) {
+        e->maybe_same = 1;
+        rc = ENC_MAYBE_SAME;
+        goto out;
+    }
     if (bad_key != LUA_TNONE) {
         char what[64];
 
@@ -1742,10 +1764,12 @@ static int enc_value(struct enc *e, int slot, int depth)
     return enc_fail(e, depth, what);
 }
 
-const char *ljson_encode(ljson_codec_t *c, lua_State *L, int idx, size_t *len,
-                        struct sl_error *err)
+/* ljson_encode, or (same_count >= 0) ljson_encode_changed's first try. */
+static const char *encode(ljson_codec_t *c, lua_State *L, int idx,
+                          long same_count, int *maybe_same, size_t *len,
+                          struct sl_error *err)
 {
-    struct enc e = {.c = c, .L = L, .err = err};
+    struct enc e = {.c = c, .L = L, .err = err, .same_count = same_count};
     int top = lua_gettop(L), rc;
     unsigned gen = ++c->gen;
 
@@ -1761,6 +1785,10 @@ const char *ljson_encode(ljson_codec_t *c, lua_State *L, int idx, size_t *len,
     c->out_len = 0;
     rc = enc_value(&e, idx, 0);
     lua_settop(L, top);
+    *maybe_same = e.maybe_same;
+    if (e.maybe_same) {
+        return NULL;
+    }
     /* Encoding calls nothing that can run a finalizer; should that ever
      * change, a call from one would have clobbered c->out. */
     if (rc == 0 && c->gen != gen) {
@@ -1774,6 +1802,36 @@ const char *ljson_encode(ljson_codec_t *c, lua_State *L, int idx, size_t *len,
     }
     *len = --c->out_len;
     return c->out;
+}
+
+const char *ljson_encode(ljson_codec_t *c, lua_State *L, int idx,
+                         size_t *len, struct sl_error *err)
+{
+    int maybe_same;
+
+    return encode(c, L, idx, -1, &maybe_same, len, err);
+}
+
+const char *ljson_encode_changed(ljson_codec_t *c, lua_State *L, int idx,
+                                 const char *text, size_t text_len,
+                                 long text_count, int *same, size_t *len,
+                                 struct sl_error *err)
+{
+    int maybe_same = 1;
+    const char *out = NULL;
+
+    *same = 0;
+    if (text_count >= 0) {
+        out = encode(c, L, idx, text_count, &maybe_same, len, err);
+    }
+    if (!maybe_same) {
+        return out;
+    }
+    if (ljson_equal(c, L, idx, text, text_len)) {
+        *same = 1;
+        return NULL;
+    }
+    return encode(c, L, idx, -1, &maybe_same, len, err);
 }
 
 /* ---- the `json` module ---- */

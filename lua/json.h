@@ -48,7 +48,7 @@ void ljson_codec_free(ljson_codec_t *c);
  * allocator is capped): call it in protected mode; the codec stays usable
  * either way. The text need not be NUL-terminated. */
 int ljson_decode(ljson_codec_t *c, struct lua_State *L, const char *text,
-                size_t len, struct sl_error *err);
+                 size_t len, struct sl_error *err);
 
 /* Encodes the value at idx. Returns the text and its length in *len; the
  * text is owned by c and valid until the next ljson_encode() on c. Returns
@@ -57,7 +57,18 @@ int ljson_decode(ljson_codec_t *c, struct lua_State *L, const char *text,
  * the message names where, e.g. "at .items[2].fn" (indexes as in Lua).
  * Raises no Lua error and leaves the stack as it was. */
 const char *ljson_encode(ljson_codec_t *c, struct lua_State *L, int idx,
-                        size_t *len, struct sl_error *err);
+                         size_t *len, struct sl_error *err);
+
+/* ljson_encode for the value decoded from text, which had text_count
+ * top-level entries (ljson_decoded_count; -1: unknown). When the value
+ * still equals text, sets *same and returns NULL: its bytes can go on as
+ * they came. The root's entries are counted while encoding, so a table
+ * that gained or lost one is known to differ at no extra cost; with as
+ * many as text had, ljson_equal decides. */
+const char *ljson_encode_changed(ljson_codec_t *c, struct lua_State *L,
+                                 int idx, const char *text, size_t text_len,
+                                 long text_count, int *same, size_t *len,
+                                 struct sl_error *err);
 
 /* 1 when the value at idx would encode to a document equal to text
  * decoded: same structure, keys and key count, strings byte-equal,
@@ -68,7 +79,7 @@ const char *ljson_encode(ljson_codec_t *c, struct lua_State *L, int idx,
  * (its keys are not interned), allocates nothing in Lua and raises no
  * Lua error. */
 int ljson_equal(ljson_codec_t *c, struct lua_State *L, int idx,
-               const char *text, size_t len);
+                const char *text, size_t len);
 
 /* Pushes json.null. */
 void ljson_push_null(struct lua_State *L);

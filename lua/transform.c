@@ -214,23 +214,6 @@ static struct connector_header *push_header(lua_State *L,
 
 /* ---- the msg object ---- */
 
-/* Entries of the table at idx (-1 for any other value). */
-static long count_entries(lua_State *L, int idx)
-{
-    long n = 0;
-
-    if (lua_type(L, idx) != LUA_TTABLE) {
-        return -1;
-    }
-    idx = lua_absindex(L, idx);
-    lua_pushnil(L);
-    while (lua_next(L, idx) != 0) {
-        lua_pop(L, 1);
-        n++;
-    }
-    return n;
-}
-
 /* The msg methods' upvalue is t, and t->msg the only userdata of their
  * metatable: a pointer comparison checks the argument. */
 static struct lmsg *check_msg(lua_State *L)
@@ -719,20 +702,26 @@ static int headers_table_equal(lua_State *L, int idx,
     return 1;
 }
 
+/* text[0, len] (with its NUL) copied into b. */
+static const char *copy_text(transform_t *t, struct text_buf *b,
+                             const char *text, size_t len)
+{
+    b->p = grow_or_raise(t->L, b->p, &b->cap, len + 1, 1);
+    memcpy(b->p, text, len + 1);
+    return b->p;
+}
+
 /* Encodes the value at idx into b; raises on what JSON cannot hold. */
 static const char *encode_into(transform_t *t, int idx, struct text_buf *b,
                                size_t *len, const char *what)
 {
-    lua_State *L = t->L;
     struct sl_error err;
-    const char *text = ljson_encode(t->codec, L, idx, len, &err);
+    const char *text = ljson_encode(t->codec, t->L, idx, len, &err);
 
     if (text == NULL) {
-        luaL_error(L, "%s: %s", what, err.msg);
+        luaL_error(t->L, "%s: %s", what, err.msg);
     }
-    b->p = grow_or_raise(L, b->p, &b->cap, *len + 1, 1);
-    memcpy(b->p, text, *len + 1);
-    return b->p;
+    return copy_text(t, b, text, *len);
 }
 
 /* Output i's text buffer. */
@@ -844,13 +833,25 @@ static void output_from_msg(transform_t *t, int msg_idx,
          * it still says the same (then the text goes as it is). */
         lua_getiuservalue(L, msg_idx, UV_JSON);
         set_outjson(t, oi, -1);
-        if (o->value == NULL ||
-            (m->json_entries >= 0 &&
-             count_entries(L, -1) != m->json_entries) ||
-            !ljson_equal(t->codec, L, -1, o->value, o->value_len)) {
+        if (o->value == NULL) {
             o->value = encode_into(t, -1, out_text(t, oi), &o->value_len,
                                    "msg.json");
             changed = 1;
+        } else {
+            struct sl_error err;
+            int same;
+            size_t len;
+            const char *text = ljson_encode_changed(
+                t->codec, L, -1, o->value, o->value_len, m->json_entries,
+                &same, &len, &err);
+            if (!same) {
+                if (text == NULL) {
+                    luaL_error(L, "msg.json: %s", err.msg);
+                }
+                o->value = copy_text(t, out_text(t, oi), text, len);
+                o->value_len = len;
+                changed = 1;
+            }
         }
         lua_pop(L, 1);
     }

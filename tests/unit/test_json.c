@@ -1018,6 +1018,65 @@ static void test_large_containers(void **state)
     free(want);
 }
 
+/* ljson_encode_changed: the root's entries counted while encoding tell an
+ * added or removed field at once; with as many, the text is compared. */
+static void test_encode_changed(void **state)
+{
+    lua_State *L = *state;
+    static const struct {
+        const char *text, *lua, *want; /* want NULL: the same */
+        int count_known;
+    } cases[] = {
+        {"{\"b\":2,\"a\":1}", "", NULL, 1},
+        {"{\"b\":2,\"a\":1}", "", NULL, 0},
+        {"{\"b\":2,\"a\":1}", "d.c = 3", "{\"a\":1,\"b\":2,\"c\":3}", 1},
+        {"{\"b\":2,\"a\":1}", "d.a = nil", "{\"b\":2}", 1},
+        {"{\"b\":2,\"a\":1}", "d.a = 5", "{\"a\":5,\"b\":2}", 1},
+        {"{\"b\":2,\"a\":1}", "d.a = nil d.z = 1", "{\"b\":2,\"z\":1}",
+         1},
+        {"{\"b\":2,\"a\":1}", "d.a = 5", "{\"a\":5,\"b\":2}", 0},
+        {"[1, 2]", "", NULL, 1},
+        {"[1, 2]", "d[3] = 3", "[1,2,3]", 1},
+        {"[1, 2]", "d[2] = 7", "[1,7]", 1},
+        {"{\"x\":{\"y\":1}}", "d.x.y = 2", "{\"x\":{\"y\":2}}", 1},
+    };
+    struct sl_error err;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *text = cases[i].text;
+        char chunk[128];
+        size_t len = 0;
+        int same = -1;
+        const char *out;
+
+        if (ljson_decode(codec(L), L, text, strlen(text), &err) != 0) {
+            fail_msg("decode %s: %s", text, err.msg);
+        }
+        long count = cases[i].count_known ? ljson_decoded_count(codec(L))
+                                          : -1;
+        snprintf(chunk, sizeof(chunk), "local d = ... %s", cases[i].lua);
+        assert_int_equal(luaL_loadstring(L, chunk), LUA_OK);
+        lua_pushvalue(L, -2);
+        assert_int_equal(lua_pcall(L, 1, 0, 0), LUA_OK);
+        out = ljson_encode_changed(codec(L), L, -1, text, strlen(text), count,
+                                   &same, &len, &err);
+        if (cases[i].want == NULL) {
+            if (!same) {
+                fail_msg("case %zu: %s wrongly changed: %s", i, text, out);
+            }
+            assert_null(out);
+        } else {
+            if (same || out == NULL) {
+                fail_msg("case %zu: %s (%s) wrongly the same", i, text,
+                         cases[i].lua);
+            }
+            assert_int_equal(len, strlen(cases[i].want));
+            assert_string_equal(out, cases[i].want);
+        }
+        lua_pop(L, 1);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1040,6 +1099,7 @@ int main(void)
         T(test_module_round_trips_canonical_text),
         T(test_codec_api),
         T(test_decoded_count),
+        T(test_encode_changed),
         T(test_large_containers),
         T(test_memory_errors_leave_the_codec_sound),
         T(test_finalizers_reentering_the_codec),
