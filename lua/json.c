@@ -778,6 +778,40 @@ static void make_table(struct walk *w, struct container *ct, int array)
     ct->made = 1;
 }
 
+/* After a member: into the table once it exists, else left pending. */
+static void member_done(struct walk *w, struct container *ct, int array)
+{
+    lua_State *L = w->L;
+
+    ct->n++;
+    if (L == NULL) {
+        return;
+    }
+    if (!ct->made) {
+        if (ct->n == PENDING_MAX) {
+            make_table(w, ct, array);
+        }
+    } else if (array) {
+        lua_rawseti(L, ct->slot + 1, (lua_Integer)ct->n);
+    } else {
+        lua_rawset(L, ct->slot + 1); /* a repeated key: the last wins */
+    }
+}
+
+/* At the container's closing byte q: its table, and the document's
+ * top-level count. Returns the offset after q. */
+static int close_container(struct walk *w, struct container *ct, int array,
+                           int depth, int q)
+{
+    if (w->L != NULL && !ct->made) {
+        make_table(w, ct, array);
+    }
+    if (depth == 1) {
+        w->c->root_count = ct->n;
+    }
+    return q + 1;
+}
+
 static int walk_object(struct walk *w, int q, int depth)
 {
     lua_State *L = w->L;
@@ -815,12 +849,7 @@ static int walk_object(struct walk *w, int q, int depth)
             if (q < 0) {
                 return -1;
             }
-            ct.n++;
-            if (L != NULL && ct.made) {
-                lua_rawset(L, ct.slot + 1); /* a repeated key: last wins */
-            } else if (L != NULL && ct.n == PENDING_MAX) {
-                make_table(w, &ct, 0);
-            }
+            member_done(w, &ct, 0);
             q = skip_ws(w, q);
             if (at(w, q) == ',') {
                 q = skip_ws(w, q + 1);
@@ -832,13 +861,7 @@ static int walk_object(struct walk *w, int q, int depth)
             }
         }
     }
-    if (L != NULL && !ct.made) {
-        make_table(w, &ct, 0);
-    }
-    if (depth == 1) {
-        w->c->root_count = ct.n;
-    }
-    return q + 1;
+    return close_container(w, &ct, 0, depth, q);
 }
 
 static int walk_array(struct walk *w, int q, int depth)
@@ -862,12 +885,7 @@ static int walk_array(struct walk *w, int q, int depth)
             if (q < 0) {
                 return -1;
             }
-            ct.n++;
-            if (L != NULL && ct.made) {
-                lua_rawseti(L, ct.slot + 1, (lua_Integer)ct.n);
-            } else if (L != NULL && ct.n == PENDING_MAX) {
-                make_table(w, &ct, 1);
-            }
+            member_done(w, &ct, 1);
             q = skip_ws(w, q);
             if (at(w, q) == ',') {
                 q = skip_ws(w, q + 1);
@@ -878,13 +896,7 @@ static int walk_array(struct walk *w, int q, int depth)
             }
         }
     }
-    if (L != NULL && !ct.made) {
-        make_table(w, &ct, 1);
-    }
-    if (depth == 1) {
-        w->c->root_count = ct.n;
-    }
-    return q + 1;
+    return close_container(w, &ct, 1, depth, q);
 }
 
 /* The value at q; returns the offset after it, or -1. */
