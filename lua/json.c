@@ -741,11 +741,15 @@ static int open_container(struct walk *w, int q, int depth,
     return 0;
 }
 
-/* Room on the stack for the next member (a key and a value, with what
- * reading a value pushes before it nests). */
-static int member_room(struct walk *w, int q)
+/* Room on the stack for the members to come: checked every 16 members,
+ * for 16 (a key and a value each at this level) and what making the
+ * table pushes. */
+static int member_room(struct walk *w, const struct container *ct, int q)
 {
-    return lua_checkstack(w->L, 4) ? 0 : fail_at(w, q, "out of memory");
+    if ((ct->n & 15) != 0 || lua_checkstack(w->L, 2 * 16 + 4)) {
+        return 0;
+    }
+    return fail_at(w, q, "out of memory");
 }
 
 /* Makes the table of the members pending above ct->slot, at slot + 1. */
@@ -836,7 +840,7 @@ static int walk_object(struct walk *w, int q, int depth)
                 return -1;
             }
             if (L != NULL) {
-                if (member_room(w, q) != 0) {
+                if (member_room(w, &ct, q) != 0) {
                     return -1;
                 }
                 lua_pushlstring(L, k, kn);
@@ -878,7 +882,7 @@ static int walk_array(struct walk *w, int q, int depth)
             return fail(w, q, "expected a value or ']'");
         }
         for (;;) {
-            if (L != NULL && member_room(w, q) != 0) {
+            if (L != NULL && member_room(w, &ct, q) != 0) {
                 return -1;
             }
             q = walk_value(w, q, depth);
