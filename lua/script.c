@@ -9,6 +9,7 @@
 
 #include <ctype.h>
 #include <stddef.h>
+#include <sys/mman.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
@@ -24,8 +25,12 @@
 /* Small blocks come from per-size free lists: a message's tables and
  * strings are mostly under 256 bytes and die young, and Lua tells the
  * allocator a block's size when it frees it, so a pooled block needs no
- * header. Slabs are kept until the state closes: what the pool holds is
- * bounded by the state's peak use, which the memory limit bounds. */
+ * header. The blocks are carved from one arena of address space,
+ * reserved at start and touched as it fills; a freed block goes back to
+ * its size's list, never to the system. A state that has used the whole
+ * arena gets malloc for the rest, so the pool holds at most POOL_ARENA
+ * however a script mixes sizes, and a block is known for a pooled one by
+ * its address. */
 #define POOL_GRAIN 16
 /* Under AddressSanitizer every block goes to malloc, so that a Lua
  * use-after-free is still caught. */
@@ -35,22 +40,17 @@
 #define POOL_MAX 256 /* larger blocks go to malloc */
 #endif
 #define POOL_CLASSES (POOL_MAX / POOL_GRAIN + 1)
-#define SLAB_BYTES (16 * 1024)
+#define POOL_ARENA ((size_t)8 << 20)
 
 struct pool_block {
     struct pool_block *next;
 };
 
-struct slab {
-    struct slab *next;
-    size_t used;
-    _Alignas(max_align_t) unsigned char bytes[SLAB_BYTES];
-};
-
 struct script {
     lua_State *L;
     struct pool_block *free_blocks[POOL_CLASSES];
-    struct slab *slabs;
+    unsigned char *arena; /* NULL: no pool (MAP_FAILED at start) */
+    size_t arena_used;
     size_t used, limit;
     int64_t budget, remaining;
     char **dirs;
@@ -68,35 +68,42 @@ static inline int pool_class(size_t n)
     return n <= POOL_MAX ? (int)((n - 1) / POOL_GRAIN) : -1;
 }
 
-static void *pool_take(script_t *s, int cls)
+static inline int in_pool(const script_t *s, const void *p)
 {
-    struct pool_block *b = s->free_blocks[cls];
+    return s->arena != NULL && (const unsigned char *)p >= s->arena &&
+           (const unsigned char *)p < s->arena + POOL_ARENA;
+}
+
+/* A block of class cls (its size rounded up): from the pool, else from
+ * malloc once the arena is used up. */
+static void *block_take(script_t *s, int cls, size_t n)
+{
+    struct pool_block *b = cls >= 0 ? s->free_blocks[cls] : NULL;
     size_t size = (size_t)(cls + 1) * POOL_GRAIN;
 
     if (b != NULL) {
         s->free_blocks[cls] = b->next;
         return b;
     }
-    if (s->slabs == NULL || SLAB_BYTES - s->slabs->used < size) {
-        struct slab *slab = malloc(sizeof(*slab));
-        if (slab == NULL) {
-            return NULL;
-        }
-        slab->next = s->slabs;
-        slab->used = 0;
-        s->slabs = slab;
+    if (cls >= 0 && s->arena != NULL && POOL_ARENA - s->arena_used >= size) {
+        b = (struct pool_block *)(s->arena + s->arena_used);
+        s->arena_used += size;
+        return b;
     }
-    b = (struct pool_block *)(s->slabs->bytes + s->slabs->used);
-    s->slabs->used += size;
-    return b;
+    return malloc(n);
 }
 
-static void pool_give(script_t *s, void *p, int cls)
+static void block_give(script_t *s, void *p, size_t n)
 {
-    struct pool_block *b = p;
+    if (in_pool(s, p)) {
+        struct pool_block *b = p;
+        int cls = pool_class(n);
 
-    b->next = s->free_blocks[cls];
-    s->free_blocks[cls] = b;
+        b->next = s->free_blocks[cls];
+        s->free_blocks[cls] = b;
+    } else {
+        free(p);
+    }
 }
 
 /* lua_Alloc: the memory limit counts the bytes Lua asked for. */
@@ -104,36 +111,34 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     script_t *s = ud;
     size_t old = ptr != NULL ? osize : 0;
-    int ocls = old > 0 ? pool_class(old) : -1;
-    int ncls = nsize > 0 ? pool_class(nsize) : -1;
     void *p;
 
     if (nsize == 0) {
         s->used -= old;
-        if (ocls >= 0) {
-            pool_give(s, ptr, ocls);
-        } else {
-            free(ptr);
+        if (ptr != NULL) {
+            block_give(s, ptr, old);
         }
         return NULL;
     }
     if (nsize > old && s->used + (nsize - old) > s->limit) {
         return NULL;
     }
-    if (ocls < 0 && ncls < 0) {
-        p = realloc(ptr, nsize); /* also ptr == NULL: a new large block */
-    } else if (ocls == ncls) {
-        p = ptr;
-    } else {
-        p = ncls >= 0 ? pool_take(s, ncls) : malloc(nsize);
-        if (p != NULL && old > 0) {
-            memcpy(p, ptr, old < nsize ? old : nsize);
-            if (ocls >= 0) {
-                pool_give(s, ptr, ocls);
-            } else {
-                free(ptr);
+    if (old > 0 && in_pool(s, ptr)) {
+        if (pool_class(nsize) == pool_class(old)) {
+            p = ptr; /* the block has room already */
+        } else {
+            p = block_take(s, pool_class(nsize), nsize);
+            if (p != NULL) {
+                memcpy(p, ptr, old < nsize ? old : nsize);
+                block_give(s, ptr, old);
             }
         }
+    } else if (pool_class(nsize) < 0 || old > 0) {
+        /* A large block, or a malloc'd one growing: realloc keeps it
+         * where it can. */
+        p = realloc(ptr, nsize);
+    } else {
+        p = block_take(s, pool_class(nsize), nsize);
     }
     if (p != NULL) {
         s->used = s->used - old + nsize;
@@ -341,6 +346,13 @@ script_t *script_new(const struct script_limits *limits,
             return NULL;
         }
     }
+    if (POOL_MAX > 0) {
+        /* Address space only: pages are touched as the pool fills. */
+        void *arena = mmap(NULL, POOL_ARENA, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1,
+                           0);
+        s->arena = arena != MAP_FAILED ? arena : NULL;
+    }
     s->L = lua_newstate(capped_alloc, s);
     if (s->dirs == NULL || s->L == NULL) {
         script_destroy(s);
@@ -513,10 +525,8 @@ void script_destroy(script_t *s)
     if (s->L != NULL) {
         lua_close(s->L);
     }
-    while (s->slabs != NULL) {
-        struct slab *next = s->slabs->next;
-        free(s->slabs);
-        s->slabs = next;
+    if (s->arena != NULL) {
+        munmap(s->arena, POOL_ARENA);
     }
     for (size_t i = 0; s->dirs != NULL && i < s->dir_count; i++) {
         free(s->dirs[i]);

@@ -185,6 +185,38 @@ static void test_integers_stay_exact(void **state)
     assert_true_in_lua(s, "9007199254740993 + 1 == 9007199254740994");
 }
 
+/* The allocator's pool of small blocks is bounded: rounds of ~15 MiB of
+ * small strings, a different size each round, go past the pool's arena
+ * (then malloc serves), and every block reads back what was written. */
+static void test_small_blocks_past_the_pool(void **state)
+{
+    struct script_limits limits = {.memory_bytes = 64u << 20,
+                                   .instructions = 100000000};
+    const char *dirs[] = {dir, NULL};
+    struct sl_error err;
+    script_t *s = script_new(&limits, dirs, &err);
+    char text[512];
+
+    (void)state;
+    assert_non_null(s);
+    for (int round = 1; round <= 4; round++) {
+        snprintf(text, sizeof(text),
+                 "local pad = string.rep('x', %d)\n"
+                 "local t = {}\n"
+                 "for i = 1, 150000 do t[i] = pad .. i end\n"
+                 "for i = 1, 150000, 997 do\n"
+                 "  assert(t[i] == pad .. i, 'block ' .. i)\n"
+                 "end\n",
+                 round * 40);
+        if (run(s, text, &err) != 0) {
+            fail_msg("round %d: %s", round, err.msg);
+        }
+        lua_gc(script_state(s), LUA_GCCOLLECT);
+        assert_true(script_memory(s) < (4u << 20));
+    }
+    script_destroy(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -198,6 +230,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_require_only_from_search_dirs,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_errors_name_file_and_line,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_small_blocks_past_the_pool,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_integers_stay_exact, setup,
                                         teardown),
