@@ -69,9 +69,19 @@ rc=0
 wait "$sluice" || rc=$?
 echo
 grep -E 'summary|error' "$work/sluice.log" | sed 's/^[^ ]* [a-z]* *//'
+# One line per sink; a sink with a path per order (search PUTs each
+# order at its own URL) shows how many paths rather than all of them.
 for s in "${sinks[@]}"; do
-    printf '%-10s %s\n' "$s" \
-        "$(curl -s "http://127.0.0.1:$(cat "$work/$s.port")/_sinkd/stats")"
+    curl -s "http://127.0.0.1:$(cat "$work/$s.port")/_sinkd/stats" |
+        /usr/bin/python3 -c '
+import json, sys
+st = json.load(sys.stdin)
+paths = st.get("by_path", {})
+where = (", ".join("%s %d" % kv for kv in sorted(paths.items()))
+         if len(paths) <= 3 else "%d paths" % len(paths))
+print("%-10s %d requests (%s), status %s, %d bytes"
+      % (sys.argv[1], st.get("requests", 0), where,
+         json.dumps(st.get("by_status", {})), st.get("bytes", 0)))' "$s"
 done
 echo "sluice exited with $rc; logs in $work"
 exit "$rc"
