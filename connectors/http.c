@@ -592,18 +592,11 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 
     collect_header(r, data, len);
     if (len > sizeof(name) && strncasecmp(data, name, sizeof(name) - 1) == 0) {
-        char value[64];
-        size_t vlen = len - (sizeof(name) - 1);
-        if (vlen >= sizeof(value)) {
-            vlen = sizeof(value) - 1;
-        }
-        memcpy(value, data + sizeof(name) - 1, vlen);
-        value[vlen] = '\0';
-        char *end;
-        long secs = strtol(value, &end, 10);
-        /* Only delta-seconds; an HTTP-date falls back to the backoff. */
-        if (end != value && secs >= 0) {
-            r->retry_after_ms = (int64_t)secs * 1000;
+        int64_t ms = http1_retry_after_ms(data + sizeof(name) - 1,
+                                          len - (sizeof(name) - 1),
+                                          time(NULL));
+        if (ms >= 0) {
+            r->retry_after_ms = ms;
         }
     }
     return len;
@@ -1001,6 +994,21 @@ static void curl_overrides(struct http_sink *sink, struct http_request *r,
     r->custom = has_overrides(msg);
 }
 
+/* A header sluice adds itself (Idempotency-Key, Kafka-*), unless the
+ * sink's transform set one of that name: then it goes out once, as the
+ * transform set it. */
+static void auto_add(struct header_builder *b, const struct connector_msg *msg,
+                     const char *name, const void *value, size_t len,
+                     enum header_encoding enc)
+{
+    for (size_t i = 0; i < msg->request_header_count; i++) {
+        if (strcasecmp(msg->request_headers[i].name, name) == 0) {
+            return;
+        }
+    }
+    header_add(b, "", name, value, len, enc);
+}
+
 static int http_send(void *ctx, const struct connector_msg *msg, void *token,
                      struct connector_result *result)
 {
@@ -1033,20 +1041,20 @@ static int http_send(void *ctx, const struct connector_msg *msg, void *token,
         header_add(&b, "", h->name, h->value ? h->value : "", h->value_len,
                    ENC_RAW);
     }
-    header_add(&b, "", "Idempotency-Key", msg->dedupe_key,
-               strlen(msg->dedupe_key), ENC_PERCENT);
-    header_add(&b, "", "Kafka-Topic", msg->topic, strlen(msg->topic),
-               ENC_AUTO);
+    auto_add(&b, msg, "Idempotency-Key", msg->dedupe_key,
+             strlen(msg->dedupe_key), ENC_PERCENT);
+    auto_add(&b, msg, "Kafka-Topic", msg->topic, strlen(msg->topic),
+             ENC_AUTO);
     snprintf(num, sizeof(num), "%d", (int)msg->partition);
-    header_add(&b, "", "Kafka-Partition", num, strlen(num), ENC_AUTO);
+    auto_add(&b, msg, "Kafka-Partition", num, strlen(num), ENC_AUTO);
     snprintf(num, sizeof(num), "%lld", (long long)msg->offset);
-    header_add(&b, "", "Kafka-Offset", num, strlen(num), ENC_AUTO);
+    auto_add(&b, msg, "Kafka-Offset", num, strlen(num), ENC_AUTO);
     if (msg->timestamp_ms >= 0) {
         snprintf(num, sizeof(num), "%lld", (long long)msg->timestamp_ms);
-        header_add(&b, "", "Kafka-Timestamp", num, strlen(num), ENC_AUTO);
+        auto_add(&b, msg, "Kafka-Timestamp", num, strlen(num), ENC_AUTO);
     }
     if (msg->key != NULL) {
-        header_add(&b, "", "Kafka-Key", msg->key, msg->key_len, ENC_AUTO);
+        auto_add(&b, msg, "Kafka-Key", msg->key, msg->key_len, ENC_AUTO);
     }
     if (sink->forward_headers) {
         for (size_t i = 0; i < msg->header_count; i++) {
@@ -1171,8 +1179,9 @@ const struct connector http_connector = {
            "delivered; transport errors, 408, 425, 429, 500, 502, 503 and "
            "504 are worth another attempt; other statuses are permanent. "
            "A transform may replace the method, append a path (and query) "
-           "to the URL and add headers (replacing a configured one of the "
-           "same name); a message whose method, path or headers are not "
+           "to the URL and add headers (replacing a configured one, or "
+           "one of those above, of the same name); a message whose method, "
+           "path or headers are not "
            "valid HTTP is rejected without a request. Plain `http://` "
            "uses sluice's keep-alive HTTP/1.1 client; `https://`, or any "
            "URL while `http_proxy`/`all_proxy` is set, uses libcurl.",

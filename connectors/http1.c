@@ -11,6 +11,7 @@
  * 2xx (http-parser knows the status before the first header), in the
  * connection's fixed scratch: the delivered path copies nothing. */
 #include "http1.h"
+#include <curl/curl.h>
 
 #include <errno.h>
 #include <http_parser.h>
@@ -204,6 +205,40 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+int64_t http1_retry_after_ms(const char *value, size_t len, time_t now)
+{
+    char text[64];
+    size_t i = 0;
+    int64_t secs = 0;
+
+    while (len > 0 && (*value == ' ' || *value == '\t')) {
+        value++;
+        len--;
+    }
+    while (len > 0 && (value[len - 1] == ' ' || value[len - 1] == '\t' ||
+                       value[len - 1] == '\r' || value[len - 1] == '\n')) {
+        len--;
+    }
+    if (len == 0 || len >= sizeof(text)) {
+        return -1;
+    }
+    for (; i < len && value[i] >= '0' && value[i] <= '9'; i++) {
+        if (secs < 1000000000) { /* past 30 years: capped by the policy */
+            secs = secs * 10 + (value[i] - '0');
+        }
+    }
+    if (i == len) {
+        return secs * 1000;
+    }
+    memcpy(text, value, len);
+    text[len] = '\0';
+    time_t at = curl_getdate(text, NULL);
+    if (at == (time_t)-1) {
+        return -1;
+    }
+    return at > now ? (int64_t)(at - now) * 1000 : 0;
+}
+
 static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
@@ -218,11 +253,8 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
         memcpy(c->value + c->value_len, at, len);
         c->value_len += len;
         c->value[c->value_len] = '\0';
-        char *end;
-        long secs = strtol(c->value, &end, 10);
-        /* Only delta-seconds; an HTTP-date falls back to the backoff. */
         c->retry_after_ms =
-            end != c->value && secs >= 0 ? (int64_t)secs * 1000 : -1;
+            http1_retry_after_ms(c->value, c->value_len, time(NULL));
     }
     if (failed(p->status_code)) {
         http1_response_value(&c->resp, at, len);

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #include "connector.h"
 
@@ -46,6 +47,11 @@ void http1_response_body(struct http1_response *r, const char *at,
                          size_t len);
 /* Stores the header being read; call once the headers (or trailers) end. */
 void http1_response_end(struct http1_response *r);
+
+/* A Retry-After value (RFC 9110: delay-seconds or an HTTP-date, read by
+ * curl_getdate, against now) in ms from now; -1 when it is neither. A
+ * date in the past is 0. */
+int64_t http1_retry_after_ms(const char *value, size_t len, time_t now);
 
 struct http1_result {
     int error;              /* 0 when a whole response arrived, else errno */

@@ -127,7 +127,8 @@ def test_per_sink_requests_and_skips(kafka, topic_factory, names, sinkd,
             method = "PUT",
             path = "/orders/" .. o.id,
             json = { order = o.id, cents = math.floor(o.amount * 100 + 0.5) },
-            headers = { ["X-Tenant"] = msg.key, ["X-Static"] = "replaced" },
+            headers = { ["X-Tenant"] = msg.key, ["X-Static"] = "replaced",
+                        ["Idempotency-Key"] = "order-" .. o.id },
           }
         end
         """)
@@ -156,8 +157,11 @@ def test_per_sink_requests_and_skips(kafka, topic_factory, names, sinkd,
     wait_committed(offsets(cfg["source"]["group"]), topic, run)
 
     for r in a.records():
-        i = int(r.key.split("-")[1])
+        i = int(r.path.rsplit("/", 1)[1])
         assert (r.method, r.path) == ("PUT", "/a/orders/%d" % i)
+        # The script's Idempotency-Key replaces sluice's own: sent once
+        # (sinkd would join two as "order-i, m-i").
+        assert r.key == "order-%d" % i
         assert json.loads(r.body) == {"order": i,
                                       "cents": round((1.15 + i) * 100)}
         assert r.headers["x-tenant"] == "tenant-%d" % i

@@ -1058,11 +1058,41 @@ static void test_head_override(void **state)
     cmocka_unit_test_setup_teardown(fn, setup_lean, teardown_sink),           \
         cmocka_unit_test_setup_teardown(fn, setup_curl, teardown_sink)
 
+/* Retry-After as RFC 9110 has it: delay-seconds or an HTTP-date, in any
+ * of the three date formats, against the time given. */
+static void test_retry_after_values(void **state)
+{
+    const time_t now = 1445412450; /* Wed, 21 Oct 2015 07:27:30 GMT */
+
+    (void)state;
+    assert_int_equal(http1_retry_after_ms("120", 3, now), 120000);
+    assert_int_equal(http1_retry_after_ms(" 7 \r\n", 5, now), 7000);
+    assert_int_equal(http1_retry_after_ms("0", 1, now), 0);
+    assert_int_equal(http1_retry_after_ms("Wed, 21 Oct 2015 07:28:00 GMT",
+                                          29, now),
+                     30000);
+    assert_int_equal(http1_retry_after_ms("Wednesday, 21-Oct-15 07:28:00 GMT",
+                                          33, now),
+                     30000);
+    assert_int_equal(http1_retry_after_ms("Wed Oct 21 07:28:00 2015", 24,
+                                          now),
+                     30000);
+    /* A date in the past: retry now (the policy's backoff still waits). */
+    assert_int_equal(http1_retry_after_ms("Wed, 21 Oct 2015 07:00:00 GMT",
+                                          29, now),
+                     0);
+    assert_int_equal(http1_retry_after_ms("soon", 4, now), -1);
+    assert_int_equal(http1_retry_after_ms("-5", 2, now), -1);
+    assert_int_equal(http1_retry_after_ms("", 0, now), -1);
+    assert_int_equal(http1_retry_after_ms("   ", 3, now), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_keep_alive_reuses_connection,
                                         setup, teardown),
+        cmocka_unit_test(test_retry_after_values),
         cmocka_unit_test_setup_teardown(test_chunked_with_retry_after, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_close_delimited_body, setup,
