@@ -14,17 +14,33 @@ OPT     ?= -O2
 SAN     ?=
 BUILD   ?= build
 BIN     ?= bin
+
+# pkg-config's flags are read after scripts/install-deps.sh has run. On a
+# fresh machine neither pkg-config nor the -dev packages exist when this
+# file is parsed, so make first brings $(FLAGS_MK) up to date (running the
+# script), then restarts with it.
+FLAGS_MK := $(BUILD)/flags.mk
+.DEFAULT_GOAL := all
+ifneq ($(MAKECMDGOALS),clean)
+include $(FLAGS_MK)
+endif
+$(FLAGS_MK): scripts/install-deps.sh Makefile
+	@scripts/install-deps.sh
+	@pkg-config --exists --print-errors $(PKGS)
+	@mkdir -p $(dir $@)
+	@lua_a="$$(pkg-config --variable=libdir lua5.4)/liblua5.4.a"; \
+	 [ -f "$$lua_a" ] || lua_a=; \
+	 printf 'PKG_CFLAGS := %s\nPKG_LIBS := %s\nLUA_A := %s\n' \
+	     "$$(pkg-config --cflags $(PKGS))" "$$(pkg-config --libs $(PKGS))" \
+	     "$$lua_a" > $@.tmp && mv $@.tmp $@
+
 CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -g $(WARN) $(SAN) -MMD -MP \
            -I. -Iworker -Iconnectors -Ilua \
-           -DSLUICE_LUA_LIB_DEFAULT='"$(CURDIR)/lua/lib"' \
-           $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+           -DSLUICE_LUA_LIB_DEFAULT='"$(CURDIR)/lua/lib"' $(PKG_CFLAGS)
 # Lua is linked from liblua5.4-dev's static archive: the VM is then
 # called directly rather than through the PLT, and built without -fPIC;
 # transform-bench measured the example transform 8% cheaper this way.
-LUA_A   := $(wildcard $(shell pkg-config --variable=libdir lua5.4 \
-                        2>/dev/null)/liblua5.4.a)
-LDLIBS  := $(if $(LUA_A),$(LUA_A) -ldl,) \
-           $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser \
+LDLIBS  := $(if $(LUA_A),$(LUA_A) -ldl,) $(PKG_LIBS) -lhttp_parser \
            -lpthread -lm
 LDFLAGS := $(SAN)
 
