@@ -235,6 +235,15 @@ static int shape(size_t sink, size_t output, const struct connector_msg *m,
     return rc;
 }
 
+/* Shapes output o for sink s, expecting a request whose body is want. */
+static void shape_body(size_t sink, size_t output,
+                       const struct connector_msg *m,
+                       struct transform_request *req, const char *want)
+{
+    assert_int_equal(shape(sink, output, m, req), TRANSFORM_SEND);
+    assert_bytes(req->body, req->body_len, want);
+}
+
 /* The view a sink gets of output o of in. */
 /* Output i of the last run as a sink sees it. */
 static struct connector_msg view_of(const struct connector_msg *in, size_t i)
@@ -1057,8 +1066,7 @@ static void test_files_have_their_own_globals(void **state)
     o = run_one(&in);
     assert_bytes(o->value, o->value_len, "pipeline1table");
     struct connector_msg view = view_of(&in, 0);
-    assert_int_equal(shape(0, 0, &view, &req), TRANSFORM_SEND);
-    assert_bytes(req.body, req.body_len, "sink101");
+    shape_body(0, 0, &view, &req, "sink101");
     assert_int_equal(transform_retry(tr, 0, &a, &d, &err), 0);
     assert_int_equal(d.verdict, TRANSFORM_GIVE_UP);
     assert_string_equal(d.reason, "retry");
@@ -1102,8 +1110,7 @@ static void test_sink_request(void **state)
 
     in.offset = 1;
     run_ok(&in, 1);
-    assert_int_equal(shape(0, 0, &in, &req), TRANSFORM_SEND);
-    assert_bytes(req.body, req.body_len, "{\"id\":\"tenant-07\",\"n\":1}");
+    shape_body(0, 0, &in, &req, "{\"id\":\"tenant-07\",\"n\":1}");
     assert_string_equal(req.path, "/x/tenant-07");
     assert_string_equal(req.method, "PUT");
     assert_headers(req.headers, req.header_count,
@@ -1117,16 +1124,14 @@ static void test_sink_request(void **state)
 
     in.offset = 2;
     run_ok(&in, 1);
-    assert_int_equal(shape(0, 0, &in, &req), TRANSFORM_SEND);
-    assert_bytes(req.body, req.body_len, "raw body");
+    shape_body(0, 0, &in, &req, "raw body");
     assert_null(req.method);
     assert_null(req.path);
     assert_int_equal(req.header_count, 0);
 
     in.offset = 3;
     run_ok(&in, 1);
-    assert_int_equal(shape(0, 0, &in, &req), TRANSFORM_SEND);
-    assert_bytes(req.body, req.body_len, "a string body");
+    shape_body(0, 0, &in, &req, "a string body");
 
     for (int64_t n = 4; n <= 5; n++) {
         in.offset = n;
@@ -1223,8 +1228,7 @@ static void test_sink_msg_is_read_only(void **state)
     }
     in.offset = 3;
     run_ok(&in, 1);
-    assert_int_equal(shape(0, 0, &in, &req), TRANSFORM_SEND);
-    assert_bytes(req.body, req.body_len, "tenant-07/v");
+    shape_body(0, 0, &in, &req, "tenant-07/v");
 }
 
 static void test_sink_reuses_the_pipeline_json(void **state)
@@ -1251,17 +1255,14 @@ static void test_sink_reuses_the_pipeline_json(void **state)
     o = run_one(&in);
     assert_bytes(o->value, o->value_len, "{\"id\":1,\"tag\":\"t\"}");
     struct connector_msg view = view_of(&in, 0);
-    assert_int_equal(shape(0, 0, &view, &req), TRANSFORM_SEND);
-    assert_bytes(req.body, req.body_len, "t");
+    shape_body(0, 0, &view, &req, "t");
     /* A change a sink makes to msg.json is seen by the next sink. */
-    assert_int_equal(shape(1, 0, &view, &req), TRANSFORM_SEND);
-    assert_bytes(req.body, req.body_len, "true,t");
+    shape_body(1, 0, &view, &req, "true,t");
     /* Not decoded again: a view whose bytes are not even JSON still gets
      * the pipeline's table. */
     view.value = "not json";
     view.value_len = 8;
-    assert_int_equal(shape(0, 0, &view, &req), TRANSFORM_SEND);
-    assert_bytes(req.body, req.body_len, "t");
+    shape_body(0, 0, &view, &req, "t");
 }
 
 static void test_sink_json_per_split_output(void **state)
@@ -1288,16 +1289,14 @@ static void test_sink_json_per_split_output(void **state)
         char want[8];
         struct connector_msg view = view_of(&in, i);
         snprintf(want, sizeof(want), "%zu", i + 1);
-        assert_int_equal(shape(0, i, &view, &req), TRANSFORM_SEND);
-        assert_bytes(req.body, req.body_len, want);
+        shape_body(0, i, &view, &req, want);
     }
     /* A smaller run after a larger one: output 0 is the new one. */
     in = msg_of("{\"items\":[7]}");
     in.offset = 1;
     run_ok(&in, 1);
     struct connector_msg view = view_of(&in, 0);
-    assert_int_equal(shape(0, 0, &view, &req), TRANSFORM_SEND);
-    assert_bytes(req.body, req.body_len, "7");
+    shape_body(0, 0, &view, &req, "7");
 }
 
 /* A pipeline transform that never touches the JSON: each message's sink
@@ -1320,21 +1319,17 @@ static void test_sink_decodes_json_the_pipeline_left(void **state)
                         "end\n");
     open_ok("transform: t.lua\n", "    transform: a.lua\n", NULL);
     run_ok(&one, 1);
-    assert_int_equal(shape(0, 0, &one, &req), TRANSFORM_SEND);
-    assert_bytes(req.body, req.body_len, "1");
+    shape_body(0, 0, &one, &req, "1");
     run_ok(&two, 1);
-    assert_int_equal(shape(0, 0, &two, &req), TRANSFORM_SEND);
-    assert_bytes(req.body, req.body_len, "2");
+    shape_body(0, 0, &two, &req, "2");
 
     /* An item with a value of its own. */
     one.offset = 7;
     run_ok(&one, 2);
     struct connector_msg view = view_of(&one, 0);
-    assert_int_equal(shape(0, 0, &view, &req), TRANSFORM_SEND);
-    assert_bytes(req.body, req.body_len, "70");
+    shape_body(0, 0, &view, &req, "70");
     view = view_of(&one, 1);
-    assert_int_equal(shape(0, 1, &view, &req), TRANSFORM_SEND);
-    assert_bytes(req.body, req.body_len, "1");
+    shape_body(0, 1, &view, &req, "1");
 }
 
 /* No pipeline transform: each message's sink transform sees that
@@ -1351,11 +1346,9 @@ static void test_sink_json_without_pipeline_transform(void **state)
                         "end\n");
     open_ok(NULL, "    transform: a.lua\n", NULL);
     run_ok(&one, 1);
-    assert_int_equal(shape(0, 0, &one, &req), TRANSFORM_SEND);
-    assert_bytes(req.body, req.body_len, "1");
+    shape_body(0, 0, &one, &req, "1");
     run_ok(&two, 1);
-    assert_int_equal(shape(0, 0, &two, &req), TRANSFORM_SEND);
-    assert_bytes(req.body, req.body_len, "2");
+    shape_body(0, 0, &two, &req, "2");
 }
 
 /* What a call returns stays valid through the other kind of call, even
