@@ -1380,6 +1380,28 @@ static void set_string(lua_State *L, const char *field, const char *v,
     lua_setfield(L, -2, field);
 }
 
+static void set_integer(lua_State *L, const char *field, lua_Integer v)
+{
+    lua_pushinteger(L, v);
+    lua_setfield(L, -2, field);
+}
+
+/* The retry delay at idx into d; raises on anything but 0..1 day in ms. */
+static int retry_delay(lua_State *L, int idx, struct transform_decision *d,
+                       const char *name)
+{
+    int ok;
+    lua_Number ms = lua_tonumberx(L, idx, &ok);
+
+    if (!ok || !(ms >= 0 && ms <= 86400000.0)) {
+        return luaL_error(L, "%s: retry: the delay must be a number of "
+                             "milliseconds from 0 to 86400000",
+                          name);
+    }
+    d->delay_ms = (int64_t)ms;
+    return 0;
+}
+
 static int retry_protected(lua_State *L)
 {
     transform_t *t = lua_touserdata(L, 1);
@@ -1393,21 +1415,16 @@ static int retry_protected(lua_State *L)
     lua_settop(L, 0);
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->retry_fn[t->call_sink]);
     lua_createtable(L, 0, 20);
-    lua_pushstring(L, a->sink);
-    lua_setfield(L, -2, "sink");
-    lua_pushinteger(L, a->attempt);
-    lua_setfield(L, -2, "attempt");
-    lua_pushinteger(L, a->elapsed_ms);
-    lua_setfield(L, -2, "elapsed_ms");
+    set_string(L, "sink", a->sink, strlen(a->sink));
+    set_integer(L, "attempt", a->attempt);
+    set_integer(L, "elapsed_ms", a->elapsed_ms);
     if (r->http_status > 0) {
-        lua_pushinteger(L, r->http_status);
-        lua_setfield(L, -2, "status");
+        set_integer(L, "status", r->http_status);
     } else {
         set_string(L, "error", r->error, strlen(r->error));
     }
     if (r->retry_after_ms >= 0) {
-        lua_pushinteger(L, r->retry_after_ms);
-        lua_setfield(L, -2, "retry_after_ms");
+        set_integer(L, "retry_after_ms", r->retry_after_ms);
     }
     lua_pushboolean(L, r->status == CONNECTOR_RETRY);
     lua_setfield(L, -2, "retryable");
@@ -1421,21 +1438,15 @@ static int retry_protected(lua_State *L)
     if (r->body != NULL) {
         set_string(L, "body", r->body, r->body_len);
     }
-    lua_pushinteger(L, cd->retry_backoff_ms);
-    lua_setfield(L, -2, "backoff_ms");
-    lua_pushinteger(L, cd->retry_backoff_max_ms);
-    lua_setfield(L, -2, "backoff_max_ms");
-    lua_pushstring(L, m->topic);
-    lua_setfield(L, -2, "topic");
-    lua_pushinteger(L, m->partition);
-    lua_setfield(L, -2, "partition");
-    lua_pushinteger(L, m->offset);
-    lua_setfield(L, -2, "offset");
+    set_integer(L, "backoff_ms", cd->retry_backoff_ms);
+    set_integer(L, "backoff_max_ms", cd->retry_backoff_max_ms);
+    set_string(L, "topic", m->topic, strlen(m->topic));
+    set_integer(L, "partition", m->partition);
+    set_integer(L, "offset", m->offset);
     if (m->key != NULL) {
         set_string(L, "key", m->key, m->key_len);
     }
-    lua_pushstring(L, m->dedupe_key);
-    lua_setfield(L, -2, "dedupe_key");
+    set_string(L, "dedupe_key", m->dedupe_key, strlen(m->dedupe_key));
     lua_call(L, 1, 2);
 
     d->delay_ms = -1;
@@ -1444,28 +1455,15 @@ static int retry_protected(lua_State *L)
         d->verdict = TRANSFORM_DEFAULT;
         return 0;
     }
-    if (lua_type(L, 1) == LUA_TNUMBER) {
-        lua_pushvalue(L, 1);
-        lua_insert(L, 1);
-        lua_pushstring(L, "retry");
-        lua_replace(L, 1);
+    if (lua_type(L, 1) == LUA_TNUMBER) { /* a delay alone: retry */
+        d->verdict = TRANSFORM_RETRY;
+        return retry_delay(L, 1, d, name);
     }
-    const char *verdict = lua_tostring(L, 1);
-    if (lua_type(L, 1) != LUA_TSTRING) {
-        verdict = "";
-    }
+    const char *verdict =
+        lua_type(L, 1) == LUA_TSTRING ? lua_tostring(L, 1) : "";
     if (strcmp(verdict, "retry") == 0) {
         d->verdict = TRANSFORM_RETRY;
-        if (!lua_isnil(L, 2)) {
-            int ok;
-            lua_Number ms = lua_tonumberx(L, 2, &ok);
-            if (!ok || !(ms >= 0 && ms <= 86400000.0)) {
-                return luaL_error(L, "%s: retry: the delay must be a number "
-                                     "of milliseconds from 0 to 86400000",
-                                  name);
-            }
-            d->delay_ms = (int64_t)ms;
-        }
+        return lua_isnil(L, 2) ? 0 : retry_delay(L, 2, d, name);
     } else if (strcmp(verdict, "give_up") == 0) {
         d->verdict = TRANSFORM_GIVE_UP;
         snprintf(d->reason, sizeof(d->reason), "%s",
