@@ -1556,22 +1556,23 @@ static int sluice_shard(lua_State *L)
     return 1;
 }
 
-static int sluice_now_ms(lua_State *L)
+static int push_clock_ms(lua_State *L, clockid_t clock)
 {
     struct timespec ts;
 
-    clock_gettime(CLOCK_REALTIME, &ts);
+    clock_gettime(clock, &ts);
     lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
     return 1;
 }
 
+static int sluice_now_ms(lua_State *L)
+{
+    return push_clock_ms(L, CLOCK_REALTIME);
+}
+
 static int sluice_monotonic_ms(lua_State *L)
 {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
-    return 1;
+    return push_clock_ms(L, CLOCK_MONOTONIC);
 }
 
 /* sluice.iso8601(ms): "2026-11-29T20:48:02.123Z" (UTC). */
@@ -1641,9 +1642,7 @@ static int open_modules(lua_State *L)
 
     luaL_newmetatable(L, MSG_TYPE);
     lua_pushlightuserdata(L, t);
-    luaL_setfuncs(L, msg_meta, 1);
-    lua_pushliteral(L, "sluice.msg");
-    lua_setfield(L, -2, "__name");
+    luaL_setfuncs(L, msg_meta, 1); /* __name is MSG_TYPE already */
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "__metatable"); /* scripts cannot swap it */
     lua_pop(L, 1);
