@@ -461,18 +461,6 @@ int script_call(script_t *s, lua_CFunction fn, void *arg,
     return rc;
 }
 
-int script_load(script_t *s, const char *path, struct sl_error *err)
-{
-    int rc = luaL_loadfilex(s->L, path, "t");
-
-    if (rc != LUA_OK) {
-        sl_error_set(err, "%s", lua_tostring(s->L, -1));
-        lua_pop(s->L, 1);
-        return -1;
-    }
-    return script_pcall(s, 0, 0, err);
-}
-
 int script_load_env(script_t *s, const char *path, struct sl_error *err)
 {
     lua_State *L = s->L;
@@ -497,14 +485,6 @@ int script_load_env(script_t *s, const char *path, struct sl_error *err)
         return -1;
     }
     return ref;
-}
-
-int script_has_function(script_t *s, const char *name)
-{
-    int is_function = lua_getglobal(s->L, name) == LUA_TFUNCTION;
-
-    lua_pop(s->L, 1);
-    return is_function;
 }
 
 struct lua_State *script_state(script_t *s)

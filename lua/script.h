@@ -28,19 +28,12 @@ struct script_limits {
 script_t *script_new(const struct script_limits *limits,
                      const char *const *search_dirs, struct sl_error *err);
 
-/* Loads and runs the file at path (text only) under the limits. Errors
- * read "path:line: message". 0 or -1. */
-int script_load(script_t *s, const char *path, struct sl_error *err);
-
 /* Loads and runs the file at path (text only) in an environment of its
  * own: the globals it defines stay there, and reads fall through to the
  * sandbox's globals, so files cannot clobber each other. Returns a
  * registry reference to that environment (>= 0), or -1 with err filled
  * ("path:line: message"). */
 int script_load_env(script_t *s, const char *path, struct sl_error *err);
-
-/* Whether the global name is a function. */
-int script_has_function(script_t *s, const char *name);
 
 /* Calls the function on the stack below its nargs arguments, under the
  * instruction budget, leaving nresults results. On error, err holds the

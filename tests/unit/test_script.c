@@ -151,6 +151,19 @@ static void test_require_only_from_search_dirs(void **state)
     assert_non_null(strstr(err.msg, "not found"));
 }
 
+/* Whether the environment (registry reference env) defines name as a
+ * function. */
+static int env_has_function(script_t *s, int env, const char *name)
+{
+    lua_State *L = script_state(s);
+    int is_function;
+
+    lua_rawgeti(L, LUA_REGISTRYINDEX, env);
+    is_function = lua_getfield(L, -1, name) == LUA_TFUNCTION;
+    lua_pop(L, 2);
+    return is_function;
+}
+
 static void test_load_errors_name_file_and_line(void **state)
 {
     script_t *s = *state;
@@ -159,22 +172,23 @@ static void test_load_errors_name_file_and_line(void **state)
 
     write_file("bad.lua", "local x = 1\nfunction f(\n");
     snprintf(path, sizeof(path), "%s/bad.lua", dir);
-    assert_int_equal(script_load(s, path, &err), -1);
+    assert_int_equal(script_load_env(s, path, &err), -1);
     char want[300];
     snprintf(want, sizeof(want), "%s/bad.lua:3:", dir);
     assert_non_null(strstr(err.msg, want));
 
     write_file("boom.lua", "local x = 1\nerror('boom')\n");
     snprintf(path, sizeof(path), "%s/boom.lua", dir);
-    assert_int_equal(script_load(s, path, &err), -1);
+    assert_int_equal(script_load_env(s, path, &err), -1);
     snprintf(want, sizeof(want), "%s/boom.lua:2: boom", dir);
     assert_non_null(strstr(err.msg, want));
 
     write_file("good.lua", "function transform(msg) return msg end\n");
     snprintf(path, sizeof(path), "%s/good.lua", dir);
-    assert_int_equal(script_load(s, path, &err), 0);
-    assert_true(script_has_function(s, "transform"));
-    assert_false(script_has_function(s, "retry"));
+    int env = script_load_env(s, path, &err);
+    assert_true(env >= 0);
+    assert_true(env_has_function(s, env, "transform"));
+    assert_false(env_has_function(s, env, "retry"));
 }
 
 static void test_integers_stay_exact(void **state)
