@@ -890,6 +890,32 @@ static int check_keys(struct loader *l, const yaml_node_t *map,
     return rc;
 }
 
+/* A JSON string literal for keys and values alike: `"` and `\` escaped,
+ * controls as \n, \t, \r or \u00XX, other bytes as they are (libyaml
+ * has checked they are UTF-8). */
+static void buf_json_string(struct buf *b, const char *s, size_t len)
+{
+    buf_add(b, "\"", 1);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            buf_add(b, e, 2);
+        } else if (c == '\n') {
+            buf_add(b, "\\n", 2);
+        } else if (c == '\t') {
+            buf_add(b, "\\t", 2);
+        } else if (c == '\r') {
+            buf_add(b, "\\r", 2);
+        } else if (c < 0x20) {
+            buf_printf(b, "\\u%04x", c);
+        } else {
+            buf_add(b, s + i, 1);
+        }
+    }
+    buf_add(b, "\"", 1);
+}
+
 /* Writes the JSON form of n to b (b NULL: only checks that it has one),
  * reporting at the node what JSON cannot hold. 0 or -1. */
 static int yaml_json(struct loader *l, const yaml_node_t *n, int depth,
@@ -934,20 +960,8 @@ static int yaml_json(struct loader *l, const yaml_node_t *n, int depth,
                 if (p != n->data.mapping.pairs.start) {
                     buf_add(b, ",", 1);
                 }
-                buf_add(b, "\"", 1);
-                for (size_t i = 0; i < k->data.scalar.length; i++) {
-                    /* the same escaping as string values below */
-                    unsigned char c = (unsigned char)stext(k)[i];
-                    if (c == '"' || c == '\\') {
-                        char e[2] = {'\\', (char)c};
-                        buf_add(b, e, 2);
-                    } else if (c < 0x20) {
-                        buf_printf(b, "\\u%04x", c);
-                    } else {
-                        buf_add(b, &stext(k)[i], 1);
-                    }
-                }
-                buf_add(b, "\":", 2);
+                buf_json_string(b, stext(k), k->data.scalar.length);
+                buf_add(b, ":", 1);
             }
             if (yaml_json(l, lnode(l, p->value), depth + 1, b) != 0) {
                 rc = -1;
@@ -1008,26 +1022,7 @@ static int yaml_json(struct loader *l, const yaml_node_t *n, int depth,
     }
     case YK_STR:
         if (b != NULL) {
-            const unsigned char *s = (const unsigned char *)stext(n);
-            buf_add(b, "\"", 1);
-            for (size_t i = 0; i < n->data.scalar.length; i++) {
-                unsigned char c = s[i];
-                if (c == '"' || c == '\\') {
-                    char e[2] = {'\\', (char)c};
-                    buf_add(b, e, 2);
-                } else if (c == '\n') {
-                    buf_add(b, "\\n", 2);
-                } else if (c == '\t') {
-                    buf_add(b, "\\t", 2);
-                } else if (c == '\r') {
-                    buf_add(b, "\\r", 2);
-                } else if (c < 0x20) {
-                    buf_printf(b, "\\u%04x", c);
-                } else {
-                    buf_add(b, s + i, 1);
-                }
-            }
-            buf_add(b, "\"", 1);
+            buf_json_string(b, stext(n), n->data.scalar.length);
         }
         return 0;
     }

@@ -64,6 +64,8 @@ static void test_value_strings_are_escaped_or_raw(void **state)
                  "\"t\":\"true\",\"u\":\"Zo\xc3\xab\",\"k\":1}");
     assert_value("{\"key \\\"x\\\"\": 1, 2: two}",
                  "{\"key \\\"x\\\"\":1,\"2\":\"two\"}");
+    /* keys are escaped as values are */
+    assert_value("{\"k\\n\": \"v\\n\"}", "{\"k\\n\":\"v\\n\"}");
     /* a string value is the bytes as written */
     assert_value("not json", "not json");
     assert_value("\"{\\\"a\\\": 1}\"", "{\"a\": 1}");
