@@ -136,9 +136,10 @@ struct buf {
     int failed; /* out of memory or over BUILT_MAX: contents incomplete */
 };
 
+/* b NULL: a sink that keeps nothing, for walks that only check. */
 static void buf_add(struct buf *b, const void *p, size_t n)
 {
-    if (b->failed) {
+    if (b == NULL || b->failed) {
         return;
     }
     if (n > BUILT_MAX || b->len + n > BUILT_MAX) {
@@ -916,6 +917,21 @@ static void buf_json_string(struct buf *b, const char *s, size_t len)
     buf_add(b, "\"", 1);
 }
 
+static int yaml_json(struct loader *l, const yaml_node_t *n, int depth,
+                     struct buf *b);
+
+/* Walks one member or item (its path element pushed at mark), then pops
+ * it. 0 when the walk goes on, -1 when the visit budget is spent. */
+static int yaml_json_child(struct loader *l, const yaml_node_t *n, int depth,
+                           struct buf *b, size_t mark, int *rc)
+{
+    if (yaml_json(l, n, depth, b) != 0) {
+        *rc = -1;
+    }
+    path_pop(&l->path, mark);
+    return l->visits > VISITS_MAX ? -1 : 0;
+}
+
 /* Writes the JSON form of n to b (b NULL: only checks that it has one),
  * reporting at the node what JSON cannot hold. 0 or -1. */
 static int yaml_json(struct loader *l, const yaml_node_t *n, int depth,
@@ -933,9 +949,7 @@ static int yaml_json(struct loader *l, const yaml_node_t *n, int depth,
     }
     switch (ykind(n)) {
     case YK_MAP:
-        if (b != NULL) {
-            buf_add(b, "{", 1);
-        }
+        buf_add(b, "{", 1);
         for (yaml_node_pair_t *p = n->data.mapping.pairs.start;
              p < n->data.mapping.pairs.top; p++) {
             const yaml_node_t *k = lnode(l, p->key);
@@ -956,74 +970,49 @@ static int yaml_json(struct loader *l, const yaml_node_t *n, int depth,
                     break;
                 }
             }
-            if (b != NULL) {
-                if (p != n->data.mapping.pairs.start) {
-                    buf_add(b, ",", 1);
-                }
-                buf_json_string(b, stext(k), k->data.scalar.length);
-                buf_add(b, ":", 1);
-            }
-            if (yaml_json(l, lnode(l, p->value), depth + 1, b) != 0) {
-                rc = -1;
-            }
-            path_pop(&l->path, mark);
-            if (l->visits > VISITS_MAX) {
-                return -1;
-            }
-        }
-        if (b != NULL) {
-            buf_add(b, "}", 1);
-        }
-        return rc;
-    case YK_SEQ:
-        if (b != NULL) {
-            buf_add(b, "[", 1);
-        }
-        for (yaml_node_item_t *it = n->data.sequence.items.start;
-             it < n->data.sequence.items.top; it++) {
-            size_t mark = path_index(
-                &l->path, (size_t)(it - n->data.sequence.items.start));
-            if (b != NULL && it != n->data.sequence.items.start) {
+            if (p != n->data.mapping.pairs.start) {
                 buf_add(b, ",", 1);
             }
-            if (yaml_json(l, lnode(l, *it), depth + 1, b) != 0) {
-                rc = -1;
-            }
-            path_pop(&l->path, mark);
-            if (l->visits > VISITS_MAX) {
+            buf_json_string(b, stext(k), k->data.scalar.length);
+            buf_add(b, ":", 1);
+            if (yaml_json_child(l, lnode(l, p->value), depth + 1, b, mark,
+                                &rc) != 0) {
                 return -1;
             }
         }
-        if (b != NULL) {
-            buf_add(b, "]", 1);
+        buf_add(b, "}", 1);
+        return rc;
+    case YK_SEQ:
+        buf_add(b, "[", 1);
+        for (yaml_node_item_t *it = n->data.sequence.items.start;
+             it < n->data.sequence.items.top; it++) {
+            size_t i = (size_t)(it - n->data.sequence.items.start);
+            if (i > 0) {
+                buf_add(b, ",", 1);
+            }
+            if (yaml_json_child(l, lnode(l, *it), depth + 1, b,
+                                path_index(&l->path, i), &rc) != 0) {
+                return -1;
+            }
         }
+        buf_add(b, "]", 1);
         return rc;
     case YK_NULL:
-        if (b != NULL) {
-            buf_adds(b, "null");
-        }
+        buf_adds(b, "null");
         return 0;
     case YK_BOOL:
-        if (b != NULL) {
-            buf_adds(b, ybool(n) ? "true" : "false");
-        }
+        buf_adds(b, ybool(n) ? "true" : "false");
         return 0;
     case YK_INT:
-    case YK_FLOAT: {
-        struct buf scratch = {0};
-        int r = number_json(stext(n), b != NULL ? b : &scratch);
-        buf_free(&scratch);
-        if (r != 0) {
+    case YK_FLOAT:
+        if (number_json(stext(n), b) != 0) {
             return lerr(l, n,
                         "`%s` is not a JSON number (quote it for a string)",
                         stext(n));
         }
         return 0;
-    }
     case YK_STR:
-        if (b != NULL) {
-            buf_json_string(b, stext(n), n->data.scalar.length);
-        }
+        buf_json_string(b, stext(n), n->data.scalar.length);
         return 0;
     }
     return 0;
