@@ -852,6 +852,24 @@ static const char *kind_name(const yaml_node_t *n)
                                            : "a scalar";
 }
 
+/* The scalar key before p in map that equals p's (a scalar), or NULL. */
+static const yaml_node_t *earlier_key(struct loader *l,
+                                      const yaml_node_t *map,
+                                      const yaml_node_pair_t *p)
+{
+    const yaml_node_t *k = lnode(l, p->key);
+
+    for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < p; q++) {
+        const yaml_node_t *k2 = lnode(l, q->key);
+        if (k2->type == YAML_SCALAR_NODE &&
+            k2->data.scalar.length == k->data.scalar.length &&
+            memcmp(stext(k2), stext(k), k->data.scalar.length) == 0) {
+            return k2;
+        }
+    }
+    return NULL;
+}
+
 /* Checks map's keys against names (NULL-terminated): unknown and
  * duplicate keys are errors; found[i] gets names[i]'s value or NULL. */
 static int check_keys(struct loader *l, const yaml_node_t *map,
@@ -952,23 +970,16 @@ static int yaml_json(struct loader *l, const yaml_node_t *n, int depth,
         buf_add(b, "{", 1);
         for (yaml_node_pair_t *p = n->data.mapping.pairs.start;
              p < n->data.mapping.pairs.top; p++) {
-            const yaml_node_t *k = lnode(l, p->key);
+            const yaml_node_t *k = lnode(l, p->key), *first;
             size_t mark;
             if (k->type != YAML_SCALAR_NODE) {
                 rc = lerr(l, k, "a JSON key must be a scalar");
                 continue;
             }
             mark = path_key(&l->path, stext(k), k->data.scalar.length);
-            for (yaml_node_pair_t *q = n->data.mapping.pairs.start; q < p;
-                 q++) {
-                const yaml_node_t *k2 = lnode(l, q->key);
-                if (k2->type == YAML_SCALAR_NODE &&
-                    k2->data.scalar.length == k->data.scalar.length &&
-                    memcmp(stext(k2), stext(k), k->data.scalar.length) == 0) {
-                    rc = lerr(l, k, "duplicate key (first at line %d)",
-                              (int)k2->start_mark.line + 1);
-                    break;
-                }
+            if ((first = earlier_key(l, n, p)) != NULL) {
+                rc = lerr(l, k, "duplicate key (first at line %d)",
+                          (int)first->start_mark.line + 1);
             }
             if (p != n->data.mapping.pairs.start) {
                 buf_add(b, ",", 1);
@@ -1044,12 +1055,9 @@ static int check_headers(struct loader *l, const yaml_node_t *n)
             continue;
         }
         mark = path_key(&l->path, stext(k), k->data.scalar.length);
-        for (yaml_node_pair_t *q = n->data.mapping.pairs.start; q < p; q++) {
-            const yaml_node_t *k2 = lnode(l, q->key);
-            if (k2->type == YAML_SCALAR_NODE && strcmp(stext(k2), stext(k)) == 0) {
-                rc = lerr(l, k, "duplicate header; a list gives it several "
-                                "values");
-            }
+        if (earlier_key(l, n, p) != NULL) {
+            rc = lerr(l, k, "duplicate header; a list gives it several "
+                            "values");
         }
         if (v->type == YAML_MAPPING_NODE) {
             rc = lerr(l, v, "expected a value or a list of values");
@@ -1191,13 +1199,8 @@ static int check_message_expect(struct loader *l, const yaml_node_t *n)
             continue;
         }
         m2 = path_key(&l->path, stext(k), k->data.scalar.length);
-        for (yaml_node_pair_t *q = f[3]->data.mapping.pairs.start; q < p;
-             q++) {
-            const yaml_node_t *k2 = lnode(l, q->key);
-            if (k2->type == YAML_SCALAR_NODE &&
-                strcmp(stext(k2), stext(k)) == 0) {
-                rc = lerr(l, k, "duplicate key");
-            }
+        if (earlier_key(l, f[3], p) != NULL) {
+            rc = lerr(l, k, "duplicate key");
         }
         if (l->cfg != NULL && find_sink(l->cfg, stext(k)) < 0) {
             char list[512] = "";
