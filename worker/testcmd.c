@@ -1965,6 +1965,39 @@ static void show_request(struct runner *r, size_t sink, int rc,
     path_pop(&r->cmp.path, mark);
 }
 
+/* map's value at key, or NULL (the loader has checked map's keys). */
+static const yaml_node_t *map_get(struct cmp *c, const yaml_node_t *map,
+                                  const char *key)
+{
+    if (map == NULL || map->type != YAML_MAPPING_NODE) {
+        return NULL;
+    }
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start;
+         p < map->data.mapping.pairs.top; p++) {
+        if (strcmp(stext(cnode(c, p->key)), key) == 0) {
+            return cnode(c, p->value);
+        }
+    }
+    return NULL;
+}
+
+/* An {error: TEXT} expectation: msg (NULL: it did not fail, got says
+ * what came out instead) must contain TEXT; line is msg on one line. */
+static void cmp_error(struct cmp *c, const yaml_node_t *text, const char *msg,
+                      const char *line, const char *got)
+{
+    struct show se = {0};
+
+    show_bytes(&se, stext(text), text->data.scalar.length, '"');
+    if (msg == NULL) {
+        diff(c, "expected an error containing %s, got %s", show_text(&se),
+             got);
+    } else if (strstr(msg, stext(text)) == NULL) {
+        diff(c, "expected an error containing %s, got an error: %s",
+             show_text(&se), line);
+    }
+}
+
 /* One sink's outcome against its expectation. */
 static void cmp_sink(struct runner *r, const yaml_node_t *e, size_t sink,
                      int rc, const struct connector_msg *view,
@@ -1972,9 +2005,7 @@ static void cmp_sink(struct runner *r, const yaml_node_t *e, size_t sink,
                      const struct sl_error *err)
 {
     struct cmp *c = &r->cmp;
-    const yaml_node_t *f[5] = {0};
-    static const char *const names[] = {"body", "method", "path", "headers",
-                                        "error"};
+    const yaml_node_t *error, *body, *method, *path, *headers;
     char line[1100];
     const char *got = rc < 0 ? "an error: " : rc == TRANSFORM_SKIP
                                                  ? "skip"
@@ -1991,72 +2022,41 @@ static void cmp_sink(struct runner *r, const yaml_node_t *e, size_t sink,
         }
         return;
     }
-    for (yaml_node_pair_t *p = e->data.mapping.pairs.start;
-         p < e->data.mapping.pairs.top; p++) {
-        for (int i = 0; i < 5; i++) {
-            if (strcmp(stext(cnode(c, p->key)), names[i]) == 0) {
-                f[i] = cnode(c, p->value);
-            }
-        }
-    }
-    if (f[4] != NULL) {
-        struct show se = {0};
-        show_bytes(&se, stext(f[4]), f[4]->data.scalar.length, '"');
-        if (rc >= 0) {
-            diff(c, "expected an error containing %s, got %s",
-                 show_text(&se), got);
-        } else if (strstr(err->msg, stext(f[4])) == NULL) {
-            diff(c, "expected an error containing %s, got an error: %s",
-                 show_text(&se), line);
-        }
+    if ((error = map_get(c, e, "error")) != NULL) {
+        cmp_error(c, error, rc < 0 ? err->msg : NULL, line, got);
         return;
     }
     if (rc != TRANSFORM_SEND) {
         diff(c, "expected a request, got %s%s", got, line);
         return;
     }
-    if (f[0] != NULL) {
+    if ((body = map_get(c, e, "body")) != NULL) {
         size_t mark = path_keys(&c->path, "body");
         if (req->body != NULL) {
-            cmp_value(c, f[0], req->body, req->body_len, "no body");
+            cmp_value(c, body, req->body, req->body_len, "no body");
         } else {
-            cmp_value(c, f[0], view->value, view->value_len, "no body");
+            cmp_value(c, body, view->value, view->value_len, "no body");
         }
         path_pop(&c->path, mark);
     }
-    if (f[1] != NULL) {
+    if ((method = map_get(c, e, "method")) != NULL) {
         const char *m = req->method ? req->method : sink_method(
                                                         &r->cfg->sinks[sink]);
         size_t mark = path_keys(&c->path, "method");
-        cmp_bytes(c, f[1], m, m ? strlen(m) : 0, "none");
+        cmp_bytes(c, method, m, m ? strlen(m) : 0, "none");
         path_pop(&c->path, mark);
     }
-    if (f[2] != NULL) {
+    if ((path = map_get(c, e, "path")) != NULL) {
         size_t mark = path_keys(&c->path, "path");
-        cmp_bytes(c, f[2], req->path, req->path ? strlen(req->path) : 0,
+        cmp_bytes(c, path, req->path, req->path ? strlen(req->path) : 0,
                   "none");
         path_pop(&c->path, mark);
     }
-    if (f[3] != NULL) {
+    if ((headers = map_get(c, e, "headers")) != NULL) {
         size_t mark = path_keys(&c->path, "headers");
-        cmp_headers(c, f[3], req->headers, req->header_count, 1);
+        cmp_headers(c, headers, req->headers, req->header_count, 1);
         path_pop(&c->path, mark);
     }
-}
-
-static const yaml_node_t *map_get(struct cmp *c, const yaml_node_t *map,
-                                  const char *key)
-{
-    if (map == NULL || map->type != YAML_MAPPING_NODE) {
-        return NULL;
-    }
-    for (yaml_node_pair_t *p = map->data.mapping.pairs.start;
-         p < map->data.mapping.pairs.top; p++) {
-        if (strcmp(stext(cnode(c, p->key)), key) == 0) {
-            return cnode(c, p->value);
-        }
-    }
-    return NULL;
 }
 
 /* Checks output i against e, a message expectation. */
@@ -2139,15 +2139,8 @@ static void run_case(struct runner *r, const struct tcase *tc)
         return;
     }
     if ((error = map_get(c, e, "error")) != NULL) {
-        struct show se = {0};
-        show_bytes(&se, stext(error), error->data.scalar.length, '"');
-        if (n >= 0) {
-            diff(c, "expected an error containing %s, got %s",
-                 show_text(&se), count_text(n, got, sizeof(got)));
-        } else if (strstr(err.msg, stext(error)) == NULL) {
-            diff(c, "expected an error containing %s, got an error: %s",
-                 show_text(&se), line);
-        }
+        cmp_error(c, error, n < 0 ? err.msg : NULL, line,
+                  n < 0 ? "" : count_text(n, got, sizeof(got)));
         return;
     }
     if ((msgs = map_get(c, e, "messages")) != NULL) {
