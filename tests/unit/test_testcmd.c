@@ -224,6 +224,8 @@ static void test_compare_values_that_are_not_json(void **state)
     assert_diff("abc", "abd", "body: expected \"abc\", got \"abd\"\n");
     assert_diff("abc", NULL, "body: expected \"abc\", got no value\n");
     assert_diff("~", "x", "body: expected no value, got `x`\n");
+    assert_diff("", "x", "body: expected no value, got `x`\n");
+    assert_same("", NULL);
     assert_diff("\"q\\\"\"", "q", "body: expected \"q\\\"\", got \"q\"\n");
 }
 
