@@ -2279,11 +2279,8 @@ static int load_tests(const struct testcmd_options *o, const struct cfg *cfg,
         return -1;
     }
     for (size_t i = 0; i < nfiles; i++) {
-        files[i].path = strdup(o->test_count > 0 ? o->tests[i] : "");
-        if (o->test_count == 0) {
-            free(files[i].path);
-            files[i].path = default_tests(o->pipeline);
-        }
+        files[i].path = o->test_count > 0 ? strdup(o->tests[i])
+                                          : default_tests(o->pipeline);
         if (files[i].path == NULL) {
             fprintf(errf, "sluice: out of memory\n");
             rc = -1;
