@@ -1269,7 +1269,6 @@ static int check_expect(struct loader *l, const yaml_node_t *n)
 /* ---- test cases ---- */
 
 struct tcase {
-    const char *file;
     int line;
     const char *name;
     const yaml_node_t *expect;
@@ -1554,7 +1553,6 @@ static int tfile_load(struct tfile *f, const struct cfg *cfg,
         struct tcase *c = &f->cases[f->count++];
         size_t mark = path_index(
             &l.path, (size_t)(it - tests->data.sequence.items.start));
-        c->file = f->path;
         rc |= load_case(&l, c, lnode(&l, *it));
         path_pop(&l.path, mark);
     }
@@ -2350,7 +2348,7 @@ int testcmd_run(const struct testcmd_options *o)
             path_pop(&r.cmp.path, 0);
             run_case(&r, tc);
             fprintf(out, "%s %s (%s:%d)\n", r.cmp.count ? "FAIL" : "ok  ",
-                    tc->name, tc->file, tc->line);
+                    tc->name, files[f].path, tc->line);
             if (r.cmp.count > 0) {
                 failed++;
                 print_indented(out, r.cmp.lines.data);
