@@ -39,7 +39,6 @@ struct http_request {
     void *token;
     int busy;
     int custom; /* curl: the last request changed the method or URL */
-    int64_t retry_after_ms;
     int response_status;            /* curl: from the last status line */
     struct http1_response *response; /* curl: its failed response */
     struct curl_slist *nodes; /* inline_nodes or a heap array */
@@ -586,20 +585,8 @@ static void collect_header(struct http_request *r, const char *data,
 
 static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 {
-    struct http_request *r = arg;
-    size_t len = size * nmemb;
-    static const char name[] = "retry-after:";
-
-    collect_header(r, data, len);
-    if (len > sizeof(name) && strncasecmp(data, name, sizeof(name) - 1) == 0) {
-        int64_t ms = http1_retry_after_ms(data + sizeof(name) - 1,
-                                          len - (sizeof(name) - 1),
-                                          time(NULL));
-        if (ms >= 0) {
-            r->retry_after_ms = ms;
-        }
-    }
-    return len;
+    collect_header(arg, data, size * nmemb);
+    return size * nmemb;
 }
 
 /* 2xx delivered; 408, 425, 429, 500, 502, 503 and 504 worth another
@@ -667,9 +654,9 @@ static void classify(struct http_request *r, int curl_code,
     if (!failed(r->response_status)) {
         http1_response_reset(r->response);
     }
-    classify_status(status, r->retry_after_ms, r->response->headers,
-                    r->response->header_count, r->response->body,
-                    r->response->body_len, res);
+    const struct http1_response *k = r->response;
+    classify_status(status, http1_response_retry_after(k, time(NULL)),
+                    k->headers, k->header_count, k->body, k->body_len, res);
 }
 
 /* Puts the slot back on the free list. */
@@ -1108,7 +1095,6 @@ static int http_send(void *ctx, const struct connector_msg *msg, void *token,
         r->nodes[b.nodes - 1].next = sink->static_headers;
     }
     r->busy = 1;
-    r->retry_after_ms = -1;
     r->response_status = 0;
     http1_response_reset(r->response);
     curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER,

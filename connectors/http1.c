@@ -20,7 +20,6 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -39,12 +38,6 @@ struct conn {
     int iovcnt;
     http_parser parser;
     int complete, keep_alive;
-    int64_t retry_after_ms;
-    char field[16];
-    size_t field_len;
-    int field_is_value, in_retry_after;
-    char value[24];
-    size_t value_len;
     struct conn *prev, *next; /* on the idle or closed list */
     struct http1_response resp; /* last, as the largest and coldest */
 };
@@ -189,16 +182,6 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
 
-    if (c->field_is_value) {
-        c->field_len = 0;
-        c->field_is_value = 0;
-    }
-    if (c->field_len + len < sizeof(c->field)) {
-        memcpy(c->field + c->field_len, at, len);
-        c->field_len += len;
-    } else {
-        c->field_len = sizeof(c->field); /* too long to be Retry-After */
-    }
     if (failed(p->status_code)) {
         http1_response_field(&c->resp, at, len);
     }
@@ -239,23 +222,27 @@ int64_t http1_retry_after_ms(const char *value, size_t len, time_t now)
     return at > now ? (int64_t)(at - now) * 1000 : 0;
 }
 
+/* Retry-After matters only to a failed response, whose headers are kept
+ * anyway: read from them once it ended (the last readable one wins). */
+int64_t http1_response_retry_after(const struct http1_response *r,
+                                   time_t now)
+{
+    int64_t ms = -1;
+
+    for (size_t i = 0; i < r->header_count; i++) {
+        if (strcmp(r->headers[i].name, "retry-after") == 0) {
+            int64_t v = http1_retry_after_ms(r->headers[i].value,
+                                             r->headers[i].value_len, now);
+            ms = v >= 0 ? v : ms;
+        }
+    }
+    return ms;
+}
+
 static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
 
-    if (!c->field_is_value) {
-        c->field_is_value = 1;
-        c->in_retry_after = c->field_len == 11 &&
-                            strncasecmp(c->field, "retry-after", 11) == 0;
-        c->value_len = 0;
-    }
-    if (c->in_retry_after && c->value_len + len < sizeof(c->value)) {
-        memcpy(c->value + c->value_len, at, len);
-        c->value_len += len;
-        c->value[c->value_len] = '\0';
-        c->retry_after_ms =
-            http1_retry_after_ms(c->value, c->value_len, time(NULL));
-    }
     if (failed(p->status_code)) {
         http1_response_value(&c->resp, at, len);
     }
@@ -288,7 +275,6 @@ static int on_message_complete(http_parser *p)
         p->status_code != 101) {
         /* An interim response (100 Continue, 103 Early Hints): the
          * final one follows on the same connection, as curl reads it. */
-        c->retry_after_ms = -1;
         http1_response_reset(&c->resp);
         return 0;
     }
@@ -338,10 +324,11 @@ static void conn_finish(struct conn *c, int err)
     c->req = NULL;
     if (err == 0) {
         res.status = (int)c->parser.status_code;
-        res.retry_after_ms = c->retry_after_ms;
         /* Still c's own until its next response is parsed, which never
          * happens before done() returns, even if done() sends on c. */
         if (failed(c->parser.status_code)) {
+            res.retry_after_ms = http1_response_retry_after(&c->resp,
+                                                            time(NULL));
             res.headers = c->resp.headers;
             res.header_count = c->resp.header_count;
             res.body = c->resp.body;
@@ -537,10 +524,6 @@ static void conn_prepare(struct conn *c, struct http1_request *req)
     c->iovcnt = req->iovcnt;
     c->got_data = 0;
     c->complete = 0;
-    c->field_len = 0;
-    c->field_is_value = 0;
-    c->in_retry_after = 0;
-    c->retry_after_ms = -1;
     http1_response_reset(&c->resp);
     http_parser_init(&c->parser, HTTP_RESPONSE);
     c->parser.data = c;

@@ -52,11 +52,14 @@ void http1_response_end(struct http1_response *r);
  * curl_getdate, against now) in ms from now; -1 when it is neither. A
  * date in the past is 0. */
 int64_t http1_retry_after_ms(const char *value, size_t len, time_t now);
+/* The Retry-After among r's headers (after _end), -1 when none is read. */
+int64_t http1_response_retry_after(const struct http1_response *r,
+                                   time_t now);
 
 struct http1_result {
     int error;              /* 0 when a whole response arrived, else errno */
     int status;             /* HTTP status when error == 0 */
-    int64_t retry_after_ms; /* -1 when absent */
+    int64_t retry_after_ms; /* a failed response's; -1 when absent */
     /* A failed response's headers and body (NULL/0 on 2xx and errors).
      * They live in the connection: valid during done() only. */
     const struct connector_header *headers;

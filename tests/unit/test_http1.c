@@ -262,6 +262,24 @@ static void test_chunked_with_retry_after(void **state)
     close(fd);
 }
 
+static void test_retry_after_as_date(void **state)
+{
+    struct fixture *f = *state;
+    struct call c;
+
+    /* An HTTP-date is longer than delay-seconds; a past one is 0. */
+    start(f, &c, "x");
+    int fd = server_accept(f);
+    server_read_request(f, fd, "x");
+    server_write(fd, "HTTP/1.1 429 Too Many Requests\r\n"
+                     "Retry-After: Wed, 21 Oct 2015 07:28:00 GMT\r\n"
+                     "Content-Length: 0\r\n\r\n");
+    run_until_done(f, &c);
+    assert_int_equal(c.res.status, 429);
+    assert_int_equal(c.res.retry_after_ms, 0);
+    close(fd);
+}
+
 static void test_close_delimited_body(void **state)
 {
     struct fixture *f = *state;
@@ -1094,6 +1112,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test(test_retry_after_values),
         cmocka_unit_test_setup_teardown(test_chunked_with_retry_after, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_retry_after_as_date, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_close_delimited_body, setup,
                                         teardown),
