@@ -751,11 +751,12 @@ static int proxy_configured(void)
 
 /* Parses the URL with curl's parser and builds the lean client's request
  * head: request line, Host and the sink's static headers, each header
- * line noted so that a message's request header can replace it. */
+ * line noted so that a message's request header can replace it. A URL
+ * with credentials is left to curl (0 with sink->lean NULL). */
 static int lean_open(struct http_sink *sink, struct sl_error *err)
 {
     CURLU *u = curl_url();
-    char *host = NULL, *port = NULL, *path = NULL, *query = NULL;
+    char *host = NULL, *port = NULL, *path = NULL, *query = NULL, *user = NULL;
     int rc = -1;
 
     if (u == NULL ||
@@ -765,6 +766,12 @@ static int lean_open(struct http_sink *sink, struct sl_error *err)
             CURLUE_OK ||
         curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK) {
         sl_error_set(err, "url: cannot parse `%s`", sink->url);
+        goto out;
+    }
+    if (curl_url_get(u, CURLUPART_USER, &user, 0) == CURLUE_OK) {
+        /* curl sends a URL's credentials as Basic auth; the lean client
+         * would drop them, and every request would fail as 401. */
+        rc = 0;
         goto out;
     }
     curl_url_get(u, CURLUPART_QUERY, &query, 0);
@@ -818,6 +825,7 @@ static int lean_open(struct http_sink *sink, struct sl_error *err)
                                 err);
     rc = sink->lean != NULL ? 0 : -1;
 out:
+    curl_free(user);
     curl_free(host);
     curl_free(port);
     curl_free(path);

@@ -34,6 +34,7 @@ struct fixture {
     http1_pool_t *pool;
     int curl;   /* connector tests: through libcurl, not the lean client */
     void *sink; /* connector tests: the http sink's context */
+    const char *userinfo; /* connector tests: "user:pass@" in the URL */
 };
 
 /* A failed response's headers ("name: value\n" each) and body, copied
@@ -562,7 +563,8 @@ static void sink_open(struct fixture *f, const char *path,
     size_t n = 0;
 
     f->sink = calloc(1, http_connector.ctx_size);
-    snprintf(text, sizeof(text), "http://127.0.0.1:%s%s", f->port, path);
+    snprintf(text, sizeof(text), "http://%s127.0.0.1:%s%s",
+             f->userinfo != NULL ? f->userinfo : "", f->port, path);
     *(char **)opt_field(f->sink, "url") = strdup(text);
     *(int *)opt_field(f->sink, "method") = 0; /* POST */
     *(char **)opt_field(f->sink, "content_type") = strdup("application/json");
@@ -1072,6 +1074,25 @@ static void test_head_override(void **state)
     assert_string_equal(body, "v");
 }
 
+static void test_url_credentials_sent(void **state)
+{
+    struct fixture *f = *state;
+    struct outcome o;
+    char req[8192], v[64];
+    struct connector_msg msg = message("v");
+
+    f->userinfo = "u:p@";
+    sink_open(f, "/api", NULL);
+    send_ok(f, &msg, &o);
+    int fd = server_accept(f);
+    server_read_any(f, fd, req, sizeof(req));
+    answer(fd, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    wait_outcome(f, &o);
+    assert_int_equal(o.res.status, CONNECTOR_OK);
+    assert_int_equal(request_header(req, "Authorization", v, sizeof(v)), 1);
+    assert_string_equal(v, "Basic dTpw");
+}
+
 #define BOTH(fn)                                                              \
     cmocka_unit_test_setup_teardown(fn, setup_lean, teardown_sink),           \
         cmocka_unit_test_setup_teardown(fn, setup_curl, teardown_sink)
@@ -1144,6 +1165,7 @@ int main(void)
         BOTH(test_classification),
         BOTH(test_no_response_is_retried),
         BOTH(test_head_override),
+        BOTH(test_url_credentials_sent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
