@@ -765,7 +765,8 @@ static int lean_open(struct http_sink *sink, struct sl_error *err)
         curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) !=
             CURLUE_OK ||
         curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK) {
-        sl_error_set(err, "url: cannot parse `%s`", sink->url);
+        /* Not echoed: a URL may carry a password (see http_check). */
+        sl_error_set(err, "url: cannot parse");
         goto out;
     }
     if (curl_url_get(u, CURLUPART_USER, &user, 0) == CURLUE_OK) {
