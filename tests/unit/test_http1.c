@@ -212,9 +212,21 @@ static void server_read_request(struct fixture *f, int fd, const char *body)
     fail_msg("request not received: %s", buf);
 }
 
+static const char http_ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+
 static void server_write(int fd, const char *text)
 {
     assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+}
+
+/* Starts a request with body on a new connection and reads it on the
+ * server side; returns the server's socket. */
+static int start_accepted(struct fixture *f, struct call *c, const char *body)
+{
+    start(f, c, body);
+    int fd = server_accept(f);
+    server_read_request(f, fd, body);
+    return fd;
 }
 
 static void test_keep_alive_reuses_connection(void **state)
@@ -222,9 +234,7 @@ static void test_keep_alive_reuses_connection(void **state)
     struct fixture *f = *state;
     struct call c;
 
-    start(f, &c, "one");
-    int fd = server_accept(f);
-    server_read_request(f, fd, "one");
+    int fd = start_accepted(f, &c, "one");
     server_write(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
     run_until_done(f, &c);
     assert_int_equal(c.res.error, 0);
@@ -246,9 +256,7 @@ static void test_chunked_with_retry_after(void **state)
     struct fixture *f = *state;
     struct call c;
 
-    start(f, &c, "x");
-    int fd = server_accept(f);
-    server_read_request(f, fd, "x");
+    int fd = start_accepted(f, &c, "x");
     server_write(fd, "HTTP/1.1 503 Service Unavailable\r\n"
                      "Transfer-Encoding: chunked\r\nRetry-After: 7\r\n\r\n"
                      "4\r\nbusy\r\n0\r\n\r\n");
@@ -269,9 +277,7 @@ static void test_retry_after_as_date(void **state)
     struct call c;
 
     /* An HTTP-date is longer than delay-seconds; a past one is 0. */
-    start(f, &c, "x");
-    int fd = server_accept(f);
-    server_read_request(f, fd, "x");
+    int fd = start_accepted(f, &c, "x");
     server_write(fd, "HTTP/1.1 429 Too Many Requests\r\n"
                      "Retry-After: Wed, 21 Oct 2015 07:28:00 GMT\r\n"
                      "Content-Length: 0\r\n\r\n");
@@ -286,9 +292,7 @@ static void test_close_delimited_body(void **state)
     struct fixture *f = *state;
     struct call c;
 
-    start(f, &c, "x");
-    int fd = server_accept(f);
-    server_read_request(f, fd, "x");
+    int fd = start_accepted(f, &c, "x");
     server_write(fd, "HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n"
                      "hello");
     close(fd);
@@ -303,10 +307,8 @@ static void test_stale_keep_alive_is_resent_once(void **state)
     struct fixture *f = *state;
     struct call c;
 
-    start(f, &c, "a");
-    int fd = server_accept(f);
-    server_read_request(f, fd, "a");
-    server_write(fd, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    int fd = start_accepted(f, &c, "a");
+    server_write(fd, http_ok);
     run_until_done(f, &c);
     /* The server drops the idle connection; the client sends before it
      * noticed. The request must reach the server again, on a new
@@ -317,7 +319,7 @@ static void test_stale_keep_alive_is_resent_once(void **state)
     int fd2 = server_accept(f);
     assert_true(fd2 >= 0);
     server_read_request(f, fd2, "b");
-    server_write(fd2, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    server_write(fd2, http_ok);
     run_until_done(f, &c);
     assert_int_equal(c.res.error, 0);
     assert_int_equal(c.res.status, 200);
@@ -329,9 +331,7 @@ static void test_garbage_is_a_protocol_error(void **state)
     struct fixture *f = *state;
     struct call c;
 
-    start(f, &c, "x");
-    int fd = server_accept(f);
-    server_read_request(f, fd, "x");
+    int fd = start_accepted(f, &c, "x");
     server_write(fd, "SMTP READY\r\n\r\n");
     run_until_done(f, &c);
     assert_int_equal(c.res.error, EPROTO);
@@ -343,9 +343,7 @@ static void test_silent_server_times_out(void **state)
     struct fixture *f = *state;
     struct call c;
 
-    start(f, &c, "x");
-    int fd = server_accept(f);
-    server_read_request(f, fd, "x");
+    int fd = start_accepted(f, &c, "x");
     run_until_done(f, &c); /* the pool's timeout is 500 ms */
     assert_int_equal(c.res.error, ETIMEDOUT);
     close(fd);
@@ -358,9 +356,7 @@ static void test_reset_before_answer_is_an_error(void **state)
 
     /* A fresh connection closed without an answer is not resent: only a
      * reused connection may have been closed for idling. */
-    start(f, &c, "x");
-    int fd = server_accept(f);
-    server_read_request(f, fd, "x");
+    int fd = start_accepted(f, &c, "x");
     close(fd);
     run_until_done(f, &c);
     assert_int_not_equal(c.res.error, 0);
@@ -398,9 +394,7 @@ static void test_nothing_kept_on_2xx(void **state)
     struct fixture *f = *state;
     struct call c;
 
-    start(f, &c, "x");
-    int fd = server_accept(f);
-    server_read_request(f, fd, "x");
+    int fd = start_accepted(f, &c, "x");
     server_write(fd, "HTTP/1.1 202 Accepted\r\nX-Request-Id: r1\r\n"
                      "Content-Length: 5\r\n\r\nqueue");
     run_until_done(f, &c);
@@ -424,9 +418,7 @@ static void test_failed_response_bounded(void **state)
     for (size_t i = 0; i < sizeof(body); i++) {
         body[i] = (char)('a' + i % 26);
     }
-    start(f, &c, "x");
-    int fd = server_accept(f);
-    server_read_request(f, fd, "x");
+    int fd = start_accepted(f, &c, "x");
     server_write(fd, "HTTP/1.1 422 Unprocessable\r\nX-Big: ");
     server_write(fd, big);
     server_write(fd, "\r\n");
@@ -460,9 +452,7 @@ static void test_failed_response_in_pieces(void **state)
                        "3\r\ndup\r\n4\r\nlica\r\n0\r\n\r\n";
 
     /* Every header name, value and body split across reads. */
-    start(f, &c, "x");
-    int fd = server_accept(f);
-    server_read_request(f, fd, "x");
+    int fd = start_accepted(f, &c, "x");
     for (size_t i = 0; i < strlen(resp); i += 3) {
         size_t n = strlen(resp) - i < 3 ? strlen(resp) - i : 3;
         assert_int_equal(write(fd, resp + i, n), (ssize_t)n);
@@ -482,9 +472,7 @@ static void test_interim_response_skipped(void **state)
     struct fixture *f = *state;
     struct call c;
 
-    start(f, &c, "x");
-    int fd = server_accept(f);
-    server_read_request(f, fd, "x");
+    int fd = start_accepted(f, &c, "x");
     server_write(fd, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
                      "HTTP/1.1 410 Gone\r\nContent-Length: 4\r\n\r\ngone");
     run_until_done(f, &c);
@@ -513,7 +501,7 @@ static void test_head_response_has_no_body(void **state)
     /* And the connection is still in step for the next request. */
     start(f, &c, "y");
     server_read_request(f, fd, "y");
-    server_write(fd, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    server_write(fd, http_ok);
     run_until_done(f, &c);
     assert_int_equal(c.res.status, 200);
     close(fd);
@@ -737,6 +725,20 @@ static void answer(int fd, const char *text)
     close(fd);
 }
 
+/* Sends msg, reads its request into req and answers it with reply; returns
+ * where the request's body starts, once the outcome arrived. */
+static char *exchange(struct fixture *f, const struct connector_msg *msg,
+                      struct outcome *o, char *req, size_t cap,
+                      const char *reply)
+{
+    send_ok(f, msg, o);
+    int fd = server_accept(f);
+    char *body = server_read_any(f, fd, req, cap);
+    answer(fd, reply);
+    wait_outcome(f, o);
+    return body;
+}
+
 static const char *const sink_headers[] = {"Authorization", "Bearer cfg",
                                            "X-Tenant", "all", NULL};
 
@@ -759,11 +761,7 @@ static void test_overrides_shape_the_request(void **state)
     msg.path = "/orders/7?x=1";
     msg.request_headers = add;
     msg.request_header_count = 4;
-    send_ok(f, &msg, &o);
-    int fd = server_accept(f);
-    char *body = server_read_any(f, fd, req, sizeof(req));
-    answer(fd, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-    wait_outcome(f, &o);
+    char *body = exchange(f, &msg, &o, req, sizeof(req), http_ok);
     assert_int_equal(o.res.status, CONNECTOR_OK);
     expect_request_line(f, req, "PUT", "/api/orders/7?x=1");
     assert_string_equal(body, "v1");
@@ -783,11 +781,7 @@ static void test_overrides_shape_the_request(void **state)
 
     /* The next message, without overrides, gets the sink's own. */
     msg = message("v2");
-    send_ok(f, &msg, &o);
-    fd = server_accept(f);
-    body = server_read_any(f, fd, req, sizeof(req));
-    answer(fd, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-    wait_outcome(f, &o);
+    body = exchange(f, &msg, &o, req, sizeof(req), http_ok);
     expect_request_line(f, req, "POST", "/api");
     assert_string_equal(body, "v2");
     assert_int_equal(request_header(req, "Authorization", v, sizeof(v)), 1);
@@ -798,11 +792,7 @@ static void test_overrides_shape_the_request(void **state)
 
     /* A path without '/' goes after one. */
     msg.path = "orders";
-    send_ok(f, &msg, &o);
-    fd = server_accept(f);
-    server_read_any(f, fd, req, sizeof(req));
-    answer(fd, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-    wait_outcome(f, &o);
+    exchange(f, &msg, &o, req, sizeof(req), http_ok);
     expect_request_line(f, req, "POST", "/api/orders");
 }
 
@@ -824,11 +814,7 @@ static void test_path_joins_url_query(void **state)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct connector_msg msg = message("v");
         msg.path = cases[i].path;
-        send_ok(f, &msg, &o);
-        int fd = server_accept(f);
-        server_read_any(f, fd, req, sizeof(req));
-        answer(fd, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-        wait_outcome(f, &o);
+        exchange(f, &msg, &o, req, sizeof(req), http_ok);
         expect_request_line(f, req, "POST", cases[i].target);
     }
 }
@@ -896,7 +882,7 @@ static void test_invalid_overrides_rejected(void **state)
         int fd = server_accept(f);
         assert_true(fd >= 0);
         server_read_any(f, fd, req, sizeof(req));
-        answer(fd, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        answer(fd, http_ok);
     }
     wait_outcome(f, &o);
     wait_outcome(f, &o2);
@@ -940,23 +926,17 @@ static void test_failed_response_handed_over(void **state)
     assert_int_equal(strncmp(o.res.error, "HTTP 503: abc efgh", 18), 0);
 
     /* A 2xx hands over nothing. */
-    send_ok(f, &msg, &o);
-    fd = server_accept(f);
-    server_read_any(f, fd, req, sizeof(req));
-    answer(fd, "HTTP/1.1 200 OK\r\nX-Request-ID: r-2\r\nContent-Length: 2\r\n"
-               "\r\nok");
-    wait_outcome(f, &o);
+    exchange(f, &msg, &o, req, sizeof(req),
+             "HTTP/1.1 200 OK\r\nX-Request-ID: r-2\r\nContent-Length: 2\r\n"
+             "\r\nok");
     assert_int_equal(o.res.status, CONNECTOR_OK);
     assert_false(o.kept.set);
     assert_string_equal(o.res.error, "");
 
     /* A failure without body or headers of note still says it was a
      * response: the pointers are set, the lengths what arrived. */
-    send_ok(f, &msg, &o);
-    fd = server_accept(f);
-    server_read_any(f, fd, req, sizeof(req));
-    answer(fd, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
-    wait_outcome(f, &o);
+    exchange(f, &msg, &o, req, sizeof(req),
+             "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
     assert_int_equal(o.res.status, CONNECTOR_REJECT);
     assert_true(o.kept.set);
     assert_int_equal(o.kept.body_len, 0);
@@ -987,14 +967,10 @@ static void test_classification(void **state)
 
     sink_open(f, "/api", NULL);
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        send_ok(f, &msg, &o);
-        int fd = server_accept(f);
-        server_read_any(f, fd, req, sizeof(req));
         snprintf(text, sizeof(text),
                  "HTTP/1.1 %d Whatever\r\nContent-Length: 0\r\n\r\n",
                  cases[i].status);
-        answer(fd, text);
-        wait_outcome(f, &o);
+        exchange(f, &msg, &o, req, sizeof(req), text);
         assert_int_equal(o.res.http_status, cases[i].status);
         if (o.res.status != cases[i].want) {
             fail_msg("HTTP %d: got %d, want %d", cases[i].status,
@@ -1065,11 +1041,7 @@ static void test_head_override(void **state)
 
     /* The slot's next request is a POST again, with its body. */
     msg = message("v");
-    send_ok(f, &msg, &o);
-    fd = server_accept(f);
-    body = server_read_any(f, fd, req, sizeof(req));
-    answer(fd, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-    wait_outcome(f, &o);
+    body = exchange(f, &msg, &o, req, sizeof(req), http_ok);
     expect_request_line(f, req, "POST", "/api");
     assert_string_equal(body, "v");
 }
@@ -1083,11 +1055,7 @@ static void test_url_credentials_sent(void **state)
 
     f->userinfo = "u:p@";
     sink_open(f, "/api", NULL);
-    send_ok(f, &msg, &o);
-    int fd = server_accept(f);
-    server_read_any(f, fd, req, sizeof(req));
-    answer(fd, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-    wait_outcome(f, &o);
+    exchange(f, &msg, &o, req, sizeof(req), http_ok);
     assert_int_equal(o.res.status, CONNECTOR_OK);
     assert_int_equal(request_header(req, "Authorization", v, sizeof(v)), 1);
     assert_string_equal(v, "Basic dTpw");
