@@ -117,7 +117,7 @@ static const struct opt_spec http_options[] = {
  * never dropped. */
 struct header_builder {
     struct http_request *req;
-    size_t nodes, used;
+    size_t nodes, used; /* nodes: curl's list only */
     int crlf;
 };
 
@@ -313,10 +313,10 @@ static void header_add(struct header_builder *b, const char *prefix,
 {
     struct http_request *r = b->req;
     char *line = r->header_bytes + b->used;
-    size_t n = strlen(prefix) + strlen(name);
+    size_t plen = strlen(prefix), n = plen + strlen(name);
 
-    memcpy(line, prefix, strlen(prefix));
-    memcpy(line + strlen(prefix), name, strlen(name));
+    memcpy(line, prefix, plen);
+    memcpy(line + plen, name, n - plen);
     if (enc == ENC_PERCENT) {
         memcpy(line + n, ": ", 2);
         n += 2 + percent_encode(line + n + 2, value, len);
@@ -335,7 +335,6 @@ static void header_add(struct header_builder *b, const char *prefix,
     if (b->crlf) {
         memcpy(line + n, "\r\n", 2);
         b->used += n + 2;
-        b->nodes++;
         return;
     }
     line[n] = '\0';
