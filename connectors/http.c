@@ -1177,7 +1177,8 @@ const struct connector http_connector = {
            "one of those above, of the same name); a message whose method, "
            "path or headers are not "
            "valid HTTP is rejected without a request. Plain `http://` "
-           "uses sluice's keep-alive HTTP/1.1 client; `https://`, or any "
+           "uses sluice's keep-alive HTTP/1.1 client; `https://`, a URL "
+           "with credentials (`user:pass@`, sent as Basic auth), or any "
            "URL while `http_proxy`/`all_proxy` is set, uses libcurl.",
     .options = http_options,
     .ctx_size = sizeof(struct http_sink),
