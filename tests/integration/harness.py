@@ -105,8 +105,6 @@ class MockKafka:
     `.create_topic(name, partitions)` as RealKafka.
     """
 
-    fault_injection = True
-
     def __init__(self, workdir):
         self.log_path = os.path.join(workdir, "kafka-mock.stderr")
         self._log = open(self.log_path, "w")
@@ -182,10 +180,8 @@ class KafkaBroker:
         self.dir = workdir
         self.log_path = os.path.join(workdir, "broker.log")
         self.bootstrap = None
-        self.history = []  # (monotonic time, command) for failure reports
 
     def _run(self, command, timeout):
-        self.history.append((time.monotonic(), command))
         try:
             p = subprocess.run([KAFKA_SH, command, self.dir],
                                stdin=subprocess.DEVNULL, capture_output=True,
@@ -246,11 +242,9 @@ class RealKafka:
     Offers what the suite relies on: `.bootstrap` and
     `.create_topic(name, partitions)`, which creates the topic with the
     AdminClient (replication factor 1, or min(3, brokers)) and returns
-    once the metadata shows every partition with a leader; and
-    `fault_injection = False` (kafka-mock's fault commands are not here:
-    tests that need them use the mock_kafka fixture)."""
-
-    fault_injection = False
+    once the metadata shows every partition with a leader. kafka-mock's
+    fault commands are not here: tests that need them use the mock_kafka
+    fixture."""
 
     def __init__(self, bootstrap, broker=None):
         self.bootstrap = bootstrap
@@ -390,7 +384,7 @@ class OrderProducer:
                 n += 1
                 self.produced = n
                 p.poll(0)
-            self.remaining = p.flush(300)
+            p.flush(300)
         except BaseException as e:  # re-raised by join()
             self.error = e
 
@@ -640,7 +634,6 @@ class Sluice:
                                      stderr=self._err, env=env)
         self.pid = self.proc.pid
         self.killed = False
-        self.sanitizer_checked = False
 
     def log(self):
         with open(self.stderr_path, errors="replace") as f:
@@ -712,7 +705,6 @@ class Sluice:
         return rc
 
     def check_sanitizers(self):
-        self.sanitizer_checked = True
         bad = [l for l in self.log().splitlines() if SANITIZER_RE.search(l)]
         assert not bad, "%s: sanitizer report in stderr:\n%s\n%s" % (
             self.name, "\n".join(bad[:20]), self.describe())

@@ -2,8 +2,6 @@
 
 import time
 
-import pytest
-
 import harness
 from harness import wait_until
 

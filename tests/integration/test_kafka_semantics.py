@@ -13,8 +13,6 @@ import collections
 import re
 import time
 
-import pytest
-
 import harness
 from harness import wait_until
 
