@@ -448,6 +448,19 @@ def commits_reached_end(committed, ends):
                for c, e in zip(committed, ends))
 
 
+def wait_commits_at_end(reader, topic, partitions, alive=(), timeout=30,
+                        ends=None):
+    """Waits until reader's group has committed the end offsets `ends`
+    (read now when not given) on every partition; returns them."""
+    if ends is None:
+        ends = reader.end_offsets(topic, partitions)
+    wait_until(lambda: commits_reached_end(
+        reader.committed(topic, partitions), ends), timeout,
+        "commits to reach the end offsets %s" % (ends,), alive=alive,
+        details=lambda: reader.committed(topic, partitions))
+    return ends
+
+
 # ---- sinkd --------------------------------------------------------------
 
 class Request:

@@ -29,11 +29,7 @@ def test_max_in_flight_bounds_a_slow_sink(kafka, topic_factory, names, sinkd,
     wait_until(lambda: slow.ok_count() >= count and fast.ok_count() >= count,
                60, "every message at both sinks", alive=[run],
                details=lambda: (slow.stats(), fast.stats()))
-    reader = offsets(group)
-    ends = reader.end_offsets(topic, partitions)
-    wait_until(lambda: harness.commits_reached_end(
-        reader.committed(topic, partitions), ends), 30, "commits at the end",
-        alive=[run])
+    harness.wait_commits_at_end(offsets(group), topic, partitions, [run])
     run.terminate()
     assert run.wait(60) == 0
 
@@ -78,11 +74,7 @@ def test_sink_outage_longer_than_max_poll_interval_keeps_the_group(
     down.script(then=200)
     wait_until(lambda: down.ok_count() >= count, 60, "recovery",
                alive=[run], details=down.stats)
-    reader = offsets(group)
-    ends = reader.end_offsets(topic, partitions)
-    wait_until(lambda: harness.commits_reached_end(
-        reader.committed(topic, partitions), ends), 30, "commits at the end",
-        alive=[run])
+    harness.wait_commits_at_end(offsets(group), topic, partitions, [run])
     run.terminate()
     assert run.wait(60) == 0
     log = run.log()

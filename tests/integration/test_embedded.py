@@ -25,9 +25,8 @@ def run_embedded(run, sinks, count, group, topic, partitions):
     try:
         ends = reader.end_offsets(topic, partitions)
         assert sum(ends) == count, ends
-        wait_until(lambda: harness.commits_reached_end(
-            reader.committed(topic, partitions), ends), 30,
-            "commits at the end", alive=[run])
+        harness.wait_commits_at_end(reader, topic, partitions, [run],
+                                    ends=ends)
     finally:
         reader.close()
     run.terminate()

@@ -32,10 +32,7 @@ def test_failing_sink_holds_commits_then_recovers(kafka, topic_factory, names,
     harness.produce_orders(kafka.bootstrap, topic, first)
     wait_until(lambda: all(s.ok_count() >= first for s in sinks), 60,
                "phase 1 delivered", alive=[run])
-    ends1 = reader.end_offsets(topic, partitions)
-    wait_until(lambda: harness.commits_reached_end(
-        reader.committed(topic, partitions), ends1), 30,
-        "phase 1 committed", alive=[run])
+    harness.wait_commits_at_end(reader, topic, partitions, [run])
 
     # Phase 2: billing answers 503 for 3 s while more orders arrive.
     billing.script(fail_for_ms=3000, fail_status=503)
@@ -173,10 +170,7 @@ def test_connection_drops_and_a_sink_down_at_start(kafka, topic_factory,
     wait_until(lambda: all(s.ok_count() >= count for s in sinks), 60,
                "every sink to get everything", alive=[run],
                details=lambda: {s.name: s.stats() for s in sinks})
-    ends = reader.end_offsets(topic, partitions)
-    wait_until(lambda: harness.commits_reached_end(
-        reader.committed(topic, partitions), ends), 30, "commits at the end",
-        alive=[run])
+    harness.wait_commits_at_end(reader, topic, partitions, [run])
     run.terminate()
     assert run.wait(60) == 0
 

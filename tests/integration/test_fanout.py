@@ -31,10 +31,7 @@ def test_happy_path_four_sinks_exactly_once(kafka, topic_factory, names,
     reader = offsets(group)
     ends = reader.end_offsets(topic, partitions)
     assert sum(ends) == count
-    wait_until(lambda: harness.commits_reached_end(
-        reader.committed(topic, partitions), ends), 30,
-        "commits to reach the end offsets", alive=[run],
-        details=lambda: (reader.committed(topic, partitions), ends))
+    harness.wait_commits_at_end(reader, topic, partitions, [run], ends=ends)
 
     run.terminate()
     assert run.wait(60) == 0

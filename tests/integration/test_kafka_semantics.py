@@ -51,15 +51,6 @@ def wait_sinks_have(sinks, ids, timeout, alive):
                    for s in sinks})
 
 
-def wait_commits_at_end(reader, topic, partitions, alive, timeout=60):
-    ends = reader.end_offsets(topic, partitions)
-    wait_until(lambda: harness.commits_reached_end(
-        reader.committed(topic, partitions), ends), timeout,
-        "commits to reach the end offsets %s" % ends, alive=alive,
-        details=lambda: reader.committed(topic, partitions))
-    return ends
-
-
 class ScaleOut:
     """Worker A consumes a stream of `count` orders (8 partitions, 2 sinks,
     produced at `rate`/s); once A has delivered a fifth of them, worker B
@@ -95,7 +86,8 @@ class ScaleOut:
         assert not stream.failed and len(stream.acked) == count
         self.want = harness.expected_orders(count)
         wait_sinks_have(sinks, set(self.want), 90, alive=[wa, wb])
-        self.ends = wait_commits_at_end(reader, topic, partitions, [wa, wb])
+        self.ends = harness.wait_commits_at_end(reader, topic, partitions,
+                                                [wa, wb], timeout=60)
         assert sum(self.ends) == count
         wa.terminate()
         wb.terminate()
@@ -211,7 +203,8 @@ def test_commits_survive_sluice_and_broker_restart(
     wait_sinks_have(sinks, set(harness.expected_orders(first)), 60,
                     alive=[run1])
     reader = offsets(group, broker.bootstrap)
-    ends = wait_commits_at_end(reader, topic, partitions, [run1])
+    ends = harness.wait_commits_at_end(reader, topic, partitions, [run1],
+                                       timeout=60)
     assert sum(ends) == first
     run1.terminate()
     assert run1.wait(60) == 0
@@ -230,7 +223,8 @@ def test_commits_survive_sluice_and_broker_restart(
     harness.produce_orders(broker.bootstrap, topic, more, start=first)
     want = harness.expected_orders(first + more)
     wait_sinks_have(sinks, set(want), 60, alive=[run2])
-    ends2 = wait_commits_at_end(reader, topic, partitions, [run2])
+    ends2 = harness.wait_commits_at_end(reader, topic, partitions, [run2],
+                                        timeout=60)
     assert sum(ends2) == first + more
     run2.terminate()
     assert run2.wait(60) == 0
@@ -293,7 +287,8 @@ def test_broker_down_20s_mid_stream_loses_nothing(
     acked = {harness.gen_orders.order_id(i) for i in stream.acked}
     wait_sinks_have(sinks, acked, 120, alive=[run])
     reader = offsets(group, broker.bootstrap)
-    ends = wait_commits_at_end(reader, topic, partitions, [run], timeout=60)
+    ends = harness.wait_commits_at_end(reader, topic, partitions, [run],
+                                       timeout=60)
     # Idempotent producer: no order twice in the log.
     assert sum(ends) == produced, (ends, produced)
     run.check_alive()

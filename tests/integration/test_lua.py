@@ -34,13 +34,6 @@ def produce(bootstrap, topic, messages):
     assert p.flush(30) == 0
 
 
-def wait_committed(reader, topic, run, partitions=1):
-    ends = reader.end_offsets(topic, partitions)
-    wait_until(lambda: harness.commits_reached_end(
-        reader.committed(topic, partitions), ends), 30,
-        "commits at the end %s" % ends, alive=[run])
-
-
 TRANSFORM = """\
     -- drop, split, or enrich
     function transform(msg)
@@ -84,7 +77,8 @@ def test_drop_split_and_enrich(kafka, topic_factory, names, sinkd, sluice,
     ])
     wait_until(lambda: sink.ok_count() >= 5, 60, "5 requests",
                alive=[run], details=sink.stats)
-    wait_committed(offsets(cfg["source"]["group"]), topic, run)
+    harness.wait_commits_at_end(offsets(cfg["source"]["group"]), topic, 1,
+                                [run])
     recs = sink.records()
     by_key = {r.key: r for r in recs}
     assert sorted(by_key) == ["m-1", "m-3#1", "m-3#2", "m-3#3", "m-4"], recs
@@ -154,7 +148,8 @@ def test_per_sink_requests_and_skips(kafka, topic_factory, names, sinkd,
     wait_until(lambda: a.ok_count() >= count and c.ok_count() >= count and
                b.ok_count() >= count // 2, 60, "every sink's requests",
                alive=[run])
-    wait_committed(offsets(cfg["source"]["group"]), topic, run)
+    harness.wait_commits_at_end(offsets(cfg["source"]["group"]), topic, 1,
+                                [run])
 
     for r in a.records():
         i = int(r.path.rsplit("/", 1)[1])
@@ -215,7 +210,7 @@ def test_scripted_retry_decides(kafka, topic_factory, names, sinkd, sluice,
     produce(kafka.bootstrap, topic, [
         (b"k", {"id": i}, {"message-id": "m-%d" % i}) for i in range(count)])
     reader = offsets(cfg["source"]["group"])
-    wait_committed(reader, topic, run)
+    harness.wait_commits_at_end(reader, topic, 1, [run])
 
     # done: every message answered 409 once and never sent again.
     recs = done.records()
@@ -279,7 +274,8 @@ def test_bad_messages_and_runaway_scripts_cost_one_message(
     ])
     wait_until(lambda: sink.ok_count() >= 2, 60, "the good messages",
                alive=[run])
-    wait_committed(offsets(cfg["source"]["group"]), topic, run)
+    harness.wait_commits_at_end(offsets(cfg["source"]["group"]), topic, 1,
+                                [run])
     assert sorted(json.loads(r.body)["id"] for r in sink.records()) == [0, 5]
     log = run.log()
     for offset, why in ((1, "not JSON"), (2, "instruction budget"),

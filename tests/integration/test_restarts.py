@@ -17,10 +17,7 @@ def wait_complete(sinks, count, reader, topic, partitions, ends, run,
     wait_until(lambda: all(s.ok_count() >= count for s in sinks), timeout,
                "every sink to answer 200 at least %d times" % count,
                alive=[run], details=lambda: {s.name: s.stats() for s in sinks})
-    wait_until(lambda: harness.commits_reached_end(
-        reader.committed(topic, partitions), ends), 30,
-        "commits to reach the end offsets", alive=[run],
-        details=lambda: (reader.committed(topic, partitions), ends))
+    harness.wait_commits_at_end(reader, topic, partitions, [run], ends=ends)
 
 
 def test_kill_9_mid_stream_then_restart(kafka, topic_factory, names, sinkd,
@@ -253,9 +250,8 @@ def test_second_worker_takes_partitions_without_loss(
     wait_until(lambda: all(s.ok_count() >= count for s in (a, b)), 90,
                "both sinks complete", alive=[w1, w2],
                details=lambda: (a.stats(), b.stats()))
-    wait_until(lambda: harness.commits_reached_end(
-        reader.committed(topic, partitions), ends), 30, "commits at the end",
-        alive=[w1, w2])
+    harness.wait_commits_at_end(reader, topic, partitions, [w1, w2],
+                                ends=ends)
     w1.terminate()
     w2.terminate()
     assert w1.wait(60) == 0
