@@ -182,21 +182,32 @@ def test_scale_out_cooperative_delivers_nothing_twice(
             run.rebalance_log()))
 
 
+def on_dedicated_broker(kafka_broker, names, sinkd, partitions):
+    """A dedicated broker with a new topic of `partitions`, sinks a and b,
+    and a pipeline from the topic to both: (broker, topic, group, sinks,
+    cfg)."""
+    broker = kafka_broker()
+    cluster = harness.RealKafka(broker.bootstrap, broker=broker)
+    topic = names.topic()
+    try:
+        cluster.create_topic(topic, partitions)
+    finally:
+        cluster.close()
+    group = names.group()
+    sinks = [sinkd("a"), sinkd("b")]
+    cfg = harness.pipeline(names.pipeline, broker.bootstrap, topic, group,
+                           {s.name: s.url() for s in sinks})
+    return broker, topic, group, sinks, cfg
+
+
 def test_commits_survive_sluice_and_broker_restart(
         kafka_broker, names, sinkd, sluice, offsets):
     """Deliver N, stop sluice (SIGTERM), restart the broker: the committed
     offsets are still there, and sluice started again with the same group
     delivers nothing twice, then delivers what is produced next."""
     first, more, partitions = 2000, 500, 4
-    broker = kafka_broker()
-    cluster = harness.RealKafka(broker.bootstrap, broker=broker)
-    topic = names.topic()
-    cluster.create_topic(topic, partitions)
-    cluster.close()
-    group = names.group()
-    sinks = [sinkd("a"), sinkd("b")]
-    cfg = harness.pipeline(names.pipeline, broker.bootstrap, topic, group,
-                           {s.name: s.url() for s in sinks})
+    broker, topic, group, sinks, cfg = on_dedicated_broker(
+        kafka_broker, names, sinkd, partitions)
     harness.produce_orders(broker.bootstrap, topic, first)
 
     run1 = sluice(cfg, name="sluice-before")
@@ -247,15 +258,8 @@ def test_broker_down_20s_mid_stream_loses_nothing(
     broker is back, every acknowledged order reaches every sink, commits
     reach the end offsets, and sluice stops cleanly."""
     partitions, rate, outage = 4, 400, 20
-    broker = kafka_broker()
-    cluster = harness.RealKafka(broker.bootstrap, broker=broker)
-    topic = names.topic()
-    cluster.create_topic(topic, partitions)
-    cluster.close()
-    group = names.group()
-    sinks = [sinkd("a"), sinkd("b")]
-    cfg = harness.pipeline(names.pipeline, broker.bootstrap, topic, group,
-                           {s.name: s.url() for s in sinks})
+    broker, topic, group, sinks, cfg = on_dedicated_broker(
+        kafka_broker, names, sinkd, partitions)
     run = sluice(cfg)
     run.wait_for_log(r"assigned %d partition" % partitions, 30)
 
