@@ -729,6 +729,23 @@ class Sluice:
         self._out.close()
 
 
+def sluice_cmd(args, env=None, timeout=30):
+    """Runs `sluice ARGS` to its end (validate, test, help, ...) and
+    returns the CompletedProcess; env entries extend the environment, those
+    set to None are removed from it. Fails on sanitizer reports."""
+    full_env = dict(os.environ)
+    for k, v in (env or {}).items():
+        if v is None:
+            full_env.pop(k, None)
+        else:
+            full_env[k] = v
+    p = subprocess.run([binary("sluice")] + list(args), capture_output=True,
+                       text=True, env=full_env, timeout=timeout)
+    bad = [l for l in p.stderr.splitlines() if SANITIZER_RE.search(l)]
+    assert not bad, "sanitizer report:\n" + p.stderr
+    return p
+
+
 def write_yaml(path, obj):
     with open(path, "w") as f:
         if isinstance(obj, str):

@@ -2,12 +2,12 @@
 
 import os
 import re
-import subprocess
 import textwrap
 
 import pytest
 
 import harness
+from harness import sluice_cmd
 
 GOOD = textwrap.dedent("""\
     pipeline: p
@@ -19,17 +19,6 @@ GOOD = textwrap.dedent("""\
         type: http
         url: http://127.0.0.1:9/billing
     """)
-
-
-def sluice_cmd(args, env=None, timeout=30):
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    p = subprocess.run([harness.binary("sluice")] + list(args),
-                       capture_output=True, text=True, env=full_env,
-                       timeout=timeout)
-    bad = [l for l in p.stderr.splitlines() if harness.SANITIZER_RE.search(l)]
-    assert not bad, "sanitizer report:\n" + p.stderr
-    return p
 
 
 def write(tmp_path, name, text):
@@ -48,9 +37,7 @@ def test_validate_accepts_a_good_file(tmp_path):
 def test_validate_accepts_the_shipped_example():
     path = os.path.join(harness.REPO, "pipelines", "orders-fanout.yaml")
     unset = ("KAFKA_BROKERS", "GROUP", "RETRY_BACKOFF")
-    full = {k: v for k, v in os.environ.items() if k not in unset}
-    p = subprocess.run([harness.binary("sluice"), "validate", path],
-                       capture_output=True, text=True, env=full, timeout=30)
+    p = sluice_cmd(["validate", path], env={k: None for k in unset})
     assert p.returncode == 0, p.stderr
     assert ": ok" in p.stdout
 

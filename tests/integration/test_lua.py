@@ -6,7 +6,6 @@ at start."""
 import json
 import os
 import re
-import subprocess
 import textwrap
 
 from confluent_kafka import Producer
@@ -290,11 +289,6 @@ def test_bad_messages_and_runaway_scripts_cost_one_message(
     assert counters.get("transform_failed") == 4, run.summary()
 
 
-def sluice_cmd(args):
-    return subprocess.run([harness.binary("sluice")] + args,
-                          capture_output=True, text=True, timeout=60)
-
-
 def minimal(tmp_path, **extra):
     cfg = harness.pipeline("p", "127.0.0.1:9", "t", "g",
                            {"a": "http://127.0.0.1:9/a"})
@@ -316,14 +310,14 @@ def test_bad_scripts_fail_at_start(tmp_path):
     for extra, pattern in cases:
         path = minimal(tmp_path, **extra)
         for command in ("validate", "run"):
-            p = sluice_cmd([command, path])
+            p = harness.sluice_cmd([command, path], timeout=60)
             assert p.returncode == 2, (command, extra, p.stderr)
             assert re.search(pattern, p.stderr), (command, p.stderr)
 
 
 def test_sluice_test_runs_the_example_and_diffs_failures(tmp_path):
     example = os.path.join(harness.REPO, "pipelines", "orders-fanout.yaml")
-    p = sluice_cmd(["test", example])
+    p = harness.sluice_cmd(["test", example], timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
     assert re.search(r"^\d+ passed, 0 failed$", p.stdout, re.M), p.stdout
 
@@ -339,7 +333,7 @@ def test_sluice_test_runs_the_example_and_diffs_failures(tmp_path):
                                  amount_cents: 251, currency: EUR}}
                 crm: skip
         """)
-    p = sluice_cmd(["test", example, wrong])
+    p = harness.sluice_cmd(["test", example, wrong], timeout=60)
     assert p.returncode == 1, p.stdout + p.stderr
     assert "FAIL billing gets cents" in p.stdout
     assert "sinks.billing.body.amount_cents: expected 251, got 250" \
