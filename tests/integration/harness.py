@@ -761,6 +761,13 @@ def ok_records(records):
     return [r for r in records if r.status == 200]
 
 
+def wait_sinks_ok(sinks, count, timeout, alive=()):
+    """Waits until every sink has answered 200 at least count times."""
+    wait_until(lambda: all(s.ok_count() >= count for s in sinks), timeout,
+               "every sink to answer 200 to %d requests" % count,
+               alive=alive, details=lambda: {s.name: s.stats() for s in sinks})
+
+
 def expected_orders(count, tenants=50, seed=1, start=0):
     """order_id -> (index, key, body) for orders start..start+count-1."""
     return {gen_orders.order_id(i): (i, gen_orders.tenant_id(i, tenants),

@@ -26,9 +26,7 @@ def test_max_in_flight_bounds_a_slow_sink(kafka, topic_factory, names, sinkd,
                "six progress lines while consuming", alive=[run])
     sampled = run.progress()
     slow.script(latency_ms=0)
-    wait_until(lambda: slow.ok_count() >= count and fast.ok_count() >= count,
-               60, "every message at both sinks", alive=[run],
-               details=lambda: (slow.stats(), fast.stats()))
+    harness.wait_sinks_ok([slow, fast], count, 60, alive=[run])
     harness.wait_commits_at_end(offsets(group), topic, partitions, [run])
     run.terminate()
     assert run.wait(60) == 0

@@ -18,9 +18,7 @@ def run_embedded(run, sinks, count, group, topic, partitions):
     bootstrap = run.wait_for_log(READY_RE, 30).group(1)
     run.wait_for_log(r"assigned \d+ partition", 30)
     harness.produce_orders(bootstrap, topic, count)
-    wait_until(lambda: all(s.ok_count() >= count for s in sinks), 60,
-               "every sink to get %d orders" % count, alive=[run],
-               details=lambda: {s.name: s.stats() for s in sinks})
+    harness.wait_sinks_ok(sinks, count, 60, alive=[run])
     reader = harness.OffsetReader(bootstrap, group)
     try:
         ends = reader.end_offsets(topic, partitions)

@@ -30,8 +30,7 @@ def test_failing_sink_holds_commits_then_recovers(kafka, topic_factory, names,
 
     # Phase 1: everything healthy, commits reach the end.
     harness.produce_orders(kafka.bootstrap, topic, first)
-    wait_until(lambda: all(s.ok_count() >= first for s in sinks), 60,
-               "phase 1 delivered", alive=[run])
+    harness.wait_sinks_ok(sinks, first, 60, alive=[run])
     harness.wait_commits_at_end(reader, topic, partitions, [run])
 
     # Phase 2: billing answers 503 for 3 s while more orders arrive.
@@ -167,9 +166,7 @@ def test_connection_drops_and_a_sink_down_at_start(kafka, topic_factory,
         "committed while the late sink was down"
     late = sinkd("late", port=late_port)
     sinks = [steady, dropper, late]
-    wait_until(lambda: all(s.ok_count() >= count for s in sinks), 60,
-               "every sink to get everything", alive=[run],
-               details=lambda: {s.name: s.stats() for s in sinks})
+    harness.wait_sinks_ok(sinks, count, 60, alive=[run])
     harness.wait_commits_at_end(reader, topic, partitions, [run])
     run.terminate()
     assert run.wait(60) == 0

@@ -5,14 +5,6 @@ import collections
 import pytest
 
 import harness
-from harness import wait_until
-
-
-def wait_all_ok(sinks, count, timeout, alive=()):
-    wait_until(lambda: all(s.ok_count() >= count for s in sinks), timeout,
-               "every sink to answer 200 to %d requests" % count,
-               alive=alive,
-               details=lambda: {s.name: s.stats() for s in sinks})
 
 
 def test_happy_path_four_sinks_exactly_once(kafka, topic_factory, names,
@@ -27,7 +19,7 @@ def test_happy_path_four_sinks_exactly_once(kafka, topic_factory, names,
     cfg["sinks"]["search"]["method"] = "PUT"
     run = sluice(cfg)
 
-    wait_all_ok(sinks, count, 90, alive=[run])
+    harness.wait_sinks_ok(sinks, count, 90, alive=[run])
     reader = offsets(group)
     ends = reader.end_offsets(topic, partitions)
     assert sum(ends) == count
@@ -91,7 +83,7 @@ def test_order_survives_a_failing_sink(kafka, topic_factory, names, sinkd,
     flaky.script(fail_for_ms=3000, latency_ms=2)
     harness.produce_orders(kafka.bootstrap, topic, count, tenants=tenants,
                            rate=1500)
-    wait_all_ok([flaky, steady], count, 90, alive=[run])
+    harness.wait_sinks_ok([flaky, steady], count, 90, alive=[run])
     run.terminate()
     assert run.wait(60) == 0
 

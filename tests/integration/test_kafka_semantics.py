@@ -41,9 +41,7 @@ def wait_sinks_have(sinks, ids, timeout, alive):
     def done():
         return all(set(harness.id_counts(harness.ok_records(s.records())))
                    >= ids for s in sinks)
-    wait_until(lambda: all(s.ok_count() >= len(ids) for s in sinks),
-               timeout, "every sink to answer 200 %d times" % len(ids),
-               alive=alive, details=lambda: {s.name: s.stats() for s in sinks})
+    harness.wait_sinks_ok(sinks, len(ids), timeout, alive=alive)
     wait_until(done, timeout, "every sink to have all %d orders" % len(ids),
                alive=alive, interval=1,
                details=lambda: {s.name: harness.describe_counter_diff(

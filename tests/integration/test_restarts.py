@@ -14,9 +14,7 @@ from harness import wait_until
 
 def wait_complete(sinks, count, reader, topic, partitions, ends, run,
                   timeout=90):
-    wait_until(lambda: all(s.ok_count() >= count for s in sinks), timeout,
-               "every sink to answer 200 at least %d times" % count,
-               alive=[run], details=lambda: {s.name: s.stats() for s in sinks})
+    harness.wait_sinks_ok(sinks, count, timeout, alive=[run])
     harness.wait_commits_at_end(reader, topic, partitions, [run], ends=ends)
 
 
@@ -247,9 +245,7 @@ def test_second_worker_takes_partitions_without_loss(
     harness.produce_orders(kafka.bootstrap, topic, count - count // 2,
                            start=count // 2)
     ends = reader.end_offsets(topic, partitions)
-    wait_until(lambda: all(s.ok_count() >= count for s in (a, b)), 90,
-               "both sinks complete", alive=[w1, w2],
-               details=lambda: (a.stats(), b.stats()))
+    harness.wait_sinks_ok([a, b], count, 90, alive=[w1, w2])
     harness.wait_commits_at_end(reader, topic, partitions, [w1, w2],
                                 ends=ends)
     w1.terminate()
