@@ -13,6 +13,8 @@ import collections
 import re
 import time
 
+from confluent_kafka import KafkaException
+
 import harness
 from harness import wait_until
 
@@ -198,6 +200,17 @@ def on_dedicated_broker(kafka_broker, names, sinkd, partitions):
     return broker, topic, group, sinks, cfg
 
 
+def end_offsets_once_led(reader, topic, partitions, timeout=30):
+    """The end offsets, read as soon as every partition has a leader
+    (ListOffsets answers NOT_LEADER_FOR_PARTITION until then)."""
+    def read():
+        try:
+            return reader.end_offsets(topic, partitions, timeout=5)
+        except KafkaException:
+            return None
+    return wait_until(read, timeout, "the end offsets of %s" % topic)
+
+
 def test_commits_survive_sluice_and_broker_restart(
         kafka_broker, names, sinkd, sluice, offsets):
     """Deliver N, stop sluice (SIGTERM), restart the broker: the committed
@@ -223,7 +236,9 @@ def test_commits_survive_sluice_and_broker_restart(
     broker.restart()
     reader = offsets(group, broker.bootstrap)
     # The group's offsets and the topic's data came back with the broker.
-    assert reader.end_offsets(topic, partitions) == ends
+    # (kafka.sh returns once the broker answers metadata requests; its
+    # partitions can take a moment more to have a leader again.)
+    assert end_offsets_once_led(reader, topic, partitions) == ends
     assert reader.committed(topic, partitions) == ends, \
         "committed offsets did not survive the broker restart"
 
