@@ -153,7 +153,7 @@ struct engine {
     int sigfd;
     struct loop_io sig_io;
     struct loop_timer commit_timer, progress_timer;
-    /* The last msg viewed (see msg_view); cleared when it completes. */
+    /* The last msg viewed (see msg_view); cleared when it is freed. */
     struct msg *view_msg;
     struct connector_msg view;
     char dedupe[320];
@@ -511,9 +511,13 @@ static struct msg *msg_alloc(engine_t *e)
     return m;
 }
 
-/* Off the live list onto the free list. */
+/* Off the live list onto the free list; the view cache forgets it here,
+ * where every msg leaves (done or not). */
 static void msg_free(engine_t *e, struct msg *m)
 {
+    if (e->view_msg == m) {
+        e->view_msg = NULL;
+    }
     if (m->prev != NULL) {
         m->prev->next = m->next;
     } else {
@@ -557,9 +561,6 @@ static void msg_done(engine_t *e, struct msg *m)
     struct msg *origin = m->origin;
 
     e->inflight_bytes -= m->bytes;
-    if (e->view_msg == m) {
-        e->view_msg = NULL;
-    }
     if (m != origin) {
         m->part->refs--; /* the origin still holds the partition */
         msg_free(e, m);
