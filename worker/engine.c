@@ -1450,6 +1450,17 @@ int engine_run(engine_t *e)
     return e->fatal ? 1 : 0;
 }
 
+/* Frees m, live or free (a free msg's retry timers are stopped). */
+static void msg_destroy(engine_t *e, struct msg *m)
+{
+    for (size_t i = 0; i < e->nsinks; i++) {
+        loop_timer_stop(e->loop, &m->d[i].retry);
+        copy_free(&m->d[i].req);
+    }
+    copy_free(&m->own);
+    free(m);
+}
+
 void engine_destroy(engine_t *e)
 {
     if (e == NULL) {
@@ -1474,18 +1485,13 @@ void engine_destroy(engine_t *e)
     while (e->live != NULL) {
         struct msg *m = e->live;
         e->live = m->next;
-        for (size_t i = 0; i < e->nsinks; i++) {
-            loop_timer_stop(e->loop, &m->d[i].retry);
-            copy_free(&m->d[i].req);
-        }
         if (m->handle != NULL) {
             consumer_release(m->handle);
         }
-        copy_free(&m->own);
         if (--m->part->refs == 0 && m->part->revoked) {
             part_free(m->part);
         }
-        free(m);
+        msg_destroy(e, m);
     }
     consumer_destroy(e->consumer);
     while (e->parts != NULL) {
@@ -1499,11 +1505,7 @@ void engine_destroy(engine_t *e)
     while (e->free_msgs != NULL) {
         struct msg *m = e->free_msgs;
         e->free_msgs = m->next;
-        for (size_t i = 0; i < e->nsinks; i++) {
-            copy_free(&m->d[i].req);
-        }
-        copy_free(&m->own);
-        free(m);
+        msg_destroy(e, m);
     }
     transform_destroy(e->tf);
     while (e->free_chains != NULL) {
