@@ -75,11 +75,6 @@ static const char test_usage[] =
     "  -v, --verbose            also show what each sink got in passing cases\n"
     "  -h, --help               show this help\n";
 
-static struct cfg *load(const char *path)
-{
-    return engine_load_config(path, stderr);
-}
-
 static int cmd_validate(int argc, char **argv)
 {
     struct cfg *cfg;
@@ -93,7 +88,7 @@ static int cmd_validate(int argc, char **argv)
         fputs(validate_usage, stderr);
         return EXIT_USAGE;
     }
-    cfg = load(argv[1]);
+    cfg = engine_load_config(argv[1], stderr);
     if (cfg == NULL) {
         return EXIT_USAGE;
     }
@@ -183,7 +178,7 @@ static int cmd_run(int argc, char **argv)
         fputs(run_usage, stderr);
         return EXIT_USAGE;
     }
-    cfg = load(argv[optind]);
+    cfg = engine_load_config(argv[optind], stderr);
     if (cfg == NULL) {
         return EXIT_USAGE;
     }
