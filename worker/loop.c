@@ -216,8 +216,8 @@ static void watch_event(struct loop_io *io, uint32_t epoll_events)
     w->fn(w->arg, events);
 }
 
-void *loop_watch_new(void *io, int fd, void (*fn)(void *arg, unsigned events),
-                     void *arg)
+static void *loop_watch_new(void *io, int fd,
+                            void (*fn)(void *arg, unsigned events), void *arg)
 {
     loop_t *loop = io;
     struct watch *w = calloc(1, sizeof(*w));
@@ -239,7 +239,7 @@ void *loop_watch_new(void *io, int fd, void (*fn)(void *arg, unsigned events),
     return w;
 }
 
-int loop_watch_set(void *io, void *watch, unsigned events)
+static int loop_watch_set(void *io, void *watch, unsigned events)
 {
     loop_t *loop = io;
     struct watch *w = watch;
@@ -252,7 +252,7 @@ int loop_watch_set(void *io, void *watch, unsigned events)
     return epoll_ctl(loop->epfd, EPOLL_CTL_MOD, w->io.fd, &ev);
 }
 
-void loop_watch_free(void *io, void *watch)
+static void loop_watch_free(void *io, void *watch)
 {
     loop_t *loop = io;
     struct watch *w = watch;
@@ -273,7 +273,7 @@ static void ext_timer_fired(struct loop_timer *timer)
     t->fn(t->arg);
 }
 
-void *loop_timer_new(void *io, void (*fn)(void *arg), void *arg)
+static void *loop_timer_new(void *io, void (*fn)(void *arg), void *arg)
 {
     struct ext_timer *t = calloc(1, sizeof(*t));
 
@@ -287,7 +287,7 @@ void *loop_timer_new(void *io, void (*fn)(void *arg), void *arg)
     return t;
 }
 
-void loop_timer_set(void *io, void *timer, int64_t delay_ms)
+static void loop_timer_set(void *io, void *timer, int64_t delay_ms)
 {
     struct ext_timer *t = timer;
 
@@ -299,7 +299,7 @@ void loop_timer_set(void *io, void *timer, int64_t delay_ms)
     }
 }
 
-void loop_timer_free(void *io, void *timer)
+static void loop_timer_free(void *io, void *timer)
 {
     struct ext_timer *t = timer;
 
@@ -310,23 +310,9 @@ void loop_timer_free(void *io, void *timer)
     }
 }
 
-uint64_t loop_now_ms(void *io)
+static uint64_t loop_now_ms(void *io)
 {
     return loop_now(io);
-}
-
-void loop_fill_host(loop_t *loop, struct connector_host *host)
-{
-    host->http_start = loop_http_start;
-    host->http_stop = loop_http_stop;
-    host->watch_new = loop_watch_new;
-    host->watch_set = loop_watch_set;
-    host->watch_free = loop_watch_free;
-    host->timer_new = loop_timer_new;
-    host->timer_set = loop_timer_set;
-    host->timer_free = loop_timer_free;
-    host->now_ms = loop_now_ms;
-    host->io = loop;
 }
 
 /* ---- curl multi ---- */
@@ -401,7 +387,7 @@ static int curl_timer_cb(CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
-int loop_http_start(void *io, void *easy, struct connector_transfer *t)
+static int loop_http_start(void *io, void *easy, struct connector_transfer *t)
 {
     loop_t *loop = io;
 
@@ -409,11 +395,25 @@ int loop_http_start(void *io, void *easy, struct connector_transfer *t)
     return curl_multi_add_handle(loop->multi, easy) == CURLM_OK ? 0 : -1;
 }
 
-void loop_http_stop(void *io, void *easy)
+static void loop_http_stop(void *io, void *easy)
 {
     loop_t *loop = io;
 
     curl_multi_remove_handle(loop->multi, easy);
+}
+
+void loop_fill_host(loop_t *loop, struct connector_host *host)
+{
+    host->http_start = loop_http_start;
+    host->http_stop = loop_http_stop;
+    host->watch_new = loop_watch_new;
+    host->watch_set = loop_watch_set;
+    host->watch_free = loop_watch_free;
+    host->timer_new = loop_timer_new;
+    host->timer_set = loop_timer_set;
+    host->timer_free = loop_timer_free;
+    host->now_ms = loop_now_ms;
+    host->io = loop;
 }
 
 /* ---- lifecycle ---- */

@@ -49,20 +49,8 @@ int loop_io_add(loop_t *loop, struct loop_io *io, uint32_t events);
 void loop_io_del(loop_t *loop, struct loop_io *io);
 
 /* Fills host's loop services (http_*, watch_*, timer_*, now_ms, io) with
- * this loop's; the caller sets the rest. */
+ * this loop's, the only way they are reached; the caller sets the rest. */
 void loop_fill_host(loop_t *loop, struct connector_host *host);
-
-/* The connector_host services; io is the loop (see connector.h). */
-void *loop_watch_new(void *io, int fd, void (*fn)(void *arg, unsigned events),
-                     void *arg);
-int loop_watch_set(void *io, void *watch, unsigned events);
-void loop_watch_free(void *io, void *watch);
-void *loop_timer_new(void *io, void (*fn)(void *arg), void *arg);
-void loop_timer_set(void *io, void *timer, int64_t delay_ms);
-void loop_timer_free(void *io, void *timer);
-uint64_t loop_now_ms(void *io);
-int loop_http_start(void *io, void *easy, struct connector_transfer *t);
-void loop_http_stop(void *io, void *easy);
 
 /* Waits at most max_wait_ms (-1: until something happens) and runs what
  * is ready. Returns 0, or -1 on an epoll failure. */
