@@ -744,7 +744,7 @@ static void send_one(struct sink *s, struct delivery *d)
         shaped.request_header_count = d->req.header_count;
         view = &shaped;
     }
-    if (d->attempts == 0 && d->first_ms == 0) {
+    if (d->attempts == 0) {
         d->first_ms = loop_now(s->e->loop);
     }
     s->inflight++;
@@ -927,7 +927,6 @@ static int msg_fill(engine_t *e, struct msg *m, const struct consumer_record *re
     m->offset = rec->offset;
     m->timestamp_ms = rec->timestamp_ms;
     m->transformed = !o->unchanged;
-    m->bytes = 0;
     if (!m->transformed) {
         m->key = rec->key;
         m->key_len = rec->key != NULL ? rec->key_len : 0;
@@ -1000,7 +999,6 @@ static int msg_enqueue(engine_t *e, struct msg *m, size_t i)
         d->sink = s;
         d->attempts = 0;
         d->gave_up = 0;
-        d->first_ms = 0;
         d->shaped = 0;
         d->retry.fn = retry_fired;
         if (shaped != NULL && transform_has_sink(e->tf, k)) {
