@@ -34,7 +34,6 @@
 #define HEADER_SCRATCH 64
 #define FAIL_LOG_INTERVAL_MS 5000
 #define COPY_KEEP_MAX (64 * 1024) /* reused buffers above it are freed */
-#define DEDUPE_HEADER "message-id"
 /* How long the lane only stops polling before it pauses its partitions:
  * long enough to ride out a burst (librdkafka 2.0.2 needs ~1 s to fetch
  * after a resume), far below max.poll.interval.ms. */
@@ -156,7 +155,7 @@ struct engine {
     /* The last msg viewed (see msg_view); cleared when it is freed. */
     struct msg *view_msg;
     struct connector_msg view;
-    char dedupe[320];
+    char dedupe[ENGINE_DEDUPE_MAX];
     struct connector_header headers[HEADER_SCRATCH];
 };
 
@@ -674,22 +673,31 @@ static void delivery_finish(struct sink *s, struct delivery *d)
 static void on_result(struct sink *s, struct delivery *d,
                       const struct connector_result *res);
 
-/* The dedupe key of a record as it came: the producer's message id
- * header, else topic-partition-offset. */
+const char *engine_dedupe_key(char *out, size_t cap, const void *id,
+                              size_t id_len, const char *topic,
+                              int32_t partition, int64_t offset)
+{
+    if (id != NULL && id_len > 0 && id_len < cap &&
+        memchr(id, '\0', id_len) == NULL) {
+        memcpy(out, id, id_len);
+        out[id_len] = '\0';
+    } else {
+        snprintf(out, cap, "%s-%d-%lld", topic, (int)partition,
+                 (long long)offset);
+    }
+    return out;
+}
+
+/* The dedupe key of a record as it came. */
 static const char *record_dedupe(engine_t *e, void *handle,
                                  const struct part *p, int64_t offset)
 {
     size_t id_len = 0;
-    const char *id = consumer_header_find(handle, DEDUPE_HEADER, &id_len);
+    const void *id =
+        consumer_header_find(handle, ENGINE_DEDUPE_HEADER, &id_len);
 
-    if (id != NULL && id_len > 0 && id_len < sizeof(e->dedupe)) {
-        memcpy(e->dedupe, id, id_len);
-        e->dedupe[id_len] = '\0';
-    } else {
-        snprintf(e->dedupe, sizeof(e->dedupe), "%s-%d-%lld", p->topic,
-                 (int)p->partition, (long long)offset);
-    }
-    return e->dedupe;
+    return engine_dedupe_key(e->dedupe, sizeof(e->dedupe), id, id_len,
+                             p->topic, p->partition, offset);
 }
 
 /* Fills the engine's view of m: its dedupe key and headers are looked up

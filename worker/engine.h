@@ -20,6 +20,17 @@ typedef struct engine engine_t;
  * PATH", to errf and returns NULL; else a cfg for cfg_free(). */
 struct cfg *engine_load_config(const char *path, FILE *errf);
 
+/* A record's dedupe key, written to out (cap bytes, NUL-terminated) and
+ * returned: the producer's message id (the last ENGINE_DEDUPE_HEADER
+ * header's value, id[0, id_len), NULL when there is none), else
+ * topic-partition-offset. An id that is empty, does not fit or holds a
+ * NUL byte falls back too: cut at the NUL, two ids could collide. */
+#define ENGINE_DEDUPE_HEADER "message-id"
+#define ENGINE_DEDUPE_MAX 320
+const char *engine_dedupe_key(char *out, size_t cap, const void *id,
+                              size_t id_len, const char *topic,
+                              int32_t partition, int64_t offset);
+
 struct engine_options {
     int progress; /* print a live progress line on stderr each second */
 };

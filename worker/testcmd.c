@@ -83,7 +83,8 @@
  *                a subset of the request headers the transform added,
  *                names case-insensitive, values as for message headers.
  *
- * The input's dedupe key (msg.dedupe_key) is its message-id header, else
+ * The input's dedupe key (msg.dedupe_key) is the engine's
+ * (engine_dedupe_key): its last message-id header, else
  * "topic-partition-offset"; the parts of a split that set none get it
  * with "#1", "#2", ... as in the engine. Cases run in order on one Lua
  * state, as messages do in a worker: a script's globals carry over.
@@ -125,8 +126,6 @@
 #define BUILT_MAX (16u << 20)    /* bytes of JSON one input value becomes */
 #define SHOW_MAX 200             /* characters of a value in a difference */
 #define DIFFS_SHOWN 50           /* difference lines printed per case */
-#define DEDUPE_HEADER "message-id"
-#define DEDUPE_MAX 320           /* as the engine: longer ids fall back */
 
 /* ---- growable buffer ---- */
 
@@ -1275,7 +1274,7 @@ struct tcase {
     struct connector_msg in; /* points into the document and below */
     char *value;             /* the input value when built as JSON */
     struct connector_header *headers;
-    char dedupe[DEDUPE_MAX];
+    char dedupe[ENGINE_DEDUPE_MAX];
 };
 
 struct tfile {
@@ -1435,24 +1434,17 @@ static int load_input(struct loader *l, struct tcase *c, const yaml_node_t *n)
         }
         path_pop(&l->path, mark);
     }
-    /* As the engine: the message-id header, else topic-partition-offset. */
+    /* As the engine: the last message-id header, as librdkafka finds it. */
+    const struct connector_header *id = NULL;
     for (size_t i = 0; i < c->in.header_count; i++) {
-        const struct connector_header *h = &c->in.headers[i];
-        if (strcmp(h->name, DEDUPE_HEADER) == 0) {
-            if (h->value != NULL && h->value_len > 0 &&
-                h->value_len < sizeof(c->dedupe) &&
-                memchr(h->value, '\0', h->value_len) == NULL) {
-                memcpy(c->dedupe, h->value, h->value_len);
-                c->dedupe[h->value_len] = '\0';
-            }
-            break;
+        if (strcmp(c->in.headers[i].name, ENGINE_DEDUPE_HEADER) == 0) {
+            id = &c->in.headers[i];
         }
     }
-    if (c->dedupe[0] == '\0') {
-        snprintf(c->dedupe, sizeof(c->dedupe), "%s-%d-%lld", c->in.topic,
-                 (int)c->in.partition, (long long)c->in.offset);
-    }
-    c->in.dedupe_key = c->dedupe;
+    c->in.dedupe_key = engine_dedupe_key(
+        c->dedupe, sizeof(c->dedupe), id != NULL ? id->value : NULL,
+        id != NULL ? id->value_len : 0, c->in.topic, c->in.partition,
+        c->in.offset);
     return rc;
 }
 

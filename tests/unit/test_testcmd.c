@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "engine.h"
 #include "testcmd.h"
 
 /* ---- input values ---- */
@@ -607,9 +608,40 @@ static void test_run_lua_transforms(void **state)
     run_free(&r);
 }
 
+/* The dedupe key the engine and `sluice test` both derive: the producer's
+ * message id, else topic-partition-offset, also for an id that is empty,
+ * too long, or holds a NUL byte (cut there, two ids could collide). */
+static void test_dedupe_key(void **state)
+{
+    char key[ENGINE_DEDUPE_MAX], tiny[8];
+    char long_id[ENGINE_DEDUPE_MAX];
+
+    (void)state;
+    memset(long_id, 'x', sizeof(long_id));
+    assert_string_equal(engine_dedupe_key(key, sizeof(key), "m-1", 3,
+                                          "orders", 3, 1041),
+                        "m-1");
+    assert_string_equal(engine_dedupe_key(key, sizeof(key), NULL, 0,
+                                          "orders", 3, 1041),
+                        "orders-3-1041");
+    assert_string_equal(engine_dedupe_key(key, sizeof(key), "", 0, "orders",
+                                          3, 1041),
+                        "orders-3-1041");
+    assert_string_equal(engine_dedupe_key(key, sizeof(key), "a\0b", 3,
+                                          "orders", 3, 1041),
+                        "orders-3-1041");
+    assert_string_equal(engine_dedupe_key(key, sizeof(key), long_id,
+                                          sizeof(long_id), "orders", 3, 1041),
+                        "orders-3-1041");
+    assert_string_equal(engine_dedupe_key(tiny, sizeof(tiny), "m-1", 3,
+                                          "orders", 3, 1041),
+                        "m-1");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dedupe_key),
         cmocka_unit_test(test_value_keeps_yaml_order_and_number_text),
         cmocka_unit_test(test_value_spells_yaml_numbers_as_json),
         cmocka_unit_test(test_value_strings_are_escaped_or_raw),
