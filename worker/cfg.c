@@ -98,9 +98,50 @@ const struct opt_spec cfg_delivery_options[] = {
     {.name = "retry_backoff_max", .type = OPT_DURATION, .def = "30s",
      .offset = offsetof(struct cfg_delivery, retry_backoff_max_ms),
      .min = 1, .max = 3600000,
-     .doc = "The cap of the default policy's backoff; also how often a "
-            "message a policy gave up on is tried again until the "
-            "dead-letter queue exists."},
+     .doc = "The cap of the default policy's backoff."},
+    {.name = "retry_max_attempts", .type = OPT_INT, .def = "0",
+     .offset = offsetof(struct cfg_delivery, retry_max_attempts),
+     .min = 0, .max = 1000000,
+     .doc = "Attempts of one message at one sink after which the default "
+            "policy gives up and the message goes to the sink's "
+            "dead-letter queue; 0: no limit. A `retry` script decides for "
+            "itself."},
+    {.name = "retry_deadline", .type = OPT_DURATION, .def = "10m",
+     .offset = offsetof(struct cfg_delivery, retry_deadline_ms),
+     .min = 0, .max = (int64_t)7 * 24 * 3600000,
+     .doc = "Time since a message's first attempt at a sink after which "
+            "the default policy gives up at the next failed attempt (to "
+            "the dead-letter queue); 0: no limit. Time spent waiting "
+            "behind an open circuit breaker counts, but only a failed "
+            "attempt is judged."},
+    {0},
+};
+
+const struct opt_spec cfg_dlq_options[] = {
+    {.name = "topic", .type = OPT_STRING,
+     .offset = offsetof(struct cfg_dlq, topic),
+     .doc = "The dead-letter topic. Default: `<pipeline>.dlq`. A sink may "
+            "name its own (`sinks.<name>.dlq_topic`)."},
+    {.name = "brokers", .type = OPT_STRING,
+     .offset = offsetof(struct cfg_dlq, brokers),
+     .doc = "The cluster of the dead-letter and retry topics. Default: "
+            "`source.brokers` (with `embedded`, the embedded cluster)."},
+    {.name = "partitions", .type = OPT_INT, .def = "1",
+     .offset = offsetof(struct cfg_dlq, partitions), .min = 1, .max = 1024,
+     .doc = "Partitions of a dead-letter topic that sluice creates because "
+            "it does not exist."},
+    {.name = "max_replays", .type = OPT_INT, .def = "3",
+     .offset = offsetof(struct cfg_dlq, max_replays), .min = 1,
+     .max = 1000000,
+     .doc = "`sluice dlq replay` skips a record that already failed this "
+            "many replays (unless `--force`), so that a record cannot loop "
+            "between the dead-letter queue and a broken sink."},
+    {.name = "properties", .type = OPT_STRING_MAP,
+     .offset = offsetof(struct cfg_dlq, properties),
+     .doc = "librdkafka producer properties for the dead-letter producer "
+            "(e.g. `security.protocol`). sluice sets "
+            "`enable.idempotence` and `acks=all`, which cannot be "
+            "overridden."},
     {0},
 };
 
@@ -150,6 +191,52 @@ const struct opt_spec cfg_sink_options[] = {
             "or count the message as done. Default: the built-in policy "
             "(see `retry_backoff`; lua/lib/sluice/retry.lua is the same "
             "policy in Lua)."},
+    {.name = "dlq_topic", .type = OPT_STRING,
+     .offset = offsetof(struct cfg_sink, dlq_topic),
+     .doc = "This sink's dead-letter topic. Default: `dlq.topic`."},
+    {.name = "retry_on", .type = OPT_STRING_LIST,
+     .def = "transport, 408, 425, 429, 500, 502, 503, 504",
+     .offset = offsetof(struct cfg_sink, retry_on),
+     .doc = "Answers worth another attempt: statuses (`503`), classes "
+            "(`5xx`) and `transport` (no answer: refused, reset, timed "
+            "out). A status listed nowhere is delivered when 2xx and "
+            "permanent otherwise: it goes to the dead-letter queue at once. "
+            "A status beats its class when both are listed."},
+    {.name = "permanent_on", .type = OPT_STRING_LIST, .def = "",
+     .offset = offsetof(struct cfg_sink, permanent_on),
+     .doc = "Answers that fail for good (to the dead-letter queue), e.g. "
+            "`501` when `retry_on` lists `5xx`."},
+    {.name = "done_on", .type = OPT_STRING_LIST, .def = "",
+     .offset = offsetof(struct cfg_sink, done_on),
+     .doc = "Answers that count as delivered, e.g. `409` from a sink that "
+            "answers Conflict to a request it already has."},
+    {.name = "breaker_failures", .type = OPT_INT, .def = "5",
+     .offset = offsetof(struct cfg_sink, breaker_failures), .min = 0,
+     .max = 1000000,
+     .doc = "The circuit breaker opens after this many consecutive "
+            "transport or 5xx failures; 0: never on a count. While open, "
+            "this sink's deliveries wait without using attempts (other "
+            "sinks go on); after `breaker_cooldown` one probe request "
+            "goes out, and its success closes the breaker."},
+    {.name = "breaker_failure_percent", .type = OPT_INT, .def = "50",
+     .offset = offsetof(struct cfg_sink, breaker_failure_percent),
+     .min = 0, .max = 100,
+     .doc = "The breaker also opens when at least this share of the "
+            "requests of the last `breaker_window` failed (transport or "
+            "5xx), once there were `breaker_min_requests`; 0: never on a "
+            "ratio."},
+    {.name = "breaker_min_requests", .type = OPT_INT, .def = "20",
+     .offset = offsetof(struct cfg_sink, breaker_min_requests), .min = 1,
+     .max = 1000000,
+     .doc = "Requests in the window before the failure ratio counts."},
+    {.name = "breaker_window", .type = OPT_DURATION, .def = "10s",
+     .offset = offsetof(struct cfg_sink, breaker_window_ms), .min = 1000,
+     .max = 3600000,
+     .doc = "The window of the failure ratio."},
+    {.name = "breaker_cooldown", .type = OPT_DURATION, .def = "5s",
+     .offset = offsetof(struct cfg_sink, breaker_cooldown_ms), .min = 10,
+     .max = 3600000,
+     .doc = "How long an open breaker waits before its probe request."},
     {0},
 };
 
@@ -464,6 +551,19 @@ static void free_value(const struct opt_spec *spec, void *base)
     }
 }
 
+static int push_str(char ***arr, size_t *count, char *s)
+{
+    char **a = realloc(*arr, (*count + 1) * sizeof(**arr));
+
+    if (a == NULL) {
+        free(s);
+        return -1;
+    }
+    a[(*count)++] = s;
+    *arr = a;
+    return 0;
+}
+
 /* Parses text (already expanded) for a scalar option. Returns 0, or -1
  * with a reason in why. */
 static int parse_scalar(const struct opt_spec *spec, const char *text,
@@ -528,9 +628,26 @@ static int parse_scalar(const struct opt_spec *spec, const char *text,
         }
         unit_hint = " bytes";
         break;
+    case OPT_STRING_LIST: {
+        /* Only a built-in default arrives here: "a, b, c" (or ""). */
+        struct opt_list *l = field;
+        const char *p = text;
+        while (*p != '\0') {
+            size_t n = strcspn(p, ", ");
+            if (n > 0) {
+                char *item = strndup(p, n);
+                if (item == NULL || push_str(&l->items, &l->count, item)) {
+                    snprintf(why, why_cap, "out of memory");
+                    return -1;
+                }
+            }
+            p += n;
+            p += strspn(p, ", ");
+        }
+        return 0;
+    }
     default:
-        snprintf(why, why_cap, "expected %s",
-                 spec->type == OPT_STRING_MAP ? "a mapping" : "a list");
+        snprintf(why, why_cap, "expected a mapping");
         return -1;
     }
     if ((spec->min != 0 || spec->max != 0) &&
@@ -541,19 +658,6 @@ static int parse_scalar(const struct opt_spec *spec, const char *text,
         return -1;
     }
     *(int64_t *)field = v;
-    return 0;
-}
-
-static int push_str(char ***arr, size_t *count, char *s)
-{
-    char **a = realloc(*arr, (*count + 1) * sizeof(**arr));
-
-    if (a == NULL) {
-        free(s);
-        return -1;
-    }
-    a[(*count)++] = s;
-    *arr = a;
     return 0;
 }
 
@@ -799,6 +903,58 @@ static const yaml_node_t *find_key(struct walker *w, const yaml_node_t *map,
     return NULL;
 }
 
+/* Fills sink->answers from retry_on, permanent_on and done_on: a status
+ * beats its class, and for the same entry done_on beats permanent_on
+ * beats retry_on (so `permanent_on: [503]` needs no change to the default
+ * retry_on). Reports entries that are neither. */
+static void build_answers(struct walker *w, const yaml_node_t *map,
+                          const char *prefix, struct cfg_sink *sink)
+{
+    static const char *const names[] = {"retry_on", "permanent_on",
+                                        "done_on"};
+    const struct opt_list *lists[] = {&sink->retry_on, &sink->permanent_on,
+                                      &sink->done_on};
+    const unsigned char answers[] = {CFG_ANSWER_RETRY, CFG_ANSWER_PERMANENT,
+                                     CFG_ANSWER_DONE};
+
+    memset(sink->answers, CFG_ANSWER_DEFAULT, sizeof(sink->answers));
+    for (int exact = 0; exact < 2; exact++) {
+        for (size_t l = 0; l < 3; l++) {
+            for (size_t i = 0; i < lists[l]->count; i++) {
+                const char *t = lists[l]->items[i];
+                size_t len = strlen(t);
+                int is_class = len == 3 && t[0] >= '1' && t[0] <= '5' &&
+                               t[1] == 'x' && t[2] == 'x';
+                int is_status = len == 3 && t[0] >= '1' && t[0] <= '5' &&
+                                isdigit((unsigned char)t[1]) &&
+                                isdigit((unsigned char)t[2]);
+                if (!exact && is_class) {
+                    int base = (t[0] - '0') * 100;
+                    memset(sink->answers + base, answers[l], 100);
+                } else if (exact && is_status) {
+                    sink->answers[atoi(t)] = answers[l];
+                } else if (exact && strcmp(t, "transport") == 0) {
+                    sink->answers[0] = answers[l];
+                } else if (exact && !is_class) {
+                    char path[300];
+                    const yaml_node_t *at = find_key(w, map, names[l]);
+                    snprintf(path, sizeof(path), "%s.%s", prefix, names[l]);
+                    node_error(w, at != NULL ? at : map, path,
+                               "expected a status (100-599), a class such "
+                               "as 5xx, or `transport`, found `%s`",
+                               t);
+                }
+            }
+        }
+    }
+}
+
+const char *cfg_sink_dlq_topic(const struct cfg *cfg, size_t i)
+{
+    return cfg->sinks[i].dlq_topic != NULL ? cfg->sinks[i].dlq_topic
+                                           : cfg->dlq.topic;
+}
+
 static void walk_sink(struct walker *w, struct cfg *cfg, const yaml_node_t *k,
                       const yaml_node_t *v)
 {
@@ -872,6 +1028,7 @@ static void walk_sink(struct walker *w, struct cfg *cfg, const yaml_node_t *k,
     void *bases[2] = {sink, sink->ctx};
     int errors_before = w->errs->count;
     walk_mapping(w, v, prefix, tables, bases, 2);
+    build_answers(w, v, prefix, sink);
     const char *option = NULL;
     struct sl_error err;
     if (w->errs->count == errors_before && conn->check != NULL &&
@@ -889,7 +1046,7 @@ static void walk_root(struct walker *w, struct cfg *cfg,
                       const yaml_node_t *root)
 {
     int have_pipeline = 0, have_source = 0, have_sinks = 0;
-    int have_delivery = 0, have_lua = 0;
+    int have_delivery = 0, have_lua = 0, have_dlq = 0;
 
     if (root == NULL || root->type != YAML_MAPPING_NODE) {
         cfg_errors_add(w->errs, w->file, 1, 1, "",
@@ -937,16 +1094,28 @@ static void walk_root(struct walker *w, struct cfg *cfg,
             }
         } else if (strcmp(key, "transform") == 0) {
             apply_value(w, &cfg_root_options[0], v, cfg, key);
-        } else if (strcmp(key, "lua") == 0) {
-            const struct opt_spec *table[1] = {cfg_lua_options};
-            void *base[1] = {&cfg->lua};
-            have_lua = 1;
+        } else if (strcmp(key, "lua") == 0 || strcmp(key, "dlq") == 0) {
+            int is_lua = key[0] == 'l';
+            const struct opt_spec *table[1] = {is_lua ? cfg_lua_options
+                                                      : cfg_dlq_options};
+            void *base[1] = {is_lua ? (void *)&cfg->lua : (void *)&cfg->dlq};
+            if (is_lua) {
+                have_lua = 1;
+            } else {
+                have_dlq = 1;
+            }
             if (v->type != YAML_MAPPING_NODE) {
                 node_error(w, v, key, "expected a mapping, found %s",
                            node_type_name(v));
                 continue;
             }
             walk_mapping(w, v, key, table, base, 1);
+            if (!is_lua) {
+                const yaml_node_t *props = find_key(w, v, "properties");
+                const yaml_node_t *at = props != NULL ? props : v;
+                cfg->dlq.properties_line = (int)at->start_mark.line + 1;
+                cfg->dlq.properties_col = (int)at->start_mark.column + 1;
+            }
         } else if (strcmp(key, "sinks") == 0) {
             have_sinks = 1;
             if (v->type != YAML_MAPPING_NODE ||
@@ -969,7 +1138,8 @@ static void walk_root(struct walker *w, struct cfg *cfg,
             static const struct opt_spec root_keys[] = {
                 {.name = "pipeline"}, {.name = "source"},
                 {.name = "delivery"}, {.name = "sinks"},
-                {.name = "transform"}, {.name = "lua"}, {0}};
+                {.name = "transform"}, {.name = "lua"}, {.name = "dlq"},
+                {0}};
             const struct opt_spec *tables[1] = {root_keys};
             char msg[512];
             snprintf(msg, sizeof(msg), "unknown key");
@@ -995,6 +1165,12 @@ static void walk_root(struct walker *w, struct cfg *cfg,
     for (const struct opt_spec *s = cfg_lua_options; !have_lua && s->name;
          s++) {
         parse_scalar(s, s->def, &cfg->lua, why, sizeof(why));
+    }
+    for (const struct opt_spec *s = cfg_dlq_options; !have_dlq && s->name;
+         s++) {
+        if (s->def != NULL) {
+            parse_scalar(s, s->def, &cfg->dlq, why, sizeof(why));
+        }
     }
 }
 
@@ -1066,9 +1242,17 @@ struct cfg *cfg_load(const char *path, struct cfg_errors *errs)
     if (cfg->source.group == NULL && cfg->pipeline != NULL) {
         cfg->source.group = strdup(cfg->pipeline);
     }
+    if (cfg->dlq.topic == NULL && cfg->pipeline != NULL &&
+        asprintf(&cfg->dlq.topic, "%s.dlq", cfg->pipeline) < 0) {
+        cfg->dlq.topic = NULL;
+    }
+    if (cfg->dlq.brokers == NULL && cfg->source.brokers != NULL) {
+        cfg->dlq.brokers = strdup(cfg->source.brokers);
+    }
     yaml_document_delete(&doc);
     if (errs->count != errors_before || cfg->path == NULL ||
-        cfg->dir == NULL || cfg->source.group == NULL) {
+        cfg->dir == NULL || cfg->source.group == NULL ||
+        cfg->dlq.topic == NULL || cfg->dlq.brokers == NULL) {
         if (errs->count == errors_before) {
             cfg_errors_add(errs, path, 0, 0, "", "out of memory");
         }
@@ -1086,6 +1270,7 @@ void cfg_free(struct cfg *cfg)
     free_table(cfg_source_options, &cfg->source);
     free_table(cfg_delivery_options, &cfg->delivery);
     free_table(cfg_root_options, cfg);
+    free_table(cfg_dlq_options, &cfg->dlq);
     for (size_t i = 0; i < cfg->sink_count; i++) {
         struct cfg_sink *s = &cfg->sinks[i];
         if (s->ctx != NULL) {

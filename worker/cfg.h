@@ -40,7 +40,29 @@ struct cfg_delivery {
     int64_t drain_timeout_ms;
     int64_t retry_backoff_ms;
     int64_t retry_backoff_max_ms;
+    int64_t retry_max_attempts; /* 0: no limit */
+    int64_t retry_deadline_ms;  /* 0: no limit */
 };
+
+/* Where failures go (the `dlq:` section). */
+struct cfg_dlq {
+    char *topic;   /* default: <pipeline>.dlq */
+    char *brokers; /* default: source.brokers */
+    int64_t partitions; /* of a DLQ or retry topic sluice creates */
+    int64_t max_replays;
+    struct opt_map properties; /* librdkafka producer properties */
+    int properties_line, properties_col;
+};
+
+/* How a sink's answers are classed (sinks.*.retry_on, permanent_on,
+ * done_on); a status listed nowhere is ok when 2xx, else permanent. */
+enum cfg_answer {
+    CFG_ANSWER_DEFAULT = 0,
+    CFG_ANSWER_RETRY,
+    CFG_ANSWER_PERMANENT,
+    CFG_ANSWER_DONE,
+};
+#define CFG_STATUS_MAX 600
 
 struct cfg_lua {
     int64_t memory_limit;
@@ -53,6 +75,17 @@ struct cfg_sink {
     int64_t max_in_flight;
     char *transform; /* resolved path, or NULL */
     char *retry;     /* resolved path, or NULL */
+    char *dlq_topic; /* default: the pipeline's dlq.topic */
+    struct opt_list retry_on, permanent_on, done_on;
+    /* The lists above, by status (index 0: transport errors); each entry
+     * an enum cfg_answer. */
+    unsigned char answers[CFG_STATUS_MAX];
+    int64_t breaker_failures;        /* consecutive; 0: off */
+    int64_t breaker_failure_percent; /* in breaker_window; 0: off */
+    int64_t breaker_min_requests;
+    int64_t breaker_window_ms;
+    int64_t breaker_cooldown_ms;
+    int64_t park_after_ms; /* 0: off */
     const struct connector *connector;
     void *ctx; /* connector->ctx_size bytes, options filled in */
     int line, col;
@@ -66,6 +99,7 @@ struct cfg {
     struct cfg_lua lua;
     struct cfg_source source;
     struct cfg_delivery delivery;
+    struct cfg_dlq dlq;
     struct cfg_sink *sinks;
     size_t sink_count;
 };
@@ -106,6 +140,10 @@ extern const struct opt_spec cfg_delivery_options[];
 extern const struct opt_spec cfg_sink_options[];
 extern const struct opt_spec cfg_root_options[];
 extern const struct opt_spec cfg_lua_options[];
+extern const struct opt_spec cfg_dlq_options[];
+
+/* The DLQ topic of sink i (its own, else the pipeline's). */
+const char *cfg_sink_dlq_topic(const struct cfg *cfg, size_t i);
 
 /* The connectors a sink's `type` may name, NULL-terminated. */
 extern const struct connector *const cfg_connectors[];

@@ -72,7 +72,7 @@ void reference_write(FILE *out)
             "A pipeline file is YAML with these top-level keys: `pipeline` "
             "(its name: letters, digits, `_` and `-`), `source`, "
             "`delivery` (optional), `sinks` (a mapping of sink names "
-            "to sinks), and optionally `transform` and `lua`.\n\n"
+            "to sinks), and optionally `transform`, `lua` and `dlq`.\n\n"
             "Every scalar may use `${VAR}` or `${VAR:-default}`, expanded "
             "from the environment when the file is loaded; `$$` is a "
             "literal `$`. An unset variable without a default is an error. "
@@ -87,6 +87,15 @@ void reference_write(FILE *out)
     fprintf(out, "## lua\n\nLimits of the lane's Lua state, which runs "
                  "every script of the pipeline.\n\n");
     table(out, cfg_lua_options);
+    fprintf(out,
+            "## dlq\n\n"
+            "Where failures go. A message a sink rejects for good, that a "
+            "retry policy gives up on, or whose transform raises is "
+            "written to a dead-letter topic with headers saying where it "
+            "came from and why (docs/dlq.md), and counts as handled only "
+            "once Kafka acknowledged that write. `sluice dlq` lists, "
+            "shows and replays those records.\n\n");
+    table(out, cfg_dlq_options);
     fprintf(out, "## sinks.<name>\n\n"
                  "Every sink takes these keys, then those of its type.\n\n");
     table(out, cfg_sink_options);
