@@ -636,6 +636,17 @@ const void *consumer_header_find(void *handle, const char *name, size_t *len)
     return value;
 }
 
+void consumer_payload(void *handle, const void **key, size_t *key_len,
+                      const void **value, size_t *value_len)
+{
+    const rd_kafka_message_t *m = handle;
+
+    *key = m->key;
+    *key_len = m->key != NULL ? m->key_len : 0;
+    *value = m->payload;
+    *value_len = m->payload != NULL ? m->len : 0;
+}
+
 void consumer_release(void *handle)
 {
     rd_kafka_message_destroy(handle);

@@ -87,6 +87,11 @@ size_t consumer_headers(void *handle, struct connector_header *out,
 const void *consumer_header_find(void *handle, const char *name,
                                  size_t *len);
 
+/* The key (NULL: none) and value of the record behind handle; valid until
+ * consumer_release(handle). */
+void consumer_payload(void *handle, const void **key, size_t *key_len,
+                      const void **value, size_t *value_len);
+
 /* Frees a record that on_record handed out. */
 void consumer_release(void *handle);
 

@@ -101,10 +101,11 @@ int dlq_write(dlq_t *d, const struct dlq_record *r, void *token,
 /* Writes not yet reported. */
 size_t dlq_pending(const dlq_t *d);
 
-/* Waits (running nothing else) up to timeout_ms for queued writes to be
- * reported, then frees; outcomes still due are dropped (the records stay
- * uncommitted upstream). dlq_destroy(NULL) is a no-op. */
-void dlq_destroy(dlq_t *d, int timeout_ms);
+/* Frees the producer. Writes not yet reported are abandoned and their
+ * done() never runs (the records stay uncommitted upstream: the engine
+ * waits for dlq_pending() to reach 0 in its drain first).
+ * dlq_destroy(NULL) is a no-op. */
+void dlq_destroy(dlq_t *d);
 
 /* ---- replay (worker/engine.c) ---- */
 

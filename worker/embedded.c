@@ -7,6 +7,7 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "consumer.h"
 #include "log.h"
@@ -45,6 +46,17 @@ embedded_t *embedded_start(const struct cfg *cfg, struct sl_error *err)
     for (size_t i = 0; i < cfg->source.topics.count; i++) {
         rd_kafka_mock_topic_create(e->mcluster, cfg->source.topics.items[i],
                                    (int)cfg->source.embedded_partitions, 1);
+    }
+    if (strcmp(cfg->dlq.brokers, "embedded") == 0) {
+        rd_kafka_mock_topic_create(e->mcluster, cfg->dlq.topic,
+                                   (int)cfg->dlq.partitions, 1);
+        for (size_t i = 0; i < cfg->sink_count; i++) {
+            if (cfg->sinks[i].dlq_topic != NULL) {
+                rd_kafka_mock_topic_create(e->mcluster,
+                                           cfg->sinks[i].dlq_topic,
+                                           (int)cfg->dlq.partitions, 1);
+            }
+        }
     }
     log_info("embedded Kafka cluster ready bootstrap=%s (in memory, for "
              "development only)",

@@ -29,11 +29,21 @@
 #include "log.h"
 #include "loop.h"
 #include "offsets.h"
+#include "redact.h"
 #include "retry.h"
 #include "transform.h"
 
 #define HEADER_SCRATCH 64
 #define FAIL_LOG_INTERVAL_MS 5000
+/* Failure storms are logged as the first few lines of an interval, then
+ * as a count on the next line that is logged. */
+#define RATELOG_BURST 5
+#define RATELOG_INTERVAL_MS 10000
+/* A DLQ write that failed is tried again after this, doubling up to the
+ * cap; meanwhile its record stays uncommitted. */
+#define DLQ_RETRY_MS 500
+#define DLQ_RETRY_MAX_MS 30000
+#define BREAKER_BUCKETS 10
 #define COPY_KEEP_MAX (64 * 1024) /* reused buffers above it are freed */
 /* How long the lane only stops polling before it pauses its partitions:
  * long enough to ride out a burst (librdkafka 2.0.2 needs ~1 s to fetch
@@ -46,7 +56,8 @@ struct part {
     offsets_t *offsets;
     int64_t committed;
     size_t inflight;
-    size_t refs; /* live msgs */
+    size_t stuck; /* of inflight: msgs that will not complete (stopping) */
+    size_t refs;  /* live msgs */
     int self_paused, paused, revoked;
     struct part *next, *prev; /* the engine's assigned list */
 };
@@ -62,16 +73,30 @@ struct copy {
     size_t header_cap, header_count;
 };
 
+/* Why a delivery is being dead-lettered: made when it is (failures are
+ * rare, and a body per delivery would multiply the lane's memory). */
+struct dead {
+    engine_t *e;
+    const char *stage, *class;
+    int status; /* 0: no answer */
+    uint32_t attempts;
+    uint64_t first_ms, last_ms; /* wall clock */
+    uint32_t write_failures;
+    char reason[256];
+    size_t body_len;
+    char body[DLQ_BODY_MAX];
+};
+
 struct delivery {
     struct msg *msg;
     struct delivery *chain_next;
     struct delivery *ready_next;
     struct chain *chain;
-    struct loop_timer retry;
-    struct sink *sink;
+    struct loop_timer retry; /* the next attempt, or DLQ write */
+    struct sink *sink;       /* NULL: the pipeline transform's DLQ record */
     uint32_t attempts;
-    int gave_up;       /* the policy gave up: retried at the cap */
     uint64_t first_ms; /* when the first attempt started */
+    struct dead *dead; /* non-NULL: going to the DLQ */
     /* The request the sink's transform built (shaped), in req. */
     int shaped;
     const void *body; /* NULL: the msg's value */
@@ -97,6 +122,8 @@ struct msg {
     size_t value_len;
     uint64_t key_hash;
     unsigned pending;
+    int stuck;    /* a DLQ write failed while stopping: left uncommitted */
+    unsigned replays; /* origin: failed replays of its DLQ record so far */
     size_t bytes; /* counted in the lane's in-flight bytes */
     int transformed; /* key, value, headers and dedupe key are in own */
     const char *dedupe;
@@ -114,17 +141,38 @@ struct chain {
     struct delivery *head, *tail;
 };
 
+struct ratelog {
+    uint64_t window_start;
+    unsigned in_window;
+    uint64_t suppressed;
+};
+
+enum breaker_state { BREAKER_CLOSED, BREAKER_OPEN, BREAKER_HALF_OPEN };
+
 struct sink {
     engine_t *e;
+    size_t idx;
     struct loop_timer pump; /* sends what became ready, once per iteration */
     const struct cfg_sink *cfg;
+    const char *dlq_topic;
     struct connector_host host;
     int inflight;
     struct delivery *ready_head, *ready_tail;
     struct chain **buckets;
     size_t mask;
     uint64_t delivered, failed, retried, skipped, gave_up, done_by_policy;
+    uint64_t dead_lettered;
     uint64_t fail_logged_ms, fails_unlogged, policy_errors;
+    struct ratelog give_up_log;
+    /* The circuit breaker: consecutive failures, and counts of the
+     * window in BREAKER_BUCKETS slices (slot: the slice of `now`). */
+    enum breaker_state breaker;
+    struct loop_timer breaker_timer;
+    struct delivery *probe;
+    uint32_t consecutive;
+    uint64_t slot;
+    uint32_t window_total[BREAKER_BUCKETS], window_failed[BREAKER_BUCKETS];
+    uint64_t breaker_opens;
     int opened;
 };
 
@@ -145,6 +193,12 @@ struct engine {
     int deep_paused;   /* ... for long: partitions paused, polling again */
     struct loop_timer hold_timer;
     uint64_t consumed, completed, dropped, transform_failed;
+    uint64_t transform_dead_lettered, dlq_write_failures;
+    size_t stuck; /* of inflight: left uncommitted while stopping */
+    dlq_t *dlq;
+    redact_t *redact;
+    char worker_id[128];
+    struct ratelog transform_log, dlq_log;
     transform_t *tf; /* NULL: no scripts */
     int sink_transforms; /* some sink has a transform */
     uint64_t rng;
@@ -326,10 +380,10 @@ static void drain(engine_t *e, struct part **parts, size_t count)
     for (;;) {
         size_t busy = 0;
         if (count == 0) {
-            busy = e->inflight;
+            busy = e->inflight - e->stuck;
         }
         for (size_t i = 0; i < count; i++) {
-            busy += parts[i]->inflight;
+            busy += parts[i]->inflight - parts[i]->stuck;
         }
         if (busy == 0 || e->forced || e->fatal ||
             loop_now(e->loop) >= e->drain_deadline) {
@@ -502,6 +556,8 @@ static struct msg *msg_alloc(engine_t *e)
             loop_timer_init(&m->d[i].retry, NULL);
         }
     }
+    m->stuck = 0;
+    m->replays = 0;
     m->prev = NULL;
     m->next = e->live;
     if (e->live != NULL) {
@@ -669,6 +725,17 @@ static void delivery_finish(struct sink *s, struct delivery *d)
     }
 }
 
+/* d reached a terminal state; d->sink is NULL for the DLQ record of a
+ * pipeline transform's failure, which has no chain. */
+static void delivery_finish_any(engine_t *e, struct delivery *d)
+{
+    if (d->sink != NULL) {
+        delivery_finish(d->sink, d);
+    } else if (--d->msg->pending == 0) {
+        msg_done(e, d->msg);
+    }
+}
+
 /* ---- sending ---- */
 
 static void on_result(struct sink *s, struct delivery *d,
@@ -763,9 +830,130 @@ static void send_one(struct sink *s, struct delivery *d)
     }
 }
 
+/* ---- logging under a failure storm ---- */
+
+/* 1: log this event; *suppressed is how many were not logged before it. */
+static int ratelog_allow(struct ratelog *r, uint64_t now, uint64_t *suppressed)
+{
+    if (r->window_start == 0 || now - r->window_start >= RATELOG_INTERVAL_MS) {
+        r->window_start = now == 0 ? 1 : now;
+        r->in_window = 0;
+    }
+    if (r->in_window < RATELOG_BURST) {
+        r->in_window++;
+        *suppressed = r->suppressed;
+        r->suppressed = 0;
+        return 1;
+    }
+    r->suppressed++;
+    return 0;
+}
+
+/* ---- the circuit breaker ---- */
+
+static void sink_pump(struct sink *s);
+
+static void breaker_open(struct sink *s, const char *why)
+{
+    engine_t *e = s->e;
+
+    if (s->breaker != BREAKER_HALF_OPEN) {
+        log_warn("sink %s: circuit breaker open (%s); one probe request "
+                 "every %lld ms until it succeeds, other sinks go on",
+                 s->cfg->name, why, (long long)s->cfg->breaker_cooldown_ms);
+    }
+    s->breaker = BREAKER_OPEN;
+    s->breaker_opens++;
+    s->consecutive = 0;
+    memset(s->window_total, 0, sizeof(s->window_total));
+    memset(s->window_failed, 0, sizeof(s->window_failed));
+    loop_timer_start(e->loop, &s->breaker_timer, s->cfg->breaker_cooldown_ms);
+}
+
+static void breaker_fired(struct loop_timer *t)
+{
+    struct sink *s = container_of(t, struct sink, breaker_timer);
+
+    s->breaker = BREAKER_HALF_OPEN;
+    sink_pump(s);
+}
+
+/* Counts an answer of s. failure: a transport error or a 5xx worth
+ * retrying (the sink is unwell); neutral: no word from the sink at all
+ * (a request that could not be built). */
+static void breaker_record(struct sink *s, struct delivery *d, int failure,
+                           int neutral, uint64_t now)
+{
+    const struct cfg_sink *c = s->cfg;
+
+    if (d == s->probe) {
+        s->probe = NULL;
+        if (neutral) {
+            return; /* the next ready delivery probes */
+        }
+        if (failure) {
+            breaker_open(s, "the probe failed");
+            return;
+        }
+        s->breaker = BREAKER_CLOSED;
+        log_info("sink %s: circuit breaker closed: the probe succeeded",
+                 c->name);
+        if (s->ready_head != NULL && !loop_timer_armed(&s->pump)) {
+            loop_timer_start(s->e->loop, &s->pump, 0);
+        }
+        return;
+    }
+    if (neutral || s->breaker != BREAKER_CLOSED) {
+        return; /* answers to requests sent before it opened */
+    }
+    uint64_t width = (uint64_t)c->breaker_window_ms / BREAKER_BUCKETS;
+    uint64_t slot = now / (width ? width : 1);
+    if (slot != s->slot) {
+        for (uint64_t i = s->slot + 1; i <= slot && i <= s->slot + BREAKER_BUCKETS;
+             i++) {
+            s->window_total[i % BREAKER_BUCKETS] = 0;
+            s->window_failed[i % BREAKER_BUCKETS] = 0;
+        }
+        s->slot = slot;
+    }
+    s->window_total[slot % BREAKER_BUCKETS]++;
+    if (!failure) {
+        s->consecutive = 0;
+        return;
+    }
+    s->window_failed[slot % BREAKER_BUCKETS]++;
+    s->consecutive++;
+    if (c->breaker_failures > 0 &&
+        s->consecutive >= (uint64_t)c->breaker_failures) {
+        char why[96];
+        snprintf(why, sizeof(why), "%u consecutive failures",
+                 s->consecutive);
+        breaker_open(s, why);
+        return;
+    }
+    if (c->breaker_failure_percent > 0) {
+        uint64_t total = 0, failed = 0;
+        for (size_t i = 0; i < BREAKER_BUCKETS; i++) {
+            total += s->window_total[i];
+            failed += s->window_failed[i];
+        }
+        if (total >= (uint64_t)c->breaker_min_requests &&
+            failed * 100 >= total * (uint64_t)c->breaker_failure_percent) {
+            char why[96];
+            snprintf(why, sizeof(why), "%llu of %llu requests failed",
+                     (unsigned long long)failed, (unsigned long long)total);
+            breaker_open(s, why);
+        }
+    }
+}
+
 static void sink_pump(struct sink *s)
 {
     while (s->inflight < (int)s->cfg->max_in_flight && s->ready_head) {
+        if (s->breaker == BREAKER_OPEN ||
+            (s->breaker == BREAKER_HALF_OPEN && s->probe != NULL)) {
+            return; /* they wait: no attempt is used */
+        }
         struct delivery *d = s->ready_head;
         s->ready_head = d->ready_next;
         if (s->ready_head == NULL) {
@@ -774,6 +962,9 @@ static void sink_pump(struct sink *s)
         if (d->msg->part->revoked) {
             delivery_finish(s, d);
             continue;
+        }
+        if (s->breaker == BREAKER_HALF_OPEN) {
+            s->probe = d;
         }
         send_one(s, d);
     }
@@ -796,27 +987,291 @@ static uint64_t next_random(engine_t *e)
     return e->rng * 2685821657736338717ULL;
 }
 
-/* What the sink's policy (its script, else the default) says about a
- * failed attempt of d. */
+/* ---- the dead-letter queue ---- */
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* A monotonic loop time as wall-clock milliseconds. */
+static uint64_t loop_to_wall(engine_t *e, uint64_t mono)
+{
+    uint64_t now = loop_now(e->loop), wall = wall_ms();
+
+    return mono <= now && now - mono < wall ? wall - (now - mono) : wall;
+}
+
+/* Every header of a record, in a growing array (*cap entries at *out,
+ * which the caller frees). Returns the count. */
+static size_t all_headers(void *handle, struct connector_header **out,
+                          size_t *cap)
+{
+    for (;;) {
+        size_t n = consumer_headers(handle, *out, *cap);
+        if (n < *cap) {
+            return n;
+        }
+        struct connector_header *h =
+            realloc(*out, *cap * 2 * sizeof(**out));
+        if (h == NULL) {
+            return n;
+        }
+        *out = h;
+        *cap *= 2;
+    }
+}
+
+static void dlq_retry_fired(struct loop_timer *t);
+static void dead_failed(engine_t *e, struct delivery *d, const char *why);
+
+/* Writes d's DLQ record: the original record (its key, value and
+ * headers but for any of ours) and the context headers of d->dead.
+ * On a write that cannot even be queued, tries again later. */
+static void dead_write(engine_t *e, struct delivery *d)
+{
+    struct msg *m = d->msg, *origin = m->origin;
+    struct dead *x = d->dead;
+    struct sink *s = d->sink;
+    const struct connector_msg *v = msg_view(e, m);
+    size_t cap = HEADER_SCRATCH + 24, n = 0, count;
+    struct connector_header *h = malloc(cap * sizeof(*h));
+    char status[16], attempts[16], first[24], last[24], part[16], offset[24],
+        ts[24], replays[16];
+    struct dlq_record r = {0};
+    struct sl_error err;
+
+    if (h == NULL) {
+        goto later;
+    }
+    count = all_headers(origin->handle, &h, &cap);
+    if (cap - count < 20) {
+        struct connector_header *more =
+            realloc(h, (count + 20) * sizeof(*h));
+        if (more == NULL) {
+            free(h);
+            goto later;
+        }
+        h = more;
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (strncmp(h[i].name, DLQ_HEADER_PREFIX,
+                    sizeof(DLQ_HEADER_PREFIX) - 1) != 0) {
+            h[n++] = h[i];
+        }
+    }
+#define PUT(name_, text_, len_)                                                \
+    h[n++] = (struct connector_header){(name_), (text_), (len_)}
+#define PUTS(name_, text_) PUT(name_, text_, strlen(text_))
+    PUTS(DLQ_H_PIPELINE, e->cfg->pipeline);
+    PUTS(DLQ_H_SINK, s != NULL ? s->cfg->name : DLQ_SINK_ALL);
+    PUTS(DLQ_H_STAGE, x->stage);
+    PUTS(DLQ_H_CLASS, x->class);
+    PUTS(DLQ_H_REASON, x->reason);
+    if (x->status > 0) {
+        snprintf(status, sizeof(status), "%d", x->status);
+        PUTS(DLQ_H_STATUS, status);
+        PUT(DLQ_H_BODY, x->body, x->body_len);
+    }
+    snprintf(attempts, sizeof(attempts), "%u", x->attempts);
+    PUTS(DLQ_H_ATTEMPTS, attempts);
+    if (x->attempts > 0) {
+        snprintf(first, sizeof(first), "%llu",
+                 (unsigned long long)x->first_ms);
+        snprintf(last, sizeof(last), "%llu", (unsigned long long)x->last_ms);
+        PUTS(DLQ_H_FIRST_MS, first);
+        PUTS(DLQ_H_LAST_MS, last);
+    }
+    PUTS(DLQ_H_TOPIC, v->topic);
+    snprintf(part, sizeof(part), "%d", (int)v->partition);
+    PUTS(DLQ_H_PARTITION, part);
+    snprintf(offset, sizeof(offset), "%lld", (long long)v->offset);
+    PUTS(DLQ_H_OFFSET, offset);
+    if (v->timestamp_ms >= 0) {
+        snprintf(ts, sizeof(ts), "%lld", (long long)v->timestamp_ms);
+        PUTS(DLQ_H_TIMESTAMP, ts);
+    }
+    PUTS(DLQ_H_DEDUPE, v->dedupe_key);
+    PUTS(DLQ_H_WORKER, e->worker_id);
+    snprintf(replays, sizeof(replays), "%u", origin->replays);
+    PUTS(DLQ_H_REPLAYS, replays);
+#undef PUTS
+#undef PUT
+    consumer_payload(origin->handle, &r.key, &r.key_len, &r.value,
+                     &r.value_len);
+    r.topic = s != NULL ? s->dlq_topic : e->cfg->dlq.topic;
+    r.headers = h;
+    r.header_count = n;
+    if (dlq_write(e->dlq, &r, d, &err) == 0) {
+        free(h);
+        return;
+    }
+    free(h);
+    dead_failed(e, d, err.msg);
+    return;
+later:
+    dead_failed(e, d, "out of memory");
+}
+/* A DLQ write failed: the record stays uncommitted and is written again
+ * later, never dropped; while stopping it is left for the next owner. */
+static void dead_failed(engine_t *e, struct delivery *d, const char *why)
+{
+    struct msg *m = d->msg, *origin = m->origin;
+    struct dead *x = d->dead;
+    uint64_t suppressed;
+    int64_t delay = DLQ_RETRY_MS;
+
+    x->write_failures++;
+    e->dlq_write_failures++;
+    for (uint32_t i = 1; i < x->write_failures && delay < DLQ_RETRY_MAX_MS;
+         i++) {
+        delay *= 2;
+    }
+    if (delay > DLQ_RETRY_MAX_MS) {
+        delay = DLQ_RETRY_MAX_MS;
+    }
+    if (ratelog_allow(&e->dlq_log, loop_now(e->loop), &suppressed)) {
+        log_error("dlq: cannot write %s [%d] offset %lld (%s) to %s: %s; it "
+                  "stays uncommitted%s (%llu similar not logged)",
+                  m->part->topic, (int)m->part->partition,
+                  (long long)m->offset,
+                  d->sink != NULL ? d->sink->cfg->name : "transform",
+                  d->sink != NULL ? d->sink->dlq_topic : e->cfg->dlq.topic,
+                  why, e->stopping ? " (stopping: not tried again)" : "",
+                  (unsigned long long)suppressed);
+    }
+    if (m->part->revoked) {
+        free(d->dead);
+        d->dead = NULL;
+        delivery_finish_any(e, d); /* the next owner has it */
+        return;
+    }
+    if (e->stopping) {
+        if (!origin->stuck) {
+            origin->stuck = 1;
+            origin->part->stuck++;
+            e->stuck++;
+        }
+        return;
+    }
+    d->retry.fn = dlq_retry_fired;
+    loop_timer_start(e->loop, &d->retry, delay);
+}
+
+static void dlq_retry_fired(struct loop_timer *t)
+{
+    struct delivery *d = container_of(t, struct delivery, retry);
+
+    dead_write(d->dead->e, d);
+}
+
+static void on_dlq_done(void *arg, void *token, const char *err)
+{
+    engine_t *e = arg;
+    struct delivery *d = token;
+
+    if (err != NULL) {
+        dead_failed(e, d, err);
+        return;
+    }
+    if (d->sink != NULL) {
+        d->sink->dead_lettered++;
+    } else {
+        e->transform_dead_lettered++;
+    }
+    free(d->dead);
+    d->dead = NULL;
+    delivery_finish_any(e, d);
+}
+
+/* Sends d to its DLQ: stage and class say why, res (NULL: no answer) what
+ * the sink said. Secrets the sink echoed are redacted first. */
+static void dead_letter(engine_t *e, struct delivery *d, const char *stage,
+                        const char *class, const char *reason,
+                        const struct connector_result *res)
+{
+    struct dead *x = calloc(1, sizeof(*x));
+    struct msg *m = d->msg;
+    uint64_t suppressed;
+
+    if (x == NULL) {
+        e->fatal = 1;
+        log_error("out of memory dead-lettering %s [%d] offset %lld: "
+                  "stopping, it is not committed",
+                  m->part->topic, (int)m->part->partition,
+                  (long long)m->offset);
+        return;
+    }
+    x->e = e;
+    x->stage = stage;
+    x->class = class;
+    x->attempts = d->attempts;
+    if (d->attempts > 0) {
+        x->first_ms = loop_to_wall(e, d->first_ms);
+        x->last_ms = wall_ms();
+    }
+    size_t len = strlen(reason);
+    if (len >= sizeof(x->reason)) {
+        len = sizeof(x->reason) - 1;
+    }
+    memcpy(x->reason, reason, len);
+    redact_apply(e->redact, x->reason, &len, sizeof(x->reason) - 1);
+    x->reason[len] = '\0';
+    if (res != NULL && res->http_status > 0) {
+        x->status = res->http_status;
+        x->body_len = res->body_len < DLQ_BODY_MAX ? res->body_len
+                                                   : DLQ_BODY_MAX;
+        if (x->body_len > 0) {
+            memcpy(x->body, res->body, x->body_len);
+        }
+        redact_apply(e->redact, x->body, &x->body_len, DLQ_BODY_MAX);
+    }
+    d->dead = x;
+    if (d->chain != NULL) {
+        /* Out of the sink's order: the key's next message may go. */
+        chain_advance(d->sink, d);
+    }
+    struct ratelog *rl = d->sink != NULL ? &d->sink->give_up_log
+                                         : &e->transform_log;
+    if (ratelog_allow(rl, loop_now(e->loop), &suppressed)) {
+        log_error("%s%s: %s [%d] offset %lld (dedupe key %s) to the "
+                  "dead-letter queue after %u attempt(s): %s: %s (%llu "
+                  "similar not logged)",
+                  d->sink != NULL ? "sink " : "transform",
+                  d->sink != NULL ? d->sink->cfg->name : "", m->part->topic,
+                  (int)m->part->partition, (long long)m->offset,
+                  msg_view(e, m)->dedupe_key, d->attempts, class, x->reason,
+                  (unsigned long long)suppressed);
+    }
+    dead_write(e, d);
+}
+
+/* What the sink's policy (its script, else the default with the
+ * pipeline's limits) says about a failed attempt of d; *class names why
+ * it gave up. */
 static void decide(struct sink *s, struct delivery *d,
                    const struct connector_result *res,
-                   struct transform_decision *dec)
+                   struct transform_decision *dec, const char **class)
 {
     engine_t *e = s->e;
     const struct cfg_delivery *cd = &e->cfg->delivery;
-    size_t idx = (size_t)(s - e->sinks);
+    int64_t elapsed = (int64_t)(loop_now(e->loop) - d->first_ms);
 
     dec->verdict = TRANSFORM_DEFAULT;
-    if (e->tf != NULL && transform_has_retry(e->tf, idx)) {
+    *class = DLQ_CLASS_GAVE_UP;
+    if (e->tf != NULL && transform_has_retry(e->tf, s->idx)) {
         struct transform_attempt a = {
             .sink = s->cfg->name,
             .msg = msg_view(e, d->msg),
             .attempt = d->attempts,
-            .elapsed_ms = (int64_t)(loop_now(e->loop) - d->first_ms),
+            .elapsed_ms = elapsed,
             .result = res,
         };
         struct sl_error err;
-        if (transform_retry(e->tf, idx, &a, dec, &err) != 0) {
+        if (transform_retry(e->tf, s->idx, &a, dec, &err) != 0) {
             if (s->policy_errors++ % 1000 == 0) {
                 log_error("sink %s: retry policy failed on %s [%d] offset "
                           "%lld: %s; the default policy decides (%llu "
@@ -832,6 +1287,23 @@ static void decide(struct sink *s, struct delivery *d,
     if (dec->verdict == TRANSFORM_DEFAULT) {
         retry_default(cd->retry_backoff_ms, cd->retry_backoff_max_ms,
                       d->attempts, res, next_random(e), dec);
+        *class = DLQ_CLASS_REJECTED;
+        if (dec->verdict == TRANSFORM_RETRY && cd->retry_max_attempts > 0 &&
+            d->attempts >= (uint64_t)cd->retry_max_attempts) {
+            dec->verdict = TRANSFORM_GIVE_UP;
+            *class = DLQ_CLASS_MAX_ATTEMPTS;
+            snprintf(dec->reason, sizeof(dec->reason),
+                     "%u attempts (retry_max_attempts), the last: %s",
+                     d->attempts, res->error);
+        } else if (dec->verdict == TRANSFORM_RETRY &&
+                   cd->retry_deadline_ms > 0 &&
+                   elapsed >= cd->retry_deadline_ms) {
+            dec->verdict = TRANSFORM_GIVE_UP;
+            *class = DLQ_CLASS_DEADLINE;
+            snprintf(dec->reason, sizeof(dec->reason),
+                     "failing for %lld ms (retry_deadline), the last: %s",
+                     (long long)elapsed, res->error);
+        }
     } else if (dec->verdict == TRANSFORM_RETRY && dec->delay_ms < 0) {
         dec->delay_ms = retry_backoff(cd->retry_backoff_ms,
                                       cd->retry_backoff_max_ms, d->attempts,
@@ -839,67 +1311,109 @@ static void decide(struct sink *s, struct delivery *d,
     }
 }
 
+/* The sink's configured class of an answer (retry_on, permanent_on,
+ * done_on), as a connector status; done: counts as delivered. */
+static enum connector_status classify(const struct sink *s,
+                                      const struct connector_result *res,
+                                      int *done)
+{
+    int status = res->http_status;
+    unsigned char a;
+
+    *done = 0;
+    if (status <= 0) {
+        if (res->status != CONNECTOR_RETRY) {
+            return res->status; /* not from the sink: the request itself */
+        }
+        a = s->cfg->answers[0];
+    } else {
+        a = s->cfg->answers[status < CFG_STATUS_MAX ? status : 0];
+        if (a == CFG_ANSWER_DEFAULT) {
+            return status >= 200 && status < 300 ? CONNECTOR_OK
+                                                 : CONNECTOR_REJECT;
+        }
+    }
+    switch (a) {
+    case CFG_ANSWER_RETRY:
+        return CONNECTOR_RETRY;
+    case CFG_ANSWER_DONE:
+        *done = 1;
+        return CONNECTOR_OK;
+    default:
+        return CONNECTOR_REJECT;
+    }
+}
+
 static void on_result(struct sink *s, struct delivery *d,
-                      const struct connector_result *res)
+                      const struct connector_result *given)
 {
     engine_t *e = s->e;
     struct msg *m = d->msg;
     uint64_t now = loop_now(e->loop);
     struct transform_decision dec = {.verdict = TRANSFORM_RETRY};
+    struct connector_result res;
+    const char *class;
+    int done;
+    enum connector_status status = classify(s, given, &done);
 
-    if (res->status == CONNECTOR_OK) {
+    breaker_record(s, d,
+                   status == CONNECTOR_RETRY &&
+                       (given->http_status <= 0 || given->http_status >= 500),
+                   given->http_status <= 0 && given->status != CONNECTOR_RETRY,
+                   now);
+    if (status == CONNECTOR_OK && !done) {
         s->delivered++;
         delivery_finish(s, d);
         return;
     }
     d->attempts++;
-    s->failed++;
     if (m->part->revoked) {
         delivery_finish(s, d);
         return;
     }
-    if (d->gave_up) {
-        /* No dead-letter queue yet: keep trying at the cap. */
-        dec.delay_ms = e->cfg->delivery.retry_backoff_max_ms;
-    } else {
-        decide(s, d, res, &dec);
+    if (done) {
+        s->done_by_policy++;
+        delivery_finish(s, d);
+        return;
     }
+    s->failed++;
+    res = *given;
+    res.status = status;
+    decide(s, d, &res, &dec, &class);
     if (dec.verdict == TRANSFORM_DONE) {
         s->done_by_policy++;
         log_debug("sink %s: %s [%d] offset %lld counted as done by the "
                   "retry policy after: %s",
                   s->cfg->name, m->part->topic, (int)m->part->partition,
-                  (long long)m->offset, res->error);
+                  (long long)m->offset, res.error);
         delivery_finish(s, d);
         return;
     }
     if (dec.verdict == TRANSFORM_GIVE_UP) {
-        d->gave_up = 1;
         s->gave_up++;
-        dec.delay_ms = e->cfg->delivery.retry_backoff_max_ms;
-        log_error("sink %s: gave up on %s [%d] offset %lld (dedupe key %s) "
-                  "after %u attempt(s): %s; there is no dead-letter queue "
-                  "yet, so it stays uncommitted and is tried again every "
-                  "%lld ms",
-                  s->cfg->name, m->part->topic, (int)m->part->partition,
-                  (long long)m->offset, msg_view(e, m)->dedupe_key,
-                  d->attempts, dec.reason,
-                  (long long)e->cfg->delivery.retry_backoff_max_ms);
+        dead_letter(e, d, DLQ_STAGE_SINK, class, dec.reason, &res);
+        return;
     }
     s->fails_unlogged++;
     if (now - s->fail_logged_ms >= FAIL_LOG_INTERVAL_MS ||
         s->fail_logged_ms == 0) {
+        char error[sizeof(res.error)];
+        size_t len = strlen(res.error);
+        memcpy(error, res.error, len + 1);
+        redact_apply(e->redact, error, &len, sizeof(error) - 1);
+        error[len] = '\0';
         log_warn("sink %s: %s [%d] offset %lld attempt %u failed: %s "
                  "(%llu failure(s) since the last report); retrying in "
                  "%lld ms",
                  s->cfg->name, m->part->topic, (int)m->part->partition,
-                 (long long)m->offset, d->attempts, res->error,
+                 (long long)m->offset, d->attempts, error,
                  (unsigned long long)s->fails_unlogged,
                  (long long)dec.delay_ms);
         s->fail_logged_ms = now;
         s->fails_unlogged = 0;
     }
     s->retried++;
+    d->retry.fn = retry_fired;
     loop_timer_start(e->loop, &d->retry, dec.delay_ms);
 }
 
@@ -1007,7 +1521,8 @@ static int msg_enqueue(engine_t *e, struct msg *m, size_t i)
         d->msg = m;
         d->sink = s;
         d->attempts = 0;
-        d->gave_up = 0;
+        d->chain = NULL;
+        d->dead = NULL;
         d->shaped = 0;
         d->retry.fn = retry_fired;
         if (shaped != NULL && transform_has_sink(e->tf, k)) {
@@ -1020,13 +1535,8 @@ static int msg_enqueue(engine_t *e, struct msg *m, size_t i)
             }
             if (rc != TRANSFORM_SEND) {
                 s->failed++;
-                log_error("sink %s: transform failed on %s [%d] offset %lld: "
-                          "%s; skipped for this sink (there is no "
-                          "dead-letter queue yet)",
-                          s->cfg->name, m->part->topic,
-                          (int)m->part->partition, (long long)m->offset,
-                          shaped[k].err.msg);
-                m->pending--;
+                dead_letter(e, d, DLQ_STAGE_SHAPE, DLQ_CLASS_SHAPE,
+                            shaped[k].err.msg, NULL);
                 continue;
             }
             if (delivery_shape(d, req) != 0) {
@@ -1039,6 +1549,44 @@ static int msg_enqueue(engine_t *e, struct msg *m, size_t i)
         }
     }
     return 0;
+}
+
+/* The pipeline transform raised on rec: the record goes to the
+ * pipeline's DLQ (sink *, stage transform) and to no sink; it counts as
+ * handled once the DLQ has it. */
+static void transform_dead_letter(engine_t *e,
+                                  const struct consumer_record *rec,
+                                  uint64_t slot, const char *dedupe,
+                                  const char *why)
+{
+    struct part *p = rec->part;
+    struct transform_out plain = {.unchanged = 1, .dedupe_key = dedupe};
+    struct msg *m = msg_alloc(e);
+
+    if (m == NULL || msg_fill(e, m, rec, &plain, dedupe) != 0) {
+        e->fatal = 1;
+        log_error("out of memory dead-lettering %s [%d] offset %lld: "
+                  "stopping, it is not committed",
+                  rec->topic, (int)rec->partition, (long long)rec->offset);
+        if (m != NULL) {
+            msg_free(e, m);
+        }
+        consumer_release(rec->handle);
+        return;
+    }
+    m->handle = rec->handle;
+    m->origin = m;
+    m->slot = slot;
+    m->outputs = 1;
+    m->pending = 1;
+    p->refs++;
+    p->inflight++;
+    e->inflight++;
+    e->inflight_bytes += m->bytes;
+    struct delivery *d = &m->d[0];
+    *d = (struct delivery){.msg = m, .retry = d->retry, .req = d->req};
+    dead_letter(e, d, DLQ_STAGE_TRANSFORM, DLQ_CLASS_TRANSFORM, why, NULL);
+    check_bounds_after_add(e, p);
 }
 
 static void on_record(void *arg, const struct consumer_record *rec)
@@ -1090,16 +1638,13 @@ static void on_record(void *arg, const struct consumer_record *rec)
         e->view_msg = NULL; /* the view now holds this record */
         dedupe = in->dedupe_key;
         n = transform_run(e->tf, in, &err);
-        if (n <= 0) {
-            if (n < 0) {
-                e->transform_failed++;
-                log_error("transform failed on %s [%d] offset %lld: %s; "
-                          "skipped (there is no dead-letter queue yet)",
-                          rec->topic, (int)rec->partition,
-                          (long long)rec->offset, err.msg);
-            } else {
-                e->dropped++;
-            }
+        if (n < 0) {
+            e->transform_failed++;
+            transform_dead_letter(e, rec, slot, dedupe, err.msg);
+            return;
+        }
+        if (n == 0) {
+            e->dropped++;
             offsets_done(p->offsets, slot);
             consumer_release(rec->handle);
             return;
@@ -1237,6 +1782,14 @@ static void print_progress(engine_t *e, int final)
     n = add_counter(line, n, sizeof(line), "dropped", "", e->dropped);
     n = add_counter(line, n, sizeof(line), "transform_failed", "",
                     e->transform_failed);
+    n = add_counter(line, n, sizeof(line), "transform_dead_lettered", "",
+                    e->transform_dead_lettered);
+    n = add_counter(line, n, sizeof(line), "dlq_write_failures", "",
+                    e->dlq_write_failures);
+    if (final) {
+        n = add_counter(line, n, sizeof(line), "uncommitted", "",
+                        e->inflight);
+    }
     for (size_t i = 0; i < e->nsinks; i++) {
         const struct sink *s = &e->sinks[i];
         const char *name = s->cfg->name;
@@ -1245,6 +1798,10 @@ static void print_progress(engine_t *e, int final)
         n = add_counter(line, n, sizeof(line), name, "_gave_up", s->gave_up);
         n = add_counter(line, n, sizeof(line), name, "_done_by_policy",
                         s->done_by_policy);
+        n = add_counter(line, n, sizeof(line), name, "_dead_lettered",
+                        s->dead_lettered);
+        n = add_counter(line, n, sizeof(line), name, "_breaker_opens",
+                        s->breaker_opens);
     }
     if (final) {
         log_info("%s", line);
@@ -1265,6 +1822,24 @@ static void progress_fired(struct loop_timer *t)
 
 /* ---- lifecycle ---- */
 
+/* Names this worker in DLQ records: its static membership id when it has
+ * one, else host and pid. */
+static void worker_id(const struct cfg *cfg, char *out, size_t cap)
+{
+    char host[64] = "?";
+
+    for (size_t i = 0; i < cfg->source.properties.count; i++) {
+        if (strcmp(cfg->source.properties.keys[i], "group.instance.id") ==
+            0) {
+            snprintf(out, cap, "%s", cfg->source.properties.values[i]);
+            return;
+        }
+    }
+    gethostname(host, sizeof(host) - 1);
+    host[sizeof(host) - 1] = '\0';
+    snprintf(out, cap, "%s-%d", host, (int)getpid());
+}
+
 struct cfg *engine_load_config(const char *path, FILE *errf)
 {
     struct cfg_errors *errs = calloc(1, sizeof(*errs));
@@ -1275,7 +1850,8 @@ struct cfg *engine_load_config(const char *path, FILE *errf)
         return NULL;
     }
     cfg = cfg_load(path, errs);
-    if (cfg != NULL && consumer_check_config(cfg, errs) != 0) {
+    if (cfg != NULL && (consumer_check_config(cfg, errs) != 0 ||
+                        dlq_check_config(cfg, errs) != 0)) {
         cfg_free(cfg);
         cfg = NULL;
     }
@@ -1331,6 +1907,12 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
     pthread_sigmask(SIG_BLOCK, &mask, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    e->redact = redact_new(cfg);
+    if (e->redact == NULL) {
+        sl_error_set(err, "out of memory");
+        goto fail;
+    }
+    worker_id(cfg, e->worker_id, sizeof(e->worker_id));
     e->tf = transform_new(cfg, err);
     if (e->tf == NULL) {
         goto fail;
@@ -1366,11 +1948,14 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
     }
     for (size_t i = 0; i < e->nsinks; i++) {
         loop_timer_init(&e->sinks[i].pump, pump_fired);
+        loop_timer_init(&e->sinks[i].breaker_timer, breaker_fired);
     }
     for (size_t i = 0; i < e->nsinks; i++) {
         struct sink *s = &e->sinks[i];
         s->e = e;
+        s->idx = i;
         s->cfg = &cfg->sinks[i];
+        s->dlq_topic = cfg_sink_dlq_topic(cfg, i);
         s->mask = buckets - 1;
         s->buckets = calloc(buckets, sizeof(*s->buckets));
         if (s->buckets == NULL) {
@@ -1392,12 +1977,36 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
         s->opened = 1;
     }
 
-    if (strcmp(bootstrap, "embedded") == 0) {
+    const char *dlq_bootstrap = cfg->dlq.brokers;
+    if (strcmp(bootstrap, "embedded") == 0 ||
+        strcmp(dlq_bootstrap, "embedded") == 0) {
         e->embedded = embedded_start(cfg, err);
         if (e->embedded == NULL) {
             goto fail;
         }
-        bootstrap = embedded_bootstrap(e->embedded);
+        if (strcmp(bootstrap, "embedded") == 0) {
+            bootstrap = embedded_bootstrap(e->embedded);
+        }
+        if (strcmp(dlq_bootstrap, "embedded") == 0) {
+            dlq_bootstrap = embedded_bootstrap(e->embedded);
+        }
+    }
+    e->dlq = dlq_new(cfg, dlq_bootstrap, e->loop, on_dlq_done, e, err);
+    if (e->dlq == NULL) {
+        goto fail;
+    }
+    if (strcmp(cfg->dlq.brokers, "embedded") != 0) {
+        const char **topics = calloc(e->nsinks + 1, sizeof(*topics));
+        if (topics == NULL) {
+            sl_error_set(err, "out of memory");
+            goto fail;
+        }
+        topics[0] = cfg->dlq.topic;
+        for (size_t i = 0; i < e->nsinks; i++) {
+            topics[i + 1] = e->sinks[i].dlq_topic;
+        }
+        dlq_ensure_topics(e->dlq, topics, e->nsinks + 1, 10000);
+        free(topics);
     }
     struct consumer_callbacks cb = {
         .arg = e,
@@ -1442,10 +2051,12 @@ int engine_run(engine_t *e)
     if (!e->fatal) {
         drain(e, NULL, 0);
     }
-    if (e->inflight > 0) {
-        log_warn("%zu message(s) still in flight at exit: not committed, "
-                 "they will be redelivered",
-                 e->inflight);
+    size_t left = e->inflight;
+    if (left > 0) {
+        log_warn("%zu message(s) still in flight at exit (%zu of them "
+                 "waiting for the dead-letter queue): not committed, they "
+                 "will be redelivered",
+                 left, e->stuck + dlq_pending(e->dlq));
     }
     commit_all(e, 1);
     consumer_close(e->consumer);
@@ -1454,7 +2065,7 @@ int engine_run(engine_t *e)
         fputc('\n', stderr);
     }
     print_progress(e, 1);
-    return e->fatal ? 1 : 0;
+    return e->fatal ? ENGINE_FATAL : left > 0 ? ENGINE_LEFT : ENGINE_OK;
 }
 
 /* Frees m, live or free (a free msg's retry timers are stopped). */
@@ -1463,6 +2074,7 @@ static void msg_destroy(engine_t *e, struct msg *m)
     for (size_t i = 0; i < e->nsinks; i++) {
         loop_timer_stop(e->loop, &m->d[i].retry);
         copy_free(&m->d[i].req);
+        free(m->d[i].dead);
     }
     copy_free(&m->own);
     free(m);
@@ -1482,8 +2094,11 @@ void engine_destroy(engine_t *e)
         loop_timer_stop(e->loop, &e->hold_timer);
         for (size_t i = 0; e->sinks != NULL && i < e->nsinks; i++) {
             loop_timer_stop(e->loop, &e->sinks[i].pump);
+            loop_timer_stop(e->loop, &e->sinks[i].breaker_timer);
         }
     }
+    /* Before the msgs: its reports point at their deliveries. */
+    dlq_destroy(e->dlq);
     for (size_t i = 0; i < e->nsinks; i++) {
         if (e->sinks[i].opened) {
             e->sinks[i].cfg->connector->close(e->sinks[i].cfg->ctx);
@@ -1535,6 +2150,7 @@ void engine_destroy(engine_t *e)
         free(s->buckets);
     }
     free(e->sinks);
+    redact_free(e->redact);
     if (e->sigfd >= 0) {
         close(e->sigfd);
     }

@@ -42,7 +42,11 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
                      struct sl_error *err);
 
 /* Runs until SIGINT/SIGTERM (then drains, commits, leaves the group) or a
- * fatal error. Returns 0 after a clean stop, 1 after a fatal error. */
+ * fatal error. Returns ENGINE_OK after a clean stop with everything
+ * consumed committed, ENGINE_LEFT after a stop that left messages
+ * uncommitted (the drain timed out, or the DLQ could not be written: the
+ * next owner redelivers them), ENGINE_FATAL after a fatal error. */
+enum { ENGINE_OK = 0, ENGINE_FATAL = 1, ENGINE_LEFT = 3 };
 int engine_run(engine_t *e);
 
 /* Frees everything; engine_destroy(NULL) is a no-op. */

@@ -188,7 +188,7 @@ static int cmd_run(int argc, char **argv)
         cfg_free(cfg);
         return EXIT_RUNTIME;
     }
-    rc = engine_run(engine) == 0 ? EXIT_OK : EXIT_RUNTIME;
+    rc = engine_run(engine); /* ENGINE_* are the exit codes */
     engine_destroy(engine);
     cfg_free(cfg);
     return rc;

@@ -62,7 +62,7 @@ def test_kafka_headers_forwarded_and_secret_sink_headers(
         args=("--progress", "--log-level", "debug"),
         env={"SLUICE_IT_TOKEN": secret},
         # Some failures first, so the failure paths log too.
-        script={"statuses": [500, 401, 0], "then": 200})
+        script={"statuses": [500, 503, 0], "then": 200})
     ok = harness.ok_records(recs)
     assert len(ok) == count and len(recs) == count + 3
     for r in recs:

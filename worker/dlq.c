@@ -1,0 +1,453 @@
+/* dlq.c -- the dead-letter producer, driven by the lane's loop.
+ *
+ * An idempotent producer (acks=all): a write counts only once Kafka
+ * acknowledged it, and librdkafka's retries cannot duplicate or reorder
+ * it. Delivery reports are served from the main queue, which signals a
+ * pipe when it turns non-empty; the loop watches the pipe, so the lane
+ * never blocks in librdkafka. A record too large for the broker is cut,
+ * with a header saying how long it was, rather than lost. */
+#include "dlq.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+/* What a too-large record's value is cut to, first; a second refusal
+ * cuts it to nothing (the context headers still say what it was). */
+#define TRUNCATE_TO (64 * 1024)
+#define POLL_TICK_MS 1000
+
+struct dlq {
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *queue;
+    loop_t *loop;
+    dlq_done_fn done;
+    void *arg;
+    int pipe_fds[2];
+    struct loop_io io;
+    struct loop_timer tick;
+    size_t pending;
+    size_t max_bytes; /* message.max.bytes */
+    int partitions;   /* of the topics it creates */
+};
+
+/* One write in flight: what a retry with a cut value needs. */
+struct job {
+    void *token;
+    int cuts; /* how often the value was cut */
+};
+
+/* Properties that would break "acknowledged means durable". */
+static const char *const managed[] = {"enable.idempotence", "acks",
+                                      "bootstrap.servers", NULL};
+
+static const struct {
+    const char *name, *value;
+} defaults[] = {
+    {"enable.idempotence", "true"},
+    {"acks", "all"},
+    /* A write that cannot be made in this time is reported failed and
+     * the engine writes it again: the record stays uncommitted
+     * meanwhile, so a long outage costs nothing but the wait. */
+    {"message.timeout.ms", "30000"},
+    {"linger.ms", "5"},
+    {"log.connection.close", "false"},
+    {"client.software.name", "sluice"},
+    {NULL, NULL},
+};
+
+static int is_managed(const char *name)
+{
+    for (size_t i = 0; managed[i] != NULL; i++) {
+        if (strcmp(managed[i], name) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static rd_kafka_conf_t *build_conf(const struct cfg *cfg,
+                                   const char *bootstrap,
+                                   struct cfg_errors *errs,
+                                   struct sl_error *err)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    const struct opt_map *props = &cfg->dlq.properties;
+    char errstr[512];
+    int bad = 0;
+
+    for (size_t i = 0; defaults[i].name != NULL; i++) {
+        rd_kafka_conf_set(conf, defaults[i].name, defaults[i].value, NULL, 0);
+    }
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, errstr,
+                          sizeof(errstr)) != RD_KAFKA_CONF_OK) {
+        sl_error_set(err, "dlq.brokers: %s", errstr);
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    for (size_t i = 0; i < props->count; i++) {
+        const char *why = NULL;
+        if (is_managed(props->keys[i])) {
+            why = "is managed by sluice and cannot be set";
+        } else if (rd_kafka_conf_set(conf, props->keys[i], props->values[i],
+                                     errstr, sizeof(errstr)) !=
+                   RD_KAFKA_CONF_OK) {
+            why = errstr;
+        }
+        if (why == NULL) {
+            continue;
+        }
+        bad++;
+        if (errs != NULL) {
+            cfg_errors_add(errs, cfg->path, cfg->dlq.properties_line,
+                           cfg->dlq.properties_col, "dlq.properties",
+                           "`%s` %s", props->keys[i], why);
+        } else {
+            sl_error_set(err, "dlq.properties: `%s` %s", props->keys[i], why);
+        }
+    }
+    if (bad) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    return conf;
+}
+
+int dlq_check_config(const struct cfg *cfg, struct cfg_errors *errs)
+{
+    rd_kafka_conf_t *conf = build_conf(cfg, "localhost:9092", errs, NULL);
+
+    if (conf == NULL) {
+        return -1;
+    }
+    rd_kafka_conf_destroy(conf);
+    return 0;
+}
+
+static int produce(dlq_t *d, const char *topic, const void *key,
+                   size_t key_len, const void *value, size_t value_len,
+                   rd_kafka_headers_t *headers, struct job *job)
+{
+    return rd_kafka_producev(
+        d->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_KEY(key, key_len),
+        RD_KAFKA_V_VALUE((void *)value, value_len),
+        RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE(job), RD_KAFKA_V_END);
+}
+
+/* Cuts a refused record's value and writes it again: 0 when queued. */
+static int rewrite_cut(dlq_t *d, const rd_kafka_message_t *m, struct job *job)
+{
+    rd_kafka_headers_t *hdrs = NULL, *copy;
+    size_t keep = job->cuts == 0 && m->len > TRUNCATE_TO ? TRUNCATE_TO : 0;
+    char len[32];
+
+    if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        copy = rd_kafka_headers_copy(hdrs);
+    } else {
+        copy = rd_kafka_headers_new(1);
+    }
+    if (job->cuts == 0) {
+        snprintf(len, sizeof(len), "%zu", m->len);
+        rd_kafka_header_add(copy, DLQ_H_TRUNCATED, -1, len, -1);
+    }
+    job->cuts++;
+    if (produce(d, rd_kafka_topic_name(m->rkt), m->key, m->key_len,
+                m->payload, keep, copy, job) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rd_kafka_headers_destroy(copy);
+        return -1;
+    }
+    log_warn("dlq: a record for %s was too large for the broker: its value "
+             "(%zu bytes) is cut to %zu bytes",
+             rd_kafka_topic_name(m->rkt), m->len, keep);
+    return 0;
+}
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    dlq_t *d = opaque;
+    struct job *job = m->_private;
+
+    (void)rk;
+    if (m->err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE && job->cuts < 2 &&
+        rewrite_cut(d, m, job) == 0) {
+        return; /* still pending, under the same job */
+    }
+    d->pending--;
+    void *token = job->token;
+    free(job);
+    if (d->done == NULL) {
+        return; /* being destroyed */
+    }
+    d->done(d->arg, token,
+            m->err == RD_KAFKA_RESP_ERR_NO_ERROR ? NULL
+                                                 : rd_kafka_err2str(m->err));
+}
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac,
+                   const char *buf)
+{
+    (void)rk;
+    log_write(level <= 3 ? LOG_ERROR : level <= 5 ? LOG_WARN : LOG_DEBUG,
+              "dlq kafka %s: %s", fac, buf);
+}
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason,
+                     void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    /* Writes that fail are reported one by one and written again; a fatal
+     * idempotence error leaves every later write failing, which keeps
+     * the records uncommitted and says so in the log. */
+    log_warn("dlq kafka: %s: %s", rd_kafka_err2name(err), reason);
+}
+
+static void serve(dlq_t *d)
+{
+    rd_kafka_poll(d->rk, 0);
+}
+
+static void pipe_ready(struct loop_io *io, uint32_t events)
+{
+    dlq_t *d = (dlq_t *)(void *)((char *)io - offsetof(dlq_t, io));
+    char buf[256];
+
+    (void)events;
+    while (read(io->fd, buf, sizeof(buf)) > 0) {
+    }
+    serve(d);
+}
+
+/* Reports can be queued before the pipe is armed; a clock catches them. */
+static void tick_fired(struct loop_timer *t)
+{
+    dlq_t *d = (dlq_t *)(void *)((char *)t - offsetof(dlq_t, tick));
+
+    serve(d);
+    loop_timer_start(d->loop, t, POLL_TICK_MS);
+}
+
+dlq_t *dlq_new(const struct cfg *cfg, const char *bootstrap, loop_t *loop,
+               dlq_done_fn done, void *arg, struct sl_error *err)
+{
+    dlq_t *d = calloc(1, sizeof(*d));
+    rd_kafka_conf_t *conf;
+    char errstr[512], value[32];
+    size_t value_len = sizeof(value);
+
+    if (d == NULL) {
+        sl_error_set(err, "out of memory");
+        return NULL;
+    }
+    d->loop = loop;
+    d->done = done;
+    d->arg = arg;
+    d->pipe_fds[0] = d->pipe_fds[1] = -1;
+    loop_timer_init(&d->tick, tick_fired);
+    conf = build_conf(cfg, bootstrap, NULL, err);
+    if (conf == NULL) {
+        free(d);
+        return NULL;
+    }
+    d->partitions = (int)cfg->dlq.partitions;
+    d->max_bytes = 1000000;
+    if (rd_kafka_conf_get(conf, "message.max.bytes", value, &value_len) ==
+        RD_KAFKA_CONF_OK) {
+        d->max_bytes = (size_t)strtoull(value, NULL, 10);
+    }
+    rd_kafka_conf_set_opaque(conf, d);
+    rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set_error_cb(conf, error_cb);
+    d->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (d->rk == NULL) {
+        rd_kafka_conf_destroy(conf);
+        free(d);
+        sl_error_set(err, "dlq producer: %s", errstr);
+        return NULL;
+    }
+    d->queue = rd_kafka_queue_get_main(d->rk);
+    if (pipe2(d->pipe_fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+        sl_error_set(err, "pipe: %s", strerror(errno));
+        dlq_destroy(d);
+        return NULL;
+    }
+    rd_kafka_queue_io_event_enable(d->queue, d->pipe_fds[1], "1", 1);
+    d->io.fd = d->pipe_fds[0];
+    d->io.fn = pipe_ready;
+    if (loop_io_add(loop, &d->io, LOOP_READABLE) != 0) {
+        sl_error_set(err, "epoll: %s", strerror(errno));
+        close(d->pipe_fds[0]);
+        d->pipe_fds[0] = -1;
+        dlq_destroy(d);
+        return NULL;
+    }
+    loop_timer_start(loop, &d->tick, POLL_TICK_MS);
+    return d;
+}
+
+void dlq_ensure_topics(dlq_t *d, const char *const *topics, size_t count,
+                       int timeout_ms)
+{
+    rd_kafka_NewTopic_t **nt = calloc(count ? count : 1, sizeof(*nt));
+    rd_kafka_queue_t *q = rd_kafka_queue_new(d->rk);
+    rd_kafka_AdminOptions_t *opts =
+        rd_kafka_AdminOptions_new(d->rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    char errstr[256];
+    size_t n = 0;
+
+    if (nt == NULL || q == NULL || opts == NULL) {
+        goto out;
+    }
+    rd_kafka_AdminOptions_set_operation_timeout(opts, timeout_ms, errstr,
+                                                sizeof(errstr));
+    rd_kafka_AdminOptions_set_request_timeout(opts, timeout_ms, errstr,
+                                              sizeof(errstr));
+    for (size_t i = 0; i < count; i++) {
+        int seen = 0;
+        for (size_t j = 0; j < i; j++) {
+            seen |= strcmp(topics[i], topics[j]) == 0;
+        }
+        if (!seen) {
+            nt[n] = rd_kafka_NewTopic_new(topics[i], d->partitions,
+                                          -1, errstr, sizeof(errstr));
+            if (nt[n] != NULL) {
+                n++;
+            }
+        }
+    }
+    rd_kafka_CreateTopics(d->rk, nt, n, opts, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, timeout_ms + 1000);
+    const rd_kafka_CreateTopics_result_t *res =
+        ev != NULL ? rd_kafka_event_CreateTopics_result(ev) : NULL;
+    if (res == NULL) {
+        log_warn("dlq: could not check the dead-letter topics in %d ms%s%s; "
+                 "writes are retried until they succeed",
+                 timeout_ms, ev != NULL ? ": " : "",
+                 ev != NULL ? rd_kafka_event_error_string(ev) : "");
+    } else {
+        size_t rn;
+        const rd_kafka_topic_result_t **r =
+            rd_kafka_CreateTopics_result_topics(res, &rn);
+        for (size_t i = 0; i < rn; i++) {
+            rd_kafka_resp_err_t e = rd_kafka_topic_result_error(r[i]);
+            if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
+                log_info("dlq: created topic %s",
+                         rd_kafka_topic_result_name(r[i]));
+            } else if (e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+                log_warn("dlq: cannot create topic %s: %s; writes are "
+                         "retried until they succeed",
+                         rd_kafka_topic_result_name(r[i]),
+                         rd_kafka_topic_result_error_string(r[i]));
+            }
+        }
+    }
+    if (ev != NULL) {
+        rd_kafka_event_destroy(ev);
+    }
+out:
+    for (size_t i = 0; i < n; i++) {
+        rd_kafka_NewTopic_destroy(nt[i]);
+    }
+    free(nt);
+    if (opts != NULL) {
+        rd_kafka_AdminOptions_destroy(opts);
+    }
+    if (q != NULL) {
+        rd_kafka_queue_destroy(q);
+    }
+}
+
+int dlq_write(dlq_t *d, const struct dlq_record *r, void *token,
+              struct sl_error *err)
+{
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(r->header_count + 1);
+    struct job *job = malloc(sizeof(*job));
+    size_t bytes = r->key_len + r->value_len;
+    size_t value_len = r->value_len;
+    rd_kafka_resp_err_t e;
+
+    if (hdrs == NULL || job == NULL) {
+        if (hdrs != NULL) {
+            rd_kafka_headers_destroy(hdrs);
+        }
+        free(job);
+        return sl_error_set(err, "out of memory");
+    }
+    job->token = token;
+    job->cuts = 0;
+    for (size_t i = 0; i < r->header_count; i++) {
+        const struct connector_header *h = &r->headers[i];
+        rd_kafka_header_add(hdrs, h->name, -1, h->value,
+                            (ssize_t)h->value_len);
+        bytes += strlen(h->name) + h->value_len + 8;
+    }
+    /* Cut up front what the producer would refuse outright. */
+    if (bytes + 512 > d->max_bytes) {
+        char len[32];
+        size_t over = bytes + 512 - d->max_bytes;
+        value_len = over < value_len ? value_len - over : 0;
+        if (value_len > TRUNCATE_TO) {
+            value_len = TRUNCATE_TO;
+        }
+        snprintf(len, sizeof(len), "%zu", r->value_len);
+        rd_kafka_header_add(hdrs, DLQ_H_TRUNCATED, -1, len, -1);
+        job->cuts = 1;
+        log_warn("dlq: a record for %s is too large (%zu bytes): its value "
+                 "is cut to %zu bytes",
+                 r->topic, bytes, value_len);
+    }
+    e = produce(d, r->topic, r->key, r->key != NULL ? r->key_len : 0,
+                r->value, value_len, hdrs, job);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rd_kafka_headers_destroy(hdrs);
+        free(job);
+        return sl_error_set(err, "%s", rd_kafka_err2str(e));
+    }
+    d->pending++;
+    return 0;
+}
+
+size_t dlq_pending(const dlq_t *d)
+{
+    return d->pending;
+}
+
+void dlq_destroy(dlq_t *d)
+{
+    if (d == NULL) {
+        return;
+    }
+    loop_timer_stop(d->loop, &d->tick);
+    if (d->pipe_fds[0] >= 0) {
+        loop_io_del(d->loop, &d->io);
+    }
+    if (d->rk != NULL) {
+        /* Reports still due must not reach a caller that is gone; they
+         * are served only to free their jobs. */
+        d->done = NULL;
+        rd_kafka_purge(d->rk, RD_KAFKA_PURGE_F_QUEUE |
+                                  RD_KAFKA_PURGE_F_INFLIGHT |
+                                  RD_KAFKA_PURGE_F_NON_BLOCKING);
+        rd_kafka_flush(d->rk, 1000);
+        rd_kafka_poll(d->rk, 0);
+        if (d->queue != NULL) {
+            rd_kafka_queue_io_event_enable(d->queue, -1, NULL, 0);
+            rd_kafka_queue_destroy(d->queue);
+        }
+        rd_kafka_destroy(d->rk);
+    }
+    for (int i = 0; i < 2; i++) {
+        if (d->pipe_fds[i] >= 0) {
+            close(d->pipe_fds[i]);
+        }
+    }
+    free(d);
+}
