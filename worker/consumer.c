@@ -647,6 +647,33 @@ void consumer_payload(void *handle, const void **key, size_t *key_len,
     *value_len = m->payload != NULL ? m->len : 0;
 }
 
+int consumer_range(consumer_t *c, const char *topic, int32_t partition,
+                   int64_t *start, int64_t *end)
+{
+    int64_t low, high;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_resp_err_t err;
+
+    rd_kafka_topic_partition_list_add(l, topic, partition);
+    err = rd_kafka_query_watermark_offsets(c->rk, topic, partition, &low,
+                                           &high, 10000);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        err = rd_kafka_committed(c->rk, l, 10000);
+    }
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        int64_t committed = l->elems[0].offset;
+        *start = committed >= low ? committed : low;
+        *end = high;
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        log_warn("%s [%d]: cannot read its offsets: %s", topic,
+                 (int)partition, rd_kafka_err2str(err));
+        return -1;
+    }
+    return 0;
+}
+
 void consumer_release(void *handle)
 {
     rd_kafka_message_destroy(handle);

@@ -92,6 +92,12 @@ const void *consumer_header_find(void *handle, const char *name,
 void consumer_payload(void *handle, const void **key, size_t *key_len,
                       const void **value, size_t *value_len);
 
+/* Where partition stands for the group: *start the committed offset (the
+ * low watermark when none), *end the high watermark. Blocks (up to 10 s):
+ * for bounded runs such as a DLQ replay, which stop at the end. 0 or -1. */
+int consumer_range(consumer_t *c, const char *topic, int32_t partition,
+                   int64_t *start, int64_t *end);
+
 /* Frees a record that on_record handed out. */
 void consumer_release(void *handle);
 

@@ -132,10 +132,12 @@ int dlq_check_config(const struct cfg *cfg, struct cfg_errors *errs)
 
 static int produce(dlq_t *d, const char *topic, const void *key,
                    size_t key_len, const void *value, size_t value_len,
-                   rd_kafka_headers_t *headers, struct job *job)
+                   rd_kafka_headers_t *headers, int64_t timestamp,
+                   struct job *job)
 {
     return rd_kafka_producev(
         d->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_TIMESTAMP(timestamp),
         RD_KAFKA_V_KEY(key, key_len),
         RD_KAFKA_V_VALUE((void *)value, value_len),
         RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE(job), RD_KAFKA_V_END);
@@ -159,7 +161,11 @@ static int rewrite_cut(dlq_t *d, const rd_kafka_message_t *m, struct job *job)
     }
     job->cuts++;
     if (produce(d, rd_kafka_topic_name(m->rkt), m->key, m->key_len,
-                m->payload, keep, copy, job) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+                m->payload, keep, copy,
+                rd_kafka_message_timestamp(m, NULL) > 0
+                    ? rd_kafka_message_timestamp(m, NULL)
+                    : 0,
+                job) != RD_KAFKA_RESP_ERR_NO_ERROR) {
         rd_kafka_headers_destroy(copy);
         return -1;
     }
@@ -405,7 +411,7 @@ int dlq_write(dlq_t *d, const struct dlq_record *r, void *token,
                  r->topic, bytes, value_len);
     }
     e = produce(d, r->topic, r->key, r->key != NULL ? r->key_len : 0,
-                r->value, value_len, hdrs, job);
+                r->value, value_len, hdrs, r->timestamp_ms, job);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
         rd_kafka_headers_destroy(hdrs);
         free(job);

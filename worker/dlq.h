@@ -89,6 +89,7 @@ struct dlq_record {
     size_t value_len;
     const struct connector_header *headers; /* original, then context */
     size_t header_count;
+    int64_t timestamp_ms; /* 0: now */
 };
 
 /* Starts a write; its outcome comes later through done(token). Copies

@@ -59,6 +59,7 @@ struct part {
     size_t stuck; /* of inflight: msgs that will not complete (stopping) */
     size_t refs;  /* live msgs */
     int self_paused, paused, revoked;
+    int64_t start, end; /* replay: the group's offset and the end */
     struct part *next, *prev; /* the engine's assigned list */
 };
 
@@ -75,8 +76,19 @@ struct copy {
 
 /* Why a delivery is being dead-lettered: made when it is (failures are
  * rare, and a body per delivery would multiply the lane's memory). */
+/* A replayed DLQ record's origin, from its context headers: what the
+ * sink is shown and what a new DLQ record says. */
+struct replay_src {
+    char topic[256];
+    int32_t partition;
+    int64_t offset;
+    int64_t timestamp_ms;
+    char dedupe[ENGINE_DEDUPE_MAX];
+};
+
 struct dead {
     engine_t *e;
+    int copy; /* replay: the record as it is, kept in the DLQ for later */
     const char *stage, *class;
     int status; /* 0: no answer */
     uint32_t attempts;
@@ -124,6 +136,7 @@ struct msg {
     unsigned pending;
     int stuck;    /* a DLQ write failed while stopping: left uncommitted */
     unsigned replays; /* origin: failed replays of its DLQ record so far */
+    struct replay_src *src; /* origin, replay: where the record came from */
     size_t bytes; /* counted in the lane's in-flight bytes */
     int transformed; /* key, value, headers and dedupe key are in own */
     const char *dedupe;
@@ -199,6 +212,13 @@ struct engine {
     redact_t *redact;
     char worker_id[128];
     struct ratelog transform_log, dlq_log;
+    /* Replay (opts.replay): its own cfg (the DLQ as source, one sink) and
+     * what became of the records. */
+    struct cfg *replay_cfg;
+    struct loop_timer replay_timer;
+    uint64_t replay_since, replay_selected, replay_kept, replay_guarded,
+        replay_foreign;
+    int replay_assigned, replay_limited;
     transform_t *tf; /* NULL: no scripts */
     int sink_transforms; /* some sink has a transform */
     uint64_t rng;
@@ -343,6 +363,13 @@ static void *on_assign(void *arg, const char *topic, int32_t partition)
     }
     p->partition = partition;
     p->committed = -1;
+    if (e->opts.replay != NULL) {
+        e->replay_assigned = 1;
+        if (consumer_range(e->consumer, topic, partition, &p->start,
+                           &p->end) != 0) {
+            p->start = p->end = -1; /* never at its end: waits for a read */
+        }
+    }
 
     p->next = e->parts;
     if (e->parts != NULL) {
@@ -420,6 +447,9 @@ static void commit_all(engine_t *e, int sync)
     struct consumer_commit list[256];
     size_t n = 0;
 
+    if (e->opts.replay != NULL && e->opts.replay->dry_run) {
+        return; /* a dry run works nothing */
+    }
     for (struct part *p = e->parts; p != NULL; p = p->next) {
         int64_t c = offsets_committable(p->offsets);
         if (c <= p->committed) {
@@ -558,6 +588,7 @@ static struct msg *msg_alloc(engine_t *e)
     }
     m->stuck = 0;
     m->replays = 0;
+    m->src = NULL;
     m->prev = NULL;
     m->next = e->live;
     if (e->live != NULL) {
@@ -586,6 +617,8 @@ static void msg_free(engine_t *e, struct msg *m)
     for (size_t i = 0; i < e->nsinks; i++) {
         copy_trim(&m->d[i].req);
     }
+    free(m->src);
+    m->src = NULL;
     m->next = e->free_msgs;
     e->free_msgs = m;
 }
@@ -768,6 +801,24 @@ static const char *record_dedupe(engine_t *e, void *handle,
                              p->topic, p->partition, offset);
 }
 
+/* The record's headers in e->headers; a replayed DLQ record's context
+ * headers are not the message's and are left out. */
+static size_t record_headers(engine_t *e, void *handle)
+{
+    size_t n = consumer_headers(handle, e->headers, HEADER_SCRATCH), k = 0;
+
+    if (e->opts.replay == NULL) {
+        return n;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (strncmp(e->headers[i].name, DLQ_HEADER_PREFIX,
+                    sizeof(DLQ_HEADER_PREFIX) - 1) != 0) {
+            e->headers[k++] = e->headers[i];
+        }
+    }
+    return k;
+}
+
 /* Fills the engine's view of m: its dedupe key and headers are looked up
  * once per msg, not once per sink (a msg's deliveries usually go out
  * back to back). */
@@ -788,15 +839,23 @@ static const struct connector_msg *msg_view(engine_t *e, struct msg *m)
         .value = m->value,
         .value_len = m->value_len,
     };
+    const struct replay_src *src = m->origin->src;
+    if (src != NULL) {
+        v->topic = src->topic;
+        v->partition = src->partition;
+        v->offset = src->offset;
+        v->timestamp_ms = src->timestamp_ms;
+    }
     if (m->transformed) {
         v->dedupe_key = m->dedupe;
         v->headers = m->own.headers;
         v->header_count = m->own.header_count;
     } else {
-        v->dedupe_key = record_dedupe(e, m->handle, m->part, m->offset);
+        v->dedupe_key = src != NULL ? src->dedupe
+                                    : record_dedupe(e, m->handle, m->part,
+                                                    m->offset);
         v->headers = e->headers;
-        v->header_count =
-            consumer_headers(m->handle, e->headers, HEADER_SCRATCH);
+        v->header_count = record_headers(e, m->handle);
     }
     e->view_msg = m;
     return v;
@@ -1048,6 +1107,18 @@ static void dead_write(engine_t *e, struct delivery *d)
         goto later;
     }
     count = all_headers(origin->handle, &h, &cap);
+    if (x->copy) {
+        /* Kept for a later replay: as it is, but for this sink only. */
+        const char *sink = e->cfg->sinks[0].name;
+        for (size_t i = 0; i < count; i++) {
+            if (strcmp(h[i].name, DLQ_H_SINK) == 0) {
+                h[i].value = sink;
+                h[i].value_len = strlen(sink);
+            }
+        }
+        n = count;
+        goto write;
+    }
     if (cap - count < 20) {
         struct connector_header *more =
             realloc(h, (count + 20) * sizeof(*h));
@@ -1067,7 +1138,10 @@ static void dead_write(engine_t *e, struct delivery *d)
     h[n++] = (struct connector_header){(name_), (text_), (len_)}
 #define PUTS(name_, text_) PUT(name_, text_, strlen(text_))
     PUTS(DLQ_H_PIPELINE, e->cfg->pipeline);
-    PUTS(DLQ_H_SINK, s != NULL ? s->cfg->name : DLQ_SINK_ALL);
+    /* A replay is for one sink: what fails in it is that sink's. */
+    PUTS(DLQ_H_SINK, s != NULL                 ? s->cfg->name
+                     : e->opts.replay != NULL ? e->cfg->sinks[0].name
+                                              : DLQ_SINK_ALL);
     PUTS(DLQ_H_STAGE, x->stage);
     PUTS(DLQ_H_CLASS, x->class);
     PUTS(DLQ_H_REASON, x->reason);
@@ -1100,9 +1174,15 @@ static void dead_write(engine_t *e, struct delivery *d)
     PUTS(DLQ_H_REPLAYS, replays);
 #undef PUTS
 #undef PUT
+write:
     consumer_payload(origin->handle, &r.key, &r.key_len, &r.value,
                      &r.value_len);
-    r.topic = s != NULL ? s->dlq_topic : e->cfg->dlq.topic;
+    r.topic = s != NULL                 ? s->dlq_topic
+              : e->opts.replay != NULL ? e->sinks[0].dlq_topic
+                                       : e->cfg->dlq.topic;
+    if (x->copy) {
+        r.timestamp_ms = origin->timestamp_ms > 0 ? origin->timestamp_ms : 0;
+    }
     r.headers = h;
     r.header_count = n;
     if (dlq_write(e->dlq, &r, d, &err) == 0) {
@@ -1135,7 +1215,7 @@ static void dead_failed(engine_t *e, struct delivery *d, const char *why)
     }
     if (ratelog_allow(&e->dlq_log, loop_now(e->loop), &suppressed)) {
         log_error("dlq: cannot write %s [%d] offset %lld (%s) to %s: %s; it "
-                  "stays uncommitted%s (%llu similar not logged)",
+                  "stays uncommitted%s (%llu more not logged before)",
                   m->part->topic, (int)m->part->partition,
                   (long long)m->offset,
                   d->sink != NULL ? d->sink->cfg->name : "transform",
@@ -1177,7 +1257,9 @@ static void on_dlq_done(void *arg, void *token, const char *err)
         dead_failed(e, d, err);
         return;
     }
-    if (d->sink != NULL) {
+    if (d->dead->copy) {
+        /* counted when kept */
+    } else if (d->sink != NULL) {
         d->sink->dead_lettered++;
     } else {
         e->transform_dead_lettered++;
@@ -1237,14 +1319,28 @@ static void dead_letter(engine_t *e, struct delivery *d, const char *stage,
     struct ratelog *rl = d->sink != NULL ? &d->sink->give_up_log
                                          : &e->transform_log;
     if (ratelog_allow(rl, loop_now(e->loop), &suppressed)) {
-        log_error("%s%s: %s [%d] offset %lld (dedupe key %s) to the "
-                  "dead-letter queue after %u attempt(s): %s: %s (%llu "
-                  "similar not logged)",
-                  d->sink != NULL ? "sink " : "transform",
-                  d->sink != NULL ? d->sink->cfg->name : "", m->part->topic,
-                  (int)m->part->partition, (long long)m->offset,
-                  msg_view(e, m)->dedupe_key, d->attempts, class, x->reason,
-                  (unsigned long long)suppressed);
+        const char *dedupe = msg_view(e, m)->dedupe_key;
+        char more[64] = "";
+        if (suppressed > 0) {
+            snprintf(more, sizeof(more), " (%llu more not logged)",
+                     (unsigned long long)suppressed);
+        }
+        if (d->sink == NULL || strcmp(stage, DLQ_STAGE_SHAPE) == 0) {
+            log_error("%s%s%stransform failed on %s [%d] offset %lld: %s; "
+                      "to the dead-letter queue (dedupe key %s)%s",
+                      d->sink != NULL ? "sink " : "",
+                      d->sink != NULL ? d->sink->cfg->name : "",
+                      d->sink != NULL ? ": " : "", m->part->topic,
+                      (int)m->part->partition, (long long)m->offset,
+                      x->reason, dedupe, more);
+        } else {
+            log_error("sink %s: gave up on %s [%d] offset %lld (dedupe key "
+                      "%s) after %u attempt(s): %s; to the dead-letter queue "
+                      "as %s%s",
+                      d->sink->cfg->name, m->part->topic,
+                      (int)m->part->partition, (long long)m->offset, dedupe,
+                      d->attempts, x->reason, class, more);
+        }
     }
     dead_write(e, d);
 }
@@ -1551,13 +1647,204 @@ static int msg_enqueue(engine_t *e, struct msg *m, size_t i)
     return 0;
 }
 
+/* ---- replay ---- */
+
+/* A context header's value as a NUL-terminated string in out; "" when
+ * absent. */
+static const char *ctx_header(void *handle, const char *name, char *out,
+                              size_t cap)
+{
+    size_t len = 0;
+    const void *v = consumer_header_find(handle, name, &len);
+
+    if (v == NULL || len >= cap) {
+        len = 0;
+    }
+    if (len > 0) {
+        memcpy(out, v, len);
+    }
+    out[len] = '\0';
+    return out;
+}
+
+static int64_t ctx_number(void *handle, const char *name, int64_t def)
+{
+    char text[32], *end;
+    long long v;
+
+    ctx_header(handle, name, text, sizeof(text));
+    if (text[0] == '\0') {
+        return def;
+    }
+    v = strtoll(text, &end, 10);
+    return *end == '\0' ? v : def;
+}
+
+static unsigned replays_of(void *handle)
+{
+    int64_t n = ctx_number(handle, DLQ_H_REPLAYS, 0);
+
+    return n > 0 && n < 1000000 ? (unsigned)n : 0;
+}
+
+/* Whether a DLQ record matches --reason: its error class, its status, or
+ * its status class (4xx). */
+static int reason_matches(const char *want, const char *class,
+                          const char *status)
+{
+    if (strcmp(want, class) == 0 || (status[0] && !strcmp(want, status))) {
+        return 1;
+    }
+    return strlen(want) == 3 && want[1] == 'x' && want[2] == 'x' &&
+           status[0] == want[0] && strlen(status) == 3;
+}
+
+/* Writes rec back to the DLQ as it is (for this sink): it stays to be
+ * worked, and the group may pass its old place. */
+static void replay_keep(engine_t *e, const struct consumer_record *rec,
+                        uint64_t slot)
+{
+    struct part *p = rec->part;
+    struct transform_out plain = {.unchanged = 1};
+    struct msg *m = msg_alloc(e);
+    struct dead *x = calloc(1, sizeof(*x));
+
+    if (m == NULL || x == NULL || msg_fill(e, m, rec, &plain, NULL) != 0) {
+        e->fatal = 1;
+        log_error("out of memory keeping %s [%d] offset %lld", rec->topic,
+                  (int)rec->partition, (long long)rec->offset);
+        free(x);
+        if (m != NULL) {
+            msg_free(e, m);
+        }
+        consumer_release(rec->handle);
+        return;
+    }
+    m->handle = rec->handle;
+    m->origin = m;
+    m->slot = slot;
+    m->outputs = 1;
+    m->pending = 1;
+    p->refs++;
+    p->inflight++;
+    e->inflight++;
+    e->inflight_bytes += m->bytes;
+    struct delivery *d = &m->d[0];
+    *d = (struct delivery){.msg = m, .retry = d->retry, .req = d->req};
+    x->e = e;
+    x->copy = 1;
+    d->dead = x;
+    dead_write(e, d);
+    check_bounds_after_add(e, p);
+}
+
+/* Decides what becomes of DLQ record rec in a replay. Returns 0 when it
+ * is replayed (*src filled, the caller's to free), 1 when it was dealt
+ * with here: not this sink's (done), not selected or past max_replays
+ * (kept for later), or shown by --dry-run. */
+static int replay_select(engine_t *e, const struct consumer_record *rec,
+                         uint64_t slot, struct replay_src **src)
+{
+    const struct dlq_replay_options *o = e->opts.replay;
+    const char *sink_name = e->cfg->sinks[0].name;
+    char sink[256], class[64], status[16], stage[32];
+    struct part *p = rec->part;
+    void *h = rec->handle;
+    int selected;
+
+    ctx_header(h, DLQ_H_SINK, sink, sizeof(sink));
+    if (strcmp(sink, sink_name) != 0 && strcmp(sink, DLQ_SINK_ALL) != 0) {
+        e->replay_foreign++;
+        offsets_done(p->offsets, slot);
+        consumer_release(h);
+        return 1;
+    }
+    ctx_header(h, DLQ_H_CLASS, class, sizeof(class));
+    ctx_header(h, DLQ_H_STATUS, status, sizeof(status));
+    ctx_header(h, DLQ_H_STAGE, stage, sizeof(stage));
+    selected = (o->reason == NULL || reason_matches(o->reason, class, status)) &&
+               (o->since_ms == 0 || rec->timestamp_ms >= o->since_ms);
+    if (selected && replays_of(h) >= (unsigned)e->cfg->dlq.max_replays &&
+        !o->force) {
+        e->replay_guarded++;
+        selected = -1;
+    } else if (!selected) {
+        e->replay_kept++;
+    }
+    if (selected == 1) {
+        e->replay_selected++;
+        if (o->limit > 0 && e->replay_selected >= (uint64_t)o->limit) {
+            e->replay_limited = 1;
+            consumer_suspend(e->consumer, 1);
+        }
+    }
+    if (o->dry_run) {
+        char topic[256];
+        printf("%s %d:%lld stage=%s class=%s status=%s replays=%u source=%s/"
+               "%lld/%lld\n",
+               selected == 1 ? "replay" : selected < 0 ? "skip  " : "keep  ",
+               (int)rec->partition, (long long)rec->offset, stage, class,
+               status[0] ? status : "-", replays_of(h),
+               ctx_header(h, DLQ_H_TOPIC, topic, sizeof(topic)),
+               (long long)ctx_number(h, DLQ_H_PARTITION, -1),
+               (long long)ctx_number(h, DLQ_H_OFFSET, -1));
+        offsets_done(p->offsets, slot);
+        consumer_release(h);
+        return 1;
+    }
+    if (selected != 1) {
+        replay_keep(e, rec, slot);
+        return 1;
+    }
+    struct replay_src *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        e->fatal = 1;
+        consumer_release(h);
+        return 1;
+    }
+    ctx_header(h, DLQ_H_TOPIC, r->topic, sizeof(r->topic));
+    r->partition = (int32_t)ctx_number(h, DLQ_H_PARTITION, -1);
+    r->offset = ctx_number(h, DLQ_H_OFFSET, -1);
+    r->timestamp_ms = ctx_number(h, DLQ_H_TIMESTAMP, -1);
+    ctx_header(h, DLQ_H_DEDUPE, r->dedupe, sizeof(r->dedupe));
+    if (r->dedupe[0] == '\0') {
+        engine_dedupe_key(r->dedupe, sizeof(r->dedupe), NULL, 0, r->topic,
+                          r->partition, r->offset);
+    }
+    *src = r;
+    return 0;
+}
+
+/* The outputs of a replayed record that go out: those whose dedupe key is
+ * the failed one's (a split part), else all of them (the record failed
+ * before the split, or the fixed transform names its parts anew). */
+static int replay_pick(engine_t *e, int n, const struct replay_src *src,
+                       int *pick, size_t cap)
+{
+    int k = 0;
+
+    for (int i = 0; i < n && (size_t)k < cap; i++) {
+        const struct transform_out *o = transform_output(e->tf, (size_t)i);
+        const char *key = o->dedupe_key != NULL ? o->dedupe_key : src->dedupe;
+        if (strcmp(key, src->dedupe) == 0) {
+            pick[k++] = i;
+        }
+    }
+    if (k == 0) {
+        for (int i = 0; i < n && (size_t)i < cap; i++) {
+            pick[k++] = i;
+        }
+    }
+    return k;
+}
+
 /* The pipeline transform raised on rec: the record goes to the
  * pipeline's DLQ (sink *, stage transform) and to no sink; it counts as
  * handled once the DLQ has it. */
 static void transform_dead_letter(engine_t *e,
                                   const struct consumer_record *rec,
                                   uint64_t slot, const char *dedupe,
-                                  const char *why)
+                                  const char *why, struct replay_src *src)
 {
     struct part *p = rec->part;
     struct transform_out plain = {.unchanged = 1, .dedupe_key = dedupe};
@@ -1579,6 +1866,10 @@ static void transform_dead_letter(engine_t *e,
     m->slot = slot;
     m->outputs = 1;
     m->pending = 1;
+    if (src != NULL) {
+        m->src = src;
+        m->replays = replays_of(rec->handle) + 1;
+    }
     p->refs++;
     p->inflight++;
     e->inflight++;
@@ -1598,7 +1889,14 @@ static void on_record(void *arg, const struct consumer_record *rec)
     int n = 1, rc;
     const char *dedupe = NULL;
     struct transform_out plain = {.unchanged = 1};
+    struct replay_src *src = NULL;
+    int pick[64], picked = -1; /* replay: the outputs that go out */
 
+    if (e->replay_limited) {
+        /* Past --limit: not taken, so not committed. */
+        consumer_release(rec->handle);
+        return;
+    }
     rc = offsets_track(p->offsets, rec->offset, &slot);
     if (rc != 0) {
         /* Below what this partition already tracks: a duplicate of a
@@ -1617,6 +1915,10 @@ static void on_record(void *arg, const struct consumer_record *rec)
         return;
     }
     e->consumed++;
+    if (e->opts.replay != NULL &&
+        replay_select(e, rec, slot, &src) != 0) {
+        return; /* not replayed: done with, or kept for later */
+    }
     if (e->tf != NULL) {
         struct sl_error err;
         struct connector_msg *in = &e->view;
@@ -1632,22 +1934,33 @@ static void on_record(void *arg, const struct consumer_record *rec)
             .value_len = rec->value_len,
             .dedupe_key = record_dedupe(e, rec->handle, p, rec->offset),
             .headers = e->headers,
-            .header_count =
-                consumer_headers(rec->handle, e->headers, HEADER_SCRATCH),
+            .header_count = record_headers(e, rec->handle),
         };
+        if (src != NULL) {
+            in->topic = src->topic;
+            in->partition = src->partition;
+            in->offset = src->offset;
+            in->timestamp_ms = src->timestamp_ms;
+            in->dedupe_key = src->dedupe;
+        }
         e->view_msg = NULL; /* the view now holds this record */
         dedupe = in->dedupe_key;
         n = transform_run(e->tf, in, &err);
         if (n < 0) {
             e->transform_failed++;
-            transform_dead_letter(e, rec, slot, dedupe, err.msg);
+            transform_dead_letter(e, rec, slot, dedupe, err.msg, src);
             return;
         }
         if (n == 0) {
             e->dropped++;
+            free(src);
             offsets_done(p->offsets, slot);
             consumer_release(rec->handle);
             return;
+        }
+        if (src != NULL) {
+            n = replay_pick(e, n, src, pick, sizeof(pick) / sizeof(pick[0]));
+            picked = n;
         }
         if ((size_t)n > sizeof(msgs) / sizeof(msgs[0]) &&
             (out = malloc((size_t)n * sizeof(*out))) == NULL) {
@@ -1659,7 +1972,8 @@ static void on_record(void *arg, const struct consumer_record *rec)
     for (int i = 0; i < n; i++) {
         const struct transform_out *o =
             e->tf != NULL
-                ? transform_output(e->tf, (size_t)i)
+                ? transform_output(e->tf,
+                                   (size_t)(picked >= 0 ? pick[i] : i))
                 : &plain;
         struct msg *m = msg_alloc(e);
         if (m == NULL) {
@@ -1669,6 +1983,11 @@ static void on_record(void *arg, const struct consumer_record *rec)
         out[i] = m;
         m->handle = i == 0 ? rec->handle : NULL;
         m->origin = out[0];
+        if (i == 0 && src != NULL) {
+            m->src = src;
+            m->replays = replays_of(rec->handle) + 1;
+            src = NULL; /* the origin owns it */
+        }
         m->slot = slot;
         m->pending = (unsigned)e->nsinks;
         if (msg_fill(e, m, rec, o, dedupe) != 0) {
@@ -1691,7 +2010,7 @@ static void on_record(void *arg, const struct consumer_record *rec)
     for (int i = 0; i < n; i++) {
         struct msg *m = out[i];
         size_t before = m->bytes;
-        if (msg_enqueue(e, m, (size_t)i) != 0) {
+        if (msg_enqueue(e, m, (size_t)(picked >= 0 ? pick[i] : i)) != 0) {
             e->fatal = 1;
             log_error("out of memory queueing %s [%d] offset %lld",
                       rec->topic, (int)rec->partition,
@@ -1713,6 +2032,7 @@ static void on_record(void *arg, const struct consumer_record *rec)
     return;
 oom:
     e->fatal = 1;
+    free(src);
     log_error("out of memory: stopping; %s [%d] offset %lld is not "
               "committed and will be redelivered",
               rec->topic, (int)rec->partition, (long long)rec->offset);
@@ -2077,6 +2397,7 @@ static void msg_destroy(engine_t *e, struct msg *m)
         free(m->d[i].dead);
     }
     copy_free(&m->own);
+    free(m->src);
     free(m);
 }
 
@@ -2158,12 +2479,118 @@ void engine_destroy(engine_t *e)
     free(e);
 }
 
-/* ---- replay ---- */
+/* ---- replay: the command ---- */
+
+/* Whether every assigned partition of a replay reached the end it had
+ * when it was assigned. */
+static int replay_at_end(engine_t *e)
+{
+    for (struct part *p = e->parts; p != NULL; p = p->next) {
+        int64_t c = offsets_committable(p->offsets);
+        if (p->end < 0 || (c >= 0 ? c : p->start) < p->end) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void replay_fired(struct loop_timer *t)
+{
+    engine_t *e = container_of(t, engine_t, replay_timer);
+    uint64_t waited = loop_now(e->loop) - e->replay_since;
+
+    if (!e->replay_assigned && waited >= 30000) {
+        log_error("replay: no partition of the dead-letter topic was "
+                  "assigned in 30 s; is another replay of this sink "
+                  "running?");
+        e->fatal = 1;
+        return;
+    }
+    if (e->replay_assigned && e->inflight == 0 &&
+        (e->replay_limited || replay_at_end(e))) {
+        e->stopping = 1;
+        return;
+    }
+    loop_timer_start(e->loop, t, 200);
+}
 
 int dlq_replay(const struct cfg *cfg, const struct dlq_replay_options *o)
 {
-    (void)cfg;
-    (void)o;
-    fprintf(stderr, "sluice: dlq replay is not built yet\n");
-    return 1;
+    struct engine_options opts = {.progress = o->progress, .replay = o};
+    struct cfg *rc;
+    struct sl_error err;
+    const char *topics[2];
+    char group[512];
+    size_t idx = cfg->sink_count;
+    engine_t *e;
+    int status;
+
+    for (size_t i = 0; i < cfg->sink_count; i++) {
+        if (strcmp(cfg->sinks[i].name, o->sink) == 0) {
+            idx = i;
+        }
+    }
+    if (idx == cfg->sink_count) {
+        fprintf(stderr, "sluice: pipeline %s has no sink `%s`\n",
+                cfg->pipeline, o->sink);
+        return 2;
+    }
+    rc = malloc(sizeof(*rc));
+    if (rc == NULL) {
+        return 1;
+    }
+    /* The same pipeline, read from the sink's DLQ (and the pipeline's,
+     * where transform failures for every sink are), to this sink alone,
+     * as the group that marks its records worked. */
+    *rc = *cfg;
+    topics[0] = cfg_sink_dlq_topic(cfg, idx);
+    topics[1] = cfg->dlq.topic;
+    rc->source.topics.items = (char **)topics;
+    rc->source.topics.count = strcmp(topics[0], topics[1]) == 0 ? 1 : 2;
+    snprintf(group, sizeof(group), "%s.dlq.%s", cfg->pipeline, o->sink);
+    rc->source.group = group;
+    rc->source.start = CFG_START_EARLIEST;
+    rc->source.brokers = (char *)(o->brokers != NULL ? o->brokers
+                                                     : cfg->dlq.brokers);
+    rc->dlq.brokers = rc->source.brokers;
+    if (strcmp(cfg->dlq.brokers, cfg->source.brokers) != 0) {
+        rc->source.properties = cfg->dlq.properties;
+    }
+    rc->sinks = &cfg->sinks[idx];
+    rc->sink_count = 1;
+    e = engine_new(rc, &opts, &err);
+    if (e == NULL) {
+        log_error("cannot start the replay: %s", err.msg);
+        free(rc);
+        return 1;
+    }
+    e->replay_cfg = rc;
+    e->replay_since = loop_now(e->loop);
+    loop_timer_init(&e->replay_timer, replay_fired);
+    loop_timer_start(e->loop, &e->replay_timer, 200);
+    status = engine_run(e);
+    const struct sink *s = &e->sinks[0];
+    uint64_t failed = s->dead_lettered + e->transform_dead_lettered;
+    if (o->dry_run) {
+        printf("dry run: would replay %llu record(s) to %s; %llu kept "
+               "(not selected), %llu skipped (max_replays %lld reached)\n",
+               (unsigned long long)e->replay_selected, o->sink,
+               (unsigned long long)e->replay_kept,
+               (unsigned long long)e->replay_guarded,
+               (long long)cfg->dlq.max_replays);
+    } else {
+        printf("replayed %llu, failed again %llu, skipped %llu (max_replays "
+               "%lld reached), kept %llu (not selected)\n",
+               (unsigned long long)(s->delivered + s->done_by_policy +
+                                    s->skipped + e->dropped),
+               (unsigned long long)failed,
+               (unsigned long long)e->replay_guarded,
+               (long long)cfg->dlq.max_replays,
+               (unsigned long long)e->replay_kept);
+    }
+    fflush(stdout);
+    loop_timer_stop(e->loop, &e->replay_timer);
+    engine_destroy(e);
+    free(rc);
+    return status == ENGINE_OK && failed == 0 ? 0 : 1;
 }

@@ -31,8 +31,13 @@ const char *engine_dedupe_key(char *out, size_t cap, const void *id,
                               size_t id_len, const char *topic,
                               int32_t partition, int64_t offset);
 
+struct dlq_replay_options;
+
 struct engine_options {
     int progress; /* print a live progress line on stderr each second */
+    /* Set: the engine replays the DLQ records of one sink (see
+     * dlq_replay in dlq.h) and stops once it reached their end. */
+    const struct dlq_replay_options *replay;
 };
 
 /* Builds the lane for cfg (which must outlive the engine): loop, sinks,
