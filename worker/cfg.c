@@ -237,6 +237,17 @@ const struct opt_spec cfg_sink_options[] = {
      .offset = offsetof(struct cfg_sink, breaker_cooldown_ms), .min = 10,
      .max = 3600000,
      .doc = "How long an open breaker waits before its probe request."},
+    {.name = "park_after", .type = OPT_DURATION, .def = "0",
+     .offset = offsetof(struct cfg_sink, park_after_ms), .min = 0,
+     .max = 24 * 3600000,
+     .doc = "Off (0) by default. Once this sink, failing or behind an open "
+            "breaker, has held partitions at the in-flight bound for this "
+            "long, its pending deliveries are moved to its retry topic "
+            "`<pipeline>.retry.<sink>` (acknowledged before they count as "
+            "done), so the other sinks and the commits move on; sluice "
+            "drains that topic back into this sink, in order per key, as it "
+            "recovers. While a sink is parked, its new messages are parked "
+            "behind the old ones."},
     {0},
 };
 

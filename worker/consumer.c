@@ -674,6 +674,37 @@ int consumer_range(consumer_t *c, const char *topic, int32_t partition,
     return 0;
 }
 
+int consumer_backlog(consumer_t *c, const char *topic, int64_t *starts,
+                     int64_t *ends, int cap, int timeout_ms)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(c->rk, topic, NULL);
+    rd_kafka_resp_err_t err;
+    int n = 0;
+
+    if (rkt == NULL) {
+        return -1;
+    }
+    err = rd_kafka_metadata(c->rk, 0, rkt, &md, timeout_ms);
+    rd_kafka_topic_destroy(rkt);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        log_warn("%s: cannot read its metadata: %s", topic,
+                 rd_kafka_err2str(err));
+        return -1;
+    }
+    if (md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        n = md->topics[0].partition_cnt < cap ? md->topics[0].partition_cnt
+                                               : cap;
+    }
+    rd_kafka_metadata_destroy(md);
+    for (int i = 0; i < n; i++) {
+        if (consumer_range(c, topic, i, &starts[i], &ends[i]) != 0) {
+            return -1;
+        }
+    }
+    return n;
+}
+
 void consumer_release(void *handle)
 {
     rd_kafka_message_destroy(handle);

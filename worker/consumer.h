@@ -98,6 +98,13 @@ void consumer_payload(void *handle, const void **key, size_t *key_len,
 int consumer_range(consumer_t *c, const char *topic, int32_t partition,
                    int64_t *start, int64_t *end);
 
+/* For each partition of topic (at most cap), what the group has not
+ * consumed: ends[i] the high watermark, starts[i] the committed offset (the
+ * low watermark when none). Blocks up to timeout_ms: for start-up. Returns
+ * the partition count, 0 when the topic does not exist, -1 on an error. */
+int consumer_backlog(consumer_t *c, const char *topic, int64_t *starts,
+                     int64_t *ends, int cap, int timeout_ms);
+
 /* Frees a record that on_record handed out. */
 void consumer_release(void *handle);
 

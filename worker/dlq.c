@@ -193,7 +193,8 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     }
     d->done(d->arg, token,
             m->err == RD_KAFKA_RESP_ERR_NO_ERROR ? NULL
-                                                 : rd_kafka_err2str(m->err));
+                                                 : rd_kafka_err2str(m->err),
+            m->partition, m->offset);
 }
 
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac,

@@ -47,6 +47,7 @@
 #define DLQ_STAGE_TRANSFORM "transform" /* the pipeline transform raised */
 #define DLQ_STAGE_SHAPE "shape"         /* a sink's transform raised */
 #define DLQ_STAGE_SINK "sink"           /* the sink failed for good */
+#define DLQ_STAGE_PARK "park" /* a retry topic's record: not a failure */
 
 #define DLQ_CLASS_REJECTED "rejected"     /* an answer classed permanent */
 #define DLQ_CLASS_GAVE_UP "gave_up"       /* the retry script gave up */
@@ -54,6 +55,7 @@
 #define DLQ_CLASS_DEADLINE "deadline"     /* retry_deadline */
 #define DLQ_CLASS_TRANSFORM "transform_error"
 #define DLQ_CLASS_SHAPE "shape_error"
+#define DLQ_CLASS_PARKED "parked"
 
 #define DLQ_BODY_MAX 1024
 
@@ -61,9 +63,11 @@
 
 typedef struct dlq dlq_t;
 
-/* A write's outcome: err is NULL when Kafka acknowledged it, else why it
- * failed (the write is then the caller's to retry). */
-typedef void (*dlq_done_fn)(void *arg, void *token, const char *err);
+/* A write's outcome: err is NULL when Kafka acknowledged it (at partition
+ * and offset), else why it failed (the write is then the caller's to
+ * retry). */
+typedef void (*dlq_done_fn)(void *arg, void *token, const char *err,
+                            int32_t partition, int64_t offset);
 
 /* Creates the producer for cfg->dlq (bootstrap: the brokers to use, the
  * embedded cluster's when dlq.brokers is `embedded`) on loop. NULL with

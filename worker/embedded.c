@@ -6,6 +6,7 @@
  * nothing survives the process. */
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,6 +52,13 @@ embedded_t *embedded_start(const struct cfg *cfg, struct sl_error *err)
         rd_kafka_mock_topic_create(e->mcluster, cfg->dlq.topic,
                                    (int)cfg->dlq.partitions, 1);
         for (size_t i = 0; i < cfg->sink_count; i++) {
+            if (cfg->sinks[i].park_after_ms > 0) {
+                char topic[512];
+                snprintf(topic, sizeof(topic), "%s.retry.%s", cfg->pipeline,
+                         cfg->sinks[i].name);
+                rd_kafka_mock_topic_create(e->mcluster, topic,
+                                           (int)cfg->dlq.partitions, 1);
+            }
             if (cfg->sinks[i].dlq_topic != NULL) {
                 rd_kafka_mock_topic_create(e->mcluster,
                                            cfg->sinks[i].dlq_topic,

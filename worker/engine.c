@@ -50,7 +50,18 @@
  * after a resume), far below max.poll.interval.ms. */
 #define HOLD_BEFORE_PAUSE_MS 1000
 
+/* A consumer the lane reads: the pipeline's source, or the retry topic of
+ * a sink that parks (its drain). */
+struct source {
+    engine_t *e;
+    consumer_t *consumer;
+    struct sink *drain; /* NULL: the pipeline's source */
+    struct cfg *cfg;    /* a drain's own: the retry topic as its source */
+};
+
 struct part {
+    struct source *from;
+    int drain; /* a retry topic's partition: its msgs go to from->drain */
     char *topic;
     int32_t partition;
     offsets_t *offsets;
@@ -88,6 +99,7 @@ struct replay_src {
 
 struct dead {
     engine_t *e;
+    const char *topic;
     int copy; /* replay: the record as it is, kept in the DLQ for later */
     const char *stage, *class;
     int status; /* 0: no answer */
@@ -186,6 +198,18 @@ struct sink {
     uint64_t slot;
     uint32_t window_total[BREAKER_BUCKETS], window_failed[BREAKER_BUCKETS];
     uint64_t breaker_opens;
+    /* Parking (park_after): the sink's backlog goes to its retry topic
+     * while it is down, and its drain brings it back. */
+    int parking;
+    uint64_t held_since; /* held the lane at its bound since; 0: not */
+    size_t retry_waiting; /* main deliveries waiting on a retry timer */
+    struct delivery *park_head, *park_tail;
+    size_t park_pending; /* park writes not yet acknowledged */
+    uint64_t parked;
+    char *retry_topic;
+    int64_t *park_max; /* per retry partition: the last parked offset */
+    size_t park_max_cap;
+    struct source drain;
     int opened;
 };
 
@@ -194,7 +218,9 @@ struct engine {
     struct engine_options opts;
     loop_t *loop;
     embedded_t *embedded;
-    consumer_t *consumer;
+    consumer_t *consumer; /* main.consumer */
+    struct source main;
+    struct loop_timer park_timer;
     struct sink *sinks;
     size_t nsinks;
     struct part *parts; /* assigned */
@@ -252,16 +278,16 @@ static uint64_t hash_key(const void *key, size_t len)
 
 static void part_apply_pause(engine_t *e, struct part *p)
 {
-    int want = p->self_paused || e->deep_paused;
+    int want = p->self_paused || (e->deep_paused && !p->drain);
 
     if (want == p->paused || p->revoked) {
         return;
     }
     p->paused = want;
     if (want) {
-        consumer_pause(e->consumer, p->topic, p->partition);
+        consumer_pause(p->from->consumer, p->topic, p->partition);
     } else {
-        consumer_resume(e->consumer, p->topic, p->partition);
+        consumer_resume(p->from->consumer, p->topic, p->partition);
     }
 }
 
@@ -273,6 +299,11 @@ static void check_bounds_after_add(engine_t *e, struct part *p)
         p->inflight >= (size_t)d->max_in_flight_per_partition) {
         p->self_paused = 1;
         part_apply_pause(e, p);
+    }
+    /* A drain's msgs are not the lane's: they must not hold the source
+     * back while their sink is down (that is what parking is for). */
+    if (p->drain) {
+        return;
     }
     /* A partition assigned while the lane waits is paused at its first
      * record (it can only be paused once librdkafka has it). */
@@ -321,6 +352,9 @@ static void check_bounds_after_remove(engine_t *e, struct part *p)
         p->self_paused = 0;
         part_apply_pause(e, p);
     }
+    if (p->drain) {
+        return;
+    }
     if (e->global_paused &&
         e->inflight <= (size_t)d->max_in_flight * 3 / 4 &&
         e->inflight_bytes <= (size_t)d->max_in_flight_bytes * 3 / 4) {
@@ -349,7 +383,8 @@ static void part_free(struct part *p)
 
 static void *on_assign(void *arg, const char *topic, int32_t partition)
 {
-    engine_t *e = arg;
+    struct source *from = arg;
+    engine_t *e = from->e;
     struct part *p = calloc(1, sizeof(*p));
 
     if (p == NULL) {
@@ -363,9 +398,11 @@ static void *on_assign(void *arg, const char *topic, int32_t partition)
     }
     p->partition = partition;
     p->committed = -1;
+    p->from = from;
+    p->drain = from->drain != NULL;
     if (e->opts.replay != NULL) {
         e->replay_assigned = 1;
-        if (consumer_range(e->consumer, topic, partition, &p->start,
+        if (consumer_range(from->consumer, topic, partition, &p->start,
                            &p->end) != 0) {
             p->start = p->end = -1; /* never at its end: waits for a read */
         }
@@ -423,10 +460,13 @@ static void drain(engine_t *e, struct part **parts, size_t count)
 static void on_revoke(void *arg, void **parts, size_t count, int lost,
                       int64_t *offsets)
 {
-    engine_t *e = arg;
+    struct source *from = arg;
+    engine_t *e = from->e;
     struct part **ps = (struct part **)parts;
 
-    if (!lost) {
+    /* A drain's work is not waited for: its sink may be down, and what is
+     * not done comes back from the retry topic (at least once). */
+    if (!lost && from->drain == NULL) {
         if (!e->stopping) {
             e->drain_deadline =
                 loop_now(e->loop) + (uint64_t)e->cfg->delivery.drain_timeout_ms;
@@ -450,20 +490,27 @@ static void commit_all(engine_t *e, int sync)
     if (e->opts.replay != NULL && e->opts.replay->dry_run) {
         return; /* a dry run works nothing */
     }
-    for (struct part *p = e->parts; p != NULL; p = p->next) {
-        int64_t c = offsets_committable(p->offsets);
-        if (c <= p->committed) {
+    for (size_t k = 0; k <= e->nsinks; k++) {
+        struct source *from = k == 0 ? &e->main : &e->sinks[k - 1].drain;
+        if (from->consumer == NULL) {
             continue;
         }
-        /* p->committed moves only when the broker acknowledges (see
-         * on_committed): until then the offset is sent again. */
-        list[n++] = (struct consumer_commit){p->topic, p->partition, c};
-        if (n == sizeof(list) / sizeof(list[0])) {
-            consumer_commit(e->consumer, list, n, sync);
-            n = 0;
+        for (struct part *p = e->parts; p != NULL; p = p->next) {
+            int64_t c = offsets_committable(p->offsets);
+            if (p->from != from || c <= p->committed) {
+                continue;
+            }
+            /* p->committed moves only when the broker acknowledges (see
+             * on_committed): until then the offset is sent again. */
+            list[n++] = (struct consumer_commit){p->topic, p->partition, c};
+            if (n == sizeof(list) / sizeof(list[0])) {
+                consumer_commit(from->consumer, list, n, sync);
+                n = 0;
+            }
         }
+        consumer_commit(from->consumer, list, n, sync);
+        n = 0;
     }
-    consumer_commit(e->consumer, list, n, sync);
 }
 
 static void on_committed(void *arg, void *part, int64_t offset)
@@ -632,7 +679,9 @@ static void record_done(engine_t *e, struct msg *origin)
         offsets_done(p->offsets, origin->slot);
     }
     p->inflight--;
-    e->inflight--;
+    if (!p->drain) {
+        e->inflight--;
+    }
     e->completed++;
     consumer_release(origin->handle);
     msg_free(e, origin);
@@ -649,7 +698,9 @@ static void msg_done(engine_t *e, struct msg *m)
 {
     struct msg *origin = m->origin;
 
-    e->inflight_bytes -= m->bytes;
+    if (!m->part->drain) {
+        e->inflight_bytes -= m->bytes;
+    }
     if (m != origin) {
         m->part->refs--; /* the origin still holds the partition */
         msg_free(e, m);
@@ -681,9 +732,24 @@ static struct chain **chain_slot(struct sink *s, const struct msg *m)
     return slot;
 }
 
+static void pump_fired(struct loop_timer *t);
+
 static void ready_push(struct sink *s, struct delivery *d)
 {
     d->ready_next = NULL;
+    if (s->parking && !d->msg->part->drain) {
+        /* Parked: it goes to the retry topic, behind its key's others. */
+        if (s->park_tail != NULL) {
+            s->park_tail->ready_next = d;
+        } else {
+            s->park_head = d;
+        }
+        s->park_tail = d;
+        if (!loop_timer_armed(&s->pump)) {
+            loop_timer_start(s->e->loop, &s->pump, 0);
+        }
+        return;
+    }
     if (s->ready_tail != NULL) {
         s->ready_tail->ready_next = d;
     } else {
@@ -803,11 +869,12 @@ static const char *record_dedupe(engine_t *e, void *handle,
 
 /* The record's headers in e->headers; a replayed DLQ record's context
  * headers are not the message's and are left out. */
-static size_t record_headers(engine_t *e, void *handle)
+static size_t record_headers(engine_t *e, const struct part *p,
+                             void *handle)
 {
     size_t n = consumer_headers(handle, e->headers, HEADER_SCRATCH), k = 0;
 
-    if (e->opts.replay == NULL) {
+    if (e->opts.replay == NULL && !p->drain) {
         return n;
     }
     for (size_t i = 0; i < n; i++) {
@@ -855,7 +922,7 @@ static const struct connector_msg *msg_view(engine_t *e, struct msg *m)
                                     : record_dedupe(e, m->handle, m->part,
                                                     m->offset);
         v->headers = e->headers;
-        v->header_count = record_headers(e, m->handle);
+        v->header_count = record_headers(e, m->part, m->origin->handle);
     }
     e->view_msg = m;
     return v;
@@ -1006,8 +1073,22 @@ static void breaker_record(struct sink *s, struct delivery *d, int failure,
     }
 }
 
+static void park_one(struct sink *s, struct delivery *d);
+
 static void sink_pump(struct sink *s)
 {
+    while (s->park_head != NULL) {
+        struct delivery *d = s->park_head;
+        s->park_head = d->ready_next;
+        if (s->park_head == NULL) {
+            s->park_tail = NULL;
+        }
+        if (d->msg->part->revoked) {
+            delivery_finish(s, d);
+        } else {
+            park_one(s, d); /* advances its chain: the next joins the queue */
+        }
+    }
     while (s->inflight < (int)s->cfg->max_in_flight && s->ready_head) {
         if (s->breaker == BREAKER_OPEN ||
             (s->breaker == BREAKER_HALF_OPEN && s->probe != NULL)) {
@@ -1033,6 +1114,9 @@ static void retry_fired(struct loop_timer *t)
 {
     struct delivery *d = container_of(t, struct delivery, retry);
 
+    if (!d->msg->part->drain) {
+        d->sink->retry_waiting--;
+    }
     ready_push(d->sink, d);
     sink_pump(d->sink);
 }
@@ -1103,6 +1187,11 @@ static void dead_write(engine_t *e, struct delivery *d)
     struct dlq_record r = {0};
     struct sl_error err;
 
+    /* A replay or a drain is for one sink: what fails in it is that
+     * sink's. */
+    if (s == NULL) {
+        s = e->opts.replay != NULL ? &e->sinks[0] : m->part->from->drain;
+    }
     if (h == NULL) {
         goto later;
     }
@@ -1138,10 +1227,7 @@ static void dead_write(engine_t *e, struct delivery *d)
     h[n++] = (struct connector_header){(name_), (text_), (len_)}
 #define PUTS(name_, text_) PUT(name_, text_, strlen(text_))
     PUTS(DLQ_H_PIPELINE, e->cfg->pipeline);
-    /* A replay is for one sink: what fails in it is that sink's. */
-    PUTS(DLQ_H_SINK, s != NULL                 ? s->cfg->name
-                     : e->opts.replay != NULL ? e->cfg->sinks[0].name
-                                              : DLQ_SINK_ALL);
+    PUTS(DLQ_H_SINK, s != NULL ? s->cfg->name : DLQ_SINK_ALL);
     PUTS(DLQ_H_STAGE, x->stage);
     PUTS(DLQ_H_CLASS, x->class);
     PUTS(DLQ_H_REASON, x->reason);
@@ -1177,9 +1263,9 @@ static void dead_write(engine_t *e, struct delivery *d)
 write:
     consumer_payload(origin->handle, &r.key, &r.key_len, &r.value,
                      &r.value_len);
-    r.topic = s != NULL                 ? s->dlq_topic
-              : e->opts.replay != NULL ? e->sinks[0].dlq_topic
-                                       : e->cfg->dlq.topic;
+    r.topic = x->topic != NULL ? x->topic
+              : s != NULL        ? s->dlq_topic
+                                 : e->cfg->dlq.topic;
     if (x->copy) {
         r.timestamp_ms = origin->timestamp_ms > 0 ? origin->timestamp_ms : 0;
     }
@@ -1248,16 +1334,26 @@ static void dlq_retry_fired(struct loop_timer *t)
     dead_write(d->dead->e, d);
 }
 
-static void on_dlq_done(void *arg, void *token, const char *err)
+static void on_dlq_done(void *arg, void *token, const char *err,
+                        int32_t partition, int64_t offset)
 {
     engine_t *e = arg;
     struct delivery *d = token;
+    struct sink *s = d->sink;
 
     if (err != NULL) {
         dead_failed(e, d, err);
         return;
     }
-    if (d->dead->copy) {
+    if (d->dead->topic != NULL && s != NULL &&
+        d->dead->topic == s->retry_topic) {
+        s->parked++;
+        s->park_pending--;
+        if (partition >= 0 && (size_t)partition < s->park_max_cap &&
+            offset > s->park_max[partition]) {
+            s->park_max[partition] = offset;
+        }
+    } else if (d->dead->copy) {
         /* counted when kept */
     } else if (d->sink != NULL) {
         d->sink->dead_lettered++;
@@ -1290,6 +1386,9 @@ static void dead_letter(engine_t *e, struct delivery *d, const char *stage,
     x->e = e;
     x->stage = stage;
     x->class = class;
+    if (strcmp(stage, DLQ_STAGE_PARK) == 0) {
+        x->topic = d->sink->retry_topic;
+    }
     x->attempts = d->attempts;
     if (d->attempts > 0) {
         x->first_ms = loop_to_wall(e, d->first_ms);
@@ -1318,7 +1417,7 @@ static void dead_letter(engine_t *e, struct delivery *d, const char *stage,
     }
     struct ratelog *rl = d->sink != NULL ? &d->sink->give_up_log
                                          : &e->transform_log;
-    if (ratelog_allow(rl, loop_now(e->loop), &suppressed)) {
+    if (x->topic == NULL && ratelog_allow(rl, loop_now(e->loop), &suppressed)) {
         const char *dedupe = msg_view(e, m)->dedupe_key;
         char more[64] = "";
         if (suppressed > 0) {
@@ -1509,8 +1608,137 @@ static void on_result(struct sink *s, struct delivery *d,
         s->fails_unlogged = 0;
     }
     s->retried++;
+    if (s->parking && !m->part->drain) {
+        park_one(s, d);
+        return;
+    }
+    if (!m->part->drain) {
+        s->retry_waiting++;
+    }
     d->retry.fn = retry_fired;
     loop_timer_start(e->loop, &d->retry, dec.delay_ms);
+}
+
+/* ---- parking ---- */
+
+/* Moves d to its sink's retry topic: terminal once Kafka has it. */
+static void park_one(struct sink *s, struct delivery *d)
+{
+    s->park_pending++;
+    dead_letter(s->e, d, DLQ_STAGE_PARK, DLQ_CLASS_PARKED,
+                "parked while the sink was down", NULL);
+}
+
+/* Parks everything of s that is not at the sink right now: the ready
+ * queue and the deliveries waiting to be retried. What is in flight is
+ * parked when it fails; chains follow as their heads leave. */
+static void park_start(struct sink *s, const char *why)
+{
+    engine_t *e = s->e;
+    struct delivery *d = s->ready_head, *keep_head = NULL, *keep_tail = NULL;
+
+    log_warn("sink %s: parking its backlog in %s (%s); the other sinks and "
+             "the commits go on, and it is drained back as the sink "
+             "recovers",
+             s->cfg->name, s->retry_topic, why);
+    s->parking = 1;
+    s->ready_head = s->ready_tail = NULL;
+    while (d != NULL) {
+        struct delivery *next = d->ready_next;
+        if (d->msg->part->drain) {
+            d->ready_next = NULL;
+            if (keep_tail != NULL) {
+                keep_tail->ready_next = d;
+            } else {
+                keep_head = d;
+            }
+            keep_tail = d;
+        } else {
+            ready_push(s, d); /* onto the park queue */
+        }
+        d = next;
+    }
+    s->ready_head = keep_head;
+    s->ready_tail = keep_tail;
+    for (struct msg *m = e->live; m != NULL; m = m->next) {
+        struct delivery *w = &m->d[s->idx];
+        if (!m->part->drain && w->sink == s && w->dead == NULL &&
+            loop_timer_armed(&w->retry) && w->retry.fn == retry_fired) {
+            loop_timer_stop(e->loop, &w->retry);
+            s->retry_waiting--;
+            ready_push(s, w);
+        }
+    }
+}
+
+/* Whether everything s parked has come back through its drain. */
+static int park_drained(struct sink *s)
+{
+    if (s->park_pending > 0 || s->park_head != NULL) {
+        return 0;
+    }
+    for (size_t r = 0; r < s->park_max_cap; r++) {
+        if (s->park_max[r] < 0) {
+            continue;
+        }
+        struct part *p = s->e->parts;
+        while (p != NULL && !(p->from == &s->drain && p->partition == (int32_t)r)) {
+            p = p->next;
+        }
+        if (p == NULL || offsets_committable(p->offsets) <= s->park_max[r]) {
+            return 0; /* not drained (or drained by another worker) */
+        }
+    }
+    return 1;
+}
+
+/* Whether the lane, or one of its partitions, is held at its bound. */
+static int lane_held(const engine_t *e)
+{
+    if (e->global_paused) {
+        return 1;
+    }
+    for (const struct part *p = e->parts; p != NULL; p = p->next) {
+        if (p->self_paused && !p->drain) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void park_fired(struct loop_timer *t)
+{
+    engine_t *e = container_of(t, engine_t, park_timer);
+    uint64_t now = loop_now(e->loop);
+
+    for (size_t i = 0; i < e->nsinks; i++) {
+        struct sink *s = &e->sinks[i];
+        if (s->cfg->park_after_ms <= 0 || e->stopping) {
+            continue;
+        }
+        if (s->parking) {
+            if (park_drained(s)) {
+                s->parking = 0;
+                for (size_t r = 0; r < s->park_max_cap; r++) {
+                    s->park_max[r] = -1;
+                }
+                log_info("sink %s: its retry topic is drained: messages go "
+                         "to it directly again (%llu parked so far)",
+                         s->cfg->name, (unsigned long long)s->parked);
+            }
+            continue;
+        }
+        int failing = s->breaker != BREAKER_CLOSED || s->retry_waiting > 0;
+        if (!failing || !lane_held(e)) {
+            s->held_since = 0;
+        } else if (s->held_since == 0) {
+            s->held_since = now;
+        } else if (now - s->held_since >= (uint64_t)s->cfg->park_after_ms) {
+            s->held_since = 0;
+            park_start(s, "it held the in-flight bound too long");
+        }
+    }
+    loop_timer_start(e->loop, t, 200);
 }
 
 static void on_complete(void *engine, void *token,
@@ -1614,6 +1842,10 @@ static int msg_enqueue(engine_t *e, struct msg *m, size_t i)
     for (size_t k = 0; k < e->nsinks; k++) {
         struct delivery *d = &m->d[k];
         struct sink *s = &e->sinks[k];
+        if (m->part->drain && m->part->from->drain != s) {
+            m->pending--; /* the other sinks had it before it was parked */
+            continue;
+        }
         d->msg = m;
         d->sink = s;
         d->attempts = 0;
@@ -1815,6 +2047,29 @@ static int replay_select(engine_t *e, const struct consumer_record *rec,
     return 0;
 }
 
+/* Where a record of a retry topic came from (its context headers); NULL
+ * when out of memory. */
+static struct replay_src *drain_src(engine_t *e, const struct consumer_record *rec)
+{
+    struct replay_src *r = calloc(1, sizeof(*r));
+    void *h = rec->handle;
+
+    (void)e;
+    if (r == NULL) {
+        return NULL;
+    }
+    ctx_header(h, DLQ_H_TOPIC, r->topic, sizeof(r->topic));
+    r->partition = (int32_t)ctx_number(h, DLQ_H_PARTITION, -1);
+    r->offset = ctx_number(h, DLQ_H_OFFSET, -1);
+    r->timestamp_ms = ctx_number(h, DLQ_H_TIMESTAMP, -1);
+    ctx_header(h, DLQ_H_DEDUPE, r->dedupe, sizeof(r->dedupe));
+    if (r->dedupe[0] == '\0') {
+        engine_dedupe_key(r->dedupe, sizeof(r->dedupe), NULL, 0, r->topic,
+                          r->partition, r->offset);
+    }
+    return r;
+}
+
 /* The outputs of a replayed record that go out: those whose dedupe key is
  * the failed one's (a split part), else all of them (the record failed
  * before the split, or the fixed transform names its parts anew). */
@@ -1882,7 +2137,7 @@ static void transform_dead_letter(engine_t *e,
 
 static void on_record(void *arg, const struct consumer_record *rec)
 {
-    engine_t *e = arg;
+    engine_t *e = ((struct source *)arg)->e;
     struct part *p = rec->part;
     struct msg *msgs[64], **out = msgs;
     uint64_t slot;
@@ -1914,7 +2169,19 @@ static void on_record(void *arg, const struct consumer_record *rec)
         consumer_release(rec->handle);
         return;
     }
-    e->consumed++;
+    if (p->drain) {
+        /* A parked message back from its sink's retry topic. */
+        src = drain_src(e, rec);
+        if (src == NULL) {
+            e->fatal = 1;
+            log_error("out of memory draining %s [%d] offset %lld",
+                      rec->topic, (int)rec->partition, (long long)rec->offset);
+            consumer_release(rec->handle);
+            return;
+        }
+    } else {
+        e->consumed++;
+    }
     if (e->opts.replay != NULL &&
         replay_select(e, rec, slot, &src) != 0) {
         return; /* not replayed: done with, or kept for later */
@@ -1934,7 +2201,7 @@ static void on_record(void *arg, const struct consumer_record *rec)
             .value_len = rec->value_len,
             .dedupe_key = record_dedupe(e, rec->handle, p, rec->offset),
             .headers = e->headers,
-            .header_count = record_headers(e, rec->handle),
+            .header_count = record_headers(e, p, rec->handle),
         };
         if (src != NULL) {
             in->topic = src->topic;
@@ -1985,7 +2252,7 @@ static void on_record(void *arg, const struct consumer_record *rec)
         m->origin = out[0];
         if (i == 0 && src != NULL) {
             m->src = src;
-            m->replays = replays_of(rec->handle) + 1;
+            m->replays = replays_of(rec->handle) + !p->drain;
             src = NULL; /* the origin owns it */
         }
         m->slot = slot;
@@ -1997,7 +2264,9 @@ static void on_record(void *arg, const struct consumer_record *rec)
     }
     for (int i = 0; i < n; i++) {
         p->refs++;
-        e->inflight_bytes += out[i]->bytes;
+        if (!p->drain) {
+            e->inflight_bytes += out[i]->bytes;
+        }
     }
     if (dedupe != NULL && !out[0]->transformed) {
         /* The view the transform saw is this msg's: the sinks'
@@ -2006,7 +2275,9 @@ static void on_record(void *arg, const struct consumer_record *rec)
     }
     out[0]->outputs = (unsigned)n;
     p->inflight++;
-    e->inflight++;
+    if (!p->drain) {
+        e->inflight++;
+    }
     for (int i = 0; i < n; i++) {
         struct msg *m = out[i];
         size_t before = m->bytes;
@@ -2017,7 +2288,9 @@ static void on_record(void *arg, const struct consumer_record *rec)
                       (long long)rec->offset);
             break;
         }
-        e->inflight_bytes += m->bytes - before;
+        if (!p->drain) {
+            e->inflight_bytes += m->bytes - before;
+        }
         if (m->pending == 0) {
             msg_done(e, m);
         }
@@ -2047,7 +2320,7 @@ oom:
 
 static void on_fatal(void *arg, const char *reason)
 {
-    engine_t *e = arg;
+    engine_t *e = ((struct source *)arg)->e;
 
     log_error("fatal: %s", reason);
     e->fatal = 1;
@@ -2122,6 +2395,7 @@ static void print_progress(engine_t *e, int final)
                         s->dead_lettered);
         n = add_counter(line, n, sizeof(line), name, "_breaker_opens",
                         s->breaker_opens);
+        n = add_counter(line, n, sizeof(line), name, "_parked", s->parked);
     }
     if (final) {
         log_info("%s", line);
@@ -2196,6 +2470,64 @@ struct cfg *engine_load_config(const char *path, FILE *errf)
     return cfg;
 }
 
+/* Starts the drain of s's retry topic: a consumer of its own group
+ * (`<group>.retry.<sink>`) on the DLQ's cluster. What it finds not yet
+ * drained makes s start parked, so its keys stay in order. */
+static int drain_open(engine_t *e, struct sink *s, const char *bootstrap,
+                      const struct consumer_callbacks *cb,
+                      struct sl_error *err)
+{
+    const struct cfg *cfg = e->cfg;
+    struct cfg *dc = malloc(sizeof(*dc));
+    char *group = NULL;
+    int64_t starts[1024], ends[1024];
+    struct consumer_callbacks dcb = *cb;
+
+    if (dc == NULL || asprintf(&group, "%s.retry.%s", cfg->source.group,
+                               s->cfg->name) < 0) {
+        free(dc);
+        return sl_error_set(err, "out of memory");
+    }
+    *dc = *cfg;
+    dc->source.topics.items = &s->retry_topic;
+    dc->source.topics.count = 1;
+    dc->source.group = group;
+    dc->source.start = CFG_START_EARLIEST;
+    if (strcmp(cfg->dlq.brokers, cfg->source.brokers) != 0) {
+        dc->source.properties = cfg->dlq.properties;
+    }
+    s->drain = (struct source){.e = e, .drain = s, .cfg = dc};
+    dcb.arg = &s->drain;
+    s->drain.consumer = consumer_new(dc, bootstrap, e->loop, &dcb, err);
+    if (s->drain.consumer == NULL) {
+        return -1;
+    }
+    s->park_max_cap = 1024;
+    s->park_max = malloc(s->park_max_cap * sizeof(*s->park_max));
+    if (s->park_max == NULL) {
+        return sl_error_set(err, "out of memory");
+    }
+    for (size_t r = 0; r < s->park_max_cap; r++) {
+        s->park_max[r] = -1;
+    }
+    int n = consumer_backlog(s->drain.consumer, s->retry_topic, starts, ends,
+                             1024, 10000);
+    int64_t left = 0;
+    for (int r = 0; r < n; r++) {
+        if (starts[r] < ends[r]) {
+            s->park_max[r] = ends[r] - 1;
+            left += ends[r] - starts[r];
+        }
+    }
+    if (left > 0) {
+        s->parking = 1;
+        log_warn("sink %s: %lld message(s) wait in %s: it starts parked, "
+                 "so that each key stays in order, until they are drained",
+                 s->cfg->name, (long long)left, s->retry_topic);
+    }
+    return 0;
+}
+
 engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
                      struct sl_error *err)
 {
@@ -2216,6 +2548,7 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
     e->rng = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ULL ^ (uint64_t)getpid();
     e->rng |= 1;
     loop_timer_init(&e->commit_timer, commit_fired);
+    loop_timer_init(&e->park_timer, park_fired);
     loop_timer_init(&e->hold_timer, hold_fired);
     loop_timer_init(&e->progress_timer, progress_fired);
 
@@ -2276,6 +2609,13 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
         s->idx = i;
         s->cfg = &cfg->sinks[i];
         s->dlq_topic = cfg_sink_dlq_topic(cfg, i);
+        if (s->cfg->park_after_ms > 0 && o->replay == NULL &&
+            asprintf(&s->retry_topic, "%s.retry.%s", cfg->pipeline,
+                     s->cfg->name) < 0) {
+            s->retry_topic = NULL;
+            sl_error_set(err, "out of memory");
+            goto fail;
+        }
         s->mask = buckets - 1;
         s->buckets = calloc(buckets, sizeof(*s->buckets));
         if (s->buckets == NULL) {
@@ -2316,30 +2656,45 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
         goto fail;
     }
     if (strcmp(cfg->dlq.brokers, "embedded") != 0) {
-        const char **topics = calloc(e->nsinks + 1, sizeof(*topics));
+        const char **topics = calloc(2 * e->nsinks + 1, sizeof(*topics));
+        size_t n = 0;
         if (topics == NULL) {
             sl_error_set(err, "out of memory");
             goto fail;
         }
-        topics[0] = cfg->dlq.topic;
+        topics[n++] = cfg->dlq.topic;
         for (size_t i = 0; i < e->nsinks; i++) {
-            topics[i + 1] = e->sinks[i].dlq_topic;
+            topics[n++] = e->sinks[i].dlq_topic;
+            if (e->sinks[i].retry_topic != NULL) {
+                topics[n++] = e->sinks[i].retry_topic;
+            }
         }
-        dlq_ensure_topics(e->dlq, topics, e->nsinks + 1, 10000);
+        dlq_ensure_topics(e->dlq, topics, n, 10000);
         free(topics);
     }
     struct consumer_callbacks cb = {
-        .arg = e,
+        .arg = &e->main,
         .on_assign = on_assign,
         .on_revoke = on_revoke,
         .on_record = on_record,
         .on_committed = on_committed,
         .on_fatal = on_fatal,
     };
-    e->consumer = consumer_new(cfg, bootstrap, e->loop, &cb, err);
+    /* Drains first: a sink with a backlog in its retry topic starts
+     * parked, before the source hands out anything of its keys. */
+    for (size_t i = 0; i < e->nsinks; i++) {
+        if (e->sinks[i].retry_topic != NULL &&
+            drain_open(e, &e->sinks[i], dlq_bootstrap, &cb, err) != 0) {
+            goto fail;
+        }
+    }
+    e->main.e = e;
+    e->consumer = e->main.consumer =
+        consumer_new(cfg, bootstrap, e->loop, &cb, err);
     if (e->consumer == NULL) {
         goto fail;
     }
+    loop_timer_start(e->loop, &e->park_timer, 200);
     loop_timer_start(e->loop, &e->commit_timer,
                      cfg->delivery.commit_interval_ms);
     if (o->progress) {
@@ -2365,6 +2720,11 @@ int engine_run(engine_t *e)
     /* Stop taking records, let what is in flight finish (bounded), commit
      * what is done, then leave the group (which revokes everything). */
     consumer_suspend(e->consumer, 1);
+    for (size_t i = 0; i < e->nsinks; i++) {
+        if (e->sinks[i].drain.consumer != NULL) {
+            consumer_suspend(e->sinks[i].drain.consumer, 1);
+        }
+    }
     e->stopping = 1;
     e->drain_deadline =
         loop_now(e->loop) + (uint64_t)e->cfg->delivery.drain_timeout_ms;
@@ -2379,6 +2739,11 @@ int engine_run(engine_t *e)
                  left, e->stuck + dlq_pending(e->dlq));
     }
     commit_all(e, 1);
+    for (size_t i = 0; i < e->nsinks; i++) {
+        if (e->sinks[i].drain.consumer != NULL) {
+            consumer_close(e->sinks[i].drain.consumer);
+        }
+    }
     consumer_close(e->consumer);
     loop_timer_stop(e->loop, &e->progress_timer);
     if (e->opts.progress && isatty(STDERR_FILENO)) {
@@ -2413,6 +2778,7 @@ void engine_destroy(engine_t *e)
         loop_timer_stop(e->loop, &e->commit_timer);
         loop_timer_stop(e->loop, &e->progress_timer);
         loop_timer_stop(e->loop, &e->hold_timer);
+        loop_timer_stop(e->loop, &e->park_timer);
         for (size_t i = 0; e->sinks != NULL && i < e->nsinks; i++) {
             loop_timer_stop(e->loop, &e->sinks[i].pump);
             loop_timer_stop(e->loop, &e->sinks[i].breaker_timer);
@@ -2437,6 +2803,16 @@ void engine_destroy(engine_t *e)
         msg_destroy(e, m);
     }
     consumer_destroy(e->consumer);
+    for (size_t i = 0; e->sinks != NULL && i < e->nsinks; i++) {
+        struct sink *s = &e->sinks[i];
+        consumer_destroy(s->drain.consumer);
+        if (s->drain.cfg != NULL) {
+            free(s->drain.cfg->source.group);
+            free(s->drain.cfg);
+        }
+        free(s->retry_topic);
+        free(s->park_max);
+    }
     while (e->parts != NULL) {
         struct part *p = e->parts;
         e->parts = p->next;

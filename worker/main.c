@@ -1,4 +1,4 @@
-/* main.c -- the sluice command line: run, validate, test, reference.
+/* main.c -- the sluice command line: run, validate, test, dlq, reference.
  *
  * Only parses arguments and maps outcomes to exit codes (0 ok, 1 runtime
  * failure, 2 bad usage or configuration); the runtime lives in the
@@ -11,6 +11,7 @@
 
 #include "cfg.h"
 #include "consumer.h"
+#include "dlqcmd.h"
 #include "engine.h"
 #include "log.h"
 #include "reference.h"
@@ -34,6 +35,8 @@ static const char usage_text[] =
     "  test PIPELINE.yaml [TESTS.yaml ...]\n"
     "                           run the pipeline's transforms on test cases\n"
     "  reference                print the pipeline reference (Markdown)\n"
+    "  dlq stats|list|show|replay PIPELINE.yaml ...\n"
+    "                           inspect and replay the dead-letter queue\n"
     "\n"
     "options:\n"
     "  -h, --help               show help (also: sluice COMMAND --help)\n"
@@ -221,6 +224,13 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "test") == 0) {
         return cmd_test(argc - 1, argv + 1);
+    }
+    if (strcmp(argv[1], "dlq") == 0) {
+        /* replay sends to the sinks: curl is set up as for run. */
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        rc = dlqcmd_main(argc - 1, argv + 1);
+        curl_global_cleanup();
+        return rc;
     }
     if (strcmp(argv[1], "run") == 0) {
         curl_global_init(CURL_GLOBAL_DEFAULT);

@@ -81,62 +81,38 @@ def test_failing_sink_holds_commits_then_recovers(kafka, topic_factory, names,
         assert_each_ok_once(s, want, recs if s is billing else None)
 
 
-def test_4xx_is_retried_never_acknowledged(kafka, topic_factory, names, sinkd,
-                                           sluice, offsets):
-    count = 5
+def test_answer_classes_decide_retry_dlq_or_done(kafka, topic_factory, names,
+                                                 sinkd, sluice, offsets):
+    """retry_on, permanent_on and done_on override the default classes:
+    here 404 is retried, 409 counts as delivered, and 503 fails for good
+    (to the DLQ) although 5xx is retried."""
+    count = 4
     topic = topic_factory(1)
     group = names.group()
     strict, easy = sinkd("strict"), sinkd("easy")
-    # Client errors, first scripted then for good, until told otherwise.
-    strict.script(statuses=[400, 404, 409], then=422)
-    cfg = harness.pipeline(names.pipeline, kafka.bootstrap, topic, group,
-                           {"strict": strict.url(), "easy": easy.url()})
+    # One key, so the requests go out one at a time in offset order.
+    strict.script(statuses=[404, 404, 409, 503], then=200)
+    cfg = harness.pipeline(names.pipeline, kafka.bootstrap, topic, group, {
+        "strict": {"url": strict.url(), "retry_on": ["transport", "5xx", "404"],
+                   "done_on": [409], "permanent_on": [503]},
+        "easy": easy.url()}, retry_backoff="50ms")
     run = sluice(cfg)
     reader = offsets(group)
-    harness.produce_orders(kafka.bootstrap, topic, count)
-    wait_until(lambda: easy.ok_count() >= count and
-               strict.stats()["requests"] >= 4 * count, 60,
-               "every message to fail at least 4 times at the strict sink",
-               alive=[run], details=strict.stats)
-    # Let a progress line or two cover the failing period.
-    n_progress = len(run.progress())
-    wait_until(lambda: len(run.progress()) >= n_progress + 2, 10,
-               "two more progress lines", alive=[run])
-
-    stats = strict.stats()
-    assert "200" not in stats["by_status"], stats
-    committed = reader.committed(topic, 1)
-    assert committed[0] <= 0, "committed %s although no message reached " \
-        "the strict sink" % committed
-    lines = run.progress()
-    assert lines, run.describe()
-    for consumed, in_flight, counters in lines:
-        assert counters.get("strict", 0) == 0, \
-            "a 4xx answer was counted as delivered: %s" % (counters,)
-    last = lines[-1]
-    assert last[0] == count and last[1] == count, last
-    assert last[2].get("easy") == count and last[2].get("strict_failed", 0) \
-        >= 4 * count, last
-
-    strict.script(then=200)
-    wait_until(lambda: strict.ok_count() >= count, 30,
-               "the strict sink to accept", alive=[run])
-    wait_until(lambda: reader.committed(topic, 1) == [count], 30,
-               "commits to reach the end", alive=[run])
+    harness.produce_orders(kafka.bootstrap, topic, count, tenants=1)
+    harness.wait_commits_at_end(reader, topic, 1, [run])
+    recs = strict.records()
+    assert [(r.key, r.status) for r in recs] == [
+        ("ord-000000000", 404), ("ord-000000000", 404),
+        ("ord-000000000", 409), ("ord-000000001", 503),
+        ("ord-000000002", 200), ("ord-000000003", 200)], recs
+    assert easy.ok_count() == count
     run.terminate()
     assert run.wait(60) == 0
-    summary = run.summary()
-    assert summary is not None and summary[2]["strict"] == count, summary
-
-    want = harness.expected_orders(count)
-    recs = strict.records()
-    assert_each_ok_once(strict, want, recs)
-    by_id = collections.defaultdict(list)
-    for r in recs:
-        by_id[r.key].append(r.status)
-    for oid, statuses in by_id.items():
-        assert statuses[-1] == 200 and len(statuses) >= 5 and \
-            all(400 <= s < 500 for s in statuses[:-1]), (oid, statuses)
+    _, _, counters = run.summary()
+    assert counters.get("strict") == 2, counters
+    assert counters.get("strict_done_by_policy") == 1, counters
+    assert counters.get("strict_dead_lettered") == 1, counters
+    assert counters.get("strict_failed") == 3, counters
 
 
 def test_connection_drops_and_a_sink_down_at_start(kafka, topic_factory,

@@ -1,0 +1,392 @@
+"""Every failure has a home: the dead-letter queue, retry limits, the
+circuit breaker, and `sluice dlq replay`, through the real binary on the
+real broker (a dedicated one where the DLQ's broker must go down)."""
+
+import collections
+import json
+import time
+
+from confluent_kafka import Consumer, TopicPartition
+
+import harness
+from harness import wait_until
+
+
+def read_topic(bootstrap, topic, timeout=30):
+    """Every record of topic, as dicts (partition, offset, key, value,
+    headers {name: str}, original {name: bytes}), in partition order."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader",
+                  "enable.auto.commit": False, "log_level": 3})
+    try:
+        meta = c.list_topics(topic, timeout=timeout).topics[topic]
+        if meta.error is not None:
+            return []
+        parts = sorted(meta.partitions)
+        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p),
+                                           timeout=timeout)
+                for p in parts}
+        c.assign([TopicPartition(topic, p, ends[p][0]) for p in parts])
+        want = sum(hi - lo for lo, hi in ends.values())
+        out = []
+        deadline = time.monotonic() + timeout
+        while len(out) < want and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None or m.error() is not None:
+                continue
+            hdrs = {}
+            original = {}
+            for k, v in m.headers() or []:
+                if k.startswith("sluice."):
+                    hdrs[k] = (v or b"").decode(errors="replace")
+                else:
+                    original[k] = v
+            out.append({"partition": m.partition(), "offset": m.offset(),
+                        "key": m.key(), "value": m.value(),
+                        "headers": hdrs, "original": original,
+                        "timestamp": m.timestamp()[1]})
+        assert len(out) == want, "read %d of %d records of %s" % (
+            len(out), want, topic)
+        return sorted(out, key=lambda r: (r["partition"], r["offset"]))
+    finally:
+        c.close()
+
+
+def dlq_count(bootstrap, topic):
+    try:
+        return len(read_topic(bootstrap, topic, timeout=10))
+    except Exception:  # noqa: BLE001 -- the topic may not exist yet
+        return 0
+
+
+def fanout(names, kafka_bootstrap, topic, group, sinks, **delivery):
+    cfg = harness.pipeline(names.pipeline, kafka_bootstrap, topic, group,
+                           sinks, **delivery)
+    cfg["dlq"] = {"topic": "%s.dlq" % names.pipeline}
+    return cfg
+
+
+def rejected_ids(count, every):
+    return {harness.gen_orders.order_id(i) for i in range(count)
+            if harness.sinkd_rejects(harness.gen_orders.order_id(i), every)}
+
+
+def test_rejected_messages_go_to_the_dlq_with_context(
+        kafka, topic_factory, names, sinkd, sluice, offsets):
+    count, partitions, every = 1500, 4, 50
+    topic = topic_factory(partitions)
+    group = names.group()
+    secret = "sk-live-%s" % names.base
+    billing, crm, search = sinkd("billing"), sinkd("crm"), sinkd("search")
+    # billing rejects ~2% of orders for good and echoes the request's
+    # headers (the Authorization secret among them) in its error body.
+    billing.script(reject_every=every, reject_status=400, echo_headers=True)
+    cfg = fanout(names, kafka.bootstrap, topic, group, {
+        "billing": {"url": billing.url(),
+                    "headers": {"Authorization": "Bearer ${SLUICE_IT_TOKEN}"}},
+        "crm": crm.url(), "search": search.url()})
+    run = sluice(cfg, env={"SLUICE_IT_TOKEN": secret})
+    harness.produce_orders(kafka.bootstrap, topic, count)
+    bad = rejected_ids(count, every)
+    assert 10 < len(bad) < 60
+    harness.wait_sinks_ok([crm, search], count, 60, alive=[run])
+    wait_until(lambda: billing.ok_count() >= count - len(bad), 60,
+               "billing's good orders", alive=[run])
+    harness.wait_commits_at_end(offsets(group), topic, partitions, [run])
+
+    want = harness.expected_orders(count)
+    for s in (crm, search):
+        got = harness.id_counts(harness.ok_records(s.records()))
+        assert got == collections.Counter({k: 1 for k in want}), \
+            harness.describe_counter_diff(got, want)
+    got = harness.id_counts(harness.ok_records(billing.records()))
+    assert set(got) == set(want) - bad
+
+    dlq = read_topic(kafka.bootstrap, cfg["dlq"]["topic"])
+    assert sorted(r["headers"]["sluice.dedupe.key"] for r in dlq) == \
+        sorted(bad)
+    for r in dlq:
+        h = r["headers"]
+        oid = h["sluice.dedupe.key"]
+        i, key, body = want[oid]
+        assert h["sluice.pipeline"] == names.pipeline
+        assert h["sluice.sink"] == "billing"
+        assert h["sluice.stage"] == "sink"
+        assert h["sluice.error.class"] == "rejected"
+        assert h["sluice.http.status"] == "400"
+        assert h["sluice.attempts"] == "1"
+        assert h["sluice.source.topic"] == topic
+        assert int(h["sluice.source.offset"]) >= 0
+        assert 0 <= int(h["sluice.source.partition"]) < partitions
+        assert int(h["sluice.attempt.first.ms"]) <= \
+            int(h["sluice.attempt.last.ms"])
+        assert h["sluice.replay.count"] == "0"
+        assert h["sluice.worker.id"]
+        assert r["key"] == key.encode()
+        assert json.loads(r["value"]) == json.loads(body)
+        assert r["original"]["message-id"] == oid.encode()
+        # The sink echoed the Authorization header: the secret must not
+        # reach the DLQ, nor the log.
+        text = json.dumps(h) + repr(r["original"])
+        assert secret not in text, h
+        assert "[redacted]" in h["sluice.http.body"], h["sluice.http.body"]
+        assert not any(k.lower() == "authorization" for k in r["original"])
+    assert secret not in run.log()
+
+    run.terminate()
+    assert run.wait(60) == 0
+    _, _, counters = run.summary()
+    assert counters.get("billing_dead_lettered") == len(bad), run.summary()
+
+
+def test_transform_errors_go_to_the_dlq(kafka, topic_factory, names, sinkd,
+                                        sluice, offsets, tmp_path):
+    count = 200
+    topic = topic_factory(2)
+    group = names.group()
+    a, b = sinkd("a"), sinkd("b")
+    (tmp_path / "t.lua").write_text(
+        "function transform(msg)\n"
+        "  local v = msg.json\n"
+        "  if v.sequence % 10 == 3 then error('cannot price ' .. v.order_id) end\n"
+        "  return msg\n"
+        "end\n")
+    cfg = fanout(names, kafka.bootstrap, topic, group,
+                 {"a": a.url(), "b": b.url()})
+    cfg["transform"] = "t.lua"
+    run = sluice(cfg)
+    harness.produce_orders(kafka.bootstrap, topic, count)
+    want = harness.expected_orders(count)
+    bad = {oid for oid, (i, _, body) in want.items()
+           if json.loads(body)["sequence"] % 10 == 3}
+    assert bad
+    harness.wait_sinks_ok([a, b], count - len(bad), 60, alive=[run])
+    harness.wait_commits_at_end(offsets(group), topic, 2, [run])
+    for s in (a, b):
+        got = set(harness.id_counts(harness.ok_records(s.records())))
+        assert got == set(want) - bad
+    dlq = read_topic(kafka.bootstrap, cfg["dlq"]["topic"])
+    assert sorted(r["headers"]["sluice.dedupe.key"] for r in dlq) == \
+        sorted(bad)
+    for r in dlq:
+        h = r["headers"]
+        assert h["sluice.sink"] == "*" and h["sluice.stage"] == "transform"
+        assert h["sluice.error.class"] == "transform_error"
+        assert "cannot price" in h["sluice.error.reason"]
+        assert "t.lua:3" in h["sluice.error.reason"]
+        assert "sluice.http.status" not in h
+    run.terminate()
+    assert run.wait(60) == 0
+
+
+def test_retry_deadline_sends_a_long_outage_to_the_dlq(
+        kafka, topic_factory, names, sinkd, sluice, offsets):
+    topic = topic_factory(1)
+    group = names.group()
+    flaky, fine = sinkd("flaky"), sinkd("fine")
+    no_breaker = {"breaker_failures": 0, "breaker_failure_percent": 0}
+    cfg = fanout(names, kafka.bootstrap, topic, group, {
+        "flaky": dict(url=flaky.url(), **no_breaker), "fine": fine.url()},
+        retry_deadline="2s", retry_backoff="100ms",
+        retry_backoff_max="300ms")
+    run = sluice(cfg)
+    reader = offsets(group)
+
+    # A 1 s outage, shorter than the deadline: nothing goes to the DLQ.
+    flaky.script(fail_for_ms=1000, fail_status=503)
+    harness.produce_orders(kafka.bootstrap, topic, 10)
+    harness.wait_sinks_ok([flaky, fine], 10, 60, alive=[run])
+    harness.wait_commits_at_end(reader, topic, 1, [run])
+    assert dlq_count(kafka.bootstrap, cfg["dlq"]["topic"]) == 0
+
+    # A 6 s outage, longer than the deadline: what was produced during it
+    # is given up on at the deadline and goes to the DLQ.
+    flaky.script(fail_for_ms=6000, fail_status=503)
+    harness.produce_orders(kafka.bootstrap, topic, 10, start=10)
+    harness.wait_commits_at_end(reader, topic, 1, [run], timeout=60)
+    dlq = read_topic(kafka.bootstrap, cfg["dlq"]["topic"])
+    got = sorted(r["headers"]["sluice.dedupe.key"] for r in dlq)
+    assert got == sorted(harness.gen_orders.order_id(i)
+                         for i in range(10, 20)), got
+    for r in dlq:
+        h = r["headers"]
+        assert h["sluice.error.class"] == "deadline", h
+        assert h["sluice.http.status"] == "503"
+        assert int(h["sluice.attempts"]) >= 2
+        assert int(h["sluice.attempt.last.ms"]) - \
+            int(h["sluice.attempt.first.ms"]) >= 2000
+    assert fine.ok_count() == 20
+    run.terminate()
+    assert run.wait(60) == 0
+
+
+def test_breaker_spares_a_sink_that_is_down(kafka, topic_factory, names,
+                                            sinkd, sluice, offsets):
+    count = 60
+    topic = topic_factory(1)
+    group = names.group()
+    down, up = sinkd("down"), sinkd("up")
+    cfg = fanout(names, kafka.bootstrap, topic, group, {
+        "down": {"url": down.url(), "max_in_flight": 2,
+                 "breaker_failures": 3, "breaker_cooldown": "2s"},
+        "up": up.url()},
+        ordering="none", retry_backoff="50ms", retry_backoff_max="100ms")
+    run = sluice(cfg)
+    down.script(fail_for_ms=10000, fail_status=503)
+    started = time.monotonic()
+    harness.produce_orders(kafka.bootstrap, topic, count)
+    # The healthy sink is not held back by the one that is down.
+    harness.wait_sinks_ok([up], count, 8, alive=[run])
+    wait_until(lambda: down.ok_count() >= count, 60,
+               "every message at the sink once it is back", alive=[run])
+    harness.wait_commits_at_end(offsets(group), topic, 1, [run])
+    recs = down.records()
+    failed = [r for r in recs if r.status == 503]
+    # Without the breaker: 60 messages retried every <=100 ms for 10 s,
+    # thousands of requests. With it: the first failures (at most
+    # max_in_flight at once until 3 in a row) and a probe every 2 s.
+    assert len(failed) <= 2 + 3 + 10 // 2 + 3, [
+        (r.ts_ms, r.status) for r in failed]
+    assert time.monotonic() - started >= 9
+    got = harness.id_counts(harness.ok_records(recs))
+    assert got == collections.Counter(
+        {k: 1 for k in harness.expected_orders(count)})
+    assert dlq_count(kafka.bootstrap, cfg["dlq"]["topic"]) == 0
+    run.terminate()
+    assert run.wait(60) == 0
+    _, _, counters = run.summary()
+    assert counters.get("down_breaker_opens", 0) >= 1, run.summary()
+
+
+def test_dlq_down_holds_commits_and_loses_nothing(
+        kafka, topic_factory, names, sinkd, sluice, offsets, kafka_broker):
+    count, every = 300, 10
+    topic = topic_factory(1)
+    group = names.group()
+    dlq_broker = kafka_broker()
+    dlq_broker.stop()
+    sink = sinkd("strict")
+    sink.script(reject_every=every)
+    cfg = fanout(names, kafka.bootstrap, topic, group, {"strict": sink.url()})
+    cfg["dlq"]["brokers"] = dlq_broker.bootstrap
+    cfg["dlq"]["properties"] = {"message.timeout.ms": "2000"}
+    run = sluice(cfg)
+    reader = offsets(group)
+    harness.produce_orders(kafka.bootstrap, topic, count)
+    bad = rejected_ids(count, every)
+    first_bad = min(int(oid.split("-")[1]) for oid in bad)
+    wait_until(lambda: sink.ok_count() >= count - len(bad), 60,
+               "the good orders", alive=[run])
+    # Produced to one partition in order: order i is offset i.
+    for _ in range(10):
+        c = reader.committed(topic, 1)[0]
+        assert c <= first_bad, "committed %d past offset %d, whose DLQ " \
+            "write never succeeded" % (c, first_bad)
+        time.sleep(0.3)
+    # SIGTERM while the DLQ is down: no waiting out the drain timeout
+    # (20 s), exit 3 (messages left uncommitted), and the summary says so.
+    t0 = time.monotonic()
+    run.terminate()
+    assert run.wait(30) == 3
+    assert time.monotonic() - t0 < 15
+    _, _, counters = run.summary()
+    assert counters.get("uncommitted", 0) >= 1, run.summary()
+    assert reader.committed(topic, 1)[0] <= first_bad
+
+    dlq_broker.start()
+    run2 = sluice(cfg)
+    harness.wait_commits_at_end(reader, topic, 1, [run2], timeout=90)
+    dlq = read_topic(dlq_broker.bootstrap, cfg["dlq"]["topic"])
+    assert {r["headers"]["sluice.dedupe.key"] for r in dlq} == bad
+    run2.terminate()
+    assert run2.wait(60) == 0
+
+
+def test_kill_9_while_dead_lettering_loses_nothing(
+        kafka, topic_factory, names, sinkd, sluice, offsets):
+    count, every, partitions = 4000, 5, 4
+    topic = topic_factory(partitions)
+    group = names.group()
+    sink = sinkd("strict")
+    sink.script(reject_every=every, latency_ms=2)
+    cfg = fanout(names, kafka.bootstrap, topic, group, {"strict": sink.url()})
+    dlq_topic = cfg["dlq"]["topic"]
+    run = sluice(cfg)
+    harness.produce_orders(kafka.bootstrap, topic, count)
+    wait_until(lambda: dlq_count(kafka.bootstrap, dlq_topic) >= 50, 60,
+               "some records in the DLQ", alive=[run])
+    run.kill()
+    run2 = sluice(cfg)
+    harness.wait_commits_at_end(offsets(group), topic, partitions, [run2],
+                                timeout=120)
+    delivered = set(harness.id_counts(harness.ok_records(sink.records())))
+    dead = {r["headers"]["sluice.dedupe.key"]
+            for r in read_topic(kafka.bootstrap, dlq_topic)}
+    want = set(harness.expected_orders(count))
+    missing = want - delivered - dead
+    assert not missing, "%d orders neither delivered nor dead-lettered, " \
+        "e.g. %s" % (len(missing), sorted(missing)[:10])
+    assert dead == rejected_ids(count, every)
+    run2.terminate()
+    assert run2.wait(60) == 0
+
+
+def test_replay_sends_one_sinks_records_to_that_sink_once(
+        kafka, topic_factory, names, sinkd, sluice, offsets, tmp_path):
+    count, every = 400, 20
+    topic = topic_factory(2)
+    group = names.group()
+    billing, crm = sinkd("billing"), sinkd("crm")
+    billing.script(reject_every=every, reject_status=422)
+    crm.script(reject_every=every + 7, reject_status=400)
+    cfg = fanout(names, kafka.bootstrap, topic, group,
+                 {"billing": billing.url(), "crm": crm.url()})
+    cfg["dlq"]["max_replays"] = 1
+    run = sluice(cfg)
+    harness.produce_orders(kafka.bootstrap, topic, count)
+    bad_crm = rejected_ids(count, every + 7)
+    bad_billing = rejected_ids(count, every)
+    harness.wait_commits_at_end(offsets(group), topic, 2, [run])
+    run.terminate()
+    assert run.wait(60) == 0
+    path = run.config_path
+
+    # crm is fixed; replay its records only.
+    crm.script(reject_every=0)
+    crm_before, billing_before = len(crm.records()), len(billing.records())
+    p = harness.sluice_cmd(["dlq", "replay", path, "--sink", "crm"],
+                           timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "replayed %d, failed again 0" % len(bad_crm) in p.stdout, p.stdout
+    replayed = crm.records()[crm_before:]
+    got = harness.id_counts(harness.ok_records(replayed))
+    assert got == collections.Counter({k: 1 for k in bad_crm}), got
+    assert len(replayed) == len(bad_crm)
+    assert len(billing.records()) == billing_before
+
+    # A second replay sends nothing.
+    p = harness.sluice_cmd(["dlq", "replay", path, "--sink", "crm"],
+                           timeout=120)
+    assert p.returncode == 0 and "replayed 0," in p.stdout, p.stdout
+    assert len(crm.records()) == crm_before + len(bad_crm)
+
+    # billing is still broken: its records fail again and go back with
+    # their replay count raised; at max_replays (1) the next replay skips
+    # them (kept in the DLQ) unless --force.
+    p = harness.sluice_cmd(["dlq", "replay", path, "--sink", "billing"],
+                           timeout=120)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "failed again %d" % len(bad_billing) in p.stdout, p.stdout
+    sent = billing.records()[billing_before:]
+    assert sorted(r.key for r in sent) == sorted(bad_billing)
+    p = harness.sluice_cmd(["dlq", "replay", path, "--sink", "billing"],
+                           timeout=120)
+    assert "replayed 0, failed again 0, skipped %d" % len(bad_billing) \
+        in p.stdout, p.stdout
+    assert len(billing.records()) == billing_before + len(bad_billing)
+    dlq = read_topic(kafka.bootstrap, cfg["dlq"]["topic"])
+    again = [r for r in dlq if r["headers"]["sluice.replay.count"] == "1"]
+    assert {r["headers"]["sluice.dedupe.key"] for r in again} == bad_billing
+    p = harness.sluice_cmd(["dlq", "replay", path, "--sink", "billing",
+                            "--force"], timeout=120)
+    assert "failed again %d" % len(bad_billing) in p.stdout, p.stdout
+    assert len(billing.records()) == billing_before + 2 * len(bad_billing)
