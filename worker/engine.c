@@ -2147,8 +2147,14 @@ static void on_record(void *arg, const struct consumer_record *rec)
     struct replay_src *src = NULL;
     int pick[64], picked = -1; /* replay: the outputs that go out */
 
-    if (e->replay_limited) {
-        /* Past --limit: not taken, so not committed. */
+    if (e->replay_limited ||
+        (e->opts.replay != NULL && p->end >= 0 && rec->offset >= p->end)) {
+        /* Past --limit, or past the end the replay started with (records
+         * it keeps for later land there): not taken, not committed. */
+        if (!e->replay_limited && !p->self_paused) {
+            p->self_paused = 1;
+            part_apply_pause(e, p);
+        }
         consumer_release(rec->handle);
         return;
     }

@@ -497,6 +497,18 @@ class Request:
             self.headers.get("kafka-offset"), self.status)
 
 
+def sinkd_rejects(key, every):
+    """True when sinkd's `reject_every` rule answers a request with this
+    Idempotency-Key with its reject status: 32-bit FNV-1a of the key's
+    bytes, modulo every, is 0."""
+    if not every:
+        return False
+    h = 2166136261
+    for b in key.encode():
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return h % every == 0
+
+
 class Sinkd:
     def __init__(self, name, workdir, port=0):
         self.name = name

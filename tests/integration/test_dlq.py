@@ -390,3 +390,70 @@ def test_replay_sends_one_sinks_records_to_that_sink_once(
                             "--force"], timeout=120)
     assert "failed again %d" % len(bad_billing) in p.stdout, p.stdout
     assert len(billing.records()) == billing_before + 2 * len(bad_billing)
+
+
+def first_delivery_order(records):
+    """key -> the order indices of each message's first 200, in the order
+    the sink answered them."""
+    seen = set()
+    out = collections.defaultdict(list)
+    for r in harness.ok_records(records):
+        if r.key in seen:
+            continue
+        seen.add(r.key)
+        out[r.headers["kafka-key"]].append(int(r.key.split("-")[1]))
+    return out
+
+
+def test_park_moves_a_down_sinks_backlog_and_drains_it_in_order(
+        kafka, topic_factory, names, sinkd, sluice, offsets):
+    count, partitions, outage = 2000, 4, 30
+    topic = topic_factory(partitions)
+    group = names.group()
+    down, a, b = sinkd("down"), sinkd("a"), sinkd("b")
+    # Slow once back, so that the drain takes a few seconds and a kill -9
+    # lands in the middle of it.
+    down.script(fail_for_ms=outage * 1000, fail_status=503, latency_ms=4)
+    cfg = fanout(names, kafka.bootstrap, topic, group, {
+        "down": {"url": down.url(), "park_after": "2s", "max_in_flight": 4,
+                 "breaker_cooldown": "2s"},
+        "a": a.url(), "b": b.url()},
+        max_in_flight_per_partition=50)
+    start = time.monotonic()
+    run = sluice(cfg)
+    reader = offsets(group)
+    harness.produce_orders(kafka.bootstrap, topic, count)
+
+    # While down is down: the other sinks get everything and the commits
+    # reach the end, because down's backlog is parked.
+    harness.wait_sinks_ok([a, b], count, outage - 8, alive=[run])
+    harness.wait_commits_at_end(reader, topic, partitions, [run],
+                                timeout=max(1, outage - 5 -
+                                            (time.monotonic() - start)))
+    assert time.monotonic() - start < outage, "the commits waited for down"
+    assert down.ok_count() == 0
+    run.wait_for_log(r"sink down: parking its backlog")
+
+    # down recovers; kill -9 in the middle of the drain, then restart.
+    wait_until(lambda: down.ok_count() >= 300, outage + 30,
+               "down to receive part of its backlog", alive=[run],
+               interval=0.02)
+    run.kill()
+    assert down.ok_count() < count, "the drain finished before the kill"
+    run2 = sluice(cfg)
+    wait_until(lambda: len(set(harness.id_counts(harness.ok_records(
+        down.records())))) >= count, 90, "down to receive every message",
+        alive=[run2], details=down.stats)
+    recs = down.records()
+    got = harness.id_counts(harness.ok_records(recs))
+    assert set(got) == set(harness.expected_orders(count))
+    for key, order in first_delivery_order(recs).items():
+        assert order == sorted(order), "key %s out of order: %s" % (
+            key, order)
+    harness.wait_commits_at_end(reader, topic, partitions, [run2])
+    retry_topic = "%s.retry.down" % names.pipeline
+    retry_group = "%s.retry.down" % group
+    harness.wait_commits_at_end(offsets(retry_group), retry_topic, 1, [run2])
+    assert dlq_count(kafka.bootstrap, cfg["dlq"]["topic"]) == 0
+    run2.terminate()
+    assert run2.wait(60) == 0

@@ -333,6 +333,10 @@ struct sinkd_script {
 	long retry_after;       /* -1: none */
 	int64_t fail_until_ns;  /* CLOCK_MONOTONIC; 0: no failure window */
 	int fail_status;
+	long reject_every;      /* 0: off; see sinkd_rejects() */
+	int reject_status;
+	bool echo_headers;      /* non-2xx bodies show the request headers */
+	char *body;             /* non-2xx body; NULL: empty */
 };
 
 struct sinkd_path {
@@ -356,6 +360,7 @@ struct sinkd_state {
 static void sinkd_script_free(struct sinkd_script *s)
 {
 	if (s != NULL) {
+		free(s->body);
 		free(s->statuses);
 		free(s);
 	}
@@ -610,6 +615,7 @@ struct sinkd_req {
 	char *body;
 	size_t len, cap;
 	size_t total;
+	char *reply;            /* a scripted non-2xx body, or NULL */
 };
 
 struct sinkd_hdrs {
@@ -702,6 +708,47 @@ static void sinkd_record(struct sinkd *sd, struct MHD_Connection *conn,
 	free(b.p);
 }
 
+/* reject_every: a request whose Idempotency-Key hashes (32-bit FNV-1a) to
+ * 0 modulo N fails every time it is sent, like a message a sink refuses
+ * for good; tests compute the same hash (harness.sinkd_rejects). */
+static bool sinkd_rejects(const struct sinkd_script *s,
+			  struct MHD_Connection *conn)
+{
+	const char *key;
+	uint32_t h = 2166136261u;
+
+	if (s->reject_every <= 0)
+		return false;
+	key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+					  "Idempotency-Key");
+	if (key == NULL)
+		return false;
+	for (; *key != '\0'; key++)
+		h = (h ^ (unsigned char)*key) * 16777619u;
+	return h % (uint32_t)s->reject_every == 0;
+}
+
+/* The body of a scripted failure: the script's text, or with
+ * echo_headers the request's headers (a sink that leaks what it was sent
+ * into its error, e.g. an Authorization header). NULL: empty. */
+static char *sinkd_reply_body(const struct sinkd_script *s,
+			      struct MHD_Connection *conn)
+{
+	struct sbuf b = { NULL, 0, 0 };
+
+	if (s->echo_headers) {
+		sinkd_sb_puts(&b, "{\"error\":\"rejected\",\"request_headers\":");
+		sinkd_record_headers(&b, conn);
+		sinkd_sb_putc(&b, '}');
+	} else if (s->body != NULL) {
+		sinkd_sb_puts(&b, s->body);
+	} else {
+		return NULL;
+	}
+	sinkd_sb_putc(&b, '\0');
+	return b.p;
+}
+
 /* Pick the answer for a sink request, count it and record it.  Returns the
  * latency to apply.  Counting happens before the answer is sent, so a
  * client that has its response always sees itself in /_sinkd/stats. */
@@ -728,6 +775,8 @@ static long sinkd_decide(struct sinkd *sd, struct MHD_Connection *conn,
 	} else if (s != NULL) {
 		if (s->fail_until_ns != 0 && now < s->fail_until_ns)
 			rq->status = s->fail_status;
+		else if (sinkd_rejects(s, conn))
+			rq->status = s->reject_status;
 		else if (s->next < s->nstatuses)
 			rq->status = s->statuses[s->next++];
 		else
@@ -735,6 +784,8 @@ static long sinkd_decide(struct sinkd *sd, struct MHD_Connection *conn,
 		rq->close = s->close;
 		rq->retry_after = s->retry_after;
 		latency = s->latency_ms;
+		if (rq->status != 0 && (rq->status < 200 || rq->status > 299))
+			rq->reply = sinkd_reply_body(s, conn);
 	}
 	st->requests++;
 	st->bytes += rq->total;
@@ -758,10 +809,16 @@ static enum MHD_Result sinkd_answer(struct sinkd *sd,
 	if (rq->status == 0)
 		return MHD_NO;   /* MHD drops the connection without a reply */
 	retry = rq->retry_after >= 0 && (rq->status < 200 || rq->status > 299);
-	if (!rq->close && !retry)
+	if (!rq->close && !retry && rq->reply == NULL)
 		return MHD_queue_response(conn, (unsigned int)rq->status, sd->plain);
 
-	resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	if (rq->reply != NULL)
+		resp = MHD_create_response_from_buffer(strlen(rq->reply),
+						       rq->reply,
+						       MHD_RESPMEM_MUST_COPY);
+	else
+		resp = MHD_create_response_from_buffer(0, (void *)"",
+						       MHD_RESPMEM_PERSISTENT);
 	if (resp == NULL)
 		return MHD_NO;
 	if (rq->close)
@@ -862,6 +919,7 @@ static enum MHD_Result sinkd_ctl_script(struct sinkd *sd,
 	static const char *const known[] = {
 		"path", "statuses", "then", "latency_ms", "close",
 		"retry_after", "fail_for_ms", "fail_status",
+		"reject_every", "reject_status", "echo_headers", "body",
 	};
 	struct sinkd_script *s;
 	json_error_t jerr;
@@ -869,7 +927,7 @@ static enum MHD_Result sinkd_ctl_script(struct sinkd *sd,
 	const char *key, *path;
 	char err[256];
 	json_int_t then_status = 200, latency = 0, retry = -1, fail_for = 0;
-	json_int_t fail_status = 503;
+	json_int_t fail_status = 503, reject_every = 0, reject_status = 400;
 	size_t i, k;
 	enum MHD_Result ret;
 
@@ -907,8 +965,22 @@ static enum MHD_Result sinkd_ctl_script(struct sinkd *sd,
 	    !sinkd_opt_int(root, "retry_after", 0, INT32_MAX, &retry, err,
 			   sizeof err) ||
 	    !sinkd_opt_int(root, "fail_for_ms", 0, INT32_MAX, &fail_for, err,
-			   sizeof err))
+			   sizeof err) ||
+	    !sinkd_opt_int(root, "reject_every", 0, INT32_MAX, &reject_every,
+			   err, sizeof err) ||
+	    !sinkd_opt_status(root, "reject_status", &reject_status, err,
+			      sizeof err))
 		goto bad;
+	v = json_object_get(root, "echo_headers");
+	if (v != NULL && !json_is_null(v) && !json_is_boolean(v)) {
+		snprintf(err, sizeof err, "echo_headers: expected a boolean");
+		goto bad;
+	}
+	v = json_object_get(root, "body");
+	if (v != NULL && !json_is_null(v) && !json_is_string(v)) {
+		snprintf(err, sizeof err, "body: expected a string");
+		goto bad;
+	}
 	v = json_object_get(root, "close");
 	if (v != NULL && !json_is_null(v) && !json_is_boolean(v)) {
 		snprintf(err, sizeof err, "close: expected a boolean");
@@ -939,6 +1011,12 @@ static enum MHD_Result sinkd_ctl_script(struct sinkd *sd,
 	s->close = json_is_true(json_object_get(root, "close"));
 	s->retry_after = (long)retry;
 	s->fail_status = (int)fail_status;
+	s->reject_every = (long)reject_every;
+	s->reject_status = (int)reject_status;
+	s->echo_headers = json_is_true(json_object_get(root, "echo_headers"));
+	v = json_object_get(root, "body");
+	if (json_is_string(v))
+		s->body = strdup(json_string_value(v));
 	if (fail_for > 0)
 		s->fail_until_ns = sinkd_now_ns(CLOCK_MONOTONIC) +
 				   (int64_t)fail_for * 1000000LL;
@@ -1139,6 +1217,7 @@ static void sinkd_completed(void *cls, struct MHD_Connection *conn,
 	(void)toe;
 	if (rq != NULL) {
 		free(rq->body);
+		free(rq->reply);
 		free(rq);
 		*con_cls = NULL;
 	}
