@@ -25,6 +25,11 @@ One run measures, one after the other (the machine has few cores):
    orders, so each sink is waited for until it has its own expected count
    (recomputed with gen_orders), and sluice's summary line must show
    consumed=COUNT, crm_skipped=<cancelled> and no failures;
+   3b. (not with --only-transform) the same as 3 with billing answering
+   400 to 1% of the orders for good (sinkd's reject_every: 100): those go
+   to the pipeline's dead-letter topic; the run counts only when sluice's
+   summary shows exactly them dead-lettered and it exits 0 (everything
+   committed). Reported beside 3, as ratios from the same run;
 5. ceiling B: wrk against one fresh sinkd (its request rate);
 6. the Lua stage alone (not with --no-transform): bin/transform-bench on
    10,000 orders, --lua-iterations messages each: (a) the example's
@@ -58,6 +63,7 @@ RESULTS = os.path.join(BENCH, "results")
 sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
 
 SINKS = ("billing", "crm", "search", "analytics")
+REJECT_EVERY = 100  # the failure case: billing refuses 1% for good
 TRANSFORMS_DIR = os.path.join(ROOT, "pipelines", "transforms")
 PARTITIONS = 8
 TENANTS = 50
@@ -466,16 +472,48 @@ def per_second(history, t_start, count, expected):
     return out
 
 
+def script_sinkd(port, script):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        body = dict(script, path="*")
+        conn.request("POST", "/_sinkd/script", json.dumps(body))
+        r = conn.getresponse()
+        r.read()
+        if r.status != 200:
+            raise BenchError("sinkd :%d script: HTTP %d" % (port, r.status))
+    finally:
+        conn.close()
+
+
+def fnv1a32(text):
+    h = 2166136261
+    for b in text.encode():
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return h
+
+
+def rejected_count(count, every):
+    """Orders sinkd's reject_every rule refuses (by Idempotency-Key, the
+    order id)."""
+    import gen_orders
+    return sum(1 for i in range(count)
+               if fnv1a32(gen_orders.order_id(i)) % every == 0)
+
+
 def run_sluice(procs, bootstrap, topic, count, group,
-               template="pipeline.yaml.in", expected=None, tag=""):
+               template="pipeline.yaml.in", expected=None, tag="",
+               scripts=None):
     """One end-to-end run of `sluice run` on bench/<template>, draining the
     backlog (count messages) to four fresh sinkd until each sink has its
     expected count (SINKS order; default count each). tag names the
-    variant's processes and files in the work dir."""
+    variant's processes and files in the work dir. scripts: sink name ->
+    a sinkd script (e.g. {"reject_every": 100}) set before sluice starts."""
     expected = tuple(expected or (count,) * len(SINKS))
     pre = tag + "-" if tag else ""
     sinkd = [start_sinkd(procs, "sinkd-" + pre + n) for n in SINKS]
     ports = [port for _, port in sinkd]
+    for name, script in (scripts or {}).items():
+        script_sinkd(ports[SINKS.index(name)], script)
     stats = [SinkStats(port) for port in ports]
     try:
         before = [s.requests() for s in stats]
@@ -911,8 +949,38 @@ def report(res):
            "wrk: %d non-2xx, %s" % (b["non_2xx"], b["socket_errors"])
            if b["non_2xx"] or b["socket_errors"] else "wrk: no errors"),
     ]
+    lines += failure_lines(res)
     lines += transform_lines(res)
     print("\n".join(lines), flush=True)
+
+
+def failure_lines(res):
+    """The 1%-failure run beside the failure-free one of the same run."""
+    s, f, v = res.get("sluice"), res.get("sluice_fail1"), \
+        res.get("fail1_vs_plain")
+    if s is None or f is None:
+        return []
+    return [
+        "",
+        "### 1%% of the orders answered 400 by billing (to the DLQ)",
+        "",
+        "Same backlog, new group, four fresh sinkd; billing refuses %d "
+        "orders for good, which go to the dead-letter topic. Targets: the "
+        "failure-free path costs no more than before, this one keeps at "
+        "least 90%% of its throughput." % f["rejected"],
+        "",
+        "| end to end, 4 sinks | msgs/s | CPU-µs/msg | peak RSS MiB |",
+        "| --- | ---: | ---: | ---: |",
+        "| sluice, no failures | %.0f | %.1f | %.1f |"
+        % (s["msgs_per_s"], s["cpu_us_per_msg"], s["peak_rss_mib"]),
+        "| **sluice, 1%% dead-lettered** | %.0f | %.1f | %.1f |"
+        % (f["msgs_per_s"], f["cpu_us_per_msg"], f["peak_rss_mib"]),
+        "| ratio (1%% ÷ none) | %.2fx | %.2fx | %.2fx |"
+        % (v["msgs_per_s_ratio"], v["cpu_us_per_msg_ratio"],
+           v["peak_rss_ratio"]),
+        "",
+        "- sluice's `%s`" % f["summary"]["line"],
+    ]
 
 
 KAFKA_SH = os.path.join(ROOT, "tests", "kafka", "kafka.sh")
@@ -997,12 +1065,36 @@ def main(argv=None):
             % backlog["produce_s"])
         bare = run_bare_consumer(bootstrap, topic, args.count, workdir)
         log("bare-consumer: %.0f msgs/s" % bare["msgs_per_s"])
-        sl = tr = lua = tv = None
+        sl = tr = lua = tv = fl = fv = None
         if not args.only_transform:
             log("sluice")
             sl = run_sluice(procs, bootstrap, topic, args.count,
                             "bench-%s-%d" % (ts, os.getpid()))
             log("sluice: %.0f msgs/s" % sl["msgs_per_s"])
+            rejected = rejected_count(args.count, REJECT_EVERY)
+            log("sluice, billing rejects 1%% (%d orders) for good"
+                % rejected)
+            fl = run_sluice(procs, bootstrap, topic, args.count,
+                            "bench-fail1-%s-%d" % (ts, os.getpid()),
+                            tag="fail1",
+                            scripts={"billing":
+                                     {"reject_every": REJECT_EVERY}})
+            got = (fl["summary"] or {}).get("billing_dead_lettered")
+            if got != rejected or fl["exit_status"] != 0:
+                raise BenchError(
+                    "the 1%% failure run dead-lettered %s of %d and exited "
+                    "%s: %s" % (got, rejected, fl["exit_status"],
+                                (fl["summary"] or {}).get("line")))
+            fl["rejected"] = rejected
+            fv = {
+                "msgs_per_s_ratio": round(fl["msgs_per_s"] /
+                                          sl["msgs_per_s"], 3),
+                "cpu_us_per_msg_ratio": round(fl["cpu_us_per_msg"] /
+                                              sl["cpu_us_per_msg"], 3),
+                "peak_rss_ratio": round(fl["peak_rss_mib"] /
+                                        sl["peak_rss_mib"], 3),
+            }
+            log("sluice with 1%% failures: %.0f msgs/s" % fl["msgs_per_s"])
         if not args.no_transform:
             expected, cancelled = expected_requests(args.count)
             log("sluice + transforms (new group; crm expects %d: %d "
@@ -1057,6 +1149,7 @@ def main(argv=None):
             "host": {"cpus": os.cpu_count(), "loadavg_before": load},
             "backlog": backlog, "bare_consumer": bare, "sluice": sl,
             "sluice_transform": tr, "transform_vs_plain": tv,
+            "sluice_fail1": fl, "fail1_vs_plain": fv,
             "lua_stage": lua, "wrk": wrk,
             "reference": {"target_cpu_us_per_msg": TARGET_CPU_US,
                           "target_peak_rss_mib": TARGET_RSS_MIB,

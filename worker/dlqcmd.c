@@ -883,9 +883,13 @@ static int read_committed(struct cmd *c, struct sl_error *err)
     return 0;
 }
 
+/* A sink's records are in its DLQ topic; the pipeline's DLQ topic holds
+ * the transform stage's (`*`) records, which concern every sink, as
+ * replay reads them. */
 static int sink_in_topic(const struct cmd *c, size_t k, const char *topic)
 {
-    return strcmp(cfg_sink_dlq_topic(c->cfg, c->sel[k]), topic) == 0;
+    return strcmp(cfg_sink_dlq_topic(c->cfg, c->sel[k]), topic) == 0 ||
+           strcmp(c->cfg->dlq.topic, topic) == 0;
 }
 
 /* Where each partition's reading starts: the lowest offset a concerned
@@ -2143,6 +2147,16 @@ static int select_sinks(const struct command *cmd, const struct args *a,
         }
         if (t == c->topic_count) {
             c->topics[c->topic_count++] = topic;
+        }
+    }
+    if (c->sel_count > 0) {
+        size_t t = 0;
+        while (t < c->topic_count &&
+               strcmp(c->topics[t], c->cfg->dlq.topic) != 0) {
+            t++;
+        }
+        if (t == c->topic_count) {
+            c->topics[c->topic_count++] = c->cfg->dlq.topic;
         }
     }
     if (a->sink != NULL && c->sel_count == 0) {

@@ -26,6 +26,7 @@
 
 #include "consumer.h"
 #include "dlq.h"
+#include "dlqcmd.h"
 #include "log.h"
 #include "loop.h"
 #include "offsets.h"
@@ -1919,18 +1920,6 @@ static unsigned replays_of(void *handle)
     return n > 0 && n < 1000000 ? (unsigned)n : 0;
 }
 
-/* Whether a DLQ record matches --reason: its error class, its status, or
- * its status class (4xx). */
-static int reason_matches(const char *want, const char *class,
-                          const char *status)
-{
-    if (strcmp(want, class) == 0 || (status[0] && !strcmp(want, status))) {
-        return 1;
-    }
-    return strlen(want) == 3 && want[1] == 'x' && want[2] == 'x' &&
-           status[0] == want[0] && strlen(status) == 3;
-}
-
 /* Writes rec back to the DLQ as it is (for this sink): it stays to be
  * worked, and the group may pass its old place. */
 static void replay_keep(engine_t *e, const struct consumer_record *rec,
@@ -1994,7 +1983,11 @@ static int replay_select(engine_t *e, const struct consumer_record *rec,
     ctx_header(h, DLQ_H_CLASS, class, sizeof(class));
     ctx_header(h, DLQ_H_STATUS, status, sizeof(status));
     ctx_header(h, DLQ_H_STAGE, stage, sizeof(stage));
-    selected = (o->reason == NULL || reason_matches(o->reason, class, status)) &&
+    selected = (o->reason == NULL ||
+                dlqcmd_reason_matches(o->reason, class[0] ? class : NULL,
+                                      dlqcmd_parse_status(
+                                          status[0] ? status : NULL,
+                                          strlen(status)))) &&
                (o->since_ms == 0 || rec->timestamp_ms >= o->since_ms);
     if (selected && replays_of(h) >= (unsigned)e->cfg->dlq.max_replays &&
         !o->force) {

@@ -43,7 +43,7 @@ static const char usage_text[] =
     "  -V, --version            show the version\n"
     "\n"
     "exit status: 0 ok, 1 runtime failure or a failed test, 2 bad usage or\n"
-    "configuration\n";
+    "configuration, 3 run stopped with messages left uncommitted\n";
 
 static const char run_usage[] =
     "usage: sluice run [options] PIPELINE.yaml\n"
@@ -56,7 +56,12 @@ static const char run_usage[] =
     "  --progress               print a progress line every second\n"
     "  --log-level LEVEL        debug, info (default), warn, error\n"
     "  --log-format FORMAT      text (default) or json\n"
-    "  -h, --help               show this help\n";
+    "  -h, --help               show this help\n"
+    "\n"
+    "exit status: 0 stopped with everything consumed committed, 1 runtime\n"
+    "failure, 2 bad configuration, 3 stopped with messages left uncommitted\n"
+    "(the drain timed out or the dead-letter queue could not be written;\n"
+    "they are redelivered)\n";
 
 static const char validate_usage[] =
     "usage: sluice validate PIPELINE.yaml\n"

@@ -107,8 +107,71 @@ static void test_good_file_and_defaults(void **state)
     assert_int_equal(cfg->sinks[0].max_in_flight, 64);
     assert_int_equal(cfg->sinks[1].max_in_flight, 8);
     assert_int_equal(cfg->sinks[0].line, 11);
+    /* Failures: the DLQ and answer-class defaults. */
+    assert_string_equal(cfg->dlq.topic, "orders.dlq");
+    assert_string_equal(cfg->dlq.brokers, "localhost:9092");
+    assert_int_equal(cfg->dlq.max_replays, 3);
+    assert_string_equal(cfg_sink_dlq_topic(cfg, 1), "orders.dlq");
+    assert_int_equal(cfg->delivery.retry_max_attempts, 0);
+    assert_int_equal(cfg->delivery.retry_deadline_ms, 600000);
+    assert_int_equal(cfg->sinks[0].answers[0], CFG_ANSWER_RETRY);
+    assert_int_equal(cfg->sinks[0].answers[503], CFG_ANSWER_RETRY);
+    assert_int_equal(cfg->sinks[0].answers[501], CFG_ANSWER_DEFAULT);
+    assert_int_equal(cfg->sinks[0].answers[400], CFG_ANSWER_DEFAULT);
+    assert_int_equal(cfg->sinks[0].breaker_failures, 5);
+    assert_int_equal(cfg->sinks[0].park_after_ms, 0);
     cfg_free(cfg);
     cfg_free(NULL);
+}
+
+static void test_answer_classes(void **state)
+{
+    struct cfg_errors errs = {0};
+    struct cfg *cfg;
+    int n;
+    const char *e;
+
+    (void)state;
+    cfg = cfg_load(write_yaml("pipeline: p\n"
+                              "source: {brokers: b, topics: t}\n"
+                              "dlq: {topic: failures}\n"
+                              "sinks:\n"
+                              "  a:\n"
+                              "    type: http\n"
+                              "    url: http://a/\n"
+                              "    dlq_topic: a-failures\n"
+                              "    retry_on: [5xx, 404]\n"
+                              "    permanent_on: [503]\n"
+                              "    done_on: 409\n"),
+                   &errs);
+    unlink(path);
+    if (cfg == NULL) {
+        fail_msg("%s", errs.text);
+    }
+    const unsigned char *a = cfg->sinks[0].answers;
+    assert_int_equal(a[0], CFG_ANSWER_DEFAULT); /* transport not listed */
+    assert_int_equal(a[500], CFG_ANSWER_RETRY);
+    assert_int_equal(a[599], CFG_ANSWER_RETRY);
+    assert_int_equal(a[503], CFG_ANSWER_PERMANENT); /* status beats class */
+    assert_int_equal(a[404], CFG_ANSWER_RETRY);
+    assert_int_equal(a[409], CFG_ANSWER_DONE);
+    assert_int_equal(a[429], CFG_ANSWER_DEFAULT);
+    assert_string_equal(cfg_sink_dlq_topic(cfg, 0), "a-failures");
+    assert_string_equal(cfg->dlq.topic, "failures");
+    cfg_free(cfg);
+
+    e = load_errors("pipeline: p\n"
+                    "source: {brokers: b, topics: t}\n"
+                    "sinks:\n"
+                    "  a:\n"
+                    "    type: http\n"
+                    "    url: http://a/\n"
+                    "    retry_on: [6xx, 50]\n",
+                    &n);
+    assert_int_equal(n, 2);
+    assert_error(e, "7:15", "sinks.a.retry_on: expected a status (100-599), "
+                            "a class such as 5xx, or `transport`, found "
+                            "`6xx`");
 }
 
 static void test_invalid_yaml_has_position(void **state)
@@ -139,7 +202,8 @@ static void test_unknown_key_suggests(void **state)
     assert_error(e, "4:3", "source.topic: unknown key; did you mean `topics`?");
     assert_error(e, "8:5", "sinks.a.ur: unknown key; did you mean `url`?");
     assert_error(e, "9:5", "sinks.a.colour: unknown key; expected one of: "
-                           "type max_in_flight transform retry url");
+                           "type max_in_flight transform retry dlq_topic "
+                           "retry_on");
     /* Missing required keys are reported at their mapping. */
     assert_error(e, "3:3", "source.topics: missing required key `topics`");
     assert_error(e, "7:5", "sinks.a.url: missing required key `url`");
@@ -279,6 +343,7 @@ int main(void)
         cmocka_unit_test(test_good_file_and_defaults),
         cmocka_unit_test(test_invalid_yaml_has_position),
         cmocka_unit_test(test_unknown_key_suggests),
+        cmocka_unit_test(test_answer_classes),
         cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_missing_sections_and_duplicates),
         cmocka_unit_test(test_env_in_file),
