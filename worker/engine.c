@@ -2443,8 +2443,10 @@ struct cfg *engine_load_config(const char *path, FILE *errf)
         return NULL;
     }
     cfg = cfg_load(path, errs);
-    if (cfg != NULL && (consumer_check_config(cfg, errs) != 0 ||
-                        dlq_check_config(cfg, errs) != 0)) {
+    /* Both checks run, so that every bad property is reported at once. */
+    if (cfg != NULL && (consumer_check_config(cfg, errs) != 0) +
+                               (dlq_check_config(cfg, errs) != 0) >
+                           0) {
         cfg_free(cfg);
         cfg = NULL;
     }

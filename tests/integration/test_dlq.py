@@ -150,21 +150,40 @@ def test_transform_errors_go_to_the_dlq(kafka, topic_factory, names, sinkd,
         "  if v.sequence % 10 == 3 then error('cannot price ' .. v.order_id) end\n"
         "  return msg\n"
         "end\n")
+    # b's own transform fails on other orders: those go to b's DLQ only.
+    (tmp_path / "b.lua").write_text(
+        "function transform(msg)\n"
+        "  if msg.json.sequence % 10 == 5 then error('no shape') end\n"
+        "  return {}\n"
+        "end\n")
     cfg = fanout(names, kafka.bootstrap, topic, group,
-                 {"a": a.url(), "b": b.url()})
+                 {"a": a.url(), "b": {"url": b.url(), "transform": "b.lua"}})
     cfg["transform"] = "t.lua"
     run = sluice(cfg)
     harness.produce_orders(kafka.bootstrap, topic, count)
     want = harness.expected_orders(count)
     bad = {oid for oid, (i, _, body) in want.items()
            if json.loads(body)["sequence"] % 10 == 3}
-    assert bad
-    harness.wait_sinks_ok([a, b], count - len(bad), 60, alive=[run])
+    unshaped = {oid for oid, (i, _, body) in want.items()
+                if json.loads(body)["sequence"] % 10 == 5}
+    assert bad and unshaped
+    harness.wait_sinks_ok([a], count - len(bad), 60, alive=[run])
+    harness.wait_sinks_ok([b], count - len(bad) - len(unshaped), 60,
+                          alive=[run])
     harness.wait_commits_at_end(offsets(group), topic, 2, [run])
-    for s in (a, b):
-        got = set(harness.id_counts(harness.ok_records(s.records())))
-        assert got == set(want) - bad
+    got = set(harness.id_counts(harness.ok_records(a.records())))
+    assert got == set(want) - bad
+    got = set(harness.id_counts(harness.ok_records(b.records())))
+    assert got == set(want) - bad - unshaped
     dlq = read_topic(kafka.bootstrap, cfg["dlq"]["topic"])
+    shaped = [r for r in dlq if r["headers"]["sluice.stage"] == "shape"]
+    assert {r["headers"]["sluice.dedupe.key"] for r in shaped} == unshaped
+    for r in shaped:
+        h = r["headers"]
+        assert h["sluice.sink"] == "b" and h["sluice.attempts"] == "0"
+        assert h["sluice.error.class"] == "shape_error"
+        assert "b.lua:2: no shape" in h["sluice.error.reason"]
+    dlq = [r for r in dlq if r["headers"]["sluice.stage"] != "shape"]
     assert sorted(r["headers"]["sluice.dedupe.key"] for r in dlq) == \
         sorted(bad)
     for r in dlq:
@@ -326,6 +345,10 @@ def test_kill_9_while_dead_lettering_loses_nothing(
     assert not missing, "%d orders neither delivered nor dead-lettered, " \
         "e.g. %s" % (len(missing), sorted(missing)[:10])
     assert dead == rejected_ids(count, every)
+    # ~800 give-ups: logged as a few lines and counts, not one each.
+    for r in (run, run2):
+        lines = r.log().count("gave up on")
+        assert lines < 60, "%d give-up lines logged" % lines
     run2.terminate()
     assert run2.wait(60) == 0
 
@@ -457,3 +480,30 @@ def test_park_moves_a_down_sinks_backlog_and_drains_it_in_order(
     assert dlq_count(kafka.bootstrap, cfg["dlq"]["topic"]) == 0
     run2.terminate()
     assert run2.wait(60) == 0
+
+
+def test_a_record_too_large_for_the_dlq_is_cut_not_lost(
+        kafka, topic_factory, names, sinkd, sluice, offsets):
+    topic = topic_factory(1)
+    group = names.group()
+    sink = sinkd("strict")
+    sink.script(statuses=[400], then=200)
+    cfg = fanout(names, kafka.bootstrap, topic, group, {"strict": sink.url()})
+    # The DLQ producer takes at most 100 kB; the message is 300 kB.
+    cfg["dlq"]["properties"] = {"message.max.bytes": "100000"}
+    run = sluice(cfg)
+    from confluent_kafka import Producer
+    p = Producer({"bootstrap.servers": kafka.bootstrap})
+    big = b"x" * 300000
+    p.produce(topic, key=b"k", value=big, headers=[("message-id", b"big-1")])
+    assert p.flush(30) == 0
+    harness.wait_commits_at_end(offsets(group), topic, 1, [run])
+    dlq = read_topic(kafka.bootstrap, cfg["dlq"]["topic"])
+    assert len(dlq) == 1
+    h = dlq[0]["headers"]
+    assert h["sluice.dedupe.key"] == "big-1"
+    assert h["sluice.truncated"] == str(len(big))
+    assert 0 < len(dlq[0]["value"]) <= 64 * 1024
+    assert big.startswith(dlq[0]["value"])
+    run.terminate()
+    assert run.wait(60) == 0
