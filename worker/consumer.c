@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kconf.h"
 #include "log.h"
 
 #define POLL_BATCH 512
@@ -59,9 +60,9 @@ static const char *const managed_properties[] = {
     "enable.auto.commit", "enable.auto.offset.store", "group.id",
     "bootstrap.servers", NULL};
 
-static const struct {
-    const char *name, *value;
-} default_properties[] = {
+static const struct kconf_default default_properties[] = {
+    {"enable.auto.commit", "false"},
+    {"enable.auto.offset.store", "false"},
     {"partition.assignment.strategy", "cooperative-sticky"},
     {"enable.partition.eof", "false"},
     /* Bound librdkafka's prefetch by bytes: with small messages the count
@@ -389,16 +390,6 @@ static void tick_fired(struct loop_timer *t)
 
 /* ---- configuration ---- */
 
-static int is_managed(const char *name)
-{
-    for (size_t i = 0; managed_properties[i] != NULL; i++) {
-        if (strcmp(managed_properties[i], name) == 0) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
 /* Builds a conf from cfg; reports bad properties into errs (if given) or
  * err. Returns NULL on any error. */
 static rd_kafka_conf_t *build_conf(const struct cfg *cfg,
@@ -407,16 +398,8 @@ static rd_kafka_conf_t *build_conf(const struct cfg *cfg,
                                    struct sl_error *err)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    const struct opt_map *props = &cfg->source.properties;
     char errstr[512];
-    int bad = 0;
 
-    for (size_t i = 0; default_properties[i].name != NULL; i++) {
-        rd_kafka_conf_set(conf, default_properties[i].name,
-                          default_properties[i].value, NULL, 0);
-    }
-    rd_kafka_conf_set(conf, "enable.auto.commit", "false", NULL, 0);
-    rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", NULL, 0);
     rd_kafka_conf_set(conf, "auto.offset.reset",
                       cfg->source.start == CFG_START_LATEST ? "latest"
                                                             : "earliest",
@@ -429,29 +412,10 @@ static rd_kafka_conf_t *build_conf(const struct cfg *cfg,
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
-    for (size_t i = 0; i < props->count; i++) {
-        const char *why = NULL;
-        if (is_managed(props->keys[i])) {
-            why = "is managed by sluice and cannot be set";
-        } else if (rd_kafka_conf_set(conf, props->keys[i], props->values[i],
-                                     errstr, sizeof(errstr)) !=
-                   RD_KAFKA_CONF_OK) {
-            why = errstr;
-        }
-        if (why != NULL) {
-            bad++;
-            if (errs != NULL) {
-                cfg_errors_add(errs, cfg->path, cfg->source.properties_line,
-                               cfg->source.properties_col,
-                               "source.properties", "`%s` %s",
-                               props->keys[i], why);
-            } else {
-                sl_error_set(err, "source.properties: `%s` %s",
-                             props->keys[i], why);
-            }
-        }
-    }
-    if (bad) {
+    if (kconf_apply(conf, default_properties, managed_properties,
+                    &cfg->source.properties, cfg, "source.properties",
+                    cfg->source.properties_line, cfg->source.properties_col,
+                    errs, err) > 0) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }

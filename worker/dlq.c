@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kconf.h"
 #include "log.h"
 
 /* What a too-large record's value is cut to, first; a second refusal
@@ -47,9 +48,7 @@ struct job {
 static const char *const managed[] = {"enable.idempotence", "acks",
                                       "bootstrap.servers", NULL};
 
-static const struct {
-    const char *name, *value;
-} defaults[] = {
+static const struct kconf_default defaults[] = {
     {"enable.idempotence", "true"},
     {"acks", "all"},
     /* A write that cannot be made in this time is reported failed and
@@ -62,57 +61,23 @@ static const struct {
     {NULL, NULL},
 };
 
-static int is_managed(const char *name)
-{
-    for (size_t i = 0; managed[i] != NULL; i++) {
-        if (strcmp(managed[i], name) == 0) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
 static rd_kafka_conf_t *build_conf(const struct cfg *cfg,
                                    const char *bootstrap,
                                    struct cfg_errors *errs,
                                    struct sl_error *err)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    const struct opt_map *props = &cfg->dlq.properties;
     char errstr[512];
-    int bad = 0;
 
-    for (size_t i = 0; defaults[i].name != NULL; i++) {
-        rd_kafka_conf_set(conf, defaults[i].name, defaults[i].value, NULL, 0);
-    }
     if (rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, errstr,
                           sizeof(errstr)) != RD_KAFKA_CONF_OK) {
         sl_error_set(err, "dlq.brokers: %s", errstr);
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
-    for (size_t i = 0; i < props->count; i++) {
-        const char *why = NULL;
-        if (is_managed(props->keys[i])) {
-            why = "is managed by sluice and cannot be set";
-        } else if (rd_kafka_conf_set(conf, props->keys[i], props->values[i],
-                                     errstr, sizeof(errstr)) !=
-                   RD_KAFKA_CONF_OK) {
-            why = errstr;
-        }
-        if (why == NULL) {
-            continue;
-        }
-        bad++;
-        if (errs != NULL) {
-            cfg_errors_add(errs, cfg->path, cfg->dlq.properties_line,
-                           cfg->dlq.properties_col, "dlq.properties",
-                           "`%s` %s", props->keys[i], why);
-        } else {
-            sl_error_set(err, "dlq.properties: `%s` %s", props->keys[i], why);
-        }
-    }
-    if (bad) {
+    if (kconf_apply(conf, defaults, managed, &cfg->dlq.properties, cfg,
+                    "dlq.properties", cfg->dlq.properties_line,
+                    cfg->dlq.properties_col, errs, err) > 0) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }

@@ -1880,6 +1880,44 @@ static int msg_enqueue(engine_t *e, struct msg *m, size_t i)
     return 0;
 }
 
+/* A msg of rec with one delivery and no sink, for a record that goes
+ * to a DLQ topic as it is: terminal once that write is acknowledged.
+ * NULL when out of memory (then the lane stops: rec stays uncommitted). */
+static struct delivery *carrier_new(engine_t *e,
+                                    const struct consumer_record *rec,
+                                    uint64_t slot, const char *dedupe)
+{
+    struct part *p = rec->part;
+    struct transform_out plain = {.unchanged = 1, .dedupe_key = dedupe};
+    struct msg *m = msg_alloc(e);
+
+    if (m == NULL || msg_fill(e, m, rec, &plain, dedupe) != 0) {
+        e->fatal = 1;
+        log_error("out of memory dead-lettering %s [%d] offset %lld: "
+                  "stopping, it is not committed",
+                  rec->topic, (int)rec->partition, (long long)rec->offset);
+        if (m != NULL) {
+            msg_free(e, m);
+        }
+        consumer_release(rec->handle);
+        return NULL;
+    }
+    m->handle = rec->handle;
+    m->origin = m;
+    m->slot = slot;
+    m->outputs = 1;
+    m->pending = 1;
+    p->refs++;
+    p->inflight++;
+    if (!p->drain) {
+        e->inflight++;
+        e->inflight_bytes += m->bytes;
+    }
+    struct delivery *d = &m->d[0];
+    *d = (struct delivery){.msg = m, .retry = d->retry, .req = d->req};
+    return d;
+}
+
 /* ---- replay ---- */
 
 /* A context header's value as a NUL-terminated string in out; "" when
@@ -1925,39 +1963,27 @@ static unsigned replays_of(void *handle)
 static void replay_keep(engine_t *e, const struct consumer_record *rec,
                         uint64_t slot)
 {
-    struct part *p = rec->part;
-    struct transform_out plain = {.unchanged = 1};
-    struct msg *m = msg_alloc(e);
-    struct dead *x = calloc(1, sizeof(*x));
+    struct delivery *d = carrier_new(e, rec, slot, NULL);
+    struct dead *x = d != NULL ? calloc(1, sizeof(*x)) : NULL;
 
-    if (m == NULL || x == NULL || msg_fill(e, m, rec, &plain, NULL) != 0) {
-        e->fatal = 1;
-        log_error("out of memory keeping %s [%d] offset %lld", rec->topic,
-                  (int)rec->partition, (long long)rec->offset);
-        free(x);
-        if (m != NULL) {
-            msg_free(e, m);
+    if (x == NULL) {
+        if (d != NULL) {
+            e->fatal = 1; /* stopping: the record stays uncommitted */
+            log_error("out of memory keeping %s [%d] offset %lld",
+                      rec->topic, (int)rec->partition,
+                      (long long)rec->offset);
         }
-        consumer_release(rec->handle);
         return;
     }
-    m->handle = rec->handle;
-    m->origin = m;
-    m->slot = slot;
-    m->outputs = 1;
-    m->pending = 1;
-    p->refs++;
-    p->inflight++;
-    e->inflight++;
-    e->inflight_bytes += m->bytes;
-    struct delivery *d = &m->d[0];
-    *d = (struct delivery){.msg = m, .retry = d->retry, .req = d->req};
     x->e = e;
     x->copy = 1;
     d->dead = x;
     dead_write(e, d);
-    check_bounds_after_add(e, p);
+    check_bounds_after_add(e, rec->part);
 }
+
+static struct replay_src *record_src(engine_t *e,
+                                     const struct consumer_record *rec);
 
 /* Decides what becomes of DLQ record rec in a replay. Returns 0 when it
  * is replayed (*src filled, the caller's to free), 1 when it was dealt
@@ -2021,28 +2047,19 @@ static int replay_select(engine_t *e, const struct consumer_record *rec,
         replay_keep(e, rec, slot);
         return 1;
     }
-    struct replay_src *r = calloc(1, sizeof(*r));
+    struct replay_src *r = record_src(e, rec);
     if (r == NULL) {
         e->fatal = 1;
         consumer_release(h);
         return 1;
     }
-    ctx_header(h, DLQ_H_TOPIC, r->topic, sizeof(r->topic));
-    r->partition = (int32_t)ctx_number(h, DLQ_H_PARTITION, -1);
-    r->offset = ctx_number(h, DLQ_H_OFFSET, -1);
-    r->timestamp_ms = ctx_number(h, DLQ_H_TIMESTAMP, -1);
-    ctx_header(h, DLQ_H_DEDUPE, r->dedupe, sizeof(r->dedupe));
-    if (r->dedupe[0] == '\0') {
-        engine_dedupe_key(r->dedupe, sizeof(r->dedupe), NULL, 0, r->topic,
-                          r->partition, r->offset);
-    }
     *src = r;
     return 0;
 }
 
-/* Where a record of a retry topic came from (its context headers); NULL
- * when out of memory. */
-static struct replay_src *drain_src(engine_t *e, const struct consumer_record *rec)
+/* Where a DLQ or retry-topic record came from (its context headers);
+ * NULL when out of memory. */
+static struct replay_src *record_src(engine_t *e, const struct consumer_record *rec)
 {
     struct replay_src *r = calloc(1, sizeof(*r));
     void *h = rec->handle;
@@ -2094,38 +2111,19 @@ static void transform_dead_letter(engine_t *e,
                                   uint64_t slot, const char *dedupe,
                                   const char *why, struct replay_src *src)
 {
-    struct part *p = rec->part;
-    struct transform_out plain = {.unchanged = 1, .dedupe_key = dedupe};
-    struct msg *m = msg_alloc(e);
+    struct delivery *d = carrier_new(e, rec, slot, dedupe);
 
-    if (m == NULL || msg_fill(e, m, rec, &plain, dedupe) != 0) {
-        e->fatal = 1;
-        log_error("out of memory dead-lettering %s [%d] offset %lld: "
-                  "stopping, it is not committed",
-                  rec->topic, (int)rec->partition, (long long)rec->offset);
-        if (m != NULL) {
-            msg_free(e, m);
-        }
-        consumer_release(rec->handle);
+    if (d == NULL) {
+        free(src);
         return;
     }
-    m->handle = rec->handle;
-    m->origin = m;
-    m->slot = slot;
-    m->outputs = 1;
-    m->pending = 1;
     if (src != NULL) {
-        m->src = src;
-        m->replays = replays_of(rec->handle) + 1;
+        d->msg->src = src;
+        d->msg->replays = replays_of(rec->handle) +
+                           !((struct part *)rec->part)->drain;
     }
-    p->refs++;
-    p->inflight++;
-    e->inflight++;
-    e->inflight_bytes += m->bytes;
-    struct delivery *d = &m->d[0];
-    *d = (struct delivery){.msg = m, .retry = d->retry, .req = d->req};
     dead_letter(e, d, DLQ_STAGE_TRANSFORM, DLQ_CLASS_TRANSFORM, why, NULL);
-    check_bounds_after_add(e, p);
+    check_bounds_after_add(e, rec->part);
 }
 
 static void on_record(void *arg, const struct consumer_record *rec)
@@ -2170,7 +2168,7 @@ static void on_record(void *arg, const struct consumer_record *rec)
     }
     if (p->drain) {
         /* A parked message back from its sink's retry topic. */
-        src = drain_src(e, rec);
+        src = record_src(e, rec);
         if (src == NULL) {
             e->fatal = 1;
             log_error("out of memory draining %s [%d] offset %lld",

@@ -124,6 +124,18 @@ def test_managed_and_unknown_kafka_properties(tmp_path):
     assert re.search(r"source\.properties: `group\.id` is managed",
                      p.stderr), p.stderr
     assert "no.such.property" in p.stderr, p.stderr
+    # The DLQ producer's properties too, in the same run.
+    text += ("dlq:\n"
+             "  properties:\n"
+             "    enable.idempotence: \"false\"\n"
+             "    linger.ms: soon\n")
+    path = write(tmp_path, "props-dlq.yaml", text)
+    p = sluice_cmd(["validate", path])
+    assert p.returncode == 2, (text, p.stderr)
+    assert "source.properties: `group.id` is managed" in p.stderr, p.stderr
+    assert re.search(r"dlq\.properties: `enable\.idempotence` is managed",
+                     p.stderr), p.stderr
+    assert "`linger.ms`" in p.stderr and "4 error(s)" in p.stderr, p.stderr
 
 
 def test_missing_file_and_missing_argument(tmp_path):

@@ -1,0 +1,26 @@
+/* kconf.h -- librdkafka properties from a pipeline file, checked once.
+ *
+ * The consumer and the DLQ producer both take a map of properties from
+ * the YAML, refuse the names sluice manages itself, and report every bad
+ * one with the file position of its map. */
+#ifndef SLUICE_KCONF_H
+#define SLUICE_KCONF_H
+
+#include <librdkafka/rdkafka.h>
+
+#include "cfg.h"
+
+struct kconf_default {
+    const char *name, *value;
+};
+
+/* Sets defaults (NULL-name terminated), then props over them, into conf.
+ * A name in managed (NULL-terminated) or a value librdkafka refuses is
+ * reported into errs as "path:line:col: section: `name` why" when errs is
+ * given, else into err. Returns the number of bad properties. */
+int kconf_apply(rd_kafka_conf_t *conf, const struct kconf_default *defaults,
+                const char *const *managed, const struct opt_map *props,
+                const struct cfg *cfg, const char *section, int line,
+                int col, struct cfg_errors *errs, struct sl_error *err);
+
+#endif
