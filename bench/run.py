@@ -962,7 +962,7 @@ def failure_lines(res):
         return []
     return [
         "",
-        "### 1%% of the orders answered 400 by billing (to the DLQ)",
+        "### 1% of the orders answered 400 by billing (to the DLQ)",
         "",
         "Same backlog, new group, four fresh sinkd; billing refuses %d "
         "orders for good, which go to the dead-letter topic. Targets: the "

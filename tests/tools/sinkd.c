@@ -3,7 +3,31 @@
  * answers from per-path scripts (status sequences, failure windows, latency,
  * forced closes) so tests can drive the worker's retry and backoff logic.
  * It is built on libmicrohttpd's epoll thread pool and never blocks a worker
- * thread on latency, so it is not the bottleneck of a benchmark. */
+ * thread on latency, so it is not the bottleneck of a benchmark.
+ *
+ * Control endpoints (under /_sinkd/): GET stats, POST reset, POST flush,
+ * POST script with a JSON object; unknown keys are refused so that a typo
+ * in a test fails loudly:
+ *   path           request path the script applies to, or "*" (required)
+ *   statuses       [status, ...] answered in order, one per request;
+ *                  0 drops the connection without a reply
+ *   then           status once statuses is used up (default 200)
+ *   latency_ms     delay before every answer (default 0)
+ *   close          answer with "Connection: close" (default false)
+ *   retry_after    Retry-After seconds on non-2xx answers (default none)
+ *   fail_for_ms    answer fail_status to everything for this long from now
+ *   fail_status    status of that failure window (default 503)
+ *   reject_every   N >= 1: a request whose Idempotency-Key hashes (32-bit
+ *                  FNV-1a) to 0 modulo N gets reject_status, every time it
+ *                  is sent; no header, never rejected (default 0: off)
+ *   reject_status  status of those rejections (default 400)
+ *   echo_headers   every non-2xx body is {"error": ..., "request_headers":
+ *                  {name: value}}, as a sink that leaks e.g. Authorization
+ *                  into its errors does (default false)
+ *   body           the body of non-2xx answers when echo_headers is false
+ *                  (default empty)
+ * Precedence: a failure window, then reject_every, then statuses, then
+ * then.  Every answer, rejected or not, counts in stats and the record. */
 
 #include <errno.h>
 #include <fcntl.h>
