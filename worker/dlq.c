@@ -36,6 +36,7 @@ struct dlq {
     size_t pending;
     size_t max_bytes; /* message.max.bytes */
     int partitions;   /* of the topics it creates */
+    rd_kafka_queue_t *admin; /* the CreateTopics result, until it came */
 };
 
 /* One write in flight: what a retry with a cut value needs. */
@@ -181,9 +182,12 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason,
     log_warn("dlq kafka: %s: %s", rd_kafka_err2name(err), reason);
 }
 
+static void admin_serve(dlq_t *d, int wait_ms);
+
 static void serve(dlq_t *d)
 {
     rd_kafka_poll(d->rk, 0);
+    admin_serve(d, 0);
 }
 
 static void pipe_ready(struct loop_io *io, uint32_t events)
@@ -265,17 +269,55 @@ dlq_t *dlq_new(const struct cfg *cfg, const char *bootstrap, loop_t *loop,
     return d;
 }
 
+/* Logs the CreateTopics result once it is there (waiting up to wait_ms),
+ * then forgets the request. */
+static void admin_serve(dlq_t *d, int wait_ms)
+{
+    rd_kafka_event_t *ev;
+
+    if (d->admin == NULL ||
+        (ev = rd_kafka_queue_poll(d->admin, wait_ms)) == NULL) {
+        return;
+    }
+    const rd_kafka_CreateTopics_result_t *res =
+        rd_kafka_event_CreateTopics_result(ev);
+    size_t n = 0;
+    const rd_kafka_topic_result_t **r =
+        res != NULL ? rd_kafka_CreateTopics_result_topics(res, &n) : NULL;
+    if (res == NULL || rd_kafka_event_error(ev)) {
+        log_warn("dlq: cannot check the dead-letter topics: %s; writes are "
+                 "retried until they succeed",
+                 rd_kafka_event_error_string(ev));
+    }
+    for (size_t i = 0; i < n; i++) {
+        rd_kafka_resp_err_t e = rd_kafka_topic_result_error(r[i]);
+        if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            log_info("dlq: created topic %s", rd_kafka_topic_result_name(r[i]));
+        } else if (e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+            log_warn("dlq: cannot create topic %s: %s; writes are retried "
+                     "until they succeed",
+                     rd_kafka_topic_result_name(r[i]),
+                     rd_kafka_topic_result_error_string(r[i]));
+        }
+    }
+    rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(d->admin);
+    d->admin = NULL;
+}
+
 void dlq_ensure_topics(dlq_t *d, const char *const *topics, size_t count,
-                       int timeout_ms)
+                       int timeout_ms, int wait)
 {
     rd_kafka_NewTopic_t **nt = calloc(count ? count : 1, sizeof(*nt));
-    rd_kafka_queue_t *q = rd_kafka_queue_new(d->rk);
     rd_kafka_AdminOptions_t *opts =
         rd_kafka_AdminOptions_new(d->rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
     char errstr[256];
     size_t n = 0;
 
-    if (nt == NULL || q == NULL || opts == NULL) {
+    if (d->admin == NULL) {
+        d->admin = rd_kafka_queue_new(d->rk);
+    }
+    if (nt == NULL || opts == NULL || d->admin == NULL) {
         goto out;
     }
     rd_kafka_AdminOptions_set_operation_timeout(opts, timeout_ms, errstr,
@@ -288,42 +330,17 @@ void dlq_ensure_topics(dlq_t *d, const char *const *topics, size_t count,
             seen |= strcmp(topics[i], topics[j]) == 0;
         }
         if (!seen) {
-            nt[n] = rd_kafka_NewTopic_new(topics[i], d->partitions,
-                                          -1, errstr, sizeof(errstr));
+            nt[n] = rd_kafka_NewTopic_new(topics[i], d->partitions, -1,
+                                          errstr, sizeof(errstr));
             if (nt[n] != NULL) {
                 n++;
             }
         }
     }
-    rd_kafka_CreateTopics(d->rk, nt, n, opts, q);
-    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, timeout_ms + 1000);
-    const rd_kafka_CreateTopics_result_t *res =
-        ev != NULL ? rd_kafka_event_CreateTopics_result(ev) : NULL;
-    if (res == NULL) {
-        log_warn("dlq: could not check the dead-letter topics in %d ms%s%s; "
-                 "writes are retried until they succeed",
-                 timeout_ms, ev != NULL ? ": " : "",
-                 ev != NULL ? rd_kafka_event_error_string(ev) : "");
-    } else {
-        size_t rn;
-        const rd_kafka_topic_result_t **r =
-            rd_kafka_CreateTopics_result_topics(res, &rn);
-        for (size_t i = 0; i < rn; i++) {
-            rd_kafka_resp_err_t e = rd_kafka_topic_result_error(r[i]);
-            if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
-                log_info("dlq: created topic %s",
-                         rd_kafka_topic_result_name(r[i]));
-            } else if (e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-                log_warn("dlq: cannot create topic %s: %s; writes are "
-                         "retried until they succeed",
-                         rd_kafka_topic_result_name(r[i]),
-                         rd_kafka_topic_result_error_string(r[i]));
-            }
-        }
-    }
-    if (ev != NULL) {
-        rd_kafka_event_destroy(ev);
-    }
+    rd_kafka_CreateTopics(d->rk, nt, n, opts, d->admin);
+    /* Else the answer is logged from the loop's clock: a cluster that
+     * cannot create topics (librdkafka's mock) must not delay the start. */
+    admin_serve(d, wait ? timeout_ms + 1000 : 0);
 out:
     for (size_t i = 0; i < n; i++) {
         rd_kafka_NewTopic_destroy(nt[i]);
@@ -331,9 +348,6 @@ out:
     free(nt);
     if (opts != NULL) {
         rd_kafka_AdminOptions_destroy(opts);
-    }
-    if (q != NULL) {
-        rd_kafka_queue_destroy(q);
     }
 }
 
@@ -405,6 +419,9 @@ void dlq_destroy(dlq_t *d)
         /* Reports still due must not reach a caller that is gone; they
          * are served only to free their jobs. */
         d->done = NULL;
+        if (d->admin != NULL) {
+            rd_kafka_queue_destroy(d->admin);
+        }
         rd_kafka_purge(d->rk, RD_KAFKA_PURGE_F_QUEUE |
                                   RD_KAFKA_PURGE_F_INFLIGHT |
                                   RD_KAFKA_PURGE_F_NON_BLOCKING);

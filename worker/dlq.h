@@ -80,10 +80,12 @@ dlq_t *dlq_new(const struct cfg *cfg, const char *bootstrap, loop_t *loop,
 int dlq_check_config(const struct cfg *cfg, struct cfg_errors *errs);
 
 /* Creates the topics (each named once) that do not exist, with
- * cfg->dlq.partitions partitions; waits at most timeout_ms. Failures are
- * logged, not fatal: a write to a missing topic fails and is retried. */
+ * cfg->dlq.partitions partitions. With wait, waits up to timeout_ms for
+ * the answer (a consumer about to subscribe needs its topic); without,
+ * the answer is logged when it comes. Failures are logged, not fatal: a
+ * write to a missing topic fails and is retried. */
 void dlq_ensure_topics(dlq_t *d, const char *const *topics, size_t count,
-                       int timeout_ms);
+                       int timeout_ms, int wait);
 
 struct dlq_record {
     const char *topic;

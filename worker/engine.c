@@ -196,7 +196,8 @@ struct sink {
     struct loop_timer breaker_timer;
     struct delivery *probe;
     uint32_t consecutive;
-    uint64_t slot;
+    uint64_t slot, slot_end;
+    unsigned slot_index;
     uint32_t window_total[BREAKER_BUCKETS], window_failed[BREAKER_BUCKETS];
     uint64_t breaker_opens;
     /* Parking (park_after): the sink's backlog goes to its retry topic
@@ -1033,22 +1034,25 @@ static void breaker_record(struct sink *s, struct delivery *d, int failure,
     if (neutral || s->breaker != BREAKER_CLOSED) {
         return; /* answers to requests sent before it opened */
     }
-    uint64_t width = (uint64_t)c->breaker_window_ms / BREAKER_BUCKETS;
-    uint64_t slot = now / (width ? width : 1);
-    if (slot != s->slot) {
-        for (uint64_t i = s->slot + 1; i <= slot && i <= s->slot + BREAKER_BUCKETS;
-             i++) {
+    if (now >= s->slot_end) {
+        /* A new slice (rare: the division stays off the hot path). */
+        uint64_t width = (uint64_t)c->breaker_window_ms / BREAKER_BUCKETS;
+        uint64_t slot = now / (width ? width : 1);
+        for (uint64_t i = s->slot + 1;
+             i <= slot && i <= s->slot + BREAKER_BUCKETS; i++) {
             s->window_total[i % BREAKER_BUCKETS] = 0;
             s->window_failed[i % BREAKER_BUCKETS] = 0;
         }
         s->slot = slot;
+        s->slot_index = (unsigned)(slot % BREAKER_BUCKETS);
+        s->slot_end = (slot + 1) * (width ? width : 1);
     }
-    s->window_total[slot % BREAKER_BUCKETS]++;
+    s->window_total[s->slot_index]++;
     if (!failure) {
         s->consecutive = 0;
         return;
     }
-    s->window_failed[slot % BREAKER_BUCKETS]++;
+    s->window_failed[s->slot_index]++;
     s->consecutive++;
     if (c->breaker_failures > 0 &&
         s->consecutive >= (uint64_t)c->breaker_failures) {
@@ -2661,14 +2665,17 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
             sl_error_set(err, "out of memory");
             goto fail;
         }
+        int parks = 0;
         topics[n++] = cfg->dlq.topic;
         for (size_t i = 0; i < e->nsinks; i++) {
             topics[n++] = e->sinks[i].dlq_topic;
             if (e->sinks[i].retry_topic != NULL) {
                 topics[n++] = e->sinks[i].retry_topic;
+                parks = 1;
             }
         }
-        dlq_ensure_topics(e->dlq, topics, n, 10000);
+        /* A drain subscribes to its retry topic next: it must exist. */
+        dlq_ensure_topics(e->dlq, topics, n, 10000, parks);
         free(topics);
     }
     struct consumer_callbacks cb = {
