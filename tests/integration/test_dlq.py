@@ -198,6 +198,17 @@ def test_transform_errors_go_to_the_dlq(kafka, topic_factory, names, sinkd,
     run.terminate()
     assert run.wait(60) == 0
 
+    # The transform is fixed: a replay runs it again on those records and
+    # sends them on to the one sink named.
+    (tmp_path / "t.lua").write_text("function transform(msg) return msg end\n")
+    before = len(a.records())
+    p = harness.sluice_cmd(["dlq", "replay", run.config_path, "--sink", "a"],
+                           timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "replayed %d, failed again 0" % len(bad) in p.stdout, p.stdout
+    got = harness.id_counts(harness.ok_records(a.records()[before:]))
+    assert got == collections.Counter({k: 1 for k in bad}), got
+
 
 def test_retry_deadline_sends_a_long_outage_to_the_dlq(
         kafka, topic_factory, names, sinkd, sluice, offsets):
