@@ -1260,6 +1260,32 @@ struct cfg *cfg_load(const char *path, struct cfg_errors *errs)
     if (cfg->dlq.brokers == NULL && cfg->source.brokers != NULL) {
         cfg->dlq.brokers = strdup(cfg->source.brokers);
     }
+    /* A DLQ topic that is also a source would feed failures back into the
+     * pipeline, for ever. */
+    for (size_t i = 0; cfg->dlq.topic != NULL && i < cfg->source.topics.count;
+         i++) {
+        const char *t = cfg->source.topics.items[i];
+        if (strcmp(t, cfg->dlq.topic) == 0) {
+            cfg_errors_add(errs, path, cfg->dlq.properties_line,
+                           cfg->dlq.properties_col, "dlq.topic",
+                           "`%s` is a source topic: failures would be "
+                           "consumed again",
+                           t);
+        }
+        for (size_t k = 0; k < cfg->sink_count; k++) {
+            if (cfg->sinks[k].dlq_topic != NULL &&
+                strcmp(t, cfg->sinks[k].dlq_topic) == 0) {
+                char key[300];
+                snprintf(key, sizeof(key), "sinks.%s.dlq_topic",
+                         cfg->sinks[k].name);
+                cfg_errors_add(errs, path, cfg->sinks[k].line,
+                               cfg->sinks[k].col, key,
+                               "`%s` is a source topic: failures would be "
+                               "consumed again",
+                               t);
+            }
+        }
+    }
     yaml_document_delete(&doc);
     if (errs->count != errors_before || cfg->path == NULL ||
         cfg->dir == NULL || cfg->source.group == NULL ||

@@ -109,25 +109,73 @@ static int produce(dlq_t *d, const char *topic, const void *key,
         RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE(job), RD_KAFKA_V_END);
 }
 
-/* Cuts a refused record's value and writes it again: 0 when queued. */
+/* A copy of h for a record cut to fit: all of it, or (context_only) only
+ * the context headers, the last resort when the original headers alone
+ * are too large; with DLQ_H_TRUNCATED saying the value's original length.
+ * NULL when out of memory. */
+static rd_kafka_headers_t *headers_cut(const rd_kafka_headers_t *h,
+                                       int context_only, size_t original)
+{
+    const char *name;
+    const void *value;
+    size_t len;
+    rd_kafka_headers_t *out =
+        rd_kafka_headers_new(h != NULL ? rd_kafka_header_cnt(h) + 1 : 1);
+    char text[32];
+
+    for (size_t i = 0;
+         h != NULL &&
+         rd_kafka_header_get_all(h, i, &name, &value, &len) ==
+             RD_KAFKA_RESP_ERR_NO_ERROR;
+         i++) {
+        if (strcmp(name, DLQ_H_TRUNCATED) == 0 ||
+            (context_only && strncmp(name, DLQ_HEADER_PREFIX,
+                                     sizeof(DLQ_HEADER_PREFIX) - 1) != 0)) {
+            continue;
+        }
+        rd_kafka_header_add(out, name, -1, value, (ssize_t)len);
+    }
+    snprintf(text, sizeof(text), "%zu", original);
+    rd_kafka_header_add(out, DLQ_H_TRUNCATED, -1, text, -1);
+    return out;
+}
+
+/* The original value length of a record cut before (its
+ * DLQ_H_TRUNCATED), else len. */
+static size_t original_length(const rd_kafka_headers_t *h, size_t len)
+{
+    const void *v;
+    size_t n;
+    char text[32];
+
+    if (h == NULL ||
+        rd_kafka_header_get_last(h, DLQ_H_TRUNCATED, &v, &n) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR ||
+        n == 0 || n >= sizeof(text)) {
+        return len;
+    }
+    memcpy(text, v, n);
+    text[n] = '\0';
+    return (size_t)strtoull(text, NULL, 10);
+}
+
+/* The broker refused a record as too large: writes it again cut, its value
+ * to TRUNCATE_TO the first time, and then to nothing with only its
+ * context headers and no key. 0 when queued. */
 static int rewrite_cut(dlq_t *d, const rd_kafka_message_t *m, struct job *job)
 {
-    rd_kafka_headers_t *hdrs = NULL, *copy;
-    size_t keep = job->cuts == 0 && m->len > TRUNCATE_TO ? TRUNCATE_TO : 0;
-    char len[32];
+    rd_kafka_headers_t *hdrs = NULL;
+    int last = job->cuts > 0;
+    size_t keep = !last && m->len > TRUNCATE_TO ? TRUNCATE_TO : 0;
 
-    if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        copy = rd_kafka_headers_copy(hdrs);
-    } else {
-        copy = rd_kafka_headers_new(1);
+    if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        hdrs = NULL;
     }
-    if (job->cuts == 0) {
-        snprintf(len, sizeof(len), "%zu", m->len);
-        rd_kafka_header_add(copy, DLQ_H_TRUNCATED, -1, len, -1);
-    }
+    rd_kafka_headers_t *copy =
+        headers_cut(hdrs, last, original_length(hdrs, m->len));
     job->cuts++;
-    if (produce(d, rd_kafka_topic_name(m->rkt), m->key, m->key_len,
-                m->payload, keep, copy,
+    if (produce(d, rd_kafka_topic_name(m->rkt), last ? NULL : m->key,
+                last ? 0 : m->key_len, m->payload, keep, copy,
                 rd_kafka_message_timestamp(m, NULL) > 0
                     ? rd_kafka_message_timestamp(m, NULL)
                     : 0,
@@ -136,8 +184,9 @@ static int rewrite_cut(dlq_t *d, const rd_kafka_message_t *m, struct job *job)
         return -1;
     }
     log_warn("dlq: a record for %s was too large for the broker: its value "
-             "(%zu bytes) is cut to %zu bytes",
-             rd_kafka_topic_name(m->rkt), m->len, keep);
+             "(%zu bytes) is cut to %zu bytes%s",
+             rd_kafka_topic_name(m->rkt), m->len, keep,
+             last ? ", its key and its own headers left out" : "");
     return 0;
 }
 
@@ -356,7 +405,8 @@ int dlq_write(dlq_t *d, const struct dlq_record *r, void *token,
 {
     rd_kafka_headers_t *hdrs = rd_kafka_headers_new(r->header_count + 1);
     struct job *job = malloc(sizeof(*job));
-    size_t bytes = r->key_len + r->value_len;
+    size_t key_len = r->key != NULL ? r->key_len : 0;
+    size_t meta = key_len + 512; /* key, headers and the record's framing */
     size_t value_len = r->value_len;
     rd_kafka_resp_err_t e;
 
@@ -373,25 +423,30 @@ int dlq_write(dlq_t *d, const struct dlq_record *r, void *token,
         const struct connector_header *h = &r->headers[i];
         rd_kafka_header_add(hdrs, h->name, -1, h->value,
                             (ssize_t)h->value_len);
-        bytes += strlen(h->name) + h->value_len + 8;
+        meta += strlen(h->name) + h->value_len + 8;
     }
-    /* Cut up front what the producer would refuse outright. */
-    if (bytes + 512 > d->max_bytes) {
-        char len[32];
-        size_t over = bytes + 512 - d->max_bytes;
-        value_len = over < value_len ? value_len - over : 0;
+    /* Cut up front what the producer would refuse outright: the value,
+     * and when the key and headers alone are too large, those too. */
+    if (meta + value_len > d->max_bytes) {
+        int last = meta + 1024 > d->max_bytes;
+        rd_kafka_headers_t *cut = headers_cut(hdrs, last, r->value_len);
+        rd_kafka_headers_destroy(hdrs);
+        hdrs = cut;
+        value_len = last ? 0 : d->max_bytes - meta;
         if (value_len > TRUNCATE_TO) {
             value_len = TRUNCATE_TO;
         }
-        snprintf(len, sizeof(len), "%zu", r->value_len);
-        rd_kafka_header_add(hdrs, DLQ_H_TRUNCATED, -1, len, -1);
-        job->cuts = 1;
+        if (last) {
+            key_len = 0;
+        }
+        job->cuts = last ? 2 : 1;
         log_warn("dlq: a record for %s is too large (%zu bytes): its value "
-                 "is cut to %zu bytes",
-                 r->topic, bytes, value_len);
+                 "is cut to %zu bytes%s",
+                 r->topic, meta + r->value_len, value_len,
+                 last ? ", its key and its own headers left out" : "");
     }
-    e = produce(d, r->topic, r->key, r->key != NULL ? r->key_len : 0,
-                r->value, value_len, hdrs, r->timestamp_ms, job);
+    e = produce(d, r->topic, key_len > 0 ? r->key : NULL, key_len, r->value,
+                value_len, hdrs, r->timestamp_ms, job);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
         rd_kafka_headers_destroy(hdrs);
         free(job);

@@ -62,7 +62,6 @@ struct source {
 
 struct part {
     struct source *from;
-    int drain; /* a retry topic's partition: its msgs go to from->drain */
     char *topic;
     int32_t partition;
     offsets_t *offsets;
@@ -86,8 +85,6 @@ struct copy {
     size_t header_cap, header_count;
 };
 
-/* Why a delivery is being dead-lettered: made when it is (failures are
- * rare, and a body per delivery would multiply the lane's memory). */
 /* A replayed DLQ record's origin, from its context headers: what the
  * sink is shown and what a new DLQ record says. */
 struct replay_src {
@@ -98,10 +95,18 @@ struct replay_src {
     char dedupe[ENGINE_DEDUPE_MAX];
 };
 
+/* Where a delivery's record goes instead of its sink, and why: made when
+ * it does (failures are rare, and a body per delivery would multiply the
+ * lane's memory). */
+enum dead_kind {
+    DEAD_LETTER, /* to the DLQ, with its context */
+    DEAD_PARK,   /* to its sink's retry topic, with its context */
+    DEAD_KEEP,   /* replay: back to the DLQ as it is, for later */
+};
+
 struct dead {
     engine_t *e;
-    const char *topic;
-    int copy; /* replay: the record as it is, kept in the DLQ for later */
+    enum dead_kind kind;
     const char *stage, *class;
     int status; /* 0: no answer */
     uint32_t attempts;
@@ -220,8 +225,7 @@ struct engine {
     struct engine_options opts;
     loop_t *loop;
     embedded_t *embedded;
-    consumer_t *consumer; /* main.consumer */
-    struct source main;
+    struct source main; /* the pipeline's source */
     struct loop_timer park_timer;
     struct sink *sinks;
     size_t nsinks;
@@ -240,6 +244,8 @@ struct engine {
     redact_t *redact;
     char worker_id[128];
     struct ratelog transform_log, dlq_log;
+    struct connector_header *dlq_headers; /* a DLQ record's, reused */
+    size_t dlq_headers_cap;
     /* Replay (opts.replay): its own cfg (the DLQ as source, one sink) and
      * what became of the records. */
     struct cfg *replay_cfg;
@@ -276,11 +282,17 @@ static uint64_t hash_key(const void *key, size_t len)
     return h;
 }
 
+/* A retry topic's partition: its msgs go to from->drain alone. */
+static int is_drain(const struct part *p)
+{
+    return p->from->drain != NULL;
+}
+
 /* ---- pause and resume ---- */
 
 static void part_apply_pause(engine_t *e, struct part *p)
 {
-    int want = p->self_paused || (e->deep_paused && !p->drain);
+    int want = p->self_paused || (e->deep_paused && !is_drain(p));
 
     if (want == p->paused || p->revoked) {
         return;
@@ -304,7 +316,7 @@ static void check_bounds_after_add(engine_t *e, struct part *p)
     }
     /* A drain's msgs are not the lane's: they must not hold the source
      * back while their sink is down (that is what parking is for). */
-    if (p->drain) {
+    if (is_drain(p)) {
         return;
     }
     /* A partition assigned while the lane waits is paused at its first
@@ -321,7 +333,7 @@ static void check_bounds_after_add(engine_t *e, struct part *p)
         (e->inflight >= (size_t)d->max_in_flight ||
          e->inflight_bytes >= (size_t)d->max_in_flight_bytes)) {
         e->global_paused = 1;
-        consumer_suspend(e->consumer, 1);
+        consumer_suspend(e->main.consumer, 1);
         loop_timer_start(e->loop, &e->hold_timer, HOLD_BEFORE_PAUSE_MS);
     }
 }
@@ -340,7 +352,7 @@ static void hold_fired(struct loop_timer *t)
     for (struct part *q = e->parts; q != NULL; q = q->next) {
         part_apply_pause(e, q);
     }
-    consumer_suspend(e->consumer, 0);
+    consumer_suspend(e->main.consumer, 0);
 }
 
 /* Resume below three quarters of a bound, so a partition at the bound
@@ -354,7 +366,7 @@ static void check_bounds_after_remove(engine_t *e, struct part *p)
         p->self_paused = 0;
         part_apply_pause(e, p);
     }
-    if (p->drain) {
+    if (is_drain(p)) {
         return;
     }
     if (e->global_paused &&
@@ -369,7 +381,7 @@ static void check_bounds_after_remove(engine_t *e, struct part *p)
             }
         }
         if (!e->stopping) {
-            consumer_suspend(e->consumer, 0);
+            consumer_suspend(e->main.consumer, 0);
         }
     }
 }
@@ -401,7 +413,6 @@ static void *on_assign(void *arg, const char *topic, int32_t partition)
     p->partition = partition;
     p->committed = -1;
     p->from = from;
-    p->drain = from->drain != NULL;
     if (e->opts.replay != NULL) {
         e->replay_assigned = 1;
         if (consumer_range(from->consumer, topic, partition, &p->start,
@@ -681,7 +692,7 @@ static void record_done(engine_t *e, struct msg *origin)
         offsets_done(p->offsets, origin->slot);
     }
     p->inflight--;
-    if (!p->drain) {
+    if (!is_drain(p)) {
         e->inflight--;
     }
     e->completed++;
@@ -700,7 +711,7 @@ static void msg_done(engine_t *e, struct msg *m)
 {
     struct msg *origin = m->origin;
 
-    if (!m->part->drain) {
+    if (!is_drain(m->part)) {
         e->inflight_bytes -= m->bytes;
     }
     if (m != origin) {
@@ -734,30 +745,41 @@ static struct chain **chain_slot(struct sink *s, const struct msg *m)
     return slot;
 }
 
-static void pump_fired(struct loop_timer *t);
+static void fifo_push(struct delivery **head, struct delivery **tail,
+                      struct delivery *d)
+{
+    d->ready_next = NULL;
+    if (*tail != NULL) {
+        (*tail)->ready_next = d;
+    } else {
+        *head = d;
+    }
+    *tail = d;
+}
+
+static struct delivery *fifo_pop(struct delivery **head,
+                                 struct delivery **tail)
+{
+    struct delivery *d = *head;
+
+    *head = d->ready_next;
+    if (*head == NULL) {
+        *tail = NULL;
+    }
+    return d;
+}
 
 static void ready_push(struct sink *s, struct delivery *d)
 {
-    d->ready_next = NULL;
-    if (s->parking && !d->msg->part->drain) {
+    if (s->parking && !is_drain(d->msg->part)) {
         /* Parked: it goes to the retry topic, behind its key's others. */
-        if (s->park_tail != NULL) {
-            s->park_tail->ready_next = d;
-        } else {
-            s->park_head = d;
-        }
-        s->park_tail = d;
+        fifo_push(&s->park_head, &s->park_tail, d);
         if (!loop_timer_armed(&s->pump)) {
             loop_timer_start(s->e->loop, &s->pump, 0);
         }
         return;
     }
-    if (s->ready_tail != NULL) {
-        s->ready_tail->ready_next = d;
-    } else {
-        s->ready_head = d;
-    }
-    s->ready_tail = d;
+    fifo_push(&s->ready_head, &s->ready_tail, d);
 }
 
 /* Queues d behind earlier deliveries of its chain, or makes it ready. */
@@ -876,7 +898,7 @@ static size_t record_headers(engine_t *e, const struct part *p,
 {
     size_t n = consumer_headers(handle, e->headers, HEADER_SCRATCH), k = 0;
 
-    if (e->opts.replay == NULL && !p->drain) {
+    if (e->opts.replay == NULL && !is_drain(p)) {
         return n;
     }
     for (size_t i = 0; i < n; i++) {
@@ -1083,11 +1105,7 @@ static void park_one(struct sink *s, struct delivery *d);
 static void sink_pump(struct sink *s)
 {
     while (s->park_head != NULL) {
-        struct delivery *d = s->park_head;
-        s->park_head = d->ready_next;
-        if (s->park_head == NULL) {
-            s->park_tail = NULL;
-        }
+        struct delivery *d = fifo_pop(&s->park_head, &s->park_tail);
         if (d->msg->part->revoked) {
             delivery_finish(s, d);
         } else {
@@ -1099,11 +1117,7 @@ static void sink_pump(struct sink *s)
             (s->breaker == BREAKER_HALF_OPEN && s->probe != NULL)) {
             return; /* they wait: no attempt is used */
         }
-        struct delivery *d = s->ready_head;
-        s->ready_head = d->ready_next;
-        if (s->ready_head == NULL) {
-            s->ready_tail = NULL;
-        }
+        struct delivery *d = fifo_pop(&s->ready_head, &s->ready_tail);
         if (d->msg->part->revoked) {
             delivery_finish(s, d);
             continue;
@@ -1119,7 +1133,7 @@ static void retry_fired(struct loop_timer *t)
 {
     struct delivery *d = container_of(t, struct delivery, retry);
 
-    if (!d->msg->part->drain) {
+    if (!is_drain(d->msg->part)) {
         d->sink->retry_waiting--;
     }
     ready_push(d->sink, d);
@@ -1153,76 +1167,94 @@ static uint64_t loop_to_wall(engine_t *e, uint64_t mono)
     return mono <= now && now - mono < wall ? wall - (now - mono) : wall;
 }
 
-/* Every header of a record, in a growing array (*cap entries at *out,
- * which the caller frees). Returns the count. */
-static size_t all_headers(void *handle, struct connector_header **out,
-                          size_t *cap)
+/* The sink a record that leaves d goes on behalf of: d's, else the one a
+ * replay or a drain serves; NULL for a pipeline transform's failure in the
+ * pipeline itself (sink `*`). */
+static struct sink *dead_sink(engine_t *e, const struct delivery *d)
+{
+    if (d->sink != NULL) {
+        return d->sink;
+    }
+    return e->opts.replay != NULL ? &e->sinks[0] : d->msg->part->from->drain;
+}
+
+/* The topic d's record goes to. */
+static const char *dead_topic(engine_t *e, const struct delivery *d)
+{
+    const struct sink *s = dead_sink(e, d);
+
+    if (d->dead->kind == DEAD_PARK) {
+        return s->retry_topic;
+    }
+    return s != NULL ? s->dlq_topic : e->cfg->dlq.topic;
+}
+
+/* Every header of the record behind handle, plus room for extra more, in
+ * the engine's reused scratch. Returns the count, or -1 when out of
+ * memory. */
+static ssize_t dead_headers(engine_t *e, void *handle, size_t extra)
 {
     for (;;) {
-        size_t n = consumer_headers(handle, *out, *cap);
-        if (n < *cap) {
-            return n;
+        size_t n = e->dlq_headers_cap > extra
+                       ? consumer_headers(handle, e->dlq_headers,
+                                          e->dlq_headers_cap - extra)
+                       : 0;
+        if (e->dlq_headers_cap > extra && n < e->dlq_headers_cap - extra) {
+            return (ssize_t)n;
         }
+        size_t cap = e->dlq_headers_cap ? e->dlq_headers_cap * 2
+                                        : HEADER_SCRATCH + extra;
         struct connector_header *h =
-            realloc(*out, *cap * 2 * sizeof(**out));
+            realloc(e->dlq_headers, cap * sizeof(*h));
         if (h == NULL) {
-            return n;
+            return -1;
         }
-        *out = h;
-        *cap *= 2;
+        e->dlq_headers = h;
+        e->dlq_headers_cap = cap;
     }
 }
 
 static void dlq_retry_fired(struct loop_timer *t);
 static void dead_failed(engine_t *e, struct delivery *d, const char *why);
 
-/* Writes d's DLQ record: the original record (its key, value and
- * headers but for any of ours) and the context headers of d->dead.
- * On a write that cannot even be queued, tries again later. */
+/* The context headers a DLQ record carries (see dlq.h). */
+#define DEAD_CONTEXT_HEADERS 20
+
+/* Writes d's record: the original record (its key, value and headers but
+ * for any of ours) and the context headers of d->dead, or, kept by a
+ * replay, the record as it is. A write that cannot even be queued is
+ * tried again later. */
 static void dead_write(engine_t *e, struct delivery *d)
 {
     struct msg *m = d->msg, *origin = m->origin;
     struct dead *x = d->dead;
-    struct sink *s = d->sink;
+    struct sink *s = dead_sink(e, d);
     const struct connector_msg *v = msg_view(e, m);
-    size_t cap = HEADER_SCRATCH + 24, n = 0, count;
-    struct connector_header *h = malloc(cap * sizeof(*h));
+    ssize_t count = dead_headers(e, origin->handle, DEAD_CONTEXT_HEADERS);
+    struct connector_header *h = e->dlq_headers;
     char status[16], attempts[16], first[24], last[24], part[16], offset[24],
         ts[24], replays[16];
-    struct dlq_record r = {0};
+    struct dlq_record r = {.topic = dead_topic(e, d)};
     struct sl_error err;
+    size_t n = 0;
 
-    /* A replay or a drain is for one sink: what fails in it is that
-     * sink's. */
-    if (s == NULL) {
-        s = e->opts.replay != NULL ? &e->sinks[0] : m->part->from->drain;
+    if (count < 0) {
+        dead_failed(e, d, "out of memory");
+        return;
     }
-    if (h == NULL) {
-        goto later;
-    }
-    count = all_headers(origin->handle, &h, &cap);
-    if (x->copy) {
+    if (x->kind == DEAD_KEEP) {
         /* Kept for a later replay: as it is, but for this sink only. */
-        const char *sink = e->cfg->sinks[0].name;
-        for (size_t i = 0; i < count; i++) {
+        for (ssize_t i = 0; i < count; i++) {
             if (strcmp(h[i].name, DLQ_H_SINK) == 0) {
-                h[i].value = sink;
-                h[i].value_len = strlen(sink);
+                h[i].value = s->cfg->name;
+                h[i].value_len = strlen(s->cfg->name);
             }
         }
-        n = count;
+        n = (size_t)count;
+        r.timestamp_ms = origin->timestamp_ms > 0 ? origin->timestamp_ms : 0;
         goto write;
     }
-    if (cap - count < 20) {
-        struct connector_header *more =
-            realloc(h, (count + 20) * sizeof(*h));
-        if (more == NULL) {
-            free(h);
-            goto later;
-        }
-        h = more;
-    }
-    for (size_t i = 0; i < count; i++) {
+    for (ssize_t i = 0; i < count; i++) {
         if (strncmp(h[i].name, DLQ_HEADER_PREFIX,
                     sizeof(DLQ_HEADER_PREFIX) - 1) != 0) {
             h[n++] = h[i];
@@ -1268,24 +1300,13 @@ static void dead_write(engine_t *e, struct delivery *d)
 write:
     consumer_payload(origin->handle, &r.key, &r.key_len, &r.value,
                      &r.value_len);
-    r.topic = x->topic != NULL ? x->topic
-              : s != NULL        ? s->dlq_topic
-                                 : e->cfg->dlq.topic;
-    if (x->copy) {
-        r.timestamp_ms = origin->timestamp_ms > 0 ? origin->timestamp_ms : 0;
-    }
     r.headers = h;
     r.header_count = n;
-    if (dlq_write(e->dlq, &r, d, &err) == 0) {
-        free(h);
-        return;
+    if (dlq_write(e->dlq, &r, d, &err) != 0) {
+        dead_failed(e, d, err.msg);
     }
-    free(h);
-    dead_failed(e, d, err.msg);
-    return;
-later:
-    dead_failed(e, d, "out of memory");
 }
+
 /* A DLQ write failed: the record stays uncommitted and is written again
  * later, never dropped; while stopping it is left for the next owner. */
 static void dead_failed(engine_t *e, struct delivery *d, const char *why)
@@ -1305,13 +1326,13 @@ static void dead_failed(engine_t *e, struct delivery *d, const char *why)
         delay = DLQ_RETRY_MAX_MS;
     }
     if (ratelog_allow(&e->dlq_log, loop_now(e->loop), &suppressed)) {
+        const struct sink *s = dead_sink(e, d);
         log_error("dlq: cannot write %s [%d] offset %lld (%s) to %s: %s; it "
                   "stays uncommitted%s (%llu more not logged before)",
                   m->part->topic, (int)m->part->partition,
-                  (long long)m->offset,
-                  d->sink != NULL ? d->sink->cfg->name : "transform",
-                  d->sink != NULL ? d->sink->dlq_topic : e->cfg->dlq.topic,
-                  why, e->stopping ? " (stopping: not tried again)" : "",
+                  (long long)m->offset, s != NULL ? s->cfg->name : "*",
+                  dead_topic(e, d), why,
+                  e->stopping ? " (stopping: not tried again)" : "",
                   (unsigned long long)suppressed);
     }
     if (m->part->revoked) {
@@ -1350,15 +1371,14 @@ static void on_dlq_done(void *arg, void *token, const char *err,
         dead_failed(e, d, err);
         return;
     }
-    if (d->dead->topic != NULL && s != NULL &&
-        d->dead->topic == s->retry_topic) {
+    if (d->dead->kind == DEAD_PARK) {
         s->parked++;
         s->park_pending--;
         if (partition >= 0 && (size_t)partition < s->park_max_cap &&
             offset > s->park_max[partition]) {
             s->park_max[partition] = offset;
         }
-    } else if (d->dead->copy) {
+    } else if (d->dead->kind == DEAD_KEEP) {
         /* counted when kept */
     } else if (d->sink != NULL) {
         d->sink->dead_lettered++;
@@ -1370,10 +1390,12 @@ static void on_dlq_done(void *arg, void *token, const char *err,
     delivery_finish_any(e, d);
 }
 
-/* Sends d to its DLQ: stage and class say why, res (NULL: no answer) what
- * the sink said. Secrets the sink echoed are redacted first. */
-static void dead_letter(engine_t *e, struct delivery *d, const char *stage,
-                        const char *class, const char *reason,
+/* Sends d's record to its DLQ (or, kind DEAD_PARK, to its sink's retry
+ * topic): stage and class say why, res (NULL: no answer) what the sink
+ * said. Secrets the sink echoed are redacted first. */
+static void dead_letter(engine_t *e, struct delivery *d, enum dead_kind kind,
+                        const char *stage, const char *class,
+                        const char *reason,
                         const struct connector_result *res)
 {
     struct dead *x = calloc(1, sizeof(*x));
@@ -1389,11 +1411,9 @@ static void dead_letter(engine_t *e, struct delivery *d, const char *stage,
         return;
     }
     x->e = e;
+    x->kind = kind;
     x->stage = stage;
     x->class = class;
-    if (strcmp(stage, DLQ_STAGE_PARK) == 0) {
-        x->topic = d->sink->retry_topic;
-    }
     x->attempts = d->attempts;
     if (d->attempts > 0) {
         x->first_ms = loop_to_wall(e, d->first_ms);
@@ -1422,7 +1442,8 @@ static void dead_letter(engine_t *e, struct delivery *d, const char *stage,
     }
     struct ratelog *rl = d->sink != NULL ? &d->sink->give_up_log
                                          : &e->transform_log;
-    if (x->topic == NULL && ratelog_allow(rl, loop_now(e->loop), &suppressed)) {
+    if (kind == DEAD_LETTER &&
+        ratelog_allow(rl, loop_now(e->loop), &suppressed)) {
         const char *dedupe = msg_view(e, m)->dedupe_key;
         char more[64] = "";
         if (suppressed > 0) {
@@ -1527,7 +1548,10 @@ static enum connector_status classify(const struct sink *s,
         }
         a = s->cfg->answers[0];
     } else {
-        a = s->cfg->answers[status < CFG_STATUS_MAX ? status : 0];
+        /* A status past 599 is no HTTP status: listed nowhere, permanent
+         * (never the transport errors' class at index 0). */
+        a = status < CFG_STATUS_MAX ? s->cfg->answers[status]
+                                    : CFG_ANSWER_DEFAULT;
         if (a == CFG_ANSWER_DEFAULT) {
             return status >= 200 && status < 300 ? CONNECTOR_OK
                                                  : CONNECTOR_REJECT;
@@ -1591,7 +1615,8 @@ static void on_result(struct sink *s, struct delivery *d,
     }
     if (dec.verdict == TRANSFORM_GIVE_UP) {
         s->gave_up++;
-        dead_letter(e, d, DLQ_STAGE_SINK, class, dec.reason, &res);
+        dead_letter(e, d, DEAD_LETTER, DLQ_STAGE_SINK, class, dec.reason,
+                    &res);
         return;
     }
     s->fails_unlogged++;
@@ -1613,11 +1638,11 @@ static void on_result(struct sink *s, struct delivery *d,
         s->fails_unlogged = 0;
     }
     s->retried++;
-    if (s->parking && !m->part->drain) {
+    if (s->parking && !is_drain(m->part)) {
         park_one(s, d);
         return;
     }
-    if (!m->part->drain) {
+    if (!is_drain(m->part)) {
         s->retry_waiting++;
     }
     d->retry.fn = retry_fired;
@@ -1630,7 +1655,7 @@ static void on_result(struct sink *s, struct delivery *d,
 static void park_one(struct sink *s, struct delivery *d)
 {
     s->park_pending++;
-    dead_letter(s->e, d, DLQ_STAGE_PARK, DLQ_CLASS_PARKED,
+    dead_letter(s->e, d, DEAD_PARK, DLQ_STAGE_PARK, DLQ_CLASS_PARKED,
                 "parked while the sink was down", NULL);
 }
 
@@ -1641,6 +1666,7 @@ static void park_start(struct sink *s, const char *why)
 {
     engine_t *e = s->e;
     struct delivery *d = s->ready_head, *keep_head = NULL, *keep_tail = NULL;
+    struct delivery *next;
 
     log_warn("sink %s: parking its backlog in %s (%s); the other sinks and "
              "the commits go on, and it is drained back as the sink "
@@ -1648,26 +1674,19 @@ static void park_start(struct sink *s, const char *why)
              s->cfg->name, s->retry_topic, why);
     s->parking = 1;
     s->ready_head = s->ready_tail = NULL;
-    while (d != NULL) {
-        struct delivery *next = d->ready_next;
-        if (d->msg->part->drain) {
-            d->ready_next = NULL;
-            if (keep_tail != NULL) {
-                keep_tail->ready_next = d;
-            } else {
-                keep_head = d;
-            }
-            keep_tail = d;
+    for (; d != NULL; d = next) {
+        next = d->ready_next;
+        if (is_drain(d->msg->part)) {
+            fifo_push(&keep_head, &keep_tail, d);
         } else {
             ready_push(s, d); /* onto the park queue */
         }
-        d = next;
     }
     s->ready_head = keep_head;
     s->ready_tail = keep_tail;
     for (struct msg *m = e->live; m != NULL; m = m->next) {
         struct delivery *w = &m->d[s->idx];
-        if (!m->part->drain && w->sink == s && w->dead == NULL &&
+        if (!is_drain(m->part) && w->sink == s && w->dead == NULL &&
             loop_timer_armed(&w->retry) && w->retry.fn == retry_fired) {
             loop_timer_stop(e->loop, &w->retry);
             s->retry_waiting--;
@@ -1704,7 +1723,7 @@ static int lane_held(const engine_t *e)
         return 1;
     }
     for (const struct part *p = e->parts; p != NULL; p = p->next) {
-        if (p->self_paused && !p->drain) {
+        if (p->self_paused && !is_drain(p)) {
             return 1;
         }
     }
@@ -1847,7 +1866,7 @@ static int msg_enqueue(engine_t *e, struct msg *m, size_t i)
     for (size_t k = 0; k < e->nsinks; k++) {
         struct delivery *d = &m->d[k];
         struct sink *s = &e->sinks[k];
-        if (m->part->drain && m->part->from->drain != s) {
+        if (is_drain(m->part) && m->part->from->drain != s) {
             m->pending--; /* the other sinks had it before it was parked */
             continue;
         }
@@ -1868,8 +1887,8 @@ static int msg_enqueue(engine_t *e, struct msg *m, size_t i)
             }
             if (rc != TRANSFORM_SEND) {
                 s->failed++;
-                dead_letter(e, d, DLQ_STAGE_SHAPE, DLQ_CLASS_SHAPE,
-                            shaped[k].err.msg, NULL);
+                dead_letter(e, d, DEAD_LETTER, DLQ_STAGE_SHAPE,
+                            DLQ_CLASS_SHAPE, shaped[k].err.msg, NULL);
                 continue;
             }
             if (delivery_shape(d, req) != 0) {
@@ -1913,7 +1932,7 @@ static struct delivery *carrier_new(engine_t *e,
     m->pending = 1;
     p->refs++;
     p->inflight++;
-    if (!p->drain) {
+    if (!is_drain(p)) {
         e->inflight++;
         e->inflight_bytes += m->bytes;
     }
@@ -1980,7 +1999,7 @@ static void replay_keep(engine_t *e, const struct consumer_record *rec,
         return;
     }
     x->e = e;
-    x->copy = 1;
+    x->kind = DEAD_KEEP;
     d->dead = x;
     dead_write(e, d);
     check_bounds_after_add(e, rec->part);
@@ -2030,7 +2049,7 @@ static int replay_select(engine_t *e, const struct consumer_record *rec,
         e->replay_selected++;
         if (o->limit > 0 && e->replay_selected >= (uint64_t)o->limit) {
             e->replay_limited = 1;
-            consumer_suspend(e->consumer, 1);
+            consumer_suspend(e->main.consumer, 1);
         }
     }
     if (o->dry_run) {
@@ -2084,27 +2103,20 @@ static struct replay_src *record_src(engine_t *e, const struct consumer_record *
     return r;
 }
 
-/* The outputs of a replayed record that go out: those whose dedupe key is
- * the failed one's (a split part), else all of them (the record failed
- * before the split, or the fixed transform names its parts anew). */
-static int replay_pick(engine_t *e, int n, const struct replay_src *src,
-                       int *pick, size_t cap)
+/* The output of a replayed or drained record that goes out: the one
+ * whose dedupe key is the failed one's (a split part), or -1 for all of
+ * them (the record failed before the split, or the fixed transform names
+ * its parts anew). */
+static int replay_pick(engine_t *e, int n, const struct replay_src *src)
 {
-    int k = 0;
-
-    for (int i = 0; i < n && (size_t)k < cap; i++) {
+    for (int i = 0; i < n; i++) {
         const struct transform_out *o = transform_output(e->tf, (size_t)i);
         const char *key = o->dedupe_key != NULL ? o->dedupe_key : src->dedupe;
         if (strcmp(key, src->dedupe) == 0) {
-            pick[k++] = i;
+            return i;
         }
     }
-    if (k == 0) {
-        for (int i = 0; i < n && (size_t)i < cap; i++) {
-            pick[k++] = i;
-        }
-    }
-    return k;
+    return -1;
 }
 
 /* The pipeline transform raised on rec: the record goes to the
@@ -2124,9 +2136,10 @@ static void transform_dead_letter(engine_t *e,
     if (src != NULL) {
         d->msg->src = src;
         d->msg->replays = replays_of(rec->handle) +
-                           !((struct part *)rec->part)->drain;
+                           !is_drain((struct part *)rec->part);
     }
-    dead_letter(e, d, DLQ_STAGE_TRANSFORM, DLQ_CLASS_TRANSFORM, why, NULL);
+    dead_letter(e, d, DEAD_LETTER, DLQ_STAGE_TRANSFORM, DLQ_CLASS_TRANSFORM,
+                why, NULL);
     check_bounds_after_add(e, rec->part);
 }
 
@@ -2140,7 +2153,7 @@ static void on_record(void *arg, const struct consumer_record *rec)
     const char *dedupe = NULL;
     struct transform_out plain = {.unchanged = 1};
     struct replay_src *src = NULL;
-    int pick[64], picked = -1; /* replay: the outputs that go out */
+    int only = -1; /* replay or drain: the one output that goes out */
 
     if (e->replay_limited ||
         (e->opts.replay != NULL && p->end >= 0 && rec->offset >= p->end)) {
@@ -2170,7 +2183,7 @@ static void on_record(void *arg, const struct consumer_record *rec)
         consumer_release(rec->handle);
         return;
     }
-    if (p->drain) {
+    if (is_drain(p)) {
         /* A parked message back from its sink's retry topic. */
         src = record_src(e, rec);
         if (src == NULL) {
@@ -2226,9 +2239,8 @@ static void on_record(void *arg, const struct consumer_record *rec)
             consumer_release(rec->handle);
             return;
         }
-        if (src != NULL) {
-            n = replay_pick(e, n, src, pick, sizeof(pick) / sizeof(pick[0]));
-            picked = n;
+        if (src != NULL && (only = replay_pick(e, n, src)) >= 0) {
+            n = 1;
         }
         if ((size_t)n > sizeof(msgs) / sizeof(msgs[0]) &&
             (out = malloc((size_t)n * sizeof(*out))) == NULL) {
@@ -2240,8 +2252,7 @@ static void on_record(void *arg, const struct consumer_record *rec)
     for (int i = 0; i < n; i++) {
         const struct transform_out *o =
             e->tf != NULL
-                ? transform_output(e->tf,
-                                   (size_t)(picked >= 0 ? pick[i] : i))
+                ? transform_output(e->tf, (size_t)(only >= 0 ? only : i))
                 : &plain;
         struct msg *m = msg_alloc(e);
         if (m == NULL) {
@@ -2253,7 +2264,7 @@ static void on_record(void *arg, const struct consumer_record *rec)
         m->origin = out[0];
         if (i == 0 && src != NULL) {
             m->src = src;
-            m->replays = replays_of(rec->handle) + !p->drain;
+            m->replays = replays_of(rec->handle) + !is_drain(p);
             src = NULL; /* the origin owns it */
         }
         m->slot = slot;
@@ -2265,7 +2276,7 @@ static void on_record(void *arg, const struct consumer_record *rec)
     }
     for (int i = 0; i < n; i++) {
         p->refs++;
-        if (!p->drain) {
+        if (!is_drain(p)) {
             e->inflight_bytes += out[i]->bytes;
         }
     }
@@ -2276,20 +2287,20 @@ static void on_record(void *arg, const struct consumer_record *rec)
     }
     out[0]->outputs = (unsigned)n;
     p->inflight++;
-    if (!p->drain) {
+    if (!is_drain(p)) {
         e->inflight++;
     }
     for (int i = 0; i < n; i++) {
         struct msg *m = out[i];
         size_t before = m->bytes;
-        if (msg_enqueue(e, m, (size_t)(picked >= 0 ? pick[i] : i)) != 0) {
+        if (msg_enqueue(e, m, (size_t)(only >= 0 ? only : i)) != 0) {
             e->fatal = 1;
             log_error("out of memory queueing %s [%d] offset %lld",
                       rec->topic, (int)rec->partition,
                       (long long)rec->offset);
             break;
         }
-        if (!p->drain) {
+        if (!is_drain(p)) {
             e->inflight_bytes += m->bytes - before;
         }
         if (m->pending == 0) {
@@ -2473,6 +2484,32 @@ struct cfg *engine_load_config(const char *path, FILE *errf)
     return cfg;
 }
 
+/* A copy of cfg whose source is topics on the DLQ's cluster (brokers),
+ * read from the start as group: what a drain and a replay consume. The
+ * copy shares cfg's values and owns none; free() it. NULL: no memory. */
+static struct cfg *dlq_source_cfg(const struct cfg *cfg, char **topics,
+                                  size_t count, char *group,
+                                  const char *brokers)
+{
+    struct cfg *c = malloc(sizeof(*c));
+
+    if (c == NULL) {
+        return NULL;
+    }
+    *c = *cfg;
+    c->source.topics.items = topics;
+    c->source.topics.count = count;
+    c->source.group = group;
+    c->source.start = CFG_START_EARLIEST;
+    c->source.brokers = (char *)brokers;
+    c->dlq.brokers = (char *)brokers;
+    /* The source's client settings hold only on the source's cluster. */
+    if (strcmp(cfg->dlq.brokers, cfg->source.brokers) != 0) {
+        c->source.properties = cfg->dlq.properties;
+    }
+    return c;
+}
+
 /* Starts the drain of s's retry topic: a consumer of its own group
  * (`<group>.retry.<sink>`) on the DLQ's cluster. What it finds not yet
  * drained makes s start parked, so its keys stay in order. */
@@ -2481,23 +2518,19 @@ static int drain_open(engine_t *e, struct sink *s, const char *bootstrap,
                       struct sl_error *err)
 {
     const struct cfg *cfg = e->cfg;
-    struct cfg *dc = malloc(sizeof(*dc));
+    struct cfg *dc;
     char *group = NULL;
     int64_t starts[1024], ends[1024];
     struct consumer_callbacks dcb = *cb;
 
-    if (dc == NULL || asprintf(&group, "%s.retry.%s", cfg->source.group,
-                               s->cfg->name) < 0) {
-        free(dc);
+    if (asprintf(&group, "%s.retry.%s", cfg->source.group, s->cfg->name) <
+        0) {
         return sl_error_set(err, "out of memory");
     }
-    *dc = *cfg;
-    dc->source.topics.items = &s->retry_topic;
-    dc->source.topics.count = 1;
-    dc->source.group = group;
-    dc->source.start = CFG_START_EARLIEST;
-    if (strcmp(cfg->dlq.brokers, cfg->source.brokers) != 0) {
-        dc->source.properties = cfg->dlq.properties;
+    dc = dlq_source_cfg(cfg, &s->retry_topic, 1, group, cfg->dlq.brokers);
+    if (dc == NULL) {
+        free(group);
+        return sl_error_set(err, "out of memory");
     }
     s->drain = (struct source){.e = e, .drain = s, .cfg = dc};
     dcb.arg = &s->drain;
@@ -2695,9 +2728,9 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
         }
     }
     e->main.e = e;
-    e->consumer = e->main.consumer =
+    e->main.consumer =
         consumer_new(cfg, bootstrap, e->loop, &cb, err);
-    if (e->consumer == NULL) {
+    if (e->main.consumer == NULL) {
         goto fail;
     }
     loop_timer_start(e->loop, &e->park_timer, 200);
@@ -2725,7 +2758,7 @@ int engine_run(engine_t *e)
     }
     /* Stop taking records, let what is in flight finish (bounded), commit
      * what is done, then leave the group (which revokes everything). */
-    consumer_suspend(e->consumer, 1);
+    consumer_suspend(e->main.consumer, 1);
     for (size_t i = 0; i < e->nsinks; i++) {
         if (e->sinks[i].drain.consumer != NULL) {
             consumer_suspend(e->sinks[i].drain.consumer, 1);
@@ -2750,7 +2783,7 @@ int engine_run(engine_t *e)
             consumer_close(e->sinks[i].drain.consumer);
         }
     }
-    consumer_close(e->consumer);
+    consumer_close(e->main.consumer);
     loop_timer_stop(e->loop, &e->progress_timer);
     if (e->opts.progress && isatty(STDERR_FILENO)) {
         fputc('\n', stderr);
@@ -2808,7 +2841,7 @@ void engine_destroy(engine_t *e)
         }
         msg_destroy(e, m);
     }
-    consumer_destroy(e->consumer);
+    consumer_destroy(e->main.consumer);
     for (size_t i = 0; e->sinks != NULL && i < e->nsinks; i++) {
         struct sink *s = &e->sinks[i];
         consumer_destroy(s->drain.consumer);
@@ -2853,6 +2886,7 @@ void engine_destroy(engine_t *e)
         free(s->buckets);
     }
     free(e->sinks);
+    free(e->dlq_headers);
     redact_free(e->redact);
     if (e->sigfd >= 0) {
         close(e->sigfd);
@@ -2917,26 +2951,17 @@ int dlq_replay(const struct cfg *cfg, const struct dlq_replay_options *o)
                 cfg->pipeline, o->sink);
         return 2;
     }
-    rc = malloc(sizeof(*rc));
-    if (rc == NULL) {
-        return 1;
-    }
     /* The same pipeline, read from the sink's DLQ (and the pipeline's,
      * where transform failures for every sink are), to this sink alone,
      * as the group that marks its records worked. */
-    *rc = *cfg;
     topics[0] = cfg_sink_dlq_topic(cfg, idx);
     topics[1] = cfg->dlq.topic;
-    rc->source.topics.items = (char **)topics;
-    rc->source.topics.count = strcmp(topics[0], topics[1]) == 0 ? 1 : 2;
     snprintf(group, sizeof(group), "%s.dlq.%s", cfg->pipeline, o->sink);
-    rc->source.group = group;
-    rc->source.start = CFG_START_EARLIEST;
-    rc->source.brokers = (char *)(o->brokers != NULL ? o->brokers
-                                                     : cfg->dlq.brokers);
-    rc->dlq.brokers = rc->source.brokers;
-    if (strcmp(cfg->dlq.brokers, cfg->source.brokers) != 0) {
-        rc->source.properties = cfg->dlq.properties;
+    rc = dlq_source_cfg(cfg, (char **)topics,
+                        strcmp(topics[0], topics[1]) == 0 ? 1 : 2, group,
+                        o->brokers != NULL ? o->brokers : cfg->dlq.brokers);
+    if (rc == NULL) {
+        return 1;
     }
     rc->sinks = &cfg->sinks[idx];
     rc->sink_count = 1;

@@ -508,7 +508,7 @@ def test_a_record_too_large_for_the_dlq_is_cut_not_lost(
     topic = topic_factory(1)
     group = names.group()
     sink = sinkd("strict")
-    sink.script(statuses=[400], then=200)
+    sink.script(statuses=[400, 400], then=200)
     cfg = fanout(names, kafka.bootstrap, topic, group, {"strict": sink.url()})
     # The DLQ producer takes at most 100 kB; the message is 300 kB.
     cfg["dlq"]["properties"] = {"message.max.bytes": "100000"}
@@ -517,14 +517,82 @@ def test_a_record_too_large_for_the_dlq_is_cut_not_lost(
     p = Producer({"bootstrap.servers": kafka.bootstrap})
     big = b"x" * 300000
     p.produce(topic, key=b"k", value=big, headers=[("message-id", b"big-1")])
+    # Its headers alone are too large: they go, the context stays.
+    p.produce(topic, key=b"k", value=b"{}",
+              headers=[("message-id", b"big-2"), ("baggage", b"y" * 150000)])
     assert p.flush(30) == 0
     harness.wait_commits_at_end(offsets(group), topic, 1, [run])
     dlq = read_topic(kafka.bootstrap, cfg["dlq"]["topic"])
-    assert len(dlq) == 1
+    assert len(dlq) == 2
     h = dlq[0]["headers"]
     assert h["sluice.dedupe.key"] == "big-1"
     assert h["sluice.truncated"] == str(len(big))
     assert 0 < len(dlq[0]["value"]) <= 64 * 1024
     assert big.startswith(dlq[0]["value"])
+    h = dlq[1]["headers"]
+    assert h["sluice.dedupe.key"] == "big-2" and h["sluice.truncated"] == "2"
+    assert h["sluice.sink"] == "strict" and not dlq[1]["value"]
+    assert not dlq[1]["original"] and dlq[1]["key"] is None
     run.terminate()
     assert run.wait(60) == 0
+
+
+def test_a_status_past_599_is_permanent(kafka, topic_factory, names, sinkd,
+                                        sluice, offsets):
+    """A sink answering a status no HTTP knows (999) fails for good: it is
+    not mistaken for a transport error and retried until the deadline."""
+    import socket
+    import threading
+    topic = topic_factory(1)
+    group = names.group()
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    stop = threading.Event()
+
+    def serve():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                try:
+                    while True:
+                        data = b""
+                        while b"\r\n\r\n" not in data:
+                            chunk = conn.recv(65536)
+                            if not chunk:
+                                raise OSError
+                            data += chunk
+                        head, _, rest = data.partition(b"\r\n\r\n")
+                        n = int(re.search(rb"(?i)content-length: *(\d+)",
+                                          head).group(1))
+                        while len(rest) < n:
+                            rest += conn.recv(65536)
+                        conn.sendall(b"HTTP/1.1 999 Odd\r\n"
+                                     b"Content-Length: 0\r\n\r\n")
+                except (OSError, AttributeError):
+                    pass
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        cfg = fanout(names, kafka.bootstrap, topic, group, {
+            "odd": "http://127.0.0.1:%d/odd" % srv.getsockname()[1]})
+        run = sluice(cfg)
+        harness.produce_orders(kafka.bootstrap, topic, 3)
+        harness.wait_commits_at_end(offsets(group), topic, 1, [run])
+        dlq = read_topic(kafka.bootstrap, cfg["dlq"]["topic"])
+        assert len(dlq) == 3
+        for r in dlq:
+            assert r["headers"]["sluice.error.class"] == "rejected"
+            assert r["headers"]["sluice.http.status"] == "999"
+            assert r["headers"]["sluice.attempts"] == "1"
+        run.terminate()
+        assert run.wait(60) == 0
+    finally:
+        stop.set()
+        t.join(5)
+        srv.close()

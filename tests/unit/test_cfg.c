@@ -172,6 +172,17 @@ static void test_answer_classes(void **state)
     assert_error(e, "7:15", "sinks.a.retry_on: expected a status (100-599), "
                             "a class such as 5xx, or `transport`, found "
                             "`6xx`");
+
+    /* A DLQ topic that is a source topic would loop failures. */
+    e = load_errors("pipeline: p\n"
+                    "source: {brokers: b, topics: [t, u]}\n"
+                    "dlq: {topic: t}\n"
+                    "sinks:\n"
+                    "  a: {type: http, url: 'http://a/', dlq_topic: u}\n",
+                    &n);
+    assert_int_equal(n, 2);
+    assert_error(e, "3:6", "dlq.topic: `t` is a source topic");
+    assert_error(e, "5:3", "sinks.a.dlq_topic: `u` is a source topic");
 }
 
 static void test_invalid_yaml_has_position(void **state)
