@@ -135,3 +135,8 @@ clean:
 	rm -rf build bin
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# Fuzzing (tests/fuzz) and the chaos suite (tests/chaos) keep their
+# targets beside their sources.
+-include tests/fuzz/fuzz.mk
+-include tests/chaos/chaos.mk

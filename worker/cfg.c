@@ -1040,6 +1040,15 @@ static void walk_sink(struct walker *w, struct cfg *cfg, const yaml_node_t *k,
     int errors_before = w->errs->count;
     walk_mapping(w, v, prefix, tables, bases, 2);
     build_answers(w, v, prefix, sink);
+    const yaml_node_t *script = find_key(w, v, "transform");
+    if (script != NULL) {
+        sink->transform_line = (int)script->start_mark.line + 1;
+        sink->transform_col = (int)script->start_mark.column + 1;
+    }
+    if ((script = find_key(w, v, "retry")) != NULL) {
+        sink->retry_line = (int)script->start_mark.line + 1;
+        sink->retry_col = (int)script->start_mark.column + 1;
+    }
     const char *option = NULL;
     struct sl_error err;
     if (w->errs->count == errors_before && conn->check != NULL &&
@@ -1105,6 +1114,8 @@ static void walk_root(struct walker *w, struct cfg *cfg,
             }
         } else if (strcmp(key, "transform") == 0) {
             apply_value(w, &cfg_root_options[0], v, cfg, key);
+            cfg->transform_line = (int)v->start_mark.line + 1;
+            cfg->transform_col = (int)v->start_mark.column + 1;
         } else if (strcmp(key, "lua") == 0 || strcmp(key, "dlq") == 0) {
             int is_lua = key[0] == 'l';
             const struct opt_spec *table[1] = {is_lua ? cfg_lua_options

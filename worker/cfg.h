@@ -75,6 +75,9 @@ struct cfg_sink {
     int64_t max_in_flight;
     char *transform; /* resolved path, or NULL */
     char *retry;     /* resolved path, or NULL */
+    /* Where the YAML names transform and retry: script errors point here
+     * as well as into the script. 0 when not set. */
+    int transform_line, transform_col, retry_line, retry_col;
     char *dlq_topic; /* default: the pipeline's dlq.topic */
     struct opt_list retry_on, permanent_on, done_on;
     /* The lists above, by status (index 0: transport errors); each entry
@@ -96,6 +99,7 @@ struct cfg {
     char *dir; /* the YAML file's directory: relative paths start here */
     char *pipeline;
     char *transform; /* the pipeline transform's resolved path, or NULL */
+    int transform_line, transform_col; /* its YAML value; 0: not set */
     struct cfg_lua lua;
     struct cfg_source source;
     struct cfg_delivery delivery;
