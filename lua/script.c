@@ -514,3 +514,33 @@ void script_destroy(script_t *s)
     free(s->dirs);
     free(s);
 }
+
+/* Placeholders until the budget covers C calls (issue 10). */
+void script_charge(lua_State *L, size_t work)
+{
+    (void)L;
+    (void)work;
+}
+
+void *script_c_alloc(lua_State *L, size_t n)
+{
+    void *ud;
+    lua_Alloc f = lua_getallocf(L, &ud);
+    return f(ud, NULL, 0, n);
+}
+
+void *script_c_realloc(lua_State *L, void *p, size_t old, size_t n)
+{
+    void *ud;
+    lua_Alloc f = lua_getallocf(L, &ud);
+    return f(ud, p, old, n);
+}
+
+void script_c_free(lua_State *L, void *p, size_t n)
+{
+    void *ud;
+    lua_Alloc f = lua_getallocf(L, &ud);
+    if (p != NULL) {
+        f(ud, p, n, 0);
+    }
+}

@@ -55,6 +55,19 @@ int script_call(script_t *s, int (*fn)(struct lua_State *), void *arg,
  * between: pushes the text and returns it (print, log.*). */
 const char *script_join_args(struct lua_State *L, const char *sep);
 
+/* For C functions that may run long on a script's behalf (json, string
+ * building): charges `work` units (about one per byte or element handled)
+ * to the running call's budget, and raises a Lua error ("budget
+ * exceeded ...") once the budget or the call's deadline is spent. Call it
+ * every few KiB of work, not per byte. A no-op outside a sandboxed call. */
+void script_charge(struct lua_State *L, size_t work);
+/* Memory a C function takes on a script's behalf, counted against the
+ * state's cap like Lua's own (NULL when it would pass the cap: raise
+ * "not enough memory"). script_c_free(L, p, n) gives back what
+ * script_c_alloc(L, n) or script_c_realloc(L, p, old, n) returned. */
+void *script_c_alloc(struct lua_State *L, size_t n);
+void *script_c_realloc(struct lua_State *L, void *p, size_t old, size_t n);
+void script_c_free(struct lua_State *L, void *p, size_t n);
 /* The state, for pushing arguments and reading results. */
 struct lua_State *script_state(script_t *s);
 
