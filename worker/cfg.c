@@ -45,6 +45,13 @@ const struct opt_spec cfg_source_options[] = {
      .offset = offsetof(struct cfg_source, embedded_partitions),
      .min = 1, .max = 1024,
      .doc = "Partitions of each topic created on the embedded cluster."},
+    {.name = "connect_timeout", .type = OPT_DURATION, .def = "60s",
+     .offset = offsetof(struct cfg_source, connect_timeout_ms),
+     .min = 0, .max = 86400000,
+     .doc = "How long sluice tries at start-up to reach the brokers and "
+            "find every topic before it gives up and exits with status 1, "
+            "naming what failed. `0` keeps trying for ever. Later outages "
+            "never stop it: it waits for the brokers to come back."},
     {.name = "properties", .type = OPT_STRING_MAP,
      .offset = offsetof(struct cfg_source, properties),
      .doc = "librdkafka consumer properties passed through as they are "

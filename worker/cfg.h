@@ -27,6 +27,7 @@ struct cfg_source {
     char *group;
     int start; /* enum cfg_start */
     int64_t embedded_partitions;
+    int64_t connect_timeout_ms; /* 0: keep trying */
     struct opt_map properties; /* passed to librdkafka as they are */
     int properties_line, properties_col;
 };

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "kconf.h"
+#include "kprobe.h"
 #include "log.h"
 
 #define POLL_BATCH 512
@@ -50,6 +51,19 @@ struct consumer {
     uint64_t rebalancing_since;
     struct topic_parts *topics;
     size_t topic_count;
+    /* Whether the cluster can be reached: one log line per change. */
+    enum { LINK_STARTING, LINK_UP, LINK_DOWN, LINK_NO_TOPIC } link;
+    int ever_up; /* reached once: later outages never stop the worker */
+    kprobe_t *probe;
+    struct loop_timer deadline; /* source.connect_timeout */
+    int64_t connect_timeout_ms;
+    uint64_t down_since;
+    char *brokers;
+    char **topic_names; /* the subscription, for the probe */
+    size_t topic_name_count;
+    char problem[640];    /* why the source is not usable; "" when it is */
+    char last_reason[256]; /* librdkafka's last transport error */
+    unsigned long commit_failures; /* in a row */
     const char *last_name; /* librdkafka's pointer, for a fast lookup */
     struct topic_parts *last_topic;
 };
@@ -155,8 +169,107 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac,
                    const char *buf)
 {
     (void)rk;
-    log_write(level <= 3 ? LOG_ERROR : level <= 5 ? LOG_WARN : LOG_DEBUG,
-              "kafka %s: %s", fac, buf);
+    log_write(kconf_log_level(level, fac), "kafka %s: %s", fac, buf);
+}
+
+static void probe_start(consumer_t *c);
+
+static void link_up(consumer_t *c)
+{
+    unsigned long long waited =
+        (unsigned long long)(loop_now(c->loop) - c->down_since) / 1000;
+    if (c->link == LINK_DOWN) {
+        log_info("source: brokers %s reachable again after %llu s",
+                 c->brokers, waited);
+    } else if (c->link == LINK_NO_TOPIC) {
+        log_info("source: every topic exists on %s now, after %llu s",
+                 c->brokers, waited);
+    } else if (c->link == LINK_STARTING) {
+        log_info("source: connected to %s", c->brokers);
+    }
+    c->link = LINK_UP;
+    c->ever_up = 1;
+    c->problem[0] = '\0';
+    loop_timer_stop(c->loop, &c->deadline);
+}
+
+static void probe_answer(void *arg, enum kprobe_state state,
+                         const char *text)
+{
+    consumer_t *c = arg;
+    char until[96] = "";
+
+    if (!c->ever_up) {
+        if (c->connect_timeout_ms > 0) {
+            snprintf(until, sizeof(until),
+                     "; trying for up to %lld s (source.connect_timeout)",
+                     (long long)(c->connect_timeout_ms / 1000));
+        } else {
+            snprintf(until, sizeof(until), "; trying until it is");
+        }
+    }
+    switch (state) {
+    case KPROBE_OK:
+        kprobe_stop(c->probe);
+        c->probe = NULL;
+        link_up(c);
+        return;
+    case KPROBE_UNREACHABLE:
+        /* librdkafka's own words for the last failure say more than the
+         * metadata request's "Broker transport failure". */
+        snprintf(c->problem, sizeof(c->problem),
+                 "cannot reach the brokers %s: %s", c->brokers,
+                 c->last_reason[0] ? c->last_reason : text);
+        if (c->link != LINK_DOWN) {
+            log_error("source: %s%s", c->problem, until);
+            c->link = LINK_DOWN;
+        }
+        break;
+    case KPROBE_NO_TOPIC:
+        snprintf(c->problem, sizeof(c->problem),
+                 "topic%s `%s` do%s not exist on %s",
+                 strchr(text, ',') ? "s" : "", text,
+                 strchr(text, ',') ? "" : "es", c->brokers);
+        log_error("source: %s%s", c->problem, until);
+        c->link = LINK_NO_TOPIC;
+        break;
+    }
+    if (c->down_since == 0) {
+        c->down_since = loop_now(c->loop);
+    }
+}
+
+/* A start that never got through: the worker cannot do its job, and a
+ * supervisor restarting it says so louder than a quiet retry loop. */
+static void deadline_fired(struct loop_timer *t)
+{
+    consumer_t *c =
+        (consumer_t *)((char *)t - offsetof(consumer_t, deadline));
+    char reason[800];
+
+    if (c->ever_up) {
+        return;
+    }
+    snprintf(reason, sizeof(reason),
+             "source: gave up after %lld s (source.connect_timeout): %s",
+             (long long)(c->connect_timeout_ms / 1000),
+             c->problem[0] ? c->problem : "no answer from the brokers");
+    c->cb.on_fatal(c->cb.arg, reason);
+}
+
+static void probe_start(consumer_t *c)
+{
+    struct sl_error err;
+
+    if (c->probe != NULL || c->closed) {
+        return;
+    }
+    c->probe = kprobe_start(c->rk, c->loop,
+                            (const char *const *)c->topic_names,
+                            c->topic_name_count, probe_answer, c, &err);
+    if (c->probe == NULL) {
+        log_warn("source: %s; broker outages are not reported", err.msg);
+    }
 }
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason,
@@ -171,7 +284,34 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason,
         c->cb.on_fatal(c->cb.arg, fatal);
         return;
     }
-    /* Transient: librdkafka retries by itself. */
+    /* Transient: librdkafka retries by itself. The probe reports the
+     * state once; each retry's reason only goes to the debug log. */
+    if (err == RD_KAFKA_RESP_ERR__TRANSPORT ||
+        err == RD_KAFKA_RESP_ERR__RESOLVE ||
+        err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+        if (err != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+            /* "host:port/id: Connect to ... failed: Connection refused
+             * (after 0ms in state CONNECT, 1 identical error(s)
+             * suppressed)": the tail changes with every retry. */
+            const char *tail = strstr(reason, " (after ");
+            int len = tail != NULL ? (int)(tail - reason) : (int)strlen(reason);
+            snprintf(c->last_reason, sizeof(c->last_reason), "%.*s", len,
+                     reason);
+        }
+        log_debug("kafka: %s: %s", rd_kafka_err2name(err), reason);
+        if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN &&
+            c->link == LINK_UP) {
+            log_warn("source: every broker of %s is down (%s); waiting "
+                     "for them",
+                     c->brokers, c->last_reason);
+            c->link = LINK_DOWN;
+            c->down_since = loop_now(c->loop);
+            snprintf(c->problem, sizeof(c->problem),
+                     "every broker of %s is down", c->brokers);
+            probe_start(c);
+        }
+        return;
+    }
     log_warn("kafka: %s: %s", rd_kafka_err2name(err), reason);
 }
 
@@ -198,11 +338,22 @@ static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     consumer_t *c = opaque;
 
     (void)rk;
+    /* One line when commits start failing and one when they get through
+     * again: every commit interval would repeat the same failure. */
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR &&
         err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
-        log_warn("offset commit failed (%d partitions): %s; the next commit "
-                 "retries",
-                 offsets ? offsets->cnt : 0, rd_kafka_err2str(err));
+        if (c->commit_failures++ == 0) {
+            log_warn("offset commit failed (%d partitions): %s; the next "
+                     "commits retry",
+                     offsets ? offsets->cnt : 0, rd_kafka_err2str(err));
+        } else {
+            log_debug("offset commit failed again: %s",
+                      rd_kafka_err2str(err));
+        }
+    } else if (err == RD_KAFKA_RESP_ERR_NO_ERROR && c->commit_failures > 0) {
+        log_info("offset commits succeed again, after %lu failed",
+                 c->commit_failures);
+        c->commit_failures = 0;
     }
     report_committed(c, offsets);
 }
@@ -216,6 +367,11 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     rd_kafka_error_t *error = NULL;
     rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
 
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS &&
+        c->link != LINK_UP && c->link != LINK_NO_TOPIC) {
+        link_up(c); /* the group coordinator answered (a revoke may be
+                       librdkafka's own, on a session timeout) */
+    }
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         for (int i = 0; i < list->cnt; i++) {
             rd_kafka_topic_partition_t *p = &list->elems[i];
@@ -307,7 +463,15 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 static void handle_message(consumer_t *c, rd_kafka_message_t *m)
 {
     if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        if (m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+            m->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) {
+            /* The probe says which topics are missing, once. */
+            log_debug("consume error: %s", rd_kafka_message_errstr(m));
+            if (c->link == LINK_UP) {
+                c->down_since = loop_now(c->loop);
+                probe_start(c);
+            }
+        } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
             log_warn("consume error %s [%d]: %s",
                      m->rkt ? rd_kafka_topic_name(m->rkt) : "-",
                      (int)m->partition, rd_kafka_message_errstr(m));
@@ -334,6 +498,9 @@ static void handle_message(consumer_t *c, rd_kafka_message_t *m)
         .value = m->payload,
         .value_len = m->len,
     };
+    if (c->link == LINK_DOWN) {
+        link_up(c);
+    }
     c->cb.on_record(c->cb.arg, &rec);
 }
 
@@ -450,9 +617,27 @@ consumer_t *consumer_new(const struct cfg *cfg, const char *bootstrap,
     c->pipe_fds[0] = c->pipe_fds[1] = -1;
     loop_timer_init(&c->kick, kick_fired);
     loop_timer_init(&c->tick, tick_fired);
+    loop_timer_init(&c->deadline, deadline_fired);
+    c->connect_timeout_ms = cfg->source.connect_timeout_ms;
+    c->brokers = strdup(bootstrap != NULL ? bootstrap : cfg->source.brokers);
+    c->topic_names = calloc(cfg->source.topics.count + 1, sizeof(char *));
+    if (c->brokers == NULL || c->topic_names == NULL) {
+        sl_error_set(err, "out of memory");
+        consumer_destroy(c);
+        return NULL;
+    }
+    for (size_t i = 0; i < cfg->source.topics.count; i++) {
+        c->topic_names[i] = strdup(cfg->source.topics.items[i]);
+        if (c->topic_names[i] == NULL) {
+            sl_error_set(err, "out of memory");
+            consumer_destroy(c);
+            return NULL;
+        }
+        c->topic_name_count++;
+    }
     conf = build_conf(cfg, bootstrap, NULL, err);
     if (conf == NULL) {
-        free(c);
+        consumer_destroy(c);
         return NULL;
     }
     rd_kafka_conf_set_opaque(conf, c);
@@ -463,8 +648,8 @@ consumer_t *consumer_new(const struct cfg *cfg, const char *bootstrap,
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
     if (c->rk == NULL) {
         rd_kafka_conf_destroy(conf);
-        free(c);
         sl_error_set(err, "kafka consumer: %s", errstr);
+        consumer_destroy(c);
         return NULL;
     }
     rd_kafka_poll_set_consumer(c->rk);
@@ -496,6 +681,10 @@ consumer_t *consumer_new(const struct cfg *cfg, const char *bootstrap,
     /* Records may already be queued before the first pipe signal. */
     loop_timer_start(loop, &c->kick, 0);
     loop_timer_start(loop, &c->tick, POLL_TICK_MS);
+    probe_start(c);
+    if (c->connect_timeout_ms > 0) {
+        loop_timer_start(loop, &c->deadline, (uint64_t)c->connect_timeout_ms);
+    }
     return c;
 fail:
     consumer_destroy(c);
@@ -692,6 +881,9 @@ void consumer_destroy(consumer_t *c)
     }
     loop_timer_stop(c->loop, &c->kick);
     loop_timer_stop(c->loop, &c->tick);
+    loop_timer_stop(c->loop, &c->deadline);
+    kprobe_stop(c->probe); /* before rd_kafka_destroy: it uses the handle */
+    c->probe = NULL;
     if (c->pipe_fds[0] >= 0) {
         loop_io_del(c->loop, &c->io);
     }
@@ -715,7 +907,22 @@ void consumer_destroy(consumer_t *c)
         free(c->topics[i].parts);
     }
     free(c->topics);
+    for (size_t i = 0; i < c->topic_name_count; i++) {
+        free(c->topic_names[i]);
+    }
+    free(c->topic_names);
+    free(c->brokers);
     free(c);
+}
+
+int consumer_reached(const consumer_t *c)
+{
+    return c->ever_up;
+}
+
+const char *consumer_problem(const consumer_t *c)
+{
+    return c->problem[0] != '\0' ? c->problem : NULL;
 }
 
 const char *consumer_library_version(void)

@@ -116,6 +116,14 @@ void consumer_close(consumer_t *c);
  * Every record must have been released. */
 void consumer_destroy(consumer_t *c);
 
+/* Whether the cluster has ever answered (the probe, an assignment or a
+ * record): a worker that never got that far failed to start. */
+int consumer_reached(const consumer_t *c);
+
+/* Why the source is not usable now ("cannot reach the brokers ...",
+ * "topic ... does not exist ..."), or NULL when it is. */
+const char *consumer_problem(const consumer_t *c);
+
 /* librdkafka's version string, for --version. */
 const char *consumer_library_version(void);
 

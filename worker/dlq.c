@@ -37,6 +37,7 @@ struct dlq {
     size_t max_bytes; /* message.max.bytes */
     int partitions;   /* of the topics it creates */
     rd_kafka_queue_t *admin; /* the CreateTopics result, until it came */
+    int down; /* every broker down: said once, until a write gets through */
 };
 
 /* One write in flight: what a retry with a cut value needs. */
@@ -201,6 +202,10 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
         return; /* still pending, under the same job */
     }
     d->pending--;
+    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR && d->down) {
+        log_info("dlq: brokers reachable again");
+        d->down = 0;
+    }
     void *token = job->token;
     free(job);
     if (d->done == NULL) {
@@ -216,18 +221,32 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac,
                    const char *buf)
 {
     (void)rk;
-    log_write(level <= 3 ? LOG_ERROR : level <= 5 ? LOG_WARN : LOG_DEBUG,
-              "dlq kafka %s: %s", fac, buf);
+    log_write(kconf_log_level(level, fac), "dlq kafka %s: %s", fac, buf);
 }
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason,
                      void *opaque)
 {
+    dlq_t *d = opaque;
+
     (void)rk;
-    (void)opaque;
     /* Writes that fail are reported one by one and written again; a fatal
      * idempotence error leaves every later write failing, which keeps
-     * the records uncommitted and says so in the log. */
+     * the records uncommitted and says so in the log. Connection errors
+     * are librdkafka retrying: one line when every broker is down. */
+    if (err == RD_KAFKA_RESP_ERR__TRANSPORT ||
+        err == RD_KAFKA_RESP_ERR__RESOLVE) {
+        log_debug("dlq kafka: %s: %s", rd_kafka_err2name(err), reason);
+        return;
+    }
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+        if (!d->down) {
+            log_warn("dlq: every broker is down; dead-letter writes wait "
+                     "for them");
+        }
+        d->down = 1;
+        return;
+    }
     log_warn("dlq kafka: %s: %s", rd_kafka_err2name(err), reason);
 }
 

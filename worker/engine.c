@@ -2789,6 +2789,14 @@ int engine_run(engine_t *e)
         fputc('\n', stderr);
     }
     print_progress(e, 1);
+    /* Stopped before the source ever answered: a failed start, whatever
+     * stopped it, so that a supervisor or a script sees the failure. */
+    if (!e->fatal && !consumer_reached(e->main.consumer) &&
+        consumer_problem(e->main.consumer) != NULL) {
+        log_error("stopped without ever consuming: %s",
+                  consumer_problem(e->main.consumer));
+        e->fatal = 1;
+    }
     return e->fatal ? ENGINE_FATAL : left > 0 ? ENGINE_LEFT : ENGINE_OK;
 }
 

@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+#include "log.h"
+
 static int listed(const char *const *names, const char *name)
 {
     for (size_t i = 0; names[i] != NULL; i++) {
@@ -45,4 +47,14 @@ int kconf_apply(rd_kafka_conf_t *conf, const struct kconf_default *defaults,
         }
     }
     return bad;
+}
+
+int kconf_log_level(int syslog_level, const char *facility)
+{
+    if (strcmp(facility, "FAIL") == 0) {
+        return LOG_DEBUG;
+    }
+    return syslog_level <= 3 ? LOG_ERROR
+           : syslog_level <= 5 ? LOG_WARN
+                               : LOG_DEBUG;
 }

@@ -23,4 +23,9 @@ int kconf_apply(rd_kafka_conf_t *conf, const struct kconf_default *defaults,
                 const struct cfg *cfg, const char *section, int line,
                 int col, struct cfg_errors *errs, struct sl_error *err);
 
+/* The sluice log level of a librdkafka log line (syslog level, facility).
+ * A failed connection is logged by librdkafka and reported to the error
+ * callback as well: the callback's report is the one that is kept. */
+int kconf_log_level(int syslog_level, const char *facility);
+
 #endif
