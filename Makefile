@@ -53,11 +53,18 @@ TOOLS      := $(BIN)/sinkd $(BIN)/kafka-mock $(BIN)/bare-consumer \
               $(BIN)/transform-bench
 
 .PHONY: all deps tools test unit integration integration-only demo bench \
-        asan docs docs-check clean kafka-start kafka-stop pipeline-tests
+        asan docs docs-check clean kafka-start kafka-stop pipeline-tests \
+        kafka-jars
 all: deps $(BIN)/sluice tools
 
 deps:
 	@scripts/install-deps.sh
+
+# The real Kafka test broker's jars, from Maven Central into
+# tests/kafka/lib/ (a no-op when they match tests/kafka/pom.xml). Only the
+# targets that start a broker need them: a build never waits on Maven.
+kafka-jars: deps
+	@tests/kafka/kafka.sh fetch
 
 tools: $(TOOLS)
 
@@ -88,7 +95,7 @@ $(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(BUILD)/libsluice.a
 unit: deps $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
-integration: all
+integration: all kafka-jars
 	cd tests/integration && $(PYTHON) -m pytest -q -x -p no:cacheprovider .
 
 # The example pipeline's transforms against its own test cases.
@@ -101,11 +108,11 @@ demo: all
 	scripts/demo.sh
 
 # make bench BENCH_ARGS="--broker kafka" runs it on a real Apache Kafka.
-bench: all
+bench: all kafka-jars
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
 
 # A real Apache Kafka broker (tests/kafka) for trying sluice by hand.
-kafka-start: deps
+kafka-start: kafka-jars
 	@tests/kafka/kafka.sh start
 
 kafka-stop:
@@ -121,7 +128,7 @@ asan:
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	    $(MAKE) BUILD=build/asan BIN=build/asan/bin integration-only
 
-integration-only:
+integration-only: kafka-jars
 	cd tests/integration && $(PYTHON) -m pytest -q -x -p no:cacheprovider .
 
 docs: $(BIN)/sluice

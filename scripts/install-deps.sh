@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# install-deps.sh -- install the Debian packages sluice builds and tests with,
-# and the jars of the real Kafka broker the tests run against.
+# install-deps.sh -- install the Debian packages sluice builds and tests
+# with.
 #
 # Idempotent: checks each package with dpkg-query and only calls apt-get
 # for what is missing, so `make` can run it on every build at no cost. The
@@ -35,6 +35,6 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
 
-# The real Kafka test broker's jars, from Maven Central into
-# tests/kafka/lib/ (a no-op when they match tests/kafka/pom.xml).
-"$(dirname "$0")/../tests/kafka/kafka.sh" fetch
+# The real Kafka test broker's jars are not fetched here: building needs
+# only these packages. The targets that start a broker run `make
+# kafka-jars` (tests/kafka/kafka.sh fetch).

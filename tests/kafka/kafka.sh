@@ -51,7 +51,7 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-LIB=$HERE/lib
+LIB=${KAFKA_LIB_DIR:-$HERE/lib}
 STAMP=$LIB/.stamp
 JAVA=${JAVA:-java}
 MVN=${MVN:-mvn}
