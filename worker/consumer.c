@@ -223,6 +223,7 @@ static void probe_answer(void *arg, enum kprobe_state state,
         if (c->link != LINK_DOWN) {
             log_error("source: %s%s", c->problem, until);
             c->link = LINK_DOWN;
+            c->down_since = loop_now(c->loop);
         }
         break;
     case KPROBE_NO_TOPIC:
@@ -231,11 +232,11 @@ static void probe_answer(void *arg, enum kprobe_state state,
                  strchr(text, ',') ? "s" : "", text,
                  strchr(text, ',') ? "" : "es", c->brokers);
         log_error("source: %s%s", c->problem, until);
+        if (c->link != LINK_NO_TOPIC) {
+            c->down_since = loop_now(c->loop);
+        }
         c->link = LINK_NO_TOPIC;
         break;
-    }
-    if (c->down_since == 0) {
-        c->down_since = loop_now(c->loop);
     }
 }
 
@@ -299,11 +300,20 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason,
                      reason);
         }
         log_debug("kafka: %s: %s", rd_kafka_err2name(err), reason);
+        /* librdkafka does not always say "all brokers down" (a broker
+         * it has not connected to yet does not count as down): any lost
+         * connection has the probe check quietly, and an unreachable
+         * answer is reported by it. */
+        if (err != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN &&
+            c->link == LINK_UP) {
+            probe_start(c);
+        }
         if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN &&
             c->link == LINK_UP) {
-            log_warn("source: every broker of %s is down (%s); waiting "
+            log_warn("source: every broker of %s is down%s%s%s; waiting "
                      "for them",
-                     c->brokers, c->last_reason);
+                     c->brokers, c->last_reason[0] ? " (" : "",
+                     c->last_reason, c->last_reason[0] ? ")" : "");
             c->link = LINK_DOWN;
             c->down_since = loop_now(c->loop);
             snprintf(c->problem, sizeof(c->problem),

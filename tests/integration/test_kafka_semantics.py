@@ -315,12 +315,13 @@ def test_broker_down_20s_mid_stream_loses_nothing(
     # The outage is one line and its end another, not a line per retry.
     log = run.log()
     down = [l for l in log.splitlines()
-            if "source: every broker of" in l and "is down" in l]
+            if re.search(r"source: (every broker of \S+ is down|cannot "
+                         r"reach the brokers)", l)]
     back = [l for l in log.splitlines()
             if re.search(r"source: brokers \S+ reachable again after", l)]
     assert len(down) == 1 and len(back) == 1, log
     assert not re.search(r"kafka FAIL|_TRANSPORT", log), log
-    assert len(re.findall(r"Connection refused", log)) == 1, log
+    assert len(re.findall(r"Connection refused", log)) <= 1, log
     for s in sinks:
         got = harness.id_counts(harness.ok_records(s.records()))
         missing = sorted(acked - set(got))
