@@ -5,7 +5,8 @@
  * gives text that ljson_equal finds equal to the value, that decodes
  * again, and whose value encodes to the same bytes (encoding is
  * deterministic). ljson_equal and ljson_encode_changed run against the
- * original text too, for coverage; they must agree with each other. */
+ * original text too, for coverage; they must agree with each other.
+ * Each input gets a codec of its own (ljson_codec_new), checked twice. */
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
@@ -107,21 +108,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static void check(ljson_codec_t *c, const char *text, size_t size)
 {
-    /* A heap copy of exactly size bytes: ASan sees any read past the end,
-     * as the decoder must not rely on a NUL. */
-    char *text = malloc(size ? size : 1);
-    ljson_codec_t *c;
     int top = lua_gettop(state);
     char *once = NULL, *twice = NULL;
     size_t once_len = 0, twice_len = 0;
 
-    if (text == NULL) {
-        return 0;
-    }
-    memcpy(text, data, size);
-    c = ljson_codec_of(state);
     ljson_codec_forget(c); /* each input is a message of its own */
     if (decode(c, text, size) != 0) {
         /* ljson_equal walks the text itself: invalid text is never equal
@@ -181,7 +173,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 done:
     free(once);
     free(twice);
-    free(text);
     lua_settop(state, top);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    /* A heap copy of exactly size bytes: ASan sees any read past the end,
+     * as the decoder must not rely on a NUL. */
+    char *text = malloc(size ? size : 1);
+    ljson_codec_t *c = ljson_codec_new();
+
+    if (text == NULL || c == NULL) {
+        abort();
+    }
+    memcpy(text, data, size);
+    /* A new codec, so that a run does not depend on the inputs before it;
+     * then again on the same one, as a worker reuses its buffers. */
+    check(c, text, size);
+    check(c, text, size);
+    ljson_codec_free(c);
+    free(text);
     return 0;
 }
