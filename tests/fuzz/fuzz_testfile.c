@@ -88,7 +88,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     (void)testcmd_compare_value(text, data, size, "value", diffs,
                                 sizeof(diffs), &err);
-    if (value != NULL) {
+    /* compare_value reads the expectation up to its NUL: an input with a
+     * NUL byte (UTF-16 has many) is not the same YAML there. */
+    if (value != NULL && memchr(data, 0, size) == NULL) {
         int n = testcmd_compare_value(text, value, len, "value", diffs,
                                       sizeof(diffs), &err);
         if (n != 0) {
