@@ -69,7 +69,7 @@ regress | known)
         n=$(find "$here/$dir/$t" -type f | wc -l)
         if [ "$mode" = known ]; then
             for f in "$here/$dir/$t"/*; do
-                if "$build/$t" "$f" >/dev/null 2>&1; then
+                if ("$build/$t" "$f") >/dev/null 2>&1; then
                     echo "$t: $(basename "$f"): passes now: move it to corpus/$t/"
                 else
                     echo "$t: $(basename "$f"): still fails"
