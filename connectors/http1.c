@@ -628,3 +628,55 @@ void http1_pool_destroy(http1_pool_t *pool)
     free(pool->port);
     free(pool);
 }
+
+/* ---- the response parser without a socket, for fuzzing ---- */
+
+int http1_parse_response(struct http1_request *req, const char *data,
+                         const size_t *chunks, size_t nchunks)
+{
+    /* As http1_pool_new sets them, and fed as conn_read feeds them. */
+    static const http_parser_settings settings = {
+        .on_header_field = on_header_field,
+        .on_header_value = on_header_value,
+        .on_headers_complete = on_headers_complete,
+        .on_body = on_body,
+        .on_message_complete = on_message_complete,
+    };
+    struct conn *c = calloc(1, sizeof(*c));
+    struct http1_result res = {.retry_after_ms = -1};
+
+    if (c == NULL) {
+        return ENOMEM;
+    }
+    c->fd = -1;
+    conn_prepare(c, req);
+    for (size_t i = 0; i < nchunks && !c->complete; i++) {
+        if (chunks[i] == 0) {
+            continue; /* read() never returns 0 bytes but at EOF */
+        }
+        http_parser_execute(&c->parser, &settings, data, chunks[i]);
+        data += chunks[i];
+        if (!c->complete && HTTP_PARSER_ERRNO(&c->parser) != HPE_OK) {
+            res.error = EPROTO;
+            break;
+        }
+    }
+    if (!c->complete && res.error == 0) {
+        http_parser_execute(&c->parser, &settings, NULL, 0); /* EOF */
+        res.error = c->complete ? 0 : ECONNRESET;
+    }
+    if (res.error == 0) {
+        res.status = (int)c->parser.status_code;
+        if (failed(c->parser.status_code)) {
+            res.retry_after_ms = http1_response_retry_after(&c->resp,
+                                                            time(NULL));
+            res.headers = c->resp.headers;
+            res.header_count = c->resp.header_count;
+            res.body = c->resp.body;
+            res.body_len = c->resp.body_len;
+        }
+    }
+    req->done(req, &res);
+    free(c);
+    return 0;
+}

@@ -94,4 +94,12 @@ int http1_send(http1_pool_t *pool, struct http1_request *req);
  * http1_pool_destroy(NULL) is a no-op. */
 void http1_pool_destroy(http1_pool_t *pool);
 
+/* For fuzzing: parses data as the response to req, read in nchunks pieces
+ * of chunks[i] bytes each, then EOF, exactly as a connection parses what
+ * it reads, and calls req->done once with what it would report (no socket,
+ * no pool; req->iov is not sent). Returns 0, or ENOMEM and done() does not
+ * run. */
+int http1_parse_response(struct http1_request *req, const char *data,
+                         const size_t *chunks, size_t nchunks);
+
 #endif

@@ -13,6 +13,7 @@ packages=(
     libjansson-dev libmicrohttpd-dev libsqlite3-dev libhiredis-dev
     libhttp-parser-dev
     libcmocka-dev
+    clang libclang-rt-14-dev
     python3-pytest python3-confluent-kafka
     wrk
     default-jre-headless maven
