@@ -102,7 +102,7 @@ integration: all kafka-jars
 pipeline-tests: all
 	$(BIN)/sluice test pipelines/orders-fanout.yaml
 
-test: all docs-check unit pipeline-tests integration
+test: all docs-check unit pipeline-tests fuzz-regress integration
 
 demo: all
 	scripts/demo.sh

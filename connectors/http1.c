@@ -219,7 +219,13 @@ int64_t http1_retry_after_ms(const char *value, size_t len, time_t now)
     if (at == (time_t)-1) {
         return -1;
     }
-    return at > now ? (int64_t)(at - now) * 1000 : 0;
+    if (at <= now) {
+        return 0;
+    }
+    /* A date centuries ahead must not overflow: cap it like the
+     * delay-seconds form. */
+    secs = (int64_t)(at - now);
+    return (secs > 1000000000 ? 1000000000 : secs) * 1000;
 }
 
 /* Retry-After matters only to a failed response, whose headers are kept

@@ -1731,7 +1731,9 @@ static int enc_value(struct enc *e, int slot, int depth)
                    ? oom(e)
                    : 0;
     case LUA_TNUMBER:
-        if (out_reserve(c, 32) != 0) {
+        /* Room for the longest: a remembered number text or a %.17g. */
+        if (out_reserve(c, MEMO_NUMBER_MAX > 32 ? MEMO_NUMBER_MAX : 32) !=
+            0) {
             return oom(e);
         }
         if (lua_isinteger(L, slot)) {

@@ -861,7 +861,8 @@ static void output_from_msg(transform_t *t, int msg_idx,
         headers_from_table(t, a, -1, in, &t->hdrs, &t->nhdrs, &t->hdrs_cap);
         /* The headers as they came go out as they came; with a repeated
          * name in them, the list reads the same in another order. */
-        if (headers_same(t->hdrs + first, t->nhdrs - first, in) ||
+        if (headers_same(t->hdrs != NULL ? t->hdrs + first : NULL,
+                         t->nhdrs - first, in) ||
             (has_repeat(in) && headers_table_equal(L, -1, in))) {
             t->nhdrs = first;
         } else {

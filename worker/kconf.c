@@ -33,6 +33,8 @@ int kconf_apply(rd_kafka_conf_t *conf, const struct kconf_default *defaults,
         } else if (rd_kafka_conf_set(conf, props->keys[i], props->values[i],
                                      errstr, sizeof(errstr)) !=
                    RD_KAFKA_CONF_OK) {
+            /* Some of librdkafka's messages end in a newline. */
+            errstr[strcspn(errstr, "\n")] = '\0';
             why = errstr;
         }
         if (why == NULL) {
