@@ -55,6 +55,7 @@ struct script {
     int64_t budget, remaining;
     char **dirs;
     size_t dir_count;
+    int sealed; /* the shared globals and libraries are read-only */
 };
 
 static script_t *from_state(lua_State *L)
@@ -164,13 +165,195 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
 
 /* ---- the library scripts get ---- */
 
-/* load() for text only: a binary chunk could break the VM's invariants. */
+/* ---- isolation ----
+ *
+ * Every script file runs in an environment of its own whose unknown names
+ * come from the shared globals. Those globals and every library table in
+ * them are sealed once the scripts start loading: a script sees read-only
+ * proxies, so nothing one script does to `string`, `json` or `_G` reaches
+ * another script or the next message. `require` loads a module once per
+ * script, into that script's own cache. */
+
+/* Registry keys (addresses: unique, not strings a script could name). */
+static const char sealed_key = 0;  /* weak set of read-only tables */
+static const char caches_key = 0;  /* env -> its require cache (weak) */
+
+static int read_only(lua_State *L)
+{
+    return luaL_error(L, "attempt to modify a read-only table (%s)",
+                      lua_isstring(L, 2) ? lua_tostring(L, 2) : "?");
+}
+
+/* __pairs of a proxy: iterate the table behind it. */
+static int proxy_pairs(lua_State *L)
+{
+    lua_getglobal(L, "next");
+    lua_getmetatable(L, 1);
+    lua_getfield(L, -1, "__index");
+    lua_remove(L, -2);
+    lua_pushnil(L);
+    return 3;
+}
+
+/* Pushes the weak-keyed registry table at key, creating it. */
+static void weak_table(lua_State *L, const void *key)
+{
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, key) == LUA_TTABLE) {
+        return;
+    }
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_newtable(L);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+}
+
+static int is_sealed(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    weak_table(L, &sealed_key);
+    lua_pushvalue(L, idx);
+    int sealed = lua_rawget(L, -2) != LUA_TNIL;
+    lua_pop(L, 2);
+    return sealed;
+}
+
+static void mark_sealed(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    weak_table(L, &sealed_key);
+    lua_pushvalue(L, idx);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+}
+
+/* Replaces the table at the top of the stack with a read-only proxy. */
+static void push_proxy(lua_State *L)
+{
+    lua_newtable(L);           /* proxy */
+    lua_createtable(L, 0, 4);  /* its metatable */
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, read_only);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, proxy_pairs);
+    lua_setfield(L, -2, "__pairs");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable"); /* setmetatable refuses it */
+    lua_setmetatable(L, -2);
+    lua_remove(L, -2);
+    mark_sealed(L, -1);
+}
+
+/* Every table field of the table at idx becomes a proxy of itself. */
+static void proxy_fields(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        if (lua_type(L, -1) == LUA_TTABLE && lua_type(L, -2) == LUA_TSTRING &&
+            !is_sealed(L, -1) && lua_rawequal(L, -1, idx) == 0) {
+            push_proxy(L);           /* key, proxy */
+            lua_pushvalue(L, -2);
+            lua_insert(L, -2);       /* key, key, proxy */
+            lua_rawset(L, idx); /* an existing key: next() stays valid */
+        } else {
+            lua_pop(L, 1);
+        }
+    }
+}
+
+/* Seals the shared globals: library tables become proxies, the globals
+ * table refuses new names, and the string metatable is hidden. */
+static void seal(script_t *s)
+{
+    lua_State *L = s->L;
+
+    if (s->sealed) {
+        return;
+    }
+    s->sealed = 1;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+    proxy_fields(L, -1);
+    lua_createtable(L, 0, 2);
+    lua_pushcfunction(L, read_only);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -2);
+    mark_sealed(L, -1);
+    lua_pop(L, 1);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    proxy_fields(L, -1);
+    lua_pop(L, 1);
+    lua_pushliteral(L, "");
+    if (lua_getmetatable(L, -1)) {
+        lua_pushboolean(L, 0);
+        lua_setfield(L, -2, "__metatable");
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+/* Pushes a new environment: own globals, unknown names from the sealed
+ * globals, and _G naming itself (a script's `_G.x = 1` is its own x). */
+static void push_env(lua_State *L)
+{
+    lua_newtable(L);
+    lua_newtable(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+    lua_setfield(L, -2, "__index");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "_G");
+}
+
+/* Pushes the environment of the Lua function that called the running C
+ * function (its _ENV upvalue); a new environment when it has none. */
+static void push_caller_env(lua_State *L)
+{
+    lua_Debug ar;
+
+    if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "f", &ar)) {
+        const char *name;
+        for (int i = 1; (name = lua_getupvalue(L, -1, i)) != NULL; i++) {
+            if (strcmp(name, "_ENV") == 0 && lua_type(L, -1) == LUA_TTABLE) {
+                lua_remove(L, -2);
+                return;
+            }
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    push_env(L);
+}
+
+/* rawset that cannot write into a sealed table. */
+static int safe_rawset(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    if (is_sealed(L, 1)) {
+        return read_only(L);
+    }
+    luaL_checkany(L, 2);
+    luaL_checkany(L, 3);
+    lua_settop(L, 3);
+    lua_rawset(L, 1);
+    return 1;
+}
+
+/* load() for text only: a binary chunk could break the VM's invariants.
+ * Without an environment the chunk gets its caller's, never the shared
+ * globals. */
 static int safe_load(lua_State *L)
 {
     size_t len;
     const char *text = luaL_checklstring(L, 1, &len);
     const char *name = luaL_optstring(L, 2, "=(load)");
-
     int env = lua_gettop(L) >= 4 ? 4 : 0;
 
     if (luaL_loadbufferx(L, text, len, name, "t") != LUA_OK) {
@@ -180,9 +363,11 @@ static int safe_load(lua_State *L)
     }
     if (env != 0) {
         lua_pushvalue(L, env);
-        if (lua_setupvalue(L, -2, 1) == NULL) {
-            lua_pop(L, 1);
-        }
+    } else {
+        push_caller_env(L);
+    }
+    if (lua_setupvalue(L, -2, 1) == NULL) {
+        lua_pop(L, 1);
     }
     return 1;
 }
@@ -247,8 +432,27 @@ static int safe_require(lua_State *L)
         return luaL_error(L, "require: empty module name");
     }
     memcpy(rel + n, ".lua", 5);
+    lua_settop(L, 1);
+    /* The built-in modules (json, log, sluice, string...): sealed. */
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     if (lua_getfield(L, -1, name) != LUA_TNIL) {
+        return 1;
+    }
+    lua_pop(L, 2);
+    /* Modules from files: one copy per script, in the cache of the
+     * calling script's environment (a module's own environment shares
+     * its requirer's cache). */
+    weak_table(L, &caches_key); /* 2 */
+    push_caller_env(L);         /* 3 */
+    lua_pushvalue(L, 3);
+    if (lua_rawget(L, 2) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, 3);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, 2);
+    }                           /* 4: the cache */
+    if (lua_getfield(L, 4, name) != LUA_TNIL) {
         return 1;
     }
     lua_pop(L, 1);
@@ -260,6 +464,11 @@ static int safe_require(lua_State *L)
         if (luaL_loadfilex(L, path, "t") != LUA_OK) {
             return lua_error(L);
         }
+        push_env(L);
+        lua_pushvalue(L, -1);
+        lua_pushvalue(L, 4);
+        lua_rawset(L, 2); /* the module's requires share the cache */
+        lua_setupvalue(L, -2, 1);
         lua_pushstring(L, name);
         lua_call(L, 1, 1);
         if (lua_isnil(L, -1)) {
@@ -267,7 +476,7 @@ static int safe_require(lua_State *L)
             lua_pushboolean(L, 1);
         }
         lua_pushvalue(L, -1);
-        lua_setfield(L, -3, name);
+        lua_setfield(L, 4, name);
         return 1;
     }
     return luaL_error(L, "require: module '%s' not found in the pipeline's "
@@ -319,6 +528,7 @@ static void open_sandbox(lua_State *L)
     lua_register(L, "load", safe_load);
     lua_register(L, "print", safe_print);
     lua_register(L, "require", safe_require);
+    lua_register(L, "rawset", safe_rawset);
 }
 
 /* ---- lifecycle and calls ---- */
@@ -466,16 +676,13 @@ int script_load_env(script_t *s, const char *path, struct sl_error *err)
     lua_State *L = s->L;
     int ref;
 
+    seal(s); /* every module is registered by now */
     if (luaL_loadfilex(L, path, "t") != LUA_OK) {
         sl_error_set(err, "%s", lua_tostring(L, -1));
         lua_pop(L, 1);
         return -1;
     }
-    lua_newtable(L); /* the file's _ENV */
-    lua_newtable(L); /* its metatable: unknown names come from _G */
-    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
-    lua_setfield(L, -2, "__index");
-    lua_setmetatable(L, -2);
+    push_env(L); /* the file's _ENV */
     lua_pushvalue(L, -1);
     ref = luaL_ref(L, LUA_REGISTRYINDEX);
     /* A main chunk's only upvalue is its _ENV. */
