@@ -1710,15 +1710,76 @@ static int load_function(transform_t *t, const char *path, const char *fn,
     lua_rawgeti(L, LUA_REGISTRYINDEX, env);
     luaL_unref(L, LUA_REGISTRYINDEX, env);
     if (lua_getfield(L, -1, fn) != LUA_TFUNCTION) {
-        lua_pop(L, 2);
-        return sl_error_set(err, "%s: defines no function %s", path, fn);
+        lua_pop(L, 1);
+        /* The nearest function name the file does define: `transfrom`. */
+        const char *best = NULL;
+        size_t best_dist = 3;
+        lua_pushnil(L);
+        while (lua_next(L, -2) != 0) {
+            if (lua_type(L, -2) == LUA_TSTRING &&
+                lua_type(L, -1) == LUA_TFUNCTION) {
+                size_t d = cfg_edit_distance(fn, lua_tostring(L, -2));
+                if (d < best_dist) {
+                    best_dist = d;
+                    best = lua_tostring(L, -2); /* anchored by the env */
+                }
+            }
+            lua_pop(L, 1);
+        }
+        sl_error_set(err, "%s: defines no function `%s`%s%s%s", path, fn,
+                     best != NULL ? " (did you mean `" : "",
+                     best != NULL ? best : "", best != NULL ? "`?)" : "");
+        lua_pop(L, 1);
+        return -1;
     }
     *ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pop(L, 1);
     return 0;
 }
 
+/* load_function, with the error also placed at the YAML key that named
+ * the script: "pipe.yaml:12:16: sinks.crm.transform: crm.lua:3: ...".
+ * Into errs when given (every script is tried), else into err. */
+static int load_named(transform_t *t, const char *path, const char *fn,
+                      int *ref, const char *key, int line, int col,
+                      struct cfg_errors *errs, struct sl_error *err)
+{
+    struct sl_error e;
+
+    if (load_function(t, path, fn, ref, &e) == 0) {
+        return 0;
+    }
+    if (errs != NULL) {
+        cfg_errors_add(errs, t->cfg->path, line, col, key, "%s", e.msg);
+    }
+    return sl_error_set(err, "%s:%d:%d: %s: %s", t->cfg->path, line, col,
+                        key, e.msg);
+}
+
+static transform_t *build(const struct cfg *cfg, struct cfg_errors *errs,
+                          struct sl_error *err);
+
 transform_t *transform_new(const struct cfg *cfg, struct sl_error *err)
+{
+    return build(cfg, NULL, err);
+}
+
+int transform_check(const struct cfg *cfg, struct cfg_errors *errs)
+{
+    struct sl_error err;
+    int before = errs->count;
+    transform_t *t = build(cfg, errs, &err);
+
+    if (t == NULL && errs->count == before) {
+        cfg_errors_add(errs, cfg->path, 0, 0, "", "%s", err.msg);
+    }
+    int rc = t != NULL ? 0 : -1;
+    transform_destroy(t);
+    return rc;
+}
+
+static transform_t *build(const struct cfg *cfg, struct cfg_errors *errs,
+                          struct sl_error *err)
 {
     transform_t *t = calloc(1, sizeof(*t));
     char lib[4096];
@@ -1767,22 +1828,32 @@ transform_t *transform_new(const struct cfg *cfg, struct sl_error *err)
         }
         goto fail;
     }
-    if (cfg->transform != NULL &&
-        load_function(t, cfg->transform, "transform", &t->pipeline_fn,
-                      err) != 0) {
-        goto fail;
+    /* With errs, every script is loaded and every error reported. */
+    int failed = 0;
+    if (cfg->transform != NULL) {
+        failed += load_named(t, cfg->transform, "transform", &t->pipeline_fn,
+                             "transform", cfg->transform_line,
+                             cfg->transform_col, errs, err) != 0;
     }
-    for (size_t i = 0; i < t->nsinks; i++) {
+    for (size_t i = 0; i < t->nsinks && (failed == 0 || errs != NULL);
+         i++) {
         const struct cfg_sink *s = &cfg->sinks[i];
-        if (s->transform != NULL &&
-            load_function(t, s->transform, "transform", &t->sink_fn[i],
-                          err) != 0) {
-            goto fail;
+        char key[300];
+        if (s->transform != NULL) {
+            snprintf(key, sizeof(key), "sinks.%s.transform", s->name);
+            failed += load_named(t, s->transform, "transform",
+                                 &t->sink_fn[i], key, s->transform_line,
+                                 s->transform_col, errs, err) != 0;
         }
-        if (s->retry != NULL &&
-            load_function(t, s->retry, "retry", &t->retry_fn[i], err) != 0) {
-            goto fail;
+        if (s->retry != NULL && (failed == 0 || errs != NULL)) {
+            snprintf(key, sizeof(key), "sinks.%s.retry", s->name);
+            failed += load_named(t, s->retry, "retry", &t->retry_fn[i], key,
+                                 s->retry_line, s->retry_col, errs,
+                                 err) != 0;
         }
+    }
+    if (failed > 0) {
+        goto fail;
     }
     t->script_path = NULL;
     return t;

@@ -28,6 +28,11 @@ typedef struct transform transform_t;
  * all (then every call is a pass-through). NULL with err filled. */
 transform_t *transform_new(const struct cfg *cfg, struct sl_error *err);
 
+/* Loads every script as transform_new does, for `validate`: each
+ * error (all of them, not only the first) goes into errs at the YAML
+ * key that named the script. 0 or -1. */
+int transform_check(const struct cfg *cfg, struct cfg_errors *errs);
+
 /* Frees the state; transform_destroy(NULL) is a no-op. */
 void transform_destroy(transform_t *t);
 

@@ -460,7 +460,7 @@ static const char *scalar_text(const yaml_node_t *node)
     return (const char *)node->data.scalar.value;
 }
 
-static size_t levenshtein(const char *a, const char *b)
+size_t cfg_edit_distance(const char *a, const char *b)
 {
     size_t la = strlen(a), lb = strlen(b), row[64];
 
@@ -499,7 +499,7 @@ static void suggest(char *msg, size_t cap, const char *key,
 
     for (size_t t = 0; t < ntables; t++) {
         for (const struct opt_spec *s = tables[t]; s->name != NULL; s++) {
-            size_t d = levenshtein(key, s->name);
+            size_t d = cfg_edit_distance(key, s->name);
             if (d < best_dist) {
                 best_dist = d;
                 best = s->name;

@@ -147,6 +147,10 @@ extern const struct opt_spec cfg_root_options[];
 extern const struct opt_spec cfg_lua_options[];
 extern const struct opt_spec cfg_dlq_options[];
 
+/* Levenshtein distance of a and b, for did-you-mean suggestions
+ * (SIZE_MAX when b is 64 bytes or longer). */
+size_t cfg_edit_distance(const char *a, const char *b);
+
 /* The DLQ topic of sink i (its own, else the pipeline's). */
 const char *cfg_sink_dlq_topic(const struct cfg *cfg, size_t i);
 

@@ -2464,17 +2464,12 @@ struct cfg *engine_load_config(const char *path, FILE *errf)
         cfg = NULL;
     }
     if (cfg != NULL) {
-        /* Load the scripts once: a syntax error or a missing function
-         * fails here, at start, with file and line. */
-        struct sl_error err;
-        transform_t *t = transform_new(cfg, &err);
-        if (t == NULL) {
-            fprintf(errf, "%s\n", err.msg);
-            errs->count++;
+        /* Load the scripts once: every syntax error or missing function
+         * fails here, at start, at the YAML key and the script's line. */
+        if (transform_check(cfg, errs) != 0) {
             cfg_free(cfg);
             cfg = NULL;
         }
-        transform_destroy(t);
     }
     if (cfg == NULL) {
         fputs(errs->text, errf);

@@ -299,9 +299,12 @@ def test_bad_scripts_fail_at_start(tmp_path):
                                   "end end\n")
     write(tmp_path, "nofn.lua", "function transfrom(msg) return msg end\n")
     cases = [
-        ({"transform": "syntax.lua"}, r"syntax\.lua:3: <eof> expected"),
-        ({"transform": "nofn.lua"}, r"nofn\.lua: defines no function "
-                                    r"transform"),
+        ({"transform": "syntax.lua"}, r"p\.yaml:\d+:\d+: transform: "
+                                      r".*syntax\.lua:3: <eof> expected"),
+        ({"transform": "nofn.lua"}, r"p\.yaml:\d+:\d+: transform: "
+                                    r".*nofn\.lua: defines no function "
+                                    r"`transform` \(did you mean "
+                                    r"`transfrom`\?\)"),
         ({"transform": "missing.lua"}, r"p\.yaml:\d+:\d+: transform: cannot "
                                        r"read .*missing\.lua"),
     ]
@@ -311,6 +314,40 @@ def test_bad_scripts_fail_at_start(tmp_path):
             p = harness.sluice_cmd([command, path], timeout=60)
             assert p.returncode == 2, (command, extra, p.stderr)
             assert re.search(pattern, p.stderr), (command, p.stderr)
+
+
+def test_every_script_error_is_reported_at_its_yaml_key(tmp_path):
+    """Not one error at a time: every broken script of the pipeline, each
+    at the YAML line that named it, for validate and run alike."""
+    write(tmp_path, "syntax.lua", "function transform(msg)\n  return msg\n"
+                                  "end end\n")
+    write(tmp_path, "nofn.lua", "function transfrom(msg) return msg end\n")
+    write(tmp_path, "noretry.lua", "function retyr(a) return 'retry' end\n")
+    cfg = harness.pipeline("p", "127.0.0.1:9", "t", "g", {
+        "a": {"url": "http://127.0.0.1:9/a", "transform": "nofn.lua"},
+        "b": {"url": "http://127.0.0.1:9/b", "retry": "noretry.lua"}})
+    cfg["transform"] = "syntax.lua"
+    path = harness.write_yaml(str(tmp_path / "p.yaml"), cfg)
+    lines = open(path).read().splitlines()
+
+    def line_of(text):
+        return 1 + next(i for i, l in enumerate(lines) if text in l)
+    want = [
+        r"p\.yaml:%d:\d+: transform: .*syntax\.lua:3: <eof> expected"
+        % line_of("syntax.lua"),
+        r"p\.yaml:%d:\d+: sinks\.a\.transform: .*nofn\.lua: defines no "
+        r"function `transform` \(did you mean `transfrom`\?\)"
+        % line_of("nofn.lua"),
+        r"p\.yaml:%d:\d+: sinks\.b\.retry: .*noretry\.lua: defines no "
+        r"function `retry` \(did you mean `retyr`\?\)"
+        % line_of("noretry.lua"),
+    ]
+    for command in ("validate", "run"):
+        p = harness.sluice_cmd([command, path], timeout=60)
+        assert p.returncode == 2, (command, p.stderr)
+        for pattern in want:
+            assert re.search(pattern, p.stderr), (command, pattern, p.stderr)
+        assert "3 error(s)" in p.stderr, p.stderr
 
 
 def test_sluice_test_runs_the_example_and_diffs_failures(tmp_path):
