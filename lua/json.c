@@ -32,6 +32,7 @@
 #define STR_(x) #x
 #define STR(x) STR_(x)
 #define TOO_DEEP "nesting deeper than " STR(JSON_MAX_DEPTH)
+#define NOT_UTF8 "cannot encode a string that is not valid UTF-8"
 
 /* Registry keys: their addresses are what matters. */
 static char codec_key, array_mt_key, object_mt_key;
@@ -90,6 +91,12 @@ struct ljson_codec {
     uint32_t *hidx;
     size_t nhidx, hidx_cap;
     unsigned gen; /* bumped by every call: see the top of the file */
+    /* The Lua state's allocator, when the codec belongs to one: its
+     * buffers then count against the state's memory cap (a json.encode
+     * of a huge table fails with "out of memory" instead of growing the
+     * process). NULL: malloc. */
+    lua_Alloc alloc;
+    void *alloc_ud;
     long root_count; /* the last decoded document's top-level entries */
     struct path_ent path[JSON_MAX_DEPTH + 1];
 };
@@ -175,19 +182,55 @@ static const char *memo_get(ljson_codec_t *c, double d, size_t *n)
     return c->memo_text + e->off;
 }
 
+static void *buf_realloc(ljson_codec_t *c, void *p, size_t old, size_t n)
+{
+    if (c->alloc != NULL) {
+        return c->alloc(c->alloc_ud, p, p != NULL ? old : 0, n);
+    }
+    if (n == 0) {
+        free(p);
+        return NULL;
+    }
+    return realloc(p, n);
+}
+
+/* Frees *p, cap elements of elem bytes. */
+static void buf_free(ljson_codec_t *c, void **p, size_t *cap, size_t elem)
+{
+    if (*p != NULL) {
+        buf_realloc(c, *p, *cap * elem, 0);
+    }
+    *p = NULL;
+    *cap = 0;
+}
+
 void ljson_codec_free(ljson_codec_t *c)
 {
     if (c == NULL) {
         return;
     }
-    free(c->scratch);
-    free(c->out);
-    free(c->keys);
-    free(c->hidx);
+    buf_free(c, (void **)&c->scratch, &c->scratch_cap, 1);
+    buf_free(c, (void **)&c->out, &c->out_cap, 1);
+    buf_free(c, (void **)&c->keys, &c->keys_cap, sizeof(*c->keys));
+    buf_free(c, (void **)&c->hidx, &c->hidx_cap, sizeof(*c->hidx));
     free(c);
 }
 
-static int grow(void **p, size_t *cap, size_t need, size_t elem, size_t min)
+/* Buffers a big document grew are given back at the next call, so that
+ * one big message does not hold memory (counted against the script's
+ * cap) for the rest of the worker's life. */
+#define KEEP_BYTES ((size_t)1 << 20)
+
+static void trim(ljson_codec_t *c)
+{
+    if (c->out_cap > KEEP_BYTES) {
+        buf_free(c, (void **)&c->out, &c->out_cap, 1);
+        c->out_len = 0;
+    }
+}
+
+static int grow(ljson_codec_t *c, void **p, size_t *cap, size_t need,
+                   size_t elem, size_t min)
 {
     size_t n = *cap ? *cap : min;
     void *q;
@@ -198,7 +241,7 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem, size_t min)
         }
         n *= 2;
     }
-    q = realloc(*p, n * elem);
+    q = buf_realloc(c, *p, *cap * elem, n * elem);
     if (q == NULL) {
         return -1;
     }
@@ -211,21 +254,21 @@ static inline int scratch_reserve(ljson_codec_t *c, size_t n)
 {
     return n <= c->scratch_cap
                ? 0
-               : grow((void **)&c->scratch, &c->scratch_cap, n, 1, 256);
+               : grow(c, (void **)&c->scratch, &c->scratch_cap, n, 1, 256);
 }
 
 static inline int out_reserve(ljson_codec_t *c, size_t n)
 {
     return c->out_cap - c->out_len >= n
                ? 0
-               : grow((void **)&c->out, &c->out_cap, c->out_len + n, 1, 1024);
+               : grow(c, (void **)&c->out, &c->out_cap, c->out_len + n, 1, 1024);
 }
 
 static inline int keys_reserve(ljson_codec_t *c, size_t n)
 {
     return c->keys_cap - c->nkeys >= n
                ? 0
-               : grow((void **)&c->keys, &c->keys_cap, c->nkeys + n,
+               : grow(c, (void **)&c->keys, &c->keys_cap, c->nkeys + n,
                       sizeof(*c->keys), 32);
 }
 
@@ -284,12 +327,40 @@ struct walk {
     struct sl_error *err; /* NULL: no message wanted (ljson_equal) */
 };
 
-/* Bytes that end a run of plain string content. */
+/* Bytes that end a run of plain string content: the quote, the
+ * backslash, control characters, and every non-ASCII byte, whose UTF-8
+ * sequence is checked on the slow path (RFC 8259 text is UTF-8). */
 static const unsigned char str_stop[256] = {
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    ['"'] = 1, ['\\'] = 1,
+    ['"'] = 1, ['\\'] = 1, [0x80 ... 0xff] = 1,
 };
+
+/* The length of the well-formed UTF-8 sequence at p (RFC 3629: no
+ * overlong forms, no surrogates, nothing past U+10FFFF), or 0. */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+    unsigned c = p[0];
+
+    if (c >= 0xc2 && c <= 0xdf) {
+        return n >= 2 && (p[1] & 0xc0) == 0x80 ? 2 : 0;
+    }
+    if (c >= 0xe0 && c <= 0xef) {
+        unsigned lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+        return n >= 3 && p[1] >= lo && p[1] <= hi &&
+                       (p[2] & 0xc0) == 0x80
+                   ? 3
+                   : 0;
+    }
+    if (c >= 0xf0 && c <= 0xf4) {
+        unsigned lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+        return n >= 4 && p[1] >= lo && p[1] <= hi &&
+                       (p[2] & 0xc0) == 0x80 && (p[3] & 0xc0) == 0x80
+                   ? 4
+                   : 0;
+    }
+    return 0;
+}
 
 /* Bytes that end a literal (and NUL, which no JSON text holds). */
 static const unsigned char lit_stop[256] = {
@@ -305,8 +376,8 @@ static const double pow10_tab[23] = {
 /* The 8-byte tricks find the first byte with the lowest set bit. */
 #define LITTLE_ENDIAN_ (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
 
-/* The offset of the first '"', '\\' or control character in p[0, n),
- * or n. Strings are most of the bytes: this looks at 8 at a time (the
+/* The offset of the first '"', '\\', control character or non-ASCII
+ * byte in p[0, n), or n. Strings are most of the bytes: this looks at 8 at a time (the
  * usual bit tricks: a byte's high bit is set in `t` when it is zero after
  * xor with the quote or the backslash, or below 0x20; the lowest such
  * byte is exact). */
@@ -321,7 +392,8 @@ static inline size_t plain_run(const unsigned char *p, size_t n)
         memcpy(&v, p + i, 8);
         q = v ^ (ones * '"');
         b = v ^ (ones * '\\');
-        t = ((q - ones) & ~q) | ((b - ones) & ~b) | ((v - ones * 0x20) & ~v);
+        t = ((q - ones) & ~q) | ((b - ones) & ~b) |
+            ((v - ones * 0x20) & ~v) | v;
         if ((t &= highs) != 0) {
             return i + (size_t)(__builtin_ctzll(t) >> 3);
         }
@@ -459,6 +531,16 @@ static int unescape(struct walk *w, int q, int r, int limit, const char **out,
             r++;
             continue;
         }
+        if (c >= 0x80) {
+            size_t u = utf8_len(s + r, (size_t)(limit - r));
+            if (u == 0) {
+                return fail(w, r, "invalid UTF-8 in a string");
+            }
+            memcpy(o + k, s + r, u);
+            k += u;
+            r += (int)u;
+            continue;
+        }
         if (c == '"') {
             break;
         }
@@ -541,16 +623,25 @@ static int read_string(struct walk *w, int q, const char **out, size_t *n)
     const unsigned char *s = (const unsigned char *)w->s;
     int r = q + 1, limit = w->len;
 
-    r += (int)plain_run(s + r, (size_t)(w->len - r));
-    if (r < limit && s[r] == '"') {
-        *out = w->s + q + 1;
-        *n = (size_t)(r - q - 1);
-        return r + 1;
+    for (;;) {
+        r += (int)plain_run(s + r, (size_t)(w->len - r));
+        if (r < limit && s[r] == '"') {
+            *out = w->s + q + 1;
+            *n = (size_t)(r - q - 1);
+            return r + 1;
+        }
+        if (r >= limit) {
+            return fail(w, r, "unterminated string");
+        }
+        if (s[r] < 0x80) {
+            return unescape(w, q, r, limit, out, n);
+        }
+        size_t u = utf8_len(s + r, (size_t)(limit - r));
+        if (u == 0) {
+            return fail(w, r, "invalid UTF-8 in a string");
+        }
+        r += (int)u;
     }
-    if (r >= limit) {
-        return fail(w, r, "unterminated string");
-    }
-    return unescape(w, q, r, limit, out, n);
 }
 
 static double slow_strtod(struct walk *w, int q, int end)
@@ -962,6 +1053,9 @@ int ljson_decode(ljson_codec_t *c, lua_State *L, const char *text,
     if (!lua_checkstack(L, 4)) {
         return sl_error_set(err, "json: out of memory");
     }
+    if (c->scratch_cap > KEEP_BYTES) {
+        buf_free(c, (void **)&c->scratch, &c->scratch_cap, 1);
+    }
     c->root_count = -1;
     q = skip_ws(&w, 0);
     if (at(&w, q) == '{' || at(&w, q) == '[') {
@@ -1007,7 +1101,7 @@ static int index_keys(ljson_codec_t *c, size_t base, size_t n, size_t *hsize)
         size *= 2;
     }
     if (c->hidx_cap - c->nhidx < size &&
-        grow((void **)&c->hidx, &c->hidx_cap, c->nhidx + size,
+        grow(c, (void **)&c->hidx, &c->hidx_cap, c->nhidx + size,
              sizeof(*c->hidx), 256) != 0) {
         return -1;
     }
@@ -1419,7 +1513,8 @@ static inline size_t plain_copy(const unsigned char *p, size_t n, char *o)
         memcpy(o + i, &v, 8);
         q = v ^ (ones * '"');
         b = v ^ (ones * '\\');
-        t = ((q - ones) & ~q) | ((b - ones) & ~b) | ((v - ones * 0x20) & ~v);
+        t = ((q - ones) & ~q) | ((b - ones) & ~b) |
+            ((v - ones * 0x20) & ~v) | v;
         if ((t &= highs) != 0) {
             return i + (size_t)(__builtin_ctzll(t) >> 3);
         }
@@ -1430,6 +1525,9 @@ static inline size_t plain_copy(const unsigned char *p, size_t n, char *o)
     return i;
 }
 
+#define PUT_NOT_UTF8 (-2)
+
+/* Writes s as a JSON string: 0, -1 (no memory) or PUT_NOT_UTF8. */
 static int put_string(ljson_codec_t *c, const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;
@@ -1449,6 +1547,18 @@ static int put_string(ljson_codec_t *c, const char *s, size_t n)
         o += k;
         if (i == n) {
             break;
+        }
+        if (p[i] >= 0x80) {
+            /* Copied as it is, if it is UTF-8; the output is JSON text. */
+            size_t u = utf8_len(p + i, n - i);
+            if (u == 0) {
+                c->out_len = (size_t)(o - c->out);
+                return PUT_NOT_UTF8;
+            }
+            memcpy(o, p + i, u);
+            o += u;
+            i += u;
+            continue;
         }
         c->out_len = (size_t)(o - c->out);
         if (out_reserve(c, n - i + 6 + 2 + 8) != 0) {
@@ -1689,7 +1799,9 @@ static int enc_table(struct enc *e, int slot, int depth)
         }
         goto out;
     }
-    sort_keys(c->keys + base, n);
+    if (n > 1) { /* an empty object may have no key array at all */
+        sort_keys(c->keys + base, n);
+    }
     if (put_char(c, '{') != 0) {
         oom(e);
         goto out;
@@ -1698,8 +1810,15 @@ static int enc_table(struct enc *e, int slot, int depth)
         /* By value: nested tables may move the array. */
         struct key_rec k = c->keys[base + j];
 
-        if ((j > 0 && put_char(c, ',') != 0) ||
-            put_string(c, k.p, k.len) != 0 || put_char(c, ':') != 0) {
+        int put = j > 0 ? put_char(c, ',') : 0;
+        if (put == 0) {
+            put = put_string(c, k.p, k.len);
+        }
+        if (put == PUT_NOT_UTF8) {
+            enc_fail(e, depth, NOT_UTF8 " (a key)");
+            goto out;
+        }
+        if (put != 0 || put_char(c, ':') != 0) {
             oom(e);
             goto out;
         }
@@ -1766,7 +1885,14 @@ static int enc_value(struct enc *e, int slot, int depth)
         size_t n;
         const char *s = lua_tolstring(L, slot, &n);
 
-        return put_string(c, s, n) != 0 ? oom(e) : 0;
+        switch (put_string(c, s, n)) {
+        case 0:
+            return 0;
+        case PUT_NOT_UTF8:
+            return enc_fail(e, depth, NOT_UTF8);
+        default:
+            return oom(e);
+        }
     }
     case LUA_TLIGHTUSERDATA:
         if (lua_touserdata(L, slot) == NULL) {
@@ -1795,6 +1921,7 @@ static const char *encode(ljson_codec_t *c, lua_State *L, int idx,
         sl_error_set(err, "json: out of memory");
         return NULL;
     }
+    trim(c); /* the last result is no longer wanted */
     idx = lua_absindex(L, idx);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &array_mt_key);
     e.amt = lua_gettop(L);
@@ -1816,6 +1943,7 @@ static const char *encode(ljson_codec_t *c, lua_State *L, int idx,
         rc = oom(&e);
     }
     if (rc != 0) {
+        trim(c);
         return NULL;
     }
     *len = --c->out_len;
@@ -1884,6 +2012,7 @@ static ljson_codec_t **push_codec(lua_State *L)
     if (*p == NULL) {
         luaL_error(L, "json: out of memory");
     }
+    (*p)->alloc = lua_getallocf(L, &(*p)->alloc_ud);
     lua_pushvalue(L, -1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &codec_key);
     return p;

@@ -249,15 +249,27 @@ static void push_proxy(lua_State *L)
     mark_sealed(L, -1);
 }
 
-/* Every table field of the table at idx becomes a proxy of itself. */
-static void proxy_fields(lua_State *L, int idx)
+/* Every table field of the table at idx becomes a proxy of itself; the
+ * table at made maps each table to its proxy, so that a library has one
+ * proxy wherever it is found (require('json') == json). */
+static void proxy_fields(lua_State *L, int idx, int made)
 {
     idx = lua_absindex(L, idx);
+    made = lua_absindex(L, made);
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
         if (lua_type(L, -1) == LUA_TTABLE && lua_type(L, -2) == LUA_TSTRING &&
             !is_sealed(L, -1) && lua_rawequal(L, -1, idx) == 0) {
-            push_proxy(L);           /* key, proxy */
+            lua_pushvalue(L, -1);
+            if (lua_rawget(L, made) == LUA_TNIL) {
+                lua_pop(L, 1);
+                lua_pushvalue(L, -1);
+                push_proxy(L);       /* key, table, proxy */
+                lua_pushvalue(L, -2);
+                lua_pushvalue(L, -2);
+                lua_rawset(L, made);
+            }
+            lua_remove(L, -2);       /* key, proxy */
             lua_pushvalue(L, -2);
             lua_insert(L, -2);       /* key, key, proxy */
             lua_rawset(L, idx); /* an existing key: next() stays valid */
@@ -277,8 +289,9 @@ static void seal(script_t *s)
         return;
     }
     s->sealed = 1;
+    lua_newtable(L); /* table -> its proxy, for this function only */
     lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
-    proxy_fields(L, -1);
+    proxy_fields(L, -1, -2);
     lua_createtable(L, 0, 2);
     lua_pushcfunction(L, read_only);
     lua_setfield(L, -2, "__newindex");
@@ -288,8 +301,8 @@ static void seal(script_t *s)
     mark_sealed(L, -1);
     lua_pop(L, 1);
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-    proxy_fields(L, -1);
-    lua_pop(L, 1);
+    proxy_fields(L, -1, -2);
+    lua_pop(L, 2);
     lua_pushliteral(L, "");
     if (lua_getmetatable(L, -1)) {
         lua_pushboolean(L, 0);

@@ -114,6 +114,17 @@ static void rejects(lua_State *L, const char *text, const char *want)
     rejects_n(L, text, strlen(text), want);
 }
 
+/* Decodes text, leaving the value on the stack: 0, or -1 (failed). */
+static int decodes(lua_State *L, const char *text)
+{
+    struct sl_error err;
+
+    if (ljson_decode(codec(L), L, text, strlen(text), &err) != 0) {
+        fail_msg("rejected %s: %s", text, err.msg);
+    }
+    return 0;
+}
+
 /* Runs a chunk in the state; fails the test with its error. */
 static void lua_ok(lua_State *L, const char *chunk)
 {
@@ -534,6 +545,51 @@ static void test_rejections_name_the_byte(void **state)
     rejects_n(L, "[1]\0", 4, "json: byte 3: expected the end of the text, "
                              "found a NUL byte");
     rejects_n(L, "1\0", 2, "json: byte 1: expected the end of the text");
+}
+
+/* RFC 8259 text is UTF-8: a string holds well-formed sequences only. */
+static void test_strings_must_be_utf8(void **state)
+{
+    lua_State *L = *state;
+    static const struct {
+        const char *text, *want;
+    } bad[] = {
+        {"\"\x80\"", "json: byte 1: invalid UTF-8"}, /* continuation alone */
+        {"\"a\xc3\"", "json: byte 2: invalid UTF-8"},            /* cut */
+        {"\"\xc0\xaf\"", "json: byte 1: invalid UTF-8"},  /* overlong '/' */
+        {"\"\xe0\x80\xaf\"", "json: byte 1: invalid UTF-8"}, /* overlong */
+        {"\"\xed\xa0\x80\"", "json: byte 1: invalid UTF-8"}, /* U+D800 */
+        {"\"\xf4\x90\x80\x80\"", "json: byte 1: invalid UTF-8"}, /* big */
+        {"\"\xf5\x80\x80\x80\"", "json: byte 1: invalid UTF-8"},
+        {"\"\xff\"", "json: byte 1: invalid UTF-8"},
+        /* after an escape: the slow path */
+        {"\"\\n\xe2\x82\"", "json: byte 3: invalid UTF-8"},
+        /* past the 8-byte scan */
+        {"\"abcdefgh\xc3(abcdefgh\"", "json: byte 9: invalid UTF-8"},
+    };
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        rejects(L, bad[i].text, bad[i].want);
+    }
+    rejects(L, "{\"k\xff\":1}", "json: byte 3: invalid UTF-8 in a string, "
+                                "found byte 0xff");
+    /* Well-formed: 2, 3 and 4 bytes, also after an escape, kept as is. */
+    assert_int_equal(decodes(L, "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\""),
+                     0);
+    assert_string_equal(lua_tostring(L, -1),
+                        "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80");
+    lua_pop(L, 1);
+    assert_int_equal(decodes(L, "\"\\t\xc3\xa9x\""), 0);
+    assert_string_equal(lua_tostring(L, -1), "\t\xc3\xa9x");
+    lua_pop(L, 1);
+    /* The encoder writes JSON text: a string that is not UTF-8 is an
+     * error naming where it is, not bytes no parser accepts. */
+    encode_fails(L, "return {name = 'caf\\xe9'}",
+                 "cannot encode a string that is not valid UTF-8 at .name");
+    encode_fails(L, "return {['\\xff'] = 1}",
+                 "not valid UTF-8 (a key) at the top level");
+    encode_fails(L, "return {'ok', 'abcdefgh\\xed\\xa0\\x80'}",
+                 "not valid UTF-8 at [2]");
 }
 
 static void test_depth_limit(void **state)
@@ -1092,6 +1148,7 @@ int main(void)
         T(test_string_scanning_at_every_offset),
         T(test_keys_sorted_bytewise),
         T(test_rejections_name_the_byte),
+        T(test_strings_must_be_utf8),
         T(test_depth_limit),
         T(test_encode_errors_name_the_path),
         T(test_equal_says_unchanged),

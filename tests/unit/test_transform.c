@@ -1016,15 +1016,16 @@ static void test_load_missing_function(void **state)
     (void)state;
     write_file("t.lua", "function transfrom(msg) return msg end\n");
     e = open_fails("transform: t.lua\n", NULL, NULL);
-    assert_contains(e, "t.lua: defines no function transform");
+    assert_contains(e, "t.lua: defines no function `transform` (did you "
+                       "mean `transfrom`?)");
 
     write_file("s.lua", "transform = 42\n");
     e = open_fails(NULL, NULL, "    transform: s.lua\n");
-    assert_contains(e, "s.lua: defines no function transform");
+    assert_contains(e, "s.lua: defines no function `transform`");
 
     write_file("r.lua", "function transform(a) return nil end\n");
     e = open_fails(NULL, "    retry: r.lua\n", NULL);
-    assert_contains(e, "r.lua: defines no function retry");
+    assert_contains(e, "r.lua: defines no function `retry`");
 }
 
 static void test_files_have_their_own_globals(void **state)
