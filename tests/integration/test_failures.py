@@ -129,8 +129,16 @@ def test_connection_drops_and_a_sink_down_at_start(kafka, topic_factory,
     dropper.script(statuses=[0] * 60, then=200, close=True)
     late_port = harness.free_port()
     late_url = "http://127.0.0.1:%d/late" % late_port
+    # The dropper's breaker is off: with it on, how many of the 60 drops
+    # go out in the first burst (before 5 failures open it) depends on
+    # timing, and every later drop costs a 5 s probe interval -- the test
+    # was flaky (2 of 3 runs timed out on a loaded machine). The breaker
+    # has its own tests.
     cfg = harness.pipeline(names.pipeline, kafka.bootstrap, topic, group,
-                           {"steady": steady.url(), "dropper": dropper.url(),
+                           {"steady": steady.url(),
+                            "dropper": {"url": dropper.url(),
+                                        "breaker_failures": 0,
+                                        "breaker_failure_percent": 0},
                             "late": {"url": late_url,
                                      "connect_timeout": "1s"}})
     run = sluice(cfg)
