@@ -26,14 +26,8 @@
  *                  into its errors does (default false)
  *   body           the body of non-2xx answers when echo_headers is false
  *                  (default empty)
- *   chaos_percent  0..100: that share of the answers that would be 2xx
- *                  becomes, at random and in equal parts, a 503, a 429
- *                  with Retry-After: 1, a dropped connection, or a 200
- *                  sent only after chaos_delay_ms (past the client's
- *                  timeout: it retries, and the sink has it twice)
- *   chaos_delay_ms the late answers' delay (default 10000)
  * Precedence: a failure window, then reject_every, then statuses, then
- * then; chaos last.  Every answer, rejected or not, counts in stats and the record. */
+ * then.  Every answer, rejected or not, counts in stats and the record. */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -367,9 +361,6 @@ struct sinkd_script {
 	int reject_status;
 	bool echo_headers;      /* non-2xx bodies show the request headers */
 	char *body;             /* non-2xx body; NULL: empty */
-	int chaos_percent;      /* 0: off */
-	long chaos_delay_ms;
-	uint64_t chaos_rng;     /* xorshift64, under the state's mutex */
 };
 
 struct sinkd_path {
@@ -817,23 +808,6 @@ static long sinkd_decide(struct sinkd *sd, struct MHD_Connection *conn,
 		rq->close = s->close;
 		rq->retry_after = s->retry_after;
 		latency = s->latency_ms;
-		if (s->chaos_percent > 0 && rq->status >= 200 &&
-		    rq->status <= 299) {
-			uint64_t x = s->chaos_rng;
-
-			x ^= x << 13;
-			x ^= x >> 7;
-			x ^= x << 17;
-			s->chaos_rng = x;
-			if ((int)(x % 100) < s->chaos_percent) {
-				switch ((x >> 32) % 4) {
-				case 0: rq->status = 503; break;
-				case 1: rq->status = 429; rq->retry_after = 1; break;
-				case 2: rq->status = 0; break;
-				default: latency = s->chaos_delay_ms; break;
-				}
-			}
-		}
 		if (rq->status != 0 && (rq->status < 200 || rq->status > 299))
 			rq->reply = sinkd_reply_body(s, conn);
 	}
@@ -970,7 +944,6 @@ static enum MHD_Result sinkd_ctl_script(struct sinkd *sd,
 		"path", "statuses", "then", "latency_ms", "close",
 		"retry_after", "fail_for_ms", "fail_status",
 		"reject_every", "reject_status", "echo_headers", "body",
-		"chaos_percent", "chaos_delay_ms",
 	};
 	struct sinkd_script *s;
 	json_error_t jerr;
@@ -979,7 +952,6 @@ static enum MHD_Result sinkd_ctl_script(struct sinkd *sd,
 	char err[256];
 	json_int_t then_status = 200, latency = 0, retry = -1, fail_for = 0;
 	json_int_t fail_status = 503, reject_every = 0, reject_status = 400;
-	json_int_t chaos_percent = 0, chaos_delay = 10000;
 	size_t i, k;
 	enum MHD_Result ret;
 
@@ -1021,11 +993,7 @@ static enum MHD_Result sinkd_ctl_script(struct sinkd *sd,
 	    !sinkd_opt_int(root, "reject_every", 0, INT32_MAX, &reject_every,
 			   err, sizeof err) ||
 	    !sinkd_opt_status(root, "reject_status", &reject_status, err,
-			      sizeof err) ||
-	    !sinkd_opt_int(root, "chaos_percent", 0, 100, &chaos_percent, err,
-			   sizeof err) ||
-	    !sinkd_opt_int(root, "chaos_delay_ms", 0, SINKD_MAX_LATENCY,
-			   &chaos_delay, err, sizeof err))
+			      sizeof err))
 		goto bad;
 	v = json_object_get(root, "echo_headers");
 	if (v != NULL && !json_is_null(v) && !json_is_boolean(v)) {
@@ -1070,9 +1038,6 @@ static enum MHD_Result sinkd_ctl_script(struct sinkd *sd,
 	s->reject_every = (long)reject_every;
 	s->reject_status = (int)reject_status;
 	s->echo_headers = json_is_true(json_object_get(root, "echo_headers"));
-	s->chaos_percent = (int)chaos_percent;
-	s->chaos_delay_ms = (long)chaos_delay;
-	s->chaos_rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)time(NULL);
 	v = json_object_get(root, "body");
 	if (json_is_string(v))
 		s->body = strdup(json_string_value(v));
