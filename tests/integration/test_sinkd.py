@@ -1,10 +1,15 @@
-"""sinkd's own script keys: reject_every / reject_status, echo_headers, body.
+"""sinkd's own script keys: reject_every / reject_status, echo_headers, body,
+and the fault injection of the chaos suite: chaos (503 / 429 / timeout /
+reset percentages) and hang.
 
 Other tests rely on these to make a sink refuse messages for good or leak
 secrets into its errors, so they are checked here on their own. No Kafka.
 """
 
+import http.client
 import json
+import socket
+import time
 import urllib.error
 import urllib.request
 
@@ -147,6 +152,13 @@ def test_body_on_non_2xx(sinkd):
     ({"echo_headers": "yes"}, "echo_headers"),
     ({"body": 5}, "body"),
     ({"bodi": "x"}, "unknown field"),
+    ({"chaos": 5}, "chaos"),
+    ({"chaos": {"reset": 101}}, "chaos.reset"),
+    ({"chaos": {"503": 60, "reset": 41}}, "add up to 101"),
+    ({"chaos": {"503": "10"}}, "chaos.503"),
+    ({"chaos": {"rst": 10}}, "unknown field: rst"),
+    ({"chaos": {"timeout": 10, "timeout_ms": 0}}, "timeout_ms"),
+    ({"hang": 1}, "hang"),
 ])
 def test_script_validation(sinkd, kw, word):
     sk = sinkd("val")
@@ -155,3 +167,101 @@ def test_script_validation(sinkd, kw, word):
     # A valid script with every new key is accepted.
     assert script_error(sk, reject_every=7, reject_status=409,
                         echo_headers=False, body="x") is None
+
+
+def raw_post(port, path, timeout=10):
+    """One POST on a fresh connection: (status, headers dict) or the
+    exception the client got instead of an answer."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", path, body=b'{"n":1}',
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}
+    except (OSError, http.client.HTTPException) as e:
+        return e
+    finally:
+        conn.close()
+
+
+def test_chaos_reset_is_an_rst(sinkd):
+    sk = sinkd("rst")
+    sk.script("/r", chaos={"reset": 100})
+    for _ in range(3):
+        got = raw_post(sk.port, "/r")
+        # An RST, not an orderly close: the client's read fails with
+        # ECONNRESET instead of seeing EOF.
+        assert isinstance(got, ConnectionResetError), got
+    recs = sk.records()
+    assert [(r.status, r.raw.get("fault")) for r in recs] == \
+        [(0, "reset")] * 3
+    st = sk.stats()
+    assert st["faults"]["reset"] == 3 and st["by_status"] == {"0": 3}
+
+
+def test_chaos_429_has_retry_after_and_timeout_answers_late(sinkd):
+    sk = sinkd("c429")
+    sk.script("/a", chaos={"429": 100})
+    status, hdrs = raw_post(sk.port, "/a")
+    assert status == 429 and hdrs["retry-after"] == "1"
+    sk.script("/a", chaos={"429": 100}, retry_after=7)
+    assert raw_post(sk.port, "/a")[1]["retry-after"] == "7"
+
+    sk.script("/t", chaos={"timeout": 100, "timeout_ms": 1500})
+    # A client that waits less than timeout_ms times out ...
+    got = raw_post(sk.port, "/t", timeout=0.5)
+    assert isinstance(got, socket.timeout), got
+    # ... one that waits longer gets a 200, late.
+    t0 = time.monotonic()
+    assert raw_post(sk.port, "/t")[0] == 200
+    assert time.monotonic() - t0 >= 1.4
+    recs = [r for r in sk.records() if r.path == "/t"]
+    assert [(r.status, r.raw.get("fault")) for r in recs] == \
+        [(200, "timeout")] * 2
+    assert sk.stats()["faults"]["timeout"] == 2
+
+
+def test_chaos_mix_follows_the_percentages(sinkd):
+    sk = sinkd("mix")
+    sk.script("/m", chaos={"503": 30, "429": 20, "reset": 10, "seed": 7})
+    n = 300
+    got = []
+    for _ in range(n):
+        r = raw_post(sk.port, "/m")
+        got.append("reset" if isinstance(r, ConnectionResetError) else r[0])
+    counts = {k: got.count(k) for k in (200, 503, 429, "reset")}
+    assert sum(counts.values()) == n, got
+    # Generous limits: these are draws, not a schedule.
+    assert 60 <= counts[503] <= 120, counts
+    assert 30 <= counts[429] <= 90, counts
+    assert 10 <= counts["reset"] <= 55, counts
+    assert 90 <= counts[200] <= 180, counts
+    by_status = sk.stats()["by_status"]
+    assert by_status.get("503") == counts[503]
+    assert by_status.get("0") == counts["reset"]
+
+    # The same seed gives the same sequence.
+    sk.script("/m", chaos={"503": 30, "429": 20, "reset": 10, "seed": 7})
+    again = []
+    for _ in range(40):
+        r = raw_post(sk.port, "/m")
+        again.append("reset" if isinstance(r, ConnectionResetError) else r[0])
+    assert again == got[:40]
+
+
+def test_hang_never_answers(sinkd):
+    sk = sinkd("hang")
+    sk.script("/h", hang=True)
+    t0 = time.monotonic()
+    got = raw_post(sk.port, "/h", timeout=1.5)
+    assert isinstance(got, socket.timeout), got
+    assert time.monotonic() - t0 >= 1.4
+    # Other paths still answer while a connection hangs.
+    assert raw_post(sk.port, "/other")[0] == 200
+    recs = [r for r in sk.records() if r.path == "/h"]
+    assert [(r.status, r.raw.get("fault")) for r in recs] == [(0, "hang")]
+    assert sk.stats()["faults"]["hang"] == 1
+    # Back to normal once the script says so.
+    sk.script("/h")
+    assert raw_post(sk.port, "/h")[0] == 200

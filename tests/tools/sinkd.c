@@ -26,8 +26,25 @@
  *                  into its errors does (default false)
  *   body           the body of non-2xx answers when echo_headers is false
  *                  (default empty)
- * Precedence: a failure window, then reject_every, then statuses, then
- * then.  Every answer, rejected or not, counts in stats and the record. */
+ *   chaos          {"503": P, "429": P, "timeout": P, "reset": P,
+ *                  "timeout_ms": MS, "seed": N}: each request draws one
+ *                  fault with these percentages (integers, sum <= 100;
+ *                  the rest go on to statuses/then).  503 and 429 are
+ *                  plain answers (429 carries Retry-After: retry_after,
+ *                  else 1); "timeout" answers 200 only after timeout_ms
+ *                  (default 30000: beyond a client's timeout); "reset"
+ *                  aborts the connection with a TCP RST (SO_LINGER 0)
+ *                  instead of answering.  The draws come from a PRNG
+ *                  seeded with seed (default 1), so a run is repeatable
+ *                  for the same request order.
+ *   hang           accept the request and never answer (the connection
+ *                  is held open until the client gives up or sinkd
+ *                  stops) (default false)
+ * Precedence: a failure window, then reject_every, then hang, then chaos,
+ * then statuses, then then.  Every answer, rejected or not, counts in
+ * stats and the record; a request that got a fault (timeout, reset, hang)
+ * is recorded with "fault": NAME, and with status 0 when it got no
+ * answer at all (reset, hang).  stats counts faults in "faults". */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -348,6 +365,34 @@ static void sinkd_rec_append(struct sinkd_rec *r, const char *line, size_t n)
 
 /* ---- scripts, per-path counters -------------------------------------- */
 
+/* What a chaos script can draw for one request, in the order the
+ * percentages are laid end to end on [0, 100). */
+enum sinkd_draw {
+	SINKD_DRAW_503,
+	SINKD_DRAW_429,
+	SINKD_DRAW_TIMEOUT,
+	SINKD_DRAW_RESET,
+	SINKD_NFAULTDRAW
+};
+
+static const char *const sinkd_draw_names[SINKD_NFAULTDRAW] = {
+	"503", "429", "timeout", "reset",
+};
+
+/* Faults a request can get instead of a plain answer; recorded and
+ * counted by name. */
+enum sinkd_fault {
+	SINKD_FAULT_NONE,
+	SINKD_FAULT_TIMEOUT,
+	SINKD_FAULT_RESET,
+	SINKD_FAULT_HANG,
+	SINKD_NFAULT
+};
+
+static const char *const sinkd_fault_names[SINKD_NFAULT] = {
+	"", "timeout", "reset", "hang",
+};
+
 struct sinkd_script {
 	int *statuses;
 	size_t nstatuses, next;
@@ -361,6 +406,10 @@ struct sinkd_script {
 	int reject_status;
 	bool echo_headers;      /* non-2xx bodies show the request headers */
 	char *body;             /* non-2xx body; NULL: empty */
+	bool hang;              /* never answer */
+	int chaos_pct[SINKD_NFAULTDRAW];  /* percent per enum sinkd_draw */
+	long chaos_timeout_ms;
+	uint64_t chaos_rng;     /* splitmix64 state, guarded by st->mu */
 };
 
 struct sinkd_path {
@@ -379,6 +428,7 @@ struct sinkd_state {
 	struct sinkd_script *dflt;  /* the "*" script */
 	uint64_t requests, bytes;
 	uint64_t by_status[SINKD_NSTATUS];
+	uint64_t faults[SINKD_NFAULT];
 };
 
 static void sinkd_script_free(struct sinkd_script *s)
@@ -459,6 +509,7 @@ static void sinkd_state_clear(struct sinkd_state *st)
 	st->requests = 0;
 	st->bytes = 0;
 	memset(st->by_status, 0, sizeof st->by_status);
+	memset(st->faults, 0, sizeof st->faults);
 }
 
 /* ---- latency timer --------------------------------------------------- */
@@ -565,13 +616,15 @@ static void *sinkd_timer_main(void *arg)
 	return NULL;
 }
 
-/* Suspend conn for delay_ms.  Returns false once shutdown has begun: MHD
- * aborts if it is stopped with connections still suspended, so the caller
- * then answers at once instead. */
+/* Suspend conn for delay_ms; a negative delay_ms suspends it until sinkd
+ * stops (hang).  Returns false once shutdown has begun: MHD aborts if it
+ * is stopped with connections still suspended, so the caller then answers
+ * at once instead. */
 static bool sinkd_timer_add(struct sinkd_timer *t, struct MHD_Connection *c,
 			    long delay_ms)
 {
-	int64_t due = sinkd_now_ns(CLOCK_MONOTONIC) + (int64_t)delay_ms * 1000000LL;
+	int64_t due = delay_ms < 0 ? INT64_MAX :
+		sinkd_now_ns(CLOCK_MONOTONIC) + (int64_t)delay_ms * 1000000LL;
 
 	pthread_mutex_lock(&t->mu);
 	if (t->stopping) {
@@ -636,6 +689,7 @@ struct sinkd_req {
 	int status;
 	bool close;
 	long retry_after;
+	enum sinkd_fault fault;
 	char *body;
 	size_t len, cap;
 	size_t total;
@@ -727,6 +781,11 @@ static void sinkd_record(struct sinkd *sd, struct MHD_Connection *conn,
 	}
 	sinkd_sb_puts(&b, ",\"status\":");
 	sinkd_sb_putll(&b, rq->status);
+	if (rq->fault != SINKD_FAULT_NONE) {
+		sinkd_sb_puts(&b, ",\"fault\":\"");
+		sinkd_sb_puts(&b, sinkd_fault_names[rq->fault]);
+		sinkd_sb_putc(&b, '"');
+	}
 	sinkd_sb_puts(&b, "}\n");
 	sinkd_rec_append(&sd->rec, b.p, b.len);
 	free(b.p);
@@ -773,8 +832,60 @@ static char *sinkd_reply_body(const struct sinkd_script *s,
 	return b.p;
 }
 
+/* splitmix64: a few lines, good enough to spread faults, and repeatable
+ * from a seed. */
+static uint64_t sinkd_rng_next(uint64_t *state)
+{
+	uint64_t z = (*state += 0x9E3779B97F4A7C15ULL);
+
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+	return z ^ (z >> 31);
+}
+
+/* Draws this request's chaos outcome into rq.  Returns false when the
+ * draw falls outside every percentage (the request is answered as
+ * scripted otherwise).  Caller holds st->mu. */
+static bool sinkd_chaos(struct sinkd_script *s, struct sinkd_req *rq,
+			long *latency)
+{
+	int r, i, edge = 0;
+
+	if (s->chaos_pct[0] + s->chaos_pct[1] + s->chaos_pct[2] +
+	    s->chaos_pct[3] == 0)
+		return false;
+	r = (int)(sinkd_rng_next(&s->chaos_rng) % 100u);
+	for (i = 0; i < SINKD_NFAULTDRAW; i++) {
+		edge += s->chaos_pct[i];
+		if (r < edge)
+			break;
+	}
+	switch (i) {
+	case SINKD_DRAW_503:
+		rq->status = 503;
+		return true;
+	case SINKD_DRAW_429:
+		rq->status = 429;
+		if (rq->retry_after < 0)
+			rq->retry_after = 1;
+		return true;
+	case SINKD_DRAW_TIMEOUT:
+		/* Answered, but only after the client stopped waiting. */
+		rq->status = 200;
+		rq->fault = SINKD_FAULT_TIMEOUT;
+		*latency = s->chaos_timeout_ms;
+		return true;
+	case SINKD_DRAW_RESET:
+		rq->status = 0;
+		rq->fault = SINKD_FAULT_RESET;
+		return true;
+	default:
+		return false;
+	}
+}
+
 /* Pick the answer for a sink request, count it and record it.  Returns the
- * latency to apply.  Counting happens before the answer is sent, so a
+ * latency to apply (negative: hang).  Counting happens before the answer is sent, so a
  * client that has its response always sees itself in /_sinkd/stats. */
 static long sinkd_decide(struct sinkd *sd, struct MHD_Connection *conn,
 			 const char *url, const char *method,
@@ -789,6 +900,7 @@ static long sinkd_decide(struct sinkd *sd, struct MHD_Connection *conn,
 	rq->status = 200;
 	rq->close = false;
 	rq->retry_after = -1;
+	rq->fault = SINKD_FAULT_NONE;
 
 	pthread_mutex_lock(&st->mu);
 	p = sinkd_path_get(st, url, strlen(url));
@@ -797,23 +909,31 @@ static long sinkd_decide(struct sinkd *sd, struct MHD_Connection *conn,
 	if (rq->too_large) {
 		rq->status = 413;   /* not scripted: the script never saw it */
 	} else if (s != NULL) {
-		if (s->fail_until_ns != 0 && now < s->fail_until_ns)
-			rq->status = s->fail_status;
-		else if (sinkd_rejects(s, conn))
-			rq->status = s->reject_status;
-		else if (s->next < s->nstatuses)
-			rq->status = s->statuses[s->next++];
-		else
-			rq->status = s->then_status;
 		rq->close = s->close;
 		rq->retry_after = s->retry_after;
 		latency = s->latency_ms;
+		if (s->fail_until_ns != 0 && now < s->fail_until_ns) {
+			rq->status = s->fail_status;
+		} else if (sinkd_rejects(s, conn)) {
+			rq->status = s->reject_status;
+		} else if (s->hang) {
+			rq->status = 0;
+			rq->fault = SINKD_FAULT_HANG;
+			latency = -1;
+		} else if (sinkd_chaos(s, rq, &latency)) {
+			/* rq holds the drawn outcome */
+		} else if (s->next < s->nstatuses) {
+			rq->status = s->statuses[s->next++];
+		} else {
+			rq->status = s->then_status;
+		}
 		if (rq->status != 0 && (rq->status < 200 || rq->status > 299))
 			rq->reply = sinkd_reply_body(s, conn);
 	}
 	st->requests++;
 	st->bytes += rq->total;
 	st->by_status[rq->status]++;
+	st->faults[rq->fault]++;
 	pthread_mutex_unlock(&st->mu);
 
 	if (sd->rec.fd >= 0)
@@ -830,6 +950,25 @@ static enum MHD_Result sinkd_answer(struct sinkd *sd,
 	enum MHD_Result ret;
 	char ra[24];
 
+	if (rq->fault == SINKD_FAULT_RESET) {
+		/* MHD shuts the socket down (a FIN) before it closes it, so
+		 * SO_LINGER 0 alone would show the client an orderly EOF
+		 * first.  Linux aborts a connected TCP socket with an RST on
+		 * connect(AF_UNSPEC); SO_LINGER 0 covers the close as well. */
+		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
+			conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+		struct linger lg = { 1, 0 };
+		struct sockaddr unspec;
+
+		if (ci != NULL) {
+			setsockopt(ci->connect_fd, SOL_SOCKET, SO_LINGER, &lg,
+				   sizeof lg);
+			memset(&unspec, 0, sizeof unspec);
+			unspec.sa_family = AF_UNSPEC;
+			(void)connect(ci->connect_fd, &unspec, sizeof unspec);
+		}
+		return MHD_NO;
+	}
 	if (rq->status == 0)
 		return MHD_NO;   /* MHD drops the connection without a reply */
 	retry = rq->retry_after >= 0 && (rq->status < 200 || rq->status > 299);
@@ -936,6 +1075,64 @@ static bool sinkd_opt_status(json_t *obj, const char *key, json_int_t *out,
 	return true;
 }
 
+/* Reads the optional "chaos" object: percentages by name, timeout_ms and
+ * seed; unknown keys and percentages that add up past 100 are refused. */
+static bool sinkd_parse_chaos(json_t *obj, int pct[SINKD_NFAULTDRAW],
+			      json_int_t *timeout_ms, json_int_t *seed,
+			      char *err, size_t errsz)
+{
+	const char *key;
+	json_t *v;
+	int i, sum = 0;
+
+	if (obj == NULL || json_is_null(obj))
+		return true;
+	if (!json_is_object(obj)) {
+		snprintf(err, errsz, "chaos: expected an object");
+		return false;
+	}
+	json_object_foreach(obj, key, v) {
+		bool found = strcmp(key, "timeout_ms") == 0 ||
+			     strcmp(key, "seed") == 0;
+
+		for (i = 0; i < SINKD_NFAULTDRAW; i++)
+			found = found || strcmp(key, sinkd_draw_names[i]) == 0;
+		if (!found) {
+			snprintf(err, errsz, "chaos: unknown field: %s "
+				 "(known: 503, 429, timeout, reset, timeout_ms, "
+				 "seed)", key);
+			return false;
+		}
+	}
+	for (i = 0; i < SINKD_NFAULTDRAW; i++) {
+		json_int_t p = 0;
+
+		v = json_object_get(obj, sinkd_draw_names[i]);
+		if (v != NULL && !json_is_null(v)) {
+			if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+			    json_integer_value(v) > 100) {
+				snprintf(err, errsz, "chaos.%s: expected a "
+					 "percentage, an integer in [0, 100]",
+					 sinkd_draw_names[i]);
+				return false;
+			}
+			p = json_integer_value(v);
+		}
+		pct[i] = (int)p;
+		sum += pct[i];
+	}
+	if (sum > 100) {
+		snprintf(err, errsz, "chaos: the percentages add up to %d, "
+			 "more than 100", sum);
+		return false;
+	}
+	if (!sinkd_opt_int(obj, "timeout_ms", 1, SINKD_MAX_LATENCY, timeout_ms,
+			   err, errsz) ||
+	    !sinkd_opt_int(obj, "seed", 0, INT64_MAX, seed, err, errsz))
+		return false;
+	return true;
+}
+
 static enum MHD_Result sinkd_ctl_script(struct sinkd *sd,
 					struct MHD_Connection *conn,
 					const struct sinkd_req *rq)
@@ -944,6 +1141,7 @@ static enum MHD_Result sinkd_ctl_script(struct sinkd *sd,
 		"path", "statuses", "then", "latency_ms", "close",
 		"retry_after", "fail_for_ms", "fail_status",
 		"reject_every", "reject_status", "echo_headers", "body",
+		"chaos", "hang",
 	};
 	struct sinkd_script *s;
 	json_error_t jerr;
@@ -952,6 +1150,8 @@ static enum MHD_Result sinkd_ctl_script(struct sinkd *sd,
 	char err[256];
 	json_int_t then_status = 200, latency = 0, retry = -1, fail_for = 0;
 	json_int_t fail_status = 503, reject_every = 0, reject_status = 400;
+	json_int_t chaos_timeout = 30000, chaos_seed = 1;
+	int chaos_pct[SINKD_NFAULTDRAW] = { 0 };
 	size_t i, k;
 	enum MHD_Result ret;
 
@@ -1016,6 +1216,15 @@ static enum MHD_Result sinkd_ctl_script(struct sinkd *sd,
 		goto bad;
 	}
 
+	v = json_object_get(root, "hang");
+	if (v != NULL && !json_is_null(v) && !json_is_boolean(v)) {
+		snprintf(err, sizeof err, "hang: expected a boolean");
+		goto bad;
+	}
+	if (!sinkd_parse_chaos(json_object_get(root, "chaos"), chaos_pct,
+			       &chaos_timeout, &chaos_seed, err, sizeof err))
+		goto bad;
+
 	s = sinkd_xcalloc(1, sizeof *s);
 	s->nstatuses = json_is_array(arr) ? json_array_size(arr) : 0;
 	s->statuses = sinkd_xcalloc(s->nstatuses, sizeof *s->statuses);
@@ -1038,6 +1247,10 @@ static enum MHD_Result sinkd_ctl_script(struct sinkd *sd,
 	s->reject_every = (long)reject_every;
 	s->reject_status = (int)reject_status;
 	s->echo_headers = json_is_true(json_object_get(root, "echo_headers"));
+	s->hang = json_is_true(json_object_get(root, "hang"));
+	memcpy(s->chaos_pct, chaos_pct, sizeof s->chaos_pct);
+	s->chaos_timeout_ms = (long)chaos_timeout;
+	s->chaos_rng = (uint64_t)chaos_seed;
 	v = json_object_get(root, "body");
 	if (json_is_string(v))
 		s->body = strdup(json_string_value(v));
@@ -1104,6 +1317,15 @@ static enum MHD_Result sinkd_ctl_stats(struct sinkd *sd,
 		sinkd_sb_putull(&b, i);
 		sinkd_sb_puts(&b, "\":");
 		sinkd_sb_putull(&b, st->by_status[i]);
+	}
+	sinkd_sb_puts(&b, "},\"faults\":{");
+	for (i = 1; i < SINKD_NFAULT; i++) {
+		if (i > 1)
+			sinkd_sb_putc(&b, ',');
+		sinkd_sb_putc(&b, '"');
+		sinkd_sb_puts(&b, sinkd_fault_names[i]);
+		sinkd_sb_puts(&b, "\":");
+		sinkd_sb_putull(&b, st->faults[i]);
 	}
 	sinkd_sb_puts(&b, "},\"bytes\":");
 	sinkd_sb_putull(&b, st->bytes);
@@ -1225,7 +1447,7 @@ static enum MHD_Result sinkd_access(void *cls, struct MHD_Connection *conn,
 	if (!rq->decided) {
 		rq->decided = true;
 		latency = sinkd_decide(sd, conn, url, method, rq);
-		if (latency > 0 && sinkd_timer_add(&sd->timer, conn, latency))
+		if (latency != 0 && sinkd_timer_add(&sd->timer, conn, latency))
 			return MHD_YES;   /* called again after the resume */
 	}
 	return sinkd_answer(sd, conn, rq);
