@@ -6,7 +6,7 @@
 CHAOS      ?=
 CHAOS_RATE ?=
 
-chaos: all
+chaos: all kafka-jars
 	$(PYTHON) tests/chaos/chaos.py $(if $(CHAOS),--only $(CHAOS)) \
 	    $(if $(CHAOS_RATE),--rate $(CHAOS_RATE))
 
