@@ -1,0 +1,235 @@
+"""The http sink under hostile configuration, transforms and networks.
+
+Configured headers must not split a request; a transform may not leave
+the URL path, method set or headers its sink is configured for; names
+are resolved off the lane's loop and transport errors say what failed.
+Where it matters, each test runs on both transports: sluice's lean
+HTTP/1.1 client (plain http://) and libcurl (`curl`: http_proxy set to
+the sinkd itself, which answers proxied requests like any other).
+"""
+
+import os
+import re
+import socket
+import subprocess
+import textwrap
+import threading
+import time
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+import harness
+from harness import sluice_cmd, wait_until
+
+TRANSPORTS = pytest.mark.parametrize("transport", ["lean", "curl"])
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def config_file(tmp_path, sink, name="p.yaml"):
+    """A minimal pipeline file with one http sink `s`; sink: its YAML."""
+    path = tmp_path / name
+    path.write_text(textwrap.dedent("""\
+        pipeline: p
+        source:
+          brokers: 127.0.0.1:9
+          topics: [orders]
+          group: g
+        sinks:
+          s:
+            type: http
+            url: http://127.0.0.1:9/in
+        """) + textwrap.indent(textwrap.dedent(sink), " " * 4))
+    return str(path)
+
+
+# ---- 3. header injection from the configuration --------------------------
+
+@pytest.mark.parametrize("sink, env, message", [
+    # A secret from the environment with a line break in it.
+    ("headers:\n  X-Token: \"${HH_TOKEN}\"\n",
+     {"HH_TOKEN": "abcdef\r\nX-Admin: yes"},
+     r"sinks\.s\.headers: header `X-Token` value contains a line break "
+     r"\(byte 7\)"),
+    # Written in the file itself.
+    ("headers:\n  X-Token: \"secret1\\nX-Admin: yes\"\n", {},
+     r"sinks\.s\.headers: header `X-Token` value contains a line break "
+     r"\(byte 8\)"),
+    # (A NUL in a YAML scalar ends the string when cfg.c stores it.)
+    ("headers:\n  X-Token: \"sec\\x7fret\"\n", {},
+     r"header `X-Token` value contains a control character \(byte 4\)"),
+    ("headers:\n  X-Token: \"sec\\x01ret\"\n", {},
+     r"header `X-Token` value contains a control character \(byte 4\)"),
+    ("headers:\n  \"X-Bad\\r\\nName\": v\n", {},
+     r"sinks\.s\.headers: header name `X-Bad\?\?Name` is not an HTTP token"),
+    ("headers:\n  Content-Length: \"0\"\n", {},
+     r"header `Content-Length` is the connector's to set"),
+    ("content_type: \"text/plain\\r\\nX-Admin: yes\"\n", {},
+     r"sinks\.s\.content_type: content_type contains a line break "
+     r"\(byte 11\)"),
+    ("methods: [POST, \"DE LETE\"]\n", {},
+     r"sinks\.s\.methods: `DE LETE` is not an HTTP method"),
+])
+def test_configured_header_injection_is_refused_at_load(tmp_path, sink, env,
+                                                        message):
+    path = config_file(tmp_path, sink)
+    for command in ("validate", "run"):
+        p = sluice_cmd([command, path], env=env)
+        assert p.returncode == 2, (command, p.stdout, p.stderr)
+        # file:line:col of the option, then the reason.
+        assert re.search(r"^%s:\d+:\d+: .*%s" % (re.escape(path), message),
+                         p.stderr, re.M), p.stderr
+        for secret in ("abcdef", "secret1", "sec"):
+            assert secret not in p.stderr, p.stderr
+
+
+def test_tab_and_utf8_in_configured_header_value_are_fine(tmp_path):
+    path = config_file(tmp_path, """\
+        headers:
+          X-Note: "a\\tb Zürich"
+          Host: billing.internal
+        """)
+    p = sluice_cmd(["validate", path])
+    assert p.returncode == 0, p.stderr
+
+
+# ---- 4. a transform stays within its sink --------------------------------
+
+# Per offset: what the transform returns, and whether it is delivered.
+CASES = [
+    ('{path = "../../admin"}', False),
+    ('{path = "x/%2e%2E/%2e%2e/admin"}', False),
+    ('{path = "x/..%2fadmin"}', False),
+    ('{path = "./admin"}', False),
+    ('{path = "x\\\\..\\\\admin"}', False),
+    ('{method = "DELETE"}', False),
+    ('{method = "HEAD"}', False),
+    ('{headers = {Host = "admin.internal"}}', False),
+    ('{headers = {["Transfer-Encoding"] = "chunked"}}', False),
+    ('{headers = {["Proxy-Authorization"] = "Basic eA=="}}', False),
+    ('{headers = {Connection = "close"}}', False),
+    ('{headers = {["X-Bad"] = "a\\rb"}}', False),
+    ('{headers = {["X-Bad"] = "a\\1b"}}', False),
+    # Still fine: dots inside names, a query with dots, PUT/PATCH.
+    ('{path = "orders/v1.2/..x/a..b?next=../x"}', True),
+    ('{method = "PUT", path = "orders/7"}', True),
+    ('{method = "PATCH", headers = {["X-Tenant"] = "t\\tx"}}', True),
+]
+
+
+def transform_for(cases):
+    lines = ["local cases = {"]
+    for ret, _ in cases:
+        lines.append("  function(msg) return " + ret + " end,")
+    lines += ["}",
+              "function transform(msg)",
+              "  return cases[msg.offset + 1](msg)",
+              "end", ""]
+    return "\n".join(lines)
+
+
+def run_cases(mock_kafka, names, sinkd, sluice, offsets, tmp_path, transport,
+              cases, sink_extra=None):
+    kafka = mock_kafka
+    topic = names.topic()
+    kafka.create_topic(topic, 1)
+    group = names.group()
+    sink = sinkd("a")
+    write(tmp_path, "t.lua", transform_for(cases))
+    spec = {"url": sink.url(), "transform": "t.lua"}
+    spec.update(sink_extra or {})
+    cfg = harness.pipeline(names.pipeline, kafka.bootstrap, topic, group,
+                           {"a": spec})
+    env = {"http_proxy": sink.base} if transport == "curl" else {}
+    run = sluice(cfg, env=env)
+    harness.produce_orders(kafka.bootstrap, topic, len(cases))
+    reader = offsets(group, kafka.bootstrap)
+    wait_until(lambda: reader.committed(topic, 1) == [len(cases)], 60,
+               "every case delivered or dead-lettered", alive=[run],
+               details=run.log)
+    run.terminate()
+    assert run.wait(60) == 0
+    bad = sum(1 for _, ok in cases if not ok)
+    return dlq_reasons(kafka.bootstrap, names.pipeline + ".dlq", bad), \
+        sink.records()
+
+
+def dlq_reasons(bootstrap, topic, count):
+    """source offset -> sluice.error.reason of each dead-letter record
+    (the log rate-limits its give-up lines; the DLQ holds every one)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "hh-dlq",
+                  "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False})
+    parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+    c.assign([TopicPartition(topic, p, 0) for p in parts])
+    out = {}
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline and len(out) < count:
+            m = c.poll(0.5)
+            if m is None or m.error():
+                continue
+            h = {k: v.decode() for k, v in m.headers() or []}
+            out[int(h["sluice.source.offset"])] = h["sluice.error.reason"]
+    finally:
+        c.close()
+    return out
+
+
+@TRANSPORTS
+def test_transform_cannot_leave_its_sink(mock_kafka, names, sinkd, sluice,
+                                         offsets, tmp_path, transport):
+    reasons, recs = run_cases(mock_kafka, names, sinkd, sluice, offsets,
+                              tmp_path, transport, CASES)
+    good = [i for i, (_, ok) in enumerate(CASES) if ok]
+    got = sorted(r.offset for r in recs)
+    assert got == good, (got, recs)
+    for r in recs:
+        path = r.path.split("://", 1)[-1]
+        path = path[path.find("/"):] if "://" in r.path else path
+        assert path.startswith("/a/") or path == "/a", r
+        assert r.method in ("POST", "PUT", "PATCH"), r
+        assert "admin" not in path.split("?")[0], r
+    by_offset = {r.offset: r for r in recs}
+    assert by_offset[13].path.endswith("/a/orders/v1.2/..x/a..b")
+    assert by_offset[14].method == "PUT"
+    assert by_offset[15].headers["x-tenant"] == "t\tx"
+    assert sorted(reasons) == [i for i, (_, ok) in enumerate(CASES)
+                               if not ok], reasons
+    expect = {
+        0: r"invalid path `\.\./\.\./admin`: a `\.` or `\.\.` segment",
+        1: r"invalid path `x/%2e%2E/%2e%2e/admin`: a `\.` or `\.\.` segment",
+        5: r"method `DELETE` is not allowed on this sink \(allowed: POST, "
+           r"PUT, PATCH; see the sink's `methods`\)",
+        6: r"method `HEAD` is not allowed",
+        7: r"request header `Host` is the connector's to set",
+        9: r"request header `Proxy-Authorization` is the connector's to set",
+        11: r"request header `X-Bad` value contains a line break \(byte 2\)",
+        12: r"request header `X-Bad` value contains a control character "
+            r"\(byte 2\)",
+    }
+    for offset, reason in expect.items():
+        assert re.search(reason, reasons[offset]), (offset, reasons[offset])
+    for offset in (2, 3, 4):
+        assert "segment" in reasons[offset], reasons[offset]
+
+
+@TRANSPORTS
+def test_methods_option_widens_what_a_transform_may_send(
+        mock_kafka, names, sinkd, sluice, offsets, tmp_path, transport):
+    cases = [('{method = "DELETE", path = "orders/1"}', True),
+             ('{method = "PUT"}', True),
+             ('{method = "PATCH"}', False)]
+    reasons, recs = run_cases(mock_kafka, names, sinkd, sluice, offsets,
+                              tmp_path, transport, cases,
+                          sink_extra={"method": "PUT",
+                                      "methods": ["DELETE"]})
+    assert sorted((r.offset, r.method) for r in recs) == [
+        (0, "DELETE"), (1, "PUT")], recs
+    assert re.search(r"method `PATCH` is not allowed on this sink "
+                     r"\(allowed: PUT, DELETE;", reasons[2]), reasons
