@@ -41,6 +41,7 @@ struct http_request {
     int custom; /* curl: the last request changed the method or URL */
     int response_status;            /* curl: from the last status line */
     struct http1_response *response; /* curl: its failed response */
+    char curl_error[CURL_ERROR_SIZE]; /* curl: its detailed error */
     struct curl_slist *nodes; /* inline_nodes or a heap array */
     size_t node_cap;
     char *header_bytes; /* inline_bytes or a heap buffer */
@@ -76,6 +77,7 @@ struct http_sink {
      * URL without its query (curl); the URL's query, NULL when none. */
     char *base;
     char *query;
+    char *where; /* curl: the URL's host:port, for errors */
     struct curl_slist *static_headers;
     size_t static_count;
     struct http1_response *responses; /* curl: one per request slot */
@@ -775,13 +777,99 @@ static void transport_error(const char *what, struct connector_result *res)
     snprintf(res->error, sizeof(res->error), "%s", what);
 }
 
+/* What an OpenSSL verification result (X509_V_ERR_*, as curl reports it
+ * in CURLINFO_SSL_VERIFYRESULT) means to whoever runs the sink; NULL for
+ * the rarer ones. The numbers are OpenSSL's stable ABI. */
+static const char *tls_verify_reason(long verify)
+{
+    switch (verify) {
+    case 9:  /* CERT_NOT_YET_VALID */
+        return "certificate not yet valid";
+    case 10: /* CERT_HAS_EXPIRED */
+        return "certificate expired";
+    case 18: /* DEPTH_ZERO_SELF_SIGNED_CERT */
+        return "self-signed certificate";
+    case 19: /* SELF_SIGNED_CERT_IN_CHAIN */
+        return "unknown CA (a self-signed certificate in the chain)";
+    case 2:  /* UNABLE_TO_GET_ISSUER_CERT */
+    case 20: /* UNABLE_TO_GET_ISSUER_CERT_LOCALLY */
+    case 21: /* UNABLE_TO_VERIFY_LEAF_SIGNATURE */
+        return "unknown CA";
+    case 23: /* CERT_REVOKED */
+        return "certificate revoked";
+    case 62: /* HOSTNAME_MISMATCH */
+        return "hostname mismatch";
+    default:
+        return NULL;
+    }
+}
+
+/* A curl failure in the words of the lean client's: which host, which
+ * phase (resolve, connect, TLS, response), then curl's own detail. */
+static void curl_failure(struct http_request *r, int curl_code,
+                         struct connector_result *res)
+{
+    const struct http_sink *sink = r->sink;
+    const char *detail = r->curl_error[0] != '\0'
+                             ? r->curl_error
+                             : curl_easy_strerror((CURLcode)curl_code);
+    curl_off_t connected = 0;
+    long verify = 0;
+
+    result_set(res, CONNECTOR_RETRY, 0, -1);
+    switch (curl_code) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+        /* The host alone, as the lean client names it. */
+        snprintf(res->error, sizeof(res->error), "cannot resolve %.*s: %s",
+                 curl_code == CURLE_COULDNT_RESOLVE_PROXY
+                     ? 9
+                     : (int)(strrchr(sink->where, ':') - sink->where),
+                 curl_code == CURLE_COULDNT_RESOLVE_PROXY ? "the proxy"
+                                                          : sink->where,
+                 detail);
+        return;
+    case CURLE_OPERATION_TIMEDOUT:
+        curl_easy_getinfo(r->easy, CURLINFO_CONNECT_TIME_T, &connected);
+        if (connected == 0) {
+            snprintf(res->error, sizeof(res->error),
+                     "connect timeout: no connection to %s within %lld ms "
+                     "(%s)",
+                     sink->where, (long long)sink->connect_timeout_ms, detail);
+        } else {
+            snprintf(res->error, sizeof(res->error),
+                     "response timeout: no complete response from %s "
+                     "within %lld ms (%s)",
+                     sink->where, (long long)sink->timeout_ms, detail);
+        }
+        return;
+    case CURLE_PEER_FAILED_VERIFICATION: {
+        curl_easy_getinfo(r->easy, CURLINFO_SSL_VERIFYRESULT, &verify);
+        const char *why = tls_verify_reason(verify);
+        /* OpenSSL passes the chain; curl then checks the name itself. */
+        if (why == NULL && verify == 0 &&
+            strstr(detail, "host name") != NULL) {
+            why = "hostname mismatch";
+        }
+        snprintf(res->error, sizeof(res->error),
+                 "TLS: certificate of %s not trusted: %s (%s)", sink->where,
+                 why != NULL ? why : "verification failed", detail);
+        return;
+    }
+    default:
+        snprintf(res->error, sizeof(res->error), "%s: %s", sink->where,
+                 detail);
+        return;
+    }
+}
+
 static void classify(struct http_request *r, int curl_code,
                      struct connector_result *res)
 {
     long status = 0;
 
     if (curl_code != CURLE_OK) {
-        transport_error(curl_easy_strerror((CURLcode)curl_code), res);
+        curl_failure(r, curl_code, res);
         return;
     }
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
@@ -821,7 +909,7 @@ static void lean_done(struct http1_request *h1, const struct http1_result *h)
     struct connector_result res;
 
     if (h->error != 0) {
-        transport_error(h->error == EPROTO ? "invalid HTTP response"
+        transport_error(h->message != NULL ? h->message
                                            : strerror(h->error),
                         &res);
     } else {
@@ -1036,7 +1124,7 @@ static int curl_headers_open(struct http_sink *sink)
     char line[8192];
     struct curl_slist *list = NULL, *more;
     CURLU *u = curl_url();
-    char *base = NULL, *query = NULL;
+    char *base = NULL, *query = NULL, *host = NULL, *port = NULL;
     int ok;
 
     ok = u != NULL &&
@@ -1045,14 +1133,25 @@ static int curl_headers_open(struct http_sink *sink)
          (curl_url_get(u, CURLUPART_QUERY, &query, 0) == CURLUE_OK ||
           query == NULL) &&
          curl_url_set(u, CURLUPART_QUERY, NULL, 0) == CURLUE_OK &&
-         curl_url_get(u, CURLUPART_URL, &base, 0) == CURLUE_OK;
+         curl_url_get(u, CURLUPART_URL, &base, 0) == CURLUE_OK &&
+         curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+         curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) ==
+             CURLUE_OK;
     if (ok) {
         sink->base = strdup(base);
         sink->query = query != NULL ? strdup(query) : NULL;
+        size_t len = strlen(host) + strlen(port) + 2;
+        sink->where = malloc(len);
+        if (sink->where != NULL) {
+            snprintf(sink->where, len, "%s:%s", host, port);
+        }
     }
-    ok = ok && sink->base != NULL && (query == NULL || sink->query != NULL);
+    ok = ok && sink->base != NULL && sink->where != NULL &&
+         (query == NULL || sink->query != NULL);
     curl_free(base);
     curl_free(query);
+    curl_free(host);
+    curl_free(port);
     curl_url_cleanup(u);
     if (!ok) {
         return -1;
@@ -1140,6 +1239,7 @@ static int http_open(void *ctx, const struct connector_host *host,
         curl_easy_setopt(r->easy, CURLOPT_CONNECTTIMEOUT_MS,
                          (long)sink->connect_timeout_ms);
         curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(r->easy, CURLOPT_ERRORBUFFER, r->curl_error);
         if (sink->ca_file != NULL) {
             curl_easy_setopt(r->easy, CURLOPT_CAINFO, sink->ca_file);
         }
@@ -1302,6 +1402,7 @@ static int http_send(void *ctx, const struct connector_msg *msg, void *token,
     }
     r->busy = 1;
     r->response_status = 0;
+    r->curl_error[0] = '\0'; /* curl writes it only on failure */
     http1_response_reset(r->response);
     curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER,
                      b.nodes > 0 ? r->nodes : sink->static_headers);
@@ -1334,6 +1435,8 @@ static void http_close(void *ctx)
     sink->base = NULL;
     free(sink->query);
     sink->query = NULL;
+    free(sink->where);
+    sink->where = NULL;
     for (int i = 0; sink->requests != NULL && i < sink->pool_size; i++) {
         struct http_request *r = &sink->requests[i];
         if (r->busy && r->easy != NULL) {

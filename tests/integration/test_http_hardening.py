@@ -233,3 +233,193 @@ def test_methods_option_widens_what_a_transform_may_send(
         (0, "DELETE"), (1, "PUT")], recs
     assert re.search(r"method `PATCH` is not allowed on this sink "
                      r"\(allowed: PUT, DELETE;", reasons[2]), reasons
+
+
+# ---- 1. names resolved off the loop; errors that say what failed ---------
+
+def one_sink_run(mock_kafka, names, sluice, sinks, count=1, env=None,
+                 **delivery):
+    kafka = mock_kafka
+    topic = names.topic()
+    kafka.create_topic(topic, 1)
+    cfg = harness.pipeline(names.pipeline, kafka.bootstrap, topic,
+                           names.group(), sinks, **delivery)
+    run = sluice(cfg, env=env)
+    harness.produce_orders(kafka.bootstrap, topic, count)
+    return run
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])  # lean, curl
+def test_unresolvable_host_says_cannot_resolve(mock_kafka, names, sluice,
+                                               scheme):
+    host = "sluice-hh-%s.invalid" % names.base[-8:]
+    run = one_sink_run(mock_kafka, names, sluice,
+                       {"s": "%s://%s:9/in" % (scheme, host)})
+    line = run.wait_for_log(r"sink s: .* attempt 1 failed: .*", 30)
+    log = run.log()
+    assert re.search(r"sink s: .* attempt 1 failed: cannot resolve %s: "
+                     % re.escape(host), log), log
+    if scheme == "http":
+        assert re.search(r"cannot resolve %s: (Name or service not known|"
+                         r"No address associated with hostname|"
+                         r"Temporary failure in name resolution)"
+                         % re.escape(host), log), log
+    assert "No route to host" not in log
+    del line
+    run.terminate()
+    run.wait(60)
+
+
+SHIM = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <netdb.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Names under .slow.test answer as 127.0.0.1 once $HH_DNS_GATE exists:
+ * a resolver that takes as long as the test wants. */
+int getaddrinfo(const char *node, const char *service,
+                const struct addrinfo *hints, struct addrinfo **res)
+{
+    int (*real)(const char *, const char *, const struct addrinfo *,
+                struct addrinfo **) = dlsym(RTLD_NEXT, "getaddrinfo");
+    const char *suffix = ".slow.test";
+    size_t n = node != NULL ? strlen(node) : 0, k = strlen(suffix);
+
+    if (n > k && strcmp(node + n - k, suffix) == 0) {
+        const char *gate = getenv("HH_DNS_GATE");
+        for (int i = 0; i < 1200 && gate && access(gate, F_OK) != 0; i++) {
+            usleep(50000);
+        }
+        node = "127.0.0.1";
+    }
+    return real(node, service, hints, res);
+}
+"""
+
+
+def test_slow_resolver_does_not_stall_the_other_sinks(
+        mock_kafka, names, sinkd, sluice, offsets, tmp_path):
+    """One sink's name takes as long to resolve as the test wants (an
+    LD_PRELOAD getaddrinfo); the other sink of the lane, and the
+    consumer, must go on meanwhile."""
+    src = tmp_path / "slowdns.c"
+    src.write_text(SHIM)
+    shim = str(tmp_path / "slowdns.so")
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", shim, str(src), "-ldl"],
+                   check=True)
+    gate = str(tmp_path / "gate")
+    fast, slow = sinkd("fast"), sinkd("slow")
+    port = slow.url().split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]
+    count = 20
+    env = {"LD_PRELOAD": shim, "HH_DNS_GATE": gate,
+           # The shim cannot come after ASan's runtime in a sanitizer build.
+           "ASAN_OPTIONS": (os.environ.get("ASAN_OPTIONS", "") +
+                            ":verify_asan_link_order=0").lstrip(":")}
+    run = one_sink_run(
+        mock_kafka, names, sluice,
+        {"fast": fast.url(),
+         "slow": {"url": "http://sink.slow.test:%s/slow" % port,
+                  "connect_timeout": "60s"}},
+        count=count, env=env)
+    try:
+        wait_until(lambda: fast.ok_count() >= count, 30,
+                   "the fast sink's deliveries while the other sink's name "
+                   "is being resolved", alive=[run], details=run.log)
+        assert slow.ok_count() == 0
+    finally:
+        open(gate, "w").close()
+    wait_until(lambda: slow.ok_count() >= count, 30,
+               "the slow sink's deliveries once its name resolved",
+               alive=[run], details=run.log)
+    run.terminate()
+    assert run.wait(60) == 0
+
+
+# ---- 2. timeouts and TLS failures say which ------------------------------
+
+class Silent:
+    """A TCP listener that takes connections and requests but never
+    answers (response timeout), or, with full=True, one whose accept
+    queue is full so that a connect never completes (connect timeout)."""
+
+    def __init__(self, full=False):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self._stop = False
+        if full:
+            # Backlog 0 holds one pending connection; the next SYNs are
+            # dropped (tcp_abort_on_overflow is 0).
+            self.sock.listen(0)
+            for _ in range(3):
+                c = socket.socket()
+                c.setblocking(False)
+                c.connect_ex(("127.0.0.1", self.port))
+                self.conns.append(c)
+            time.sleep(0.2)
+        else:
+            self.sock.listen(16)
+            self.thread = threading.Thread(target=self._accept, daemon=True)
+            self.thread.start()
+
+    def _accept(self):
+        self.sock.settimeout(0.2)
+        while not self._stop:
+            try:
+                c, _ = self.sock.accept()
+                self.conns.append(c)
+            except OSError:
+                pass
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d/in" % self.port
+
+    def close(self):
+        self._stop = True
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+@TRANSPORTS
+def test_response_timeout_says_so(mock_kafka, names, sluice, transport):
+    srv = Silent()
+    try:
+        env = {"http_proxy": "http://127.0.0.1:%d" % srv.port} \
+            if transport == "curl" else {}
+        run = one_sink_run(mock_kafka, names, sluice,
+                           {"s": {"url": srv.url, "timeout": "1s"}},
+                           env=env)
+        run.wait_for_log(r"sink s: .* attempt 1 failed", 30)
+        assert re.search(r"attempt 1 failed: response timeout: no (complete "
+                         r")?response from 127\.0\.0\.1:%d within 1000 ms"
+                         % srv.port, run.log()), run.log()
+        run.terminate()
+        run.wait(60)
+    finally:
+        srv.close()
+
+
+@TRANSPORTS
+def test_connect_timeout_says_so(mock_kafka, names, sluice, transport):
+    srv = Silent(full=True)
+    try:
+        env = {"http_proxy": "http://127.0.0.1:%d" % srv.port} \
+            if transport == "curl" else {}
+        run = one_sink_run(mock_kafka, names, sluice,
+                           {"s": {"url": srv.url,
+                                  "connect_timeout": "500ms"}},
+                           env=env)
+        run.wait_for_log(r"sink s: .* attempt 1 failed", 30)
+        assert re.search(r"attempt 1 failed: connect timeout: no connection "
+                         r"to 127\.0\.0\.1:%d within 500 ms" % srv.port,
+                         run.log()), run.log()
+        run.terminate()
+        run.wait(60)
+    finally:
+        srv.close()
