@@ -846,9 +846,9 @@ static void curl_failure(struct http_request *r, int curl_code,
     case CURLE_PEER_FAILED_VERIFICATION: {
         curl_easy_getinfo(r->easy, CURLINFO_SSL_VERIFYRESULT, &verify);
         const char *why = tls_verify_reason(verify);
-        /* OpenSSL passes the chain; curl then checks the name itself. */
-        if (why == NULL && verify == 0 &&
-            strstr(detail, "host name") != NULL) {
+        /* OpenSSL passed the chain; curl checked the name itself, and
+         * says so only in its words. */
+        if (why == NULL && strstr(detail, "host name") != NULL) {
             why = "hostname mismatch";
         }
         snprintf(res->error, sizeof(res->error),

@@ -423,3 +423,144 @@ def test_connect_timeout_says_so(mock_kafka, names, sluice, transport):
         run.wait(60)
     finally:
         srv.close()
+
+
+def make_certs(d):
+    """A CA, and server certificates: good (127.0.0.1 by that CA),
+    expired, for another name, self-signed, and by an unknown CA. Returns
+    name -> (cert path, key path), plus "ca" -> CA file."""
+    import datetime
+    import ipaddress
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    day = datetime.timedelta(days=1)
+
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def cert(cn, key, issuer, issuer_key, ca=False, san=None,
+             start=now - day, end=now + 30 * day):
+        b = (x509.CertificateBuilder().subject_name(name(cn))
+             .issuer_name(name(issuer)).public_key(key.public_key())
+             .serial_number(x509.random_serial_number())
+             .not_valid_before(start).not_valid_after(end)
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None),
+                            critical=True))
+        if san is not None:
+            b = b.add_extension(x509.SubjectAlternativeName(san),
+                                critical=False)
+        return b.sign(issuer_key, hashes.SHA256())
+
+    def save(stem, c, key):
+        cp, kp = str(d / (stem + ".crt")), str(d / (stem + ".key"))
+        with open(cp, "wb") as f:
+            f.write(c.public_bytes(serialization.Encoding.PEM))
+        with open(kp, "wb") as f:
+            f.write(key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+        return cp, kp
+
+    ip = [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    ca_key, other_ca_key = ec.generate_private_key(ec.SECP256R1()), \
+        ec.generate_private_key(ec.SECP256R1())
+    ca = cert("hh test CA", ca_key, "hh test CA", ca_key, ca=True)
+    out = {"ca": save("ca", ca, ca_key)[0]}
+    k = ec.generate_private_key(ec.SECP256R1())
+    out["good"] = save("good", cert("127.0.0.1", k, "hh test CA", ca_key,
+                                    san=ip), k)
+    out["expired"] = save("expired", cert(
+        "127.0.0.1", k, "hh test CA", ca_key, san=ip,
+        start=now - 30 * day, end=now - day), k)
+    out["mismatch"] = save("mismatch", cert(
+        "other.example", k, "hh test CA", ca_key,
+        san=[x509.DNSName("other.example")]), k)
+    out["selfsigned"] = save("selfsigned", cert(
+        "127.0.0.1", k, "127.0.0.1", k, san=ip), k)
+    out["unknown"] = save("unknown", cert(
+        "127.0.0.1", k, "hh other CA", other_ca_key, san=ip), k)
+    return out
+
+
+class TlsServer:
+    """Takes TLS handshakes with one certificate, answering 200 to
+    whatever request follows (enough for the good certificate)."""
+
+    def __init__(self, cert, key):
+        import ssl
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.served = 0
+        self._stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self._stop:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            try:
+                c.settimeout(5)
+                s = self.ctx.wrap_socket(c, server_side=True)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                if data:
+                    self.served += 1
+                    s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n"
+                              b"Connection: close\r\n\r\n")
+                s.close()
+            except OSError:
+                c.close()
+
+    def close(self):
+        self._stop = True
+        self.thread.join(5)
+        self.sock.close()
+
+
+def test_tls_failures_say_which_check_failed(mock_kafka, names, sluice,
+                                             tmp_path):
+    certs = make_certs(tmp_path)
+    servers = {n: TlsServer(*certs[n]) for n in
+               ("good", "expired", "mismatch", "selfsigned", "unknown")}
+    try:
+        sinks = {n: {"url": "https://127.0.0.1:%d/in" % s.port,
+                     "ca_file": certs["ca"]} for n, s in servers.items()}
+        run = one_sink_run(mock_kafka, names, sluice, sinks,
+                           env={"https_proxy": None, "HTTPS_PROXY": None})
+        expect = {
+            "expired": "certificate expired",
+            "mismatch": "hostname mismatch",
+            "selfsigned": "self-signed certificate",
+            "unknown": "unknown CA",
+        }
+        for n, why in expect.items():
+            run.wait_for_log(r"sink %s: .* attempt 1 failed" % n, 30)
+            assert re.search(
+                r"sink %s: .* attempt 1 failed: TLS: certificate of "
+                r"127\.0\.0\.1:%d not trusted: %s \(" % (
+                    n, servers[n].port, re.escape(why)), run.log()), \
+                (n, run.log())
+        wait_until(lambda: servers["good"].served >= 1, 30,
+                   "the good certificate's delivery", alive=[run])
+        assert not re.search(r"sink good: .* failed", run.log()), run.log()
+        run.terminate()
+        run.wait(60)
+    finally:
+        for s in servers.values():
+            s.close()
