@@ -41,6 +41,7 @@ struct http_request {
     int custom; /* curl: the last request changed the method or URL */
     int response_status;            /* curl: from the last status line */
     struct http1_response *response; /* curl: its failed response */
+    char curl_error[CURL_ERROR_SIZE]; /* curl: its detailed error */
     struct curl_slist *nodes; /* inline_nodes or a heap array */
     size_t node_cap;
     char *header_bytes; /* inline_bytes or a heap buffer */
@@ -58,6 +59,8 @@ struct http_sink {
     /* options */
     char *url;
     int method;
+    struct opt_list methods;
+    char *ca_file;
     struct opt_map headers;
     int64_t timeout_ms;
     int64_t connect_timeout_ms;
@@ -74,6 +77,7 @@ struct http_sink {
      * URL without its query (curl); the URL's query, NULL when none. */
     char *base;
     char *query;
+    char *where; /* curl: the URL's host:port, for errors */
     struct curl_slist *static_headers;
     size_t static_count;
     struct http1_response *responses; /* curl: one per request slot */
@@ -89,6 +93,11 @@ static const struct opt_spec http_options[] = {
     {.name = "method", .type = OPT_ENUM, .def = "POST",
      .offset = offsetof(struct http_sink, method), .choices = http_methods,
      .doc = "HTTP method; the body is the message value."},
+    {.name = "methods", .type = OPT_STRING_LIST, .def = "POST, PUT, PATCH",
+     .offset = offsetof(struct http_sink, methods),
+     .doc = "Methods a transform may set (`method` is always allowed); "
+            "another one fails the message permanently. Methods are "
+            "case-sensitive HTTP tokens, e.g. `[POST, DELETE]`."},
     {.name = "headers", .type = OPT_STRING_MAP, .flags = OPT_SECRET,
      .offset = offsetof(struct http_sink, headers),
      .doc = "Extra request headers, e.g. `Authorization: Bearer "
@@ -106,6 +115,10 @@ static const struct opt_spec http_options[] = {
     {.name = "forward_headers", .type = OPT_BOOL, .def = "true",
      .offset = offsetof(struct http_sink, forward_headers),
      .doc = "Send each Kafka header as `Kafka-Header-<name>`."},
+    {.name = "ca_file", .type = OPT_STRING, .flags = OPT_FILE,
+     .offset = offsetof(struct http_sink, ca_file),
+     .doc = "PEM file of the CA certificates that `https://` servers are "
+            "verified against, instead of the system's."},
     {0},
 };
 
@@ -392,22 +405,147 @@ static const char *shown(char *out, size_t cap, const char *text)
     return out;
 }
 
+/* Where text holds a byte that no header line may carry (a control byte
+ * but HTAB, or DEL): its position counted from 1, else 0; *what names
+ * its kind, for an error that must not show the text itself. */
+static size_t bad_byte(const void *text, size_t len, const char **what)
+{
+    const unsigned char *p = text;
+
+    for (size_t i = 0; i < len; i++) {
+        if ((p[i] < 0x20 && p[i] != '\t') || p[i] == 0x7f) {
+            *what = p[i] == '\r' || p[i] == '\n' ? "a line break"
+                    : p[i] == '\0'              ? "a NUL byte"
+                                                : "a control character";
+            return i + 1;
+        }
+    }
+    return 0;
+}
+
+/* Request headers that decide how a request is framed or routed, or ask
+ * for an interim response or a protocol switch: the connector's alone,
+ * never a transform's (nor, but Host, the configuration's). */
+static int reserved_header(const char *name, int allow_host)
+{
+    static const char *const names[] = {
+        "Host",  "Content-Length", "Transfer-Encoding", "Connection",
+        "Upgrade", "TE",           "Trailer",           "Keep-Alive",
+        "Expect", NULL};
+
+    if (strncasecmp(name, "Proxy-", 6) == 0) {
+        return 1;
+    }
+    for (size_t k = allow_host ? 1 : 0; names[k] != NULL; k++) {
+        if (strcasecmp(name, names[k]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The byte a %XX escape stands for, or -1 when p is not one. */
+static int pct_byte(const char *p)
+{
+    int v = 0;
+
+    if (p[0] != '%') {
+        return -1;
+    }
+    for (int i = 1; i <= 2; i++) {
+        char ch = p[i];
+        int d = ch >= '0' && ch <= '9'   ? ch - '0'
+                : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+                : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+                                         : -1;
+        if (d < 0) {
+            return -1;
+        }
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* Whether the path part of a transform's path (before '?' or '#') holds
+ * a "." or ".." segment: one that would climb out of the sink's base
+ * path. Servers decode %2e, and many %2f and '\\' as '/', so those count
+ * as written out. */
+static int dot_segment(const char *path)
+{
+    size_t dots = 0, other = 0;
+
+    for (const char *p = path;;) {
+        int ch = (unsigned char)*p, step = 1, dec = pct_byte(p);
+        if (dec == '.' || dec == '/' || dec == '\\') {
+            ch = dec;
+            step = 3;
+        }
+        if (ch == '\0' || ch == '?' || ch == '#' || ch == '/' ||
+            ch == '\\') {
+            if (other == 0 && (dots == 1 || dots == 2)) {
+                return 1;
+            }
+            if (ch != '/' && ch != '\\') {
+                return 0;
+            }
+            dots = other = 0;
+        } else if (ch == '.') {
+            dots++;
+        } else {
+            other++;
+        }
+        p += step;
+    }
+}
+
+/* Whether a transform may send method on this sink. A short list of
+ * short names: compared in place, nothing is built per message. */
+static int method_allowed(const struct http_sink *sink, const char *method)
+{
+    if (strcmp(method, http_methods[sink->method]) == 0) {
+        return 1;
+    }
+    for (size_t i = 0; i < sink->methods.count; i++) {
+        if (strcmp(method, sink->methods.items[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* The transform's overrides go into the request as they are, so they are
- * checked first: what could split the request or smuggle another one
- * into a shared keep-alive connection is refused. 0, or -1 with res
- * filled. */
-static int overrides_check(const struct connector_msg *msg,
+ * checked first: what could split the request, smuggle another one into
+ * a shared keep-alive connection, reroute it or leave what the sink is
+ * configured for is refused, the same way on both transports. 0, or -1
+ * with res filled (a permanent failure: the dead-letter path). */
+static int overrides_check(const struct http_sink *sink,
+                           const struct connector_msg *msg,
                            struct connector_result *res)
 {
-    /* They decide how the request is framed, or ask for an interim or
-     * protocol switch that the lean client does not speak. */
-    static const char *const owned[] = {"Content-Length", "Transfer-Encoding",
-                                        "Expect", "Upgrade", NULL};
     char show[72];
+    const char *what;
 
     if (msg->method != NULL && !token(msg->method)) {
         return reject(res, "invalid method `%s`: not an HTTP token",
                       shown(show, sizeof(show), msg->method));
+    }
+    if (msg->method != NULL && !method_allowed(sink, msg->method)) {
+        int n = reject(res, "method `%s` is not allowed on this sink "
+                            "(allowed: %s",
+                       msg->method, http_methods[sink->method]);
+        for (size_t i = 0; i < sink->methods.count; i++) {
+            if (strcmp(sink->methods.items[i], http_methods[sink->method]) ==
+                0) {
+                continue;
+            }
+            size_t used = strlen(res->error);
+            snprintf(res->error + used, sizeof(res->error) - used, ", %s",
+                     sink->methods.items[i]);
+        }
+        size_t used = strlen(res->error);
+        snprintf(res->error + used, sizeof(res->error) - used,
+                 "; see the sink's `methods`)");
+        return n;
     }
     for (const char *p = msg->path; p != NULL && *p != '\0'; p++) {
         if ((unsigned char)*p < 0x21 || *p == 0x7f) {
@@ -416,29 +554,30 @@ static int overrides_check(const struct connector_msg *msg,
                           (unsigned char)*p, (size_t)(p - msg->path));
         }
     }
+    if (msg->path != NULL && dot_segment(msg->path)) {
+        return reject(res, "invalid path `%s`: a `.` or `..` segment "
+                           "(also as %%2e) would leave the sink's URL path",
+                      shown(show, sizeof(show), msg->path));
+    }
     for (size_t i = 0; i < msg->request_header_count; i++) {
         const struct connector_header *h = &msg->request_headers[i];
-        const unsigned char *v = h->value;
+        size_t at;
         if (!token(h->name)) {
             return reject(res, "invalid request header name `%s`",
                           shown(show, sizeof(show), h->name));
         }
-        for (size_t k = 0; owned[k] != NULL; k++) {
-            if (strcasecmp(h->name, owned[k]) == 0) {
-                return reject(res, "request header `%s` is the connector's "
-                                   "to set", h->name);
-            }
+        if (reserved_header(h->name, 0)) {
+            return reject(res, "request header `%s` is the connector's "
+                               "to set", h->name);
         }
-        if (v == NULL && h->value_len > 0) {
+        if (h->value == NULL && h->value_len > 0) {
             return reject(res, "request header `%s` has no value bytes",
                           h->name);
         }
-        for (size_t k = 0; k < h->value_len; k++) {
-            if (v[k] == '\r' || v[k] == '\n' || v[k] == '\0') {
-                /* The value itself may be a secret: never shown. */
-                return reject(res, "request header `%s`: CR, LF or NUL in "
-                                   "its value", h->name);
-            }
+        if ((at = bad_byte(h->value, h->value_len, &what)) != 0) {
+            /* The value itself may be a secret: never shown. */
+            return reject(res, "request header `%s` value contains %s "
+                               "(byte %zu)", h->name, what, at);
         }
     }
     return 0;
@@ -638,13 +777,99 @@ static void transport_error(const char *what, struct connector_result *res)
     snprintf(res->error, sizeof(res->error), "%s", what);
 }
 
+/* What an OpenSSL verification result (X509_V_ERR_*, as curl reports it
+ * in CURLINFO_SSL_VERIFYRESULT) means to whoever runs the sink; NULL for
+ * the rarer ones. The numbers are OpenSSL's stable ABI. */
+static const char *tls_verify_reason(long verify)
+{
+    switch (verify) {
+    case 9:  /* CERT_NOT_YET_VALID */
+        return "certificate not yet valid";
+    case 10: /* CERT_HAS_EXPIRED */
+        return "certificate expired";
+    case 18: /* DEPTH_ZERO_SELF_SIGNED_CERT */
+        return "self-signed certificate";
+    case 19: /* SELF_SIGNED_CERT_IN_CHAIN */
+        return "unknown CA (a self-signed certificate in the chain)";
+    case 2:  /* UNABLE_TO_GET_ISSUER_CERT */
+    case 20: /* UNABLE_TO_GET_ISSUER_CERT_LOCALLY */
+    case 21: /* UNABLE_TO_VERIFY_LEAF_SIGNATURE */
+        return "unknown CA";
+    case 23: /* CERT_REVOKED */
+        return "certificate revoked";
+    case 62: /* HOSTNAME_MISMATCH */
+        return "hostname mismatch";
+    default:
+        return NULL;
+    }
+}
+
+/* A curl failure in the words of the lean client's: which host, which
+ * phase (resolve, connect, TLS, response), then curl's own detail. */
+static void curl_failure(struct http_request *r, int curl_code,
+                         struct connector_result *res)
+{
+    const struct http_sink *sink = r->sink;
+    const char *detail = r->curl_error[0] != '\0'
+                             ? r->curl_error
+                             : curl_easy_strerror((CURLcode)curl_code);
+    curl_off_t connected = 0;
+    long verify = 0;
+
+    result_set(res, CONNECTOR_RETRY, 0, -1);
+    switch (curl_code) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+        /* The host alone, as the lean client names it. */
+        snprintf(res->error, sizeof(res->error), "cannot resolve %.*s: %s",
+                 curl_code == CURLE_COULDNT_RESOLVE_PROXY
+                     ? 9
+                     : (int)(strrchr(sink->where, ':') - sink->where),
+                 curl_code == CURLE_COULDNT_RESOLVE_PROXY ? "the proxy"
+                                                          : sink->where,
+                 detail);
+        return;
+    case CURLE_OPERATION_TIMEDOUT:
+        curl_easy_getinfo(r->easy, CURLINFO_CONNECT_TIME_T, &connected);
+        if (connected == 0) {
+            snprintf(res->error, sizeof(res->error),
+                     "connect timeout: no connection to %s within %lld ms "
+                     "(%s)",
+                     sink->where, (long long)sink->connect_timeout_ms, detail);
+        } else {
+            snprintf(res->error, sizeof(res->error),
+                     "response timeout: no complete response from %s "
+                     "within %lld ms (%s)",
+                     sink->where, (long long)sink->timeout_ms, detail);
+        }
+        return;
+    case CURLE_PEER_FAILED_VERIFICATION: {
+        curl_easy_getinfo(r->easy, CURLINFO_SSL_VERIFYRESULT, &verify);
+        const char *why = tls_verify_reason(verify);
+        /* OpenSSL passed the chain; curl checked the name itself, and
+         * says so only in its words. */
+        if (why == NULL && strstr(detail, "host name") != NULL) {
+            why = "hostname mismatch";
+        }
+        snprintf(res->error, sizeof(res->error),
+                 "TLS: certificate of %s not trusted: %s (%s)", sink->where,
+                 why != NULL ? why : "verification failed", detail);
+        return;
+    }
+    default:
+        snprintf(res->error, sizeof(res->error), "%s: %s", sink->where,
+                 detail);
+        return;
+    }
+}
+
 static void classify(struct http_request *r, int curl_code,
                      struct connector_result *res)
 {
     long status = 0;
 
     if (curl_code != CURLE_OK) {
-        transport_error(curl_easy_strerror((CURLcode)curl_code), res);
+        curl_failure(r, curl_code, res);
         return;
     }
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
@@ -684,7 +909,7 @@ static void lean_done(struct http1_request *h1, const struct http1_result *h)
     struct connector_result res;
 
     if (h->error != 0) {
-        transport_error(h->error == EPROTO ? "invalid HTTP response"
+        transport_error(h->message != NULL ? h->message
                                            : strerror(h->error),
                         &res);
     } else {
@@ -706,6 +931,51 @@ static void request_done(struct connector_transfer *t, int curl_code)
 /* ---- connector callbacks ---- */
 
 static void http_close(void *ctx);
+
+/* Configured headers and content_type go into every request as they
+ * are (${ENV} values too): a line break there would add headers or a
+ * request of its own. Values are never shown, they may be secrets. */
+static int options_check(const struct http_sink *sink, const char **option,
+                         struct sl_error *err)
+{
+    char show[72];
+    const char *what;
+    size_t at;
+
+    *option = "content_type";
+    if ((at = bad_byte(sink->content_type, strlen(sink->content_type),
+                       &what)) != 0) {
+        return sl_error_set(err, "content_type contains %s (byte %zu)", what,
+                            at);
+    }
+    *option = "headers";
+    for (size_t i = 0; i < sink->headers.count; i++) {
+        const char *name = sink->headers.keys[i];
+        const char *value = sink->headers.values[i];
+        if (!token(name)) {
+            return sl_error_set(err, "header name `%s` is not an HTTP token "
+                                     "(letters, digits and !#$%%&'*+-.^_`|~)",
+                                shown(show, sizeof(show), name));
+        }
+        if (reserved_header(name, 1)) {
+            return sl_error_set(err, "header `%s` is the connector's to set",
+                                name);
+        }
+        if ((at = bad_byte(value, strlen(value), &what)) != 0) {
+            return sl_error_set(err, "header `%s` value contains %s (byte %zu)",
+                                name, what, at);
+        }
+    }
+    *option = "methods";
+    for (size_t i = 0; i < sink->methods.count; i++) {
+        if (!token(sink->methods.items[i])) {
+            return sl_error_set(err, "`%s` is not an HTTP method",
+                                shown(show, sizeof(show),
+                                      sink->methods.items[i]));
+        }
+    }
+    return 0;
+}
 
 static int http_check(const void *ctx, const char **option,
                       struct sl_error *err)
@@ -729,7 +999,7 @@ static int http_check(const void *ctx, const char **option,
     if (!ok) {
         return sl_error_set(err, "not a valid URL");
     }
-    return 0;
+    return options_check(sink, option, err);
 }
 
 /* curl honours proxy variables; the lean client does not speak to
@@ -742,6 +1012,17 @@ static int proxy_configured(void)
     for (size_t i = 0; vars[i] != NULL; i++) {
         const char *v = getenv(vars[i]);
         if (v != NULL && *v != '\0') {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Whether the sink's configuration sets header name. */
+static int configured(const struct http_sink *sink, const char *name)
+{
+    for (size_t i = 0; i < sink->headers.count; i++) {
+        if (strcasecmp(sink->headers.keys[i], name) == 0) {
             return 1;
         }
     }
@@ -803,7 +1084,9 @@ static int lean_open(struct http_sink *sink, struct sl_error *err)
         char *line = sink->head + n;
         size_t room = cap - n;
         int len;
-        if (i == 0) {
+        if (i == 0 && configured(sink, "Host")) {
+            len = 0; /* the configured one goes out instead, as with curl */
+        } else if (i == 0) {
             len = snprintf(line, room, "Host: %s%s%s:%s\r\n", v6 ? "[" : "",
                            host, v6 ? "]" : "", port);
         } else if (i == 1) {
@@ -841,7 +1124,7 @@ static int curl_headers_open(struct http_sink *sink)
     char line[8192];
     struct curl_slist *list = NULL, *more;
     CURLU *u = curl_url();
-    char *base = NULL, *query = NULL;
+    char *base = NULL, *query = NULL, *host = NULL, *port = NULL;
     int ok;
 
     ok = u != NULL &&
@@ -850,14 +1133,25 @@ static int curl_headers_open(struct http_sink *sink)
          (curl_url_get(u, CURLUPART_QUERY, &query, 0) == CURLUE_OK ||
           query == NULL) &&
          curl_url_set(u, CURLUPART_QUERY, NULL, 0) == CURLUE_OK &&
-         curl_url_get(u, CURLUPART_URL, &base, 0) == CURLUE_OK;
+         curl_url_get(u, CURLUPART_URL, &base, 0) == CURLUE_OK &&
+         curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+         curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) ==
+             CURLUE_OK;
     if (ok) {
         sink->base = strdup(base);
         sink->query = query != NULL ? strdup(query) : NULL;
+        size_t len = strlen(host) + strlen(port) + 2;
+        sink->where = malloc(len);
+        if (sink->where != NULL) {
+            snprintf(sink->where, len, "%s:%s", host, port);
+        }
     }
-    ok = ok && sink->base != NULL && (query == NULL || sink->query != NULL);
+    ok = ok && sink->base != NULL && sink->where != NULL &&
+         (query == NULL || sink->query != NULL);
     curl_free(base);
     curl_free(query);
+    curl_free(host);
+    curl_free(port);
     curl_url_cleanup(u);
     if (!ok) {
         return -1;
@@ -945,6 +1239,10 @@ static int http_open(void *ctx, const struct connector_host *host,
         curl_easy_setopt(r->easy, CURLOPT_CONNECTTIMEOUT_MS,
                          (long)sink->connect_timeout_ms);
         curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(r->easy, CURLOPT_ERRORBUFFER, r->curl_error);
+        if (sink->ca_file != NULL) {
+            curl_easy_setopt(r->easy, CURLOPT_CAINFO, sink->ca_file);
+        }
         curl_easy_setopt(r->easy, CURLOPT_TCP_KEEPALIVE, 1L);
         curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, on_body);
         curl_easy_setopt(r->easy, CURLOPT_WRITEDATA, r);
@@ -1014,7 +1312,7 @@ static int http_send(void *ctx, const struct connector_msg *msg, void *token,
     int custom = has_overrides(msg);
     int head = msg->method != NULL && strcmp(msg->method, "HEAD") == 0;
 
-    if (custom && overrides_check(msg, result) != 0) {
+    if (custom && overrides_check(sink, msg, result) != 0) {
         return -1;
     }
     if (r == NULL) {
@@ -1104,6 +1402,7 @@ static int http_send(void *ctx, const struct connector_msg *msg, void *token,
     }
     r->busy = 1;
     r->response_status = 0;
+    r->curl_error[0] = '\0'; /* curl writes it only on failure */
     http1_response_reset(r->response);
     curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER,
                      b.nodes > 0 ? r->nodes : sink->static_headers);
@@ -1136,6 +1435,8 @@ static void http_close(void *ctx)
     sink->base = NULL;
     free(sink->query);
     sink->query = NULL;
+    free(sink->where);
+    sink->where = NULL;
     for (int i = 0; sink->requests != NULL && i < sink->pool_size; i++) {
         struct http_request *r = &sink->requests[i];
         if (r->busy && r->easy != NULL) {
@@ -1172,11 +1473,16 @@ const struct connector http_connector = {
            "not allow in a header name are percent-encoded). 2xx is "
            "delivered; transport errors, 408, 425, 429, 500, 502, 503 and "
            "504 are worth another attempt; other statuses are permanent. "
-           "A transform may replace the method, append a path (and query) "
-           "to the URL and add headers (replacing a configured one, or "
-           "one of those above, of the same name); a message whose method, "
-           "path or headers are not "
-           "valid HTTP is rejected without a request. Plain `http://` "
+           "A transform may replace the method (with one of `methods`), "
+           "append a path (and query) to the URL and add headers "
+           "(replacing a configured one, or one of those above, of the "
+           "same name); a message whose method, path or headers are not "
+           "valid HTTP, not allowed, climb out of the URL's path (`..`) "
+           "or set a header that frames or routes the request (`Host`, "
+           "`Content-Length`, ...) is rejected without a request (see "
+           "docs/sinks.md). Configured headers and `content_type` with "
+           "control bytes are refused at load. Host names are resolved "
+           "off the loop and cached for 30 s. Plain `http://` "
            "uses sluice's keep-alive HTTP/1.1 client; `https://`, a URL "
            "with credentials (`user:pass@`, sent as Basic auth), or any "
            "URL while `http_proxy`/`all_proxy` is set, uses libcurl.",

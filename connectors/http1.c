@@ -11,6 +11,7 @@
  * 2xx (http-parser knows the status before the first header), in the
  * connection's fixed scratch: the delivered path copies nothing. */
 #include "http1.h"
+#include "resolve.h"
 #include <curl/curl.h>
 
 #include <errno.h>
@@ -18,12 +19,21 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-enum conn_state { CONN_CLOSED, CONN_CONNECTING, CONN_IDLE, CONN_BUSY };
+/* RESOLVING: waiting on the pool's resolver, on the waiting list. */
+enum conn_state {
+    CONN_CLOSED,
+    CONN_RESOLVING,
+    CONN_CONNECTING,
+    CONN_IDLE,
+    CONN_BUSY
+};
 
 struct conn {
     http1_pool_t *pool;
@@ -33,22 +43,24 @@ struct conn {
     void *timer;
     int reused;   /* served a request before: may meet a stale close */
     int got_data; /* response bytes arrived for the current request */
+    int pending;  /* an errno found inside http1_send, for the timer */
     struct http1_request *req;
     struct iovec iov[3]; /* what is left to write */
     int iovcnt;
     http_parser parser;
     int complete, keep_alive;
-    struct conn *prev, *next; /* on the idle or closed list */
+    struct conn *prev, *next; /* on the idle, closed or waiting list */
     struct http1_response resp; /* last, as the largest and coldest */
 };
 
 struct http1_pool {
     const struct connector_host *host;
-    char *hostname, *port;
+    resolve_t *dns;
+    char where[300]; /* host:port, for errors */
     int64_t connect_timeout_ms, timeout_ms;
     struct conn *conns;
     int count;
-    struct conn *idle, *closed;
+    struct conn *idle, *closed, *waiting;
     http_parser_settings settings;
 };
 
@@ -303,10 +315,17 @@ static void conn_close(struct conn *c)
     if (c->state == CONN_CLOSED) {
         return;
     }
+    pool->host->timer_set(pool->host->io, c->timer, -1);
+    if (c->state == CONN_RESOLVING) {
+        /* No socket yet. */
+        list_remove(&pool->waiting, c);
+        c->state = CONN_CLOSED;
+        list_push(&pool->closed, c);
+        return;
+    }
     if (c->state == CONN_IDLE) {
         list_remove(&pool->idle, c);
     }
-    pool->host->timer_set(pool->host->io, c->timer, -1);
     pool->host->watch_free(pool->host->io, c->watch);
     c->watch = NULL;
     close(c->fd);
@@ -319,13 +338,15 @@ static void conn_close(struct conn *c)
 static int conn_start(http1_pool_t *pool, struct conn *c,
                       struct http1_request *req);
 
-/* Ends c's request with error err (0: the parsed response). */
-static void conn_finish(struct conn *c, int err)
+/* Ends c's request with error err (0: the parsed response); why, when not
+ * NULL, says what failed (else "host:port: strerror(err)"). */
+static void conn_finish(struct conn *c, int err, const char *why)
 {
     http1_pool_t *pool = c->pool;
     struct http1_request *req = c->req;
     struct http1_result res = {.error = err, .retry_after_ms = -1};
     int stale = err != 0 && c->reused && !c->got_data;
+    char text[400];
 
     c->req = NULL;
     if (err == 0) {
@@ -340,7 +361,12 @@ static void conn_finish(struct conn *c, int err)
             res.body = c->resp.body;
             res.body_len = c->resp.body_len;
         }
+    } else if (why == NULL) {
+        snprintf(text, sizeof(text), "%s: %s", pool->where,
+                 err == EPROTO ? "invalid HTTP response" : strerror(err));
+        why = text;
     }
+    res.message = why;
     if (err != 0 || !c->keep_alive) {
         conn_close(c);
     } else {
@@ -362,6 +388,9 @@ static void conn_finish(struct conn *c, int err)
                 return;
             }
             res.error = rc;
+            snprintf(text, sizeof(text), "connect to %s: %s", pool->where,
+                     strerror(rc));
+            res.message = text;
         }
     }
     req->done(req, &res);
@@ -384,7 +413,7 @@ static void conn_write(struct conn *c, int in_send)
                                       CONNECTOR_WRITABLE);
                 return;
             }
-            conn_finish(c, errno);
+            conn_finish(c, errno, NULL);
             return;
         }
         while (c->iovcnt > 0 && (size_t)n >= c->iov[0].iov_len) {
@@ -411,23 +440,23 @@ static void conn_read(struct conn *c)
             if (errno == EAGAIN || errno == EINTR) {
                 return;
             }
-            conn_finish(c, errno);
+            conn_finish(c, errno, NULL);
             return;
         }
         if (n == 0) {
             /* EOF ends a close-delimited body; otherwise it is an error. */
             http_parser_execute(&c->parser, &c->pool->settings, NULL, 0);
-            conn_finish(c, c->complete ? 0 : ECONNRESET);
+            conn_finish(c, c->complete ? 0 : ECONNRESET, NULL);
             return;
         }
         c->got_data = 1;
         http_parser_execute(&c->parser, &c->pool->settings, buf, (size_t)n);
         if (c->complete) {
-            conn_finish(c, 0);
+            conn_finish(c, 0, NULL);
             return;
         }
         if (HTTP_PARSER_ERRNO(&c->parser) != HPE_OK) {
-            conn_finish(c, EPROTO);
+            conn_finish(c, EPROTO, NULL);
             return;
         }
     }
@@ -453,7 +482,12 @@ static void conn_event(void *arg, unsigned events)
         socklen_t len = sizeof(err);
         getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
         if (err != 0) {
-            conn_finish(c, err);
+            char why[400];
+            /* Another address, or a fresh answer, for the next attempt. */
+            resolve_failed(c->pool->dns);
+            snprintf(why, sizeof(why), "connect to %s: %s", c->pool->where,
+                     strerror(err));
+            conn_finish(c, err, why);
             return;
         }
         c->state = CONN_BUSY;
@@ -471,44 +505,76 @@ static void conn_event(void *arg, unsigned events)
             conn_read(c);
         }
         return;
+    case CONN_RESOLVING:
     case CONN_CLOSED:
         return;
     }
 }
 
+/* The connection's one timer: a connect or response deadline, or (at 0
+ * ms) a failure found inside http1_send, reported from the loop. */
 static void conn_timeout(void *arg)
 {
     struct conn *c = arg;
+    http1_pool_t *pool = c->pool;
+    char why[400];
+    int err = ETIMEDOUT;
 
-    if (c->req != NULL) {
-        c->got_data = 1; /* a timeout is never resent transparently */
-        conn_finish(c, ETIMEDOUT);
+    if (c->req == NULL) {
+        return;
     }
+    c->got_data = 1; /* a timeout is never resent transparently */
+    if (c->pending != 0) {
+        err = c->pending;
+        c->pending = 0;
+        snprintf(why, sizeof(why), "connect to %s: %s", pool->where,
+                 strerror(err));
+    } else if (c->state == CONN_RESOLVING) {
+        snprintf(why, sizeof(why),
+                 "cannot resolve %s: no answer within %lld ms (connect "
+                 "timeout)",
+                 resolve_name(pool->dns), (long long)pool->connect_timeout_ms);
+    } else if (c->state == CONN_CONNECTING) {
+        resolve_failed(pool->dns);
+        snprintf(why, sizeof(why),
+                 "connect timeout: no connection to %s within %lld ms",
+                 pool->where, (long long)pool->connect_timeout_ms);
+    } else if (c->iovcnt > 0) {
+        snprintf(why, sizeof(why),
+                 "response timeout: %s did not take the whole request "
+                 "within %lld ms",
+                 pool->where, (long long)pool->timeout_ms);
+    } else {
+        snprintf(why, sizeof(why),
+                 "response timeout: no %sresponse from %s within %lld ms",
+                 HTTP_PARSER_ERRNO(&c->parser) == HPE_OK &&
+                         c->parser.status_code != 0
+                     ? "complete "
+                     : "",
+                 pool->where, (long long)pool->timeout_ms);
+    }
+    conn_finish(c, err, why);
 }
 
-static int conn_connect(http1_pool_t *pool, struct conn *c)
+/* Opens c's socket to addr and starts connecting. 0, or an errno with c
+ * left without a socket. */
+static int conn_connect(http1_pool_t *pool, struct conn *c,
+                        const struct resolve_addr *addr)
 {
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
     int one = 1, rc, err;
 
-    rc = getaddrinfo(pool->hostname, pool->port, &hints, &ai);
-    if (rc != 0) {
-        return rc == EAI_SYSTEM ? errno : EHOSTUNREACH;
-    }
-    c->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+    c->fd = socket(addr->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
                    0);
     if (c->fd < 0) {
-        err = errno;
-        freeaddrinfo(ai);
-        return err;
+        return errno;
     }
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    rc = connect(c->fd, ai->ai_addr, ai->ai_addrlen);
+    rc = connect(c->fd, (const struct sockaddr *)&addr->addr, addr->len);
     err = rc == 0 ? 0 : errno;
-    freeaddrinfo(ai);
     if (rc != 0 && err != EINPROGRESS) {
         close(c->fd);
         c->fd = -1;
+        resolve_failed(pool->dns);
         return err;
     }
     c->watch = pool->host->watch_new(pool->host->io, c->fd, conn_event, c);
@@ -530,25 +596,89 @@ static void conn_prepare(struct conn *c, struct http1_request *req)
     c->iovcnt = req->iovcnt;
     c->got_data = 0;
     c->complete = 0;
+    c->pending = 0;
     http1_response_reset(&c->resp);
     http_parser_init(&c->parser, HTTP_RESPONSE);
     c->parser.data = c;
 }
 
-/* Connects the closed connection c and sends req once connected. Returns
- * 0, or an errno with c back on the closed list. */
+/* Waits on the resolver: ready() connects c, or its deadline fails it. */
+static void conn_wait(http1_pool_t *pool, struct conn *c)
+{
+    c->state = CONN_RESOLVING;
+    list_push(&pool->waiting, c);
+    pool->host->timer_set(pool->host->io, c->timer, pool->connect_timeout_ms);
+}
+
+/* Connects the closed connection c and sends req once connected. Always
+ * 0: a failure is reported through done(), from the loop. */
 static int conn_start(http1_pool_t *pool, struct conn *c,
                       struct http1_request *req)
 {
-    int err;
+    const struct resolve_addr *addr;
+    int rc;
 
     conn_prepare(c, req);
-    err = conn_connect(pool, c);
-    if (err != 0) {
-        c->req = NULL;
-        list_push(&pool->closed, c);
+    rc = resolve_get(pool->dns, &addr);
+    if (rc == 1) {
+        conn_wait(pool, c);
+        return 0;
     }
-    return err;
+    if (rc == 0) {
+        rc = conn_connect(pool, c, addr);
+        if (rc == 0) {
+            return 0;
+        }
+    }
+    /* Not from inside the caller: the timer reports it at once. A
+     * failed lookup is never this: resolve_get reports one from ready()
+     * alone, and one started here cannot have ended yet. */
+    c->pending = rc > 0 ? rc : EHOSTUNREACH;
+    c->state = CONN_RESOLVING; /* no socket: closes like a waiting one */
+    list_push(&pool->waiting, c);
+    pool->host->timer_set(pool->host->io, c->timer, 0);
+    return 0;
+}
+
+/* The resolver's lookup ended: the connections waiting on it connect to
+ * its answer, or fail with its reason. */
+static void pool_resolved(void *arg)
+{
+    http1_pool_t *pool = arg;
+    const struct resolve_addr *found;
+    struct resolve_addr addr;
+    int rc = resolve_get(pool->dns, &found);
+    char why[400];
+
+    if (rc == 0) {
+        addr = *found; /* resolve_failed below may move on */
+    }
+    for (struct conn *c = pool->waiting, *next; c != NULL; c = next) {
+        next = c->next;
+        if (c->pending != 0) {
+            continue; /* its own failure is on its way */
+        }
+        list_remove(&pool->waiting, c);
+        c->state = CONN_CLOSED;
+        pool->host->timer_set(pool->host->io, c->timer, -1);
+        if (rc == 1) {
+            conn_wait(pool, c); /* a new lookup, after a failed connect */
+            continue;
+        }
+        int err = rc == 0 ? conn_connect(pool, c, &addr) : EHOSTUNREACH;
+        if (err == 0) {
+            continue;
+        }
+        list_push(&pool->closed, c);
+        if (rc == 0) {
+            snprintf(why, sizeof(why), "connect to %s: %s", pool->where,
+                     strerror(err));
+        } else {
+            snprintf(why, sizeof(why), "%s", resolve_error(pool->dns));
+        }
+        /* conn_finish on a closed connection: it only reports. */
+        conn_finish(c, err, why);
+    }
 }
 
 int http1_send(http1_pool_t *pool, struct http1_request *req)
@@ -584,15 +714,22 @@ http1_pool_t *http1_pool_new(const struct connector_host *host,
         return NULL;
     }
     pool->host = host;
-    pool->hostname = strdup(hostname);
-    pool->port = strdup(port);
+    /* An IPv6 literal in brackets, as in a URL. */
+    snprintf(pool->where, sizeof(pool->where), "%s%s%s:%s",
+             strchr(hostname, ':') != NULL ? "[" : "", hostname,
+             strchr(hostname, ':') != NULL ? "]" : "", port);
     pool->connect_timeout_ms = connect_timeout_ms;
     pool->timeout_ms = timeout_ms;
     pool->count = max_conns;
     pool->conns = calloc((size_t)max_conns, sizeof(*pool->conns));
-    if (pool->hostname == NULL || pool->port == NULL || pool->conns == NULL) {
+    if (pool->conns == NULL) {
         http1_pool_destroy(pool);
         sl_error_set(err, "out of memory");
+        return NULL;
+    }
+    pool->dns = resolve_new(host, hostname, port, pool_resolved, pool, err);
+    if (pool->dns == NULL) {
+        http1_pool_destroy(pool);
         return NULL;
     }
     pool->settings.on_header_field = on_header_field;
@@ -623,15 +760,16 @@ void http1_pool_destroy(http1_pool_t *pool)
     }
     for (int i = 0; pool->conns != NULL && i < pool->count; i++) {
         struct conn *c = &pool->conns[i];
-        if (c->state != CONN_CLOSED) {
+        if (c->state != CONN_CLOSED && c->state != CONN_RESOLVING) {
             pool->host->watch_free(pool->host->io, c->watch);
             close(c->fd);
         }
-        pool->host->timer_free(pool->host->io, c->timer);
+        if (c->timer != NULL) {
+            pool->host->timer_free(pool->host->io, c->timer);
+        }
     }
+    resolve_destroy(pool->dns);
     free(pool->conns);
-    free(pool->hostname);
-    free(pool->port);
     free(pool);
 }
 

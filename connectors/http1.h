@@ -58,6 +58,10 @@ int64_t http1_response_retry_after(const struct http1_response *r,
 
 struct http1_result {
     int error;              /* 0 when a whole response arrived, else errno */
+    /* When error != 0: what failed, e.g. "cannot resolve HOST: reason",
+     * "connect timeout: ...", "response timeout: ...", "HOST:PORT:
+     * Connection reset by peer". Valid during done() only. */
+    const char *message;
     int status;             /* HTTP status when error == 0 */
     int64_t retry_after_ms; /* a failed response's; -1 when absent */
     /* A failed response's headers and body (NULL/0 on 2xx and errors).
@@ -78,16 +82,19 @@ struct http1_request {
     int resent;
 };
 
-/* Returns a pool for host:port or NULL with err filled. host is resolved
- * (getaddrinfo) when a connection opens; plain IPs cost nothing. */
+/* Returns a pool for host:port or NULL with err filled. A host name is
+ * resolved off the loop (resolve.h) when a connection must open and the
+ * last answer is older than RESOLVE_TTL_MS or failed to connect; plain
+ * IPs cost nothing. A request waits for the lookup at most
+ * connect_timeout_ms. */
 http1_pool_t *http1_pool_new(const struct connector_host *host,
                              const char *hostname, const char *port,
                              int max_conns, int64_t connect_timeout_ms,
                              int64_t timeout_ms, struct sl_error *err);
 
 /* Starts req on an idle or new connection. Returns 0 (done() follows,
- * never from inside this call), or a positive errno when it could not
- * start (no connection slot, socket or connect failure). */
+ * never from inside this call; every failure to resolve or connect comes
+ * that way), or EAGAIN when every connection is busy. */
 int http1_send(http1_pool_t *pool, struct http1_request *req);
 
 /* Closes every connection; requests under way end without done().
