@@ -9,11 +9,13 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <yaml.h>
 
@@ -262,9 +264,43 @@ const struct connector *const cfg_connectors[] = {&http_connector, NULL};
 
 /* ---- errors ---- */
 
+/* Copies src into dst (cap bytes, NUL-terminated) with control characters
+ * escaped, so that a newline in an echoed value cannot split an error line
+ * (or forge one). Returns the length written. */
+static size_t escape_controls(char *dst, size_t cap, const char *src)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t n = 0;
+
+    for (const unsigned char *c = (const unsigned char *)src; *c; c++) {
+        char esc[5];
+        size_t len = 1;
+        esc[0] = (char)*c;
+        if (*c == '\n' || *c == '\r' || *c == '\t') {
+            esc[0] = '\\';
+            esc[1] = *c == '\n' ? 'n' : *c == '\r' ? 'r' : 't';
+            len = 2;
+        } else if (*c < 0x20 || *c == 0x7f) {
+            esc[0] = '\\';
+            esc[1] = 'x';
+            esc[2] = hex[*c >> 4];
+            esc[3] = hex[*c & 15];
+            len = 4;
+        }
+        if (n + len >= cap) {
+            break;
+        }
+        memcpy(dst + n, esc, len);
+        n += len;
+    }
+    dst[n] = '\0';
+    return n;
+}
+
 void cfg_errors_add(struct cfg_errors *errs, const char *file, int line,
                     int col, const char *key, const char *fmt, ...)
 {
+    char raw[2048], where[1024];
     size_t room = sizeof(errs->text) - errs->len;
     va_list ap;
     int n;
@@ -273,24 +309,39 @@ void cfg_errors_add(struct cfg_errors *errs, const char *file, int line,
     if (room < 2) {
         return;
     }
-    n = snprintf(errs->text + errs->len, room, "%s:%d:%d: %s%s", file, line,
-                 col, key != NULL && *key ? key : "",
-                 key != NULL && *key ? ": " : "");
-    if (n < 0 || (size_t)n >= room) {
+    /* No position (line 0): a file that cannot be opened has none. */
+    if (line > 0) {
+        n = snprintf(raw, sizeof(raw), "%s:%d:%d: %s%s", file, line, col,
+                     key != NULL && *key ? key : "",
+                     key != NULL && *key ? ": " : "");
+    } else {
+        n = snprintf(raw, sizeof(raw), "%s: %s%s", file,
+                     key != NULL && *key ? key : "",
+                     key != NULL && *key ? ": " : "");
+    }
+    if (n < 0) {
+        return;
+    }
+    escape_controls(where, sizeof(where), raw);
+    va_start(ap, fmt);
+    vsnprintf(raw, sizeof(raw), fmt, ap);
+    va_end(ap);
+    n = snprintf(errs->text + errs->len, room, "%s", where);
+    if (n < 0 || (size_t)n >= room - 1) {
         errs->len = sizeof(errs->text) - 1;
+        errs->text[errs->len - 1] = '\n';
+        errs->text[errs->len] = '\0';
         return;
     }
     errs->len += (size_t)n;
     room -= (size_t)n;
-    va_start(ap, fmt);
-    n = vsnprintf(errs->text + errs->len, room, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= room - 1) {
+    errs->len += escape_controls(errs->text + errs->len, room - 1, raw);
+    if (errs->len >= sizeof(errs->text) - 2) {
         errs->len = sizeof(errs->text) - 1;
         errs->text[errs->len - 1] = '\n';
+        errs->text[errs->len] = '\0';
         return;
     }
-    errs->len += (size_t)n;
     errs->text[errs->len++] = '\n';
     errs->text[errs->len] = '\0';
 }
@@ -698,28 +749,91 @@ static int map_push(struct opt_map *m, char *key, char *value)
     return -1;
 }
 
+/* Opens path for reading if it is a regular file of at most max bytes.
+ * O_NONBLOCK so that a FIFO cannot block the open; then fstat refuses
+ * anything that is not a regular file. On failure returns NULL with a
+ * static reason (strerror's, "is a directory", ...) in *why. */
+static FILE *open_regular(const char *path, off_t max, const char **why)
+{
+    static char reason[256];
+    struct stat st;
+    int fd;
+    FILE *fp;
+
+    if (*path == '\0') {
+        *why = "the path is empty";
+        return NULL;
+    }
+    fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        snprintf(reason, sizeof(reason), "%s", strerror(errno));
+        *why = reason;
+        return NULL;
+    }
+    if (fstat(fd, &st) != 0) {
+        snprintf(reason, sizeof(reason), "%s", strerror(errno));
+        *why = reason;
+        close(fd);
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        *why = S_ISDIR(st.st_mode)    ? "is a directory"
+               : S_ISFIFO(st.st_mode) ? "is a FIFO, not a regular file"
+                                      : "not a regular file";
+        close(fd);
+        return NULL;
+    }
+    if (st.st_size > max) {
+        snprintf(reason, sizeof(reason),
+                 "too big (%lld bytes; at most %lld)",
+                 (long long)st.st_size, (long long)max);
+        *why = reason;
+        close(fd);
+        return NULL;
+    }
+    /* Reads of a regular file do not block: O_NONBLOCK may stay. */
+    fp = fdopen(fd, "rb");
+    if (fp == NULL) {
+        snprintf(reason, sizeof(reason), "%s", strerror(errno));
+        *why = reason;
+        close(fd);
+    }
+    return fp;
+}
+
 /* Makes *text (a path relative to the pipeline file) a path from the
- * working directory and checks that it can be read. */
+ * working directory and checks that it is a readable regular file of at
+ * most CFG_SCRIPT_MAX bytes, so that every problem with it is reported at
+ * its YAML key rather than later by the script loader without one. */
 static int resolve_file(struct walker *w, const yaml_node_t *node,
                         const char *path, char **text)
 {
     char *resolved = *text;
+    const char *why;
+    FILE *fp;
 
+    if (**text == '\0') {
+        node_error(w, node, path, "expected a file name, found an empty "
+                                  "string");
+        free(*text);
+        return -1;
+    }
     if (**text != '/' &&
         asprintf(&resolved, "%s/%s", w->dir, *text) < 0) {
         node_error(w, node, path, "out of memory");
         free(*text);
         return -1;
     }
-    if (access(resolved, R_OK) != 0) {
-        node_error(w, node, path, "cannot read %s: %s", resolved,
-                   strerror(errno));
+    fp = open_regular(resolved, CFG_SCRIPT_MAX, &why);
+    if (fp == NULL) {
+        node_error(w, node, path, "cannot read %s: %s", resolved, why);
         if (resolved != *text) {
             free(resolved);
         }
         free(*text);
         return -1;
     }
+    fclose(fp);
     if (resolved != *text) {
         free(*text);
         *text = resolved;
@@ -860,9 +974,7 @@ static void walk_mapping(struct walker *w, const yaml_node_t *map,
         }
         t--;
         if (seen_node[t][idx] != NULL) {
-            node_error(w, k, path, "duplicate key (first at line %d)",
-                       (int)seen_node[t][idx]->start_mark.line + 1);
-            continue;
+            continue; /* a repeat: parse_yaml reported it */
         }
         seen_node[t][idx] = k;
         apply_value(w, spec, v, bases[t], path);
@@ -993,9 +1105,7 @@ static void walk_sink(struct walker *w, struct cfg *cfg, const yaml_node_t *k,
     }
     for (size_t i = 0; i < cfg->sink_count; i++) {
         if (strcmp(cfg->sinks[i].name, name) == 0) {
-            node_error(w, k, prefix, "duplicate sink (first at line %d)",
-                       cfg->sinks[i].line);
-            return;
+            return; /* a repeat: parse_yaml reported it */
         }
     }
     const yaml_node_t *type = find_key(w, v, "type");
@@ -1094,6 +1204,7 @@ static void walk_root(struct walker *w, struct cfg *cfg,
                            "expected a name of letters, digits, _ and -");
                 continue;
             }
+            free(cfg->pipeline); /* the prescan refuses a repeat; still */
             cfg->pipeline = strdup(scalar_text(v));
         } else if (strcmp(key, "source") == 0 ||
                    strcmp(key, "delivery") == 0) {
@@ -1203,21 +1314,337 @@ static void walk_root(struct walker *w, struct cfg *cfg,
     }
 }
 
-int cfg_parse_yaml(const char *file, FILE *fp, const char *text, size_t len,
-                   yaml_document_t *doc, struct cfg_errors *errs)
-{
-    yaml_parser_t parser;
+/* ---- reading YAML safely ---- */
 
+/* Reports the first NUL byte or invalid UTF-8 sequence in text with its
+ * line and column (libyaml says 1:1 for these). Returns -1 when found. */
+static int check_encoding(const char *file, const unsigned char *text,
+                          size_t len, struct cfg_errors *errs)
+{
+    int line = 1, col = 1;
+
+    for (size_t i = 0; i < len;) {
+        unsigned char c = text[i];
+        size_t n = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2
+                                : (c & 0xf0) == 0xe0 ? 3
+                                : (c & 0xf8) == 0xf0 ? 4 : 0;
+        uint32_t cp = n == 2 ? c & 0x1f : n == 3 ? c & 0x0f : c & 0x07;
+        if (c == '\0') {
+            cfg_errors_add(errs, file, line, col, "",
+                           "a NUL byte: the file must be UTF-8 text");
+            return -1;
+        }
+        for (size_t k = 1; n > 1 && k < n; k++) {
+            if (i + k >= len || (text[i + k] & 0xc0) != 0x80) {
+                n = 0;
+                break;
+            }
+            cp = cp << 6 | (text[i + k] & 0x3f);
+        }
+        /* Overlong forms, surrogates and beyond U+10FFFF are invalid. */
+        if (n == 0 || (n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) ||
+            (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+            (cp >= 0xd800 && cp <= 0xdfff)) {
+            cfg_errors_add(errs, file, line, col, "",
+                           "invalid UTF-8 (byte 0x%02x): the file must be "
+                           "UTF-8 text", c);
+            return -1;
+        }
+        if (c == '\n') {
+            line++;
+            col = 1;
+        } else {
+            col++;
+        }
+        i += n;
+    }
+    return 0;
+}
+
+/* One open mapping or sequence while scanning events. */
+struct scan_key {
+    char *text;
+    int line, col;
+    size_t order;
+};
+
+struct scan_frame {
+    int is_map;
+    int want_key;  /* mapping: the next node is a key */
+    char *key;     /* mapping: the key whose value is being read */
+    struct scan_key *keys;
+    size_t nkeys, cap;
+};
+
+static int key_cmp(const void *a, const void *b)
+{
+    const struct scan_key *x = a, *y = b;
+    int c = strcmp(x->text, y->text);
+
+    return c != 0 ? c : x->order < y->order ? -1 : x->order > y->order;
+}
+
+static int order_cmp(const void *a, const void *b)
+{
+    const struct scan_key *x = *(struct scan_key *const *)a;
+    const struct scan_key *y = *(struct scan_key *const *)b;
+
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+/* "a.b.c" of the open mappings (frames[0..depth)) and then last. */
+static void scan_path(const struct scan_frame *frames, size_t depth,
+                      const char *last, char *out, size_t cap)
+{
+    size_t n = 0;
+
+    out[0] = '\0';
+    for (size_t i = 0; i <= depth && n < cap; i++) {
+        const char *k = i < depth ? (frames[i].is_map ? frames[i].key : NULL)
+                                  : last;
+        if (k != NULL) {
+            n += (size_t)snprintf(out + n, cap - n, "%s%s", n ? "." : "", k);
+        }
+    }
+}
+
+/* Reports every key that repeats one before it in the closing mapping,
+ * in file order, at the repeat, naming the first one's line. */
+static void report_duplicates(const char *file, struct scan_frame *frames,
+                              size_t depth, struct cfg_errors *errs)
+{
+    struct scan_frame *f = &frames[depth];
+    struct scan_key **dups;
+    size_t ndups = 0;
+
+    if (f->nkeys < 2) {
+        return;
+    }
+    qsort(f->keys, f->nkeys, sizeof(*f->keys), key_cmp);
+    dups = malloc(f->nkeys * sizeof(*dups));
+    if (dups == NULL) {
+        cfg_errors_add(errs, file, 0, 0, "", "out of memory");
+        return;
+    }
+    for (size_t i = 1; i < f->nkeys; i++) {
+        if (strcmp(f->keys[i].text, f->keys[i - 1].text) == 0) {
+            dups[ndups++] = &f->keys[i];
+        }
+    }
+    qsort(dups, ndups, sizeof(*dups), order_cmp);
+    for (size_t i = 0; i < ndups; i++) {
+        const struct scan_key *first = dups[i];
+        char path[512];
+        while (first > f->keys && strcmp(first[-1].text, first->text) == 0) {
+            first--;
+        }
+        scan_path(frames, depth, dups[i]->text, path, sizeof(path));
+        cfg_errors_add(errs, file, dups[i]->line, dups[i]->col, path,
+                       "duplicate key (first at line %d)", first->line);
+    }
+    free(dups);
+}
+
+static void free_frame(struct scan_frame *f)
+{
+    for (size_t i = 0; i < f->nkeys; i++) {
+        free(f->keys[i].text);
+    }
+    free(f->keys);
+    free(f->key);
+    memset(f, 0, sizeof(*f));
+}
+
+/* Notes a scalar (or alias) node in the innermost frame: a key is
+ * remembered for the duplicate check and the error path. */
+static int scan_node(struct scan_frame *f, const char *key_text,
+                     const yaml_mark_t *mark, size_t order)
+{
+    if (f == NULL || !f->is_map) {
+        return 0;
+    }
+    if (!f->want_key) {
+        f->want_key = 1;
+        return 0;
+    }
+    f->want_key = 0;
+    free(f->key);
+    f->key = NULL;
+    if (key_text == NULL) {
+        return 0; /* a complex key: the walker reports it */
+    }
+    if (f->nkeys == f->cap) {
+        size_t cap = f->cap ? f->cap * 2 : 8;
+        struct scan_key *k = realloc(f->keys, cap * sizeof(*k));
+        if (k == NULL) {
+            return -1;
+        }
+        f->keys = k;
+        f->cap = cap;
+    }
+    f->key = strdup(key_text);
+    f->keys[f->nkeys].text = strdup(key_text);
+    if (f->key == NULL || f->keys[f->nkeys].text == NULL) {
+        return -1;
+    }
+    f->keys[f->nkeys].line = (int)mark->line + 1;
+    f->keys[f->nkeys].col = (int)mark->column + 1;
+    f->keys[f->nkeys++].order = order;
+    return 0;
+}
+
+/* Runs libyaml's event parser over text before the document loader sees
+ * it: refuses nesting deeper than CFG_YAML_MAX_DEPTH (the loader's time
+ * grows with the square of the depth), a second document (it would be
+ * ignored) and duplicate keys in any mapping (the loader keeps both).
+ * Returns 0 when the loader may run. */
+static int prescan(const char *file, const unsigned char *text, size_t len,
+                   struct cfg_errors *errs, int *dups)
+{
+    struct scan_frame frames[CFG_YAML_MAX_DEPTH + 1];
+    yaml_parser_t parser;
+    yaml_event_t ev;
+    size_t depth = 0, order = 0;
+    int docs = 0, errors_before = errs->count, done = 0;
+
+    memset(frames, 0, sizeof(frames));
     if (!yaml_parser_initialize(&parser)) {
         cfg_errors_add(errs, file, 0, 0, "", "out of memory");
         return -1;
     }
-    if (fp != NULL) {
-        yaml_parser_set_input_file(&parser, fp);
-    } else {
-        yaml_parser_set_input_string(&parser, (const unsigned char *)text,
-                                     len);
+    yaml_parser_set_input_string(&parser, text, len);
+    while (!done) {
+        if (!yaml_parser_parse(&parser, &ev)) {
+            const yaml_mark_t *m =
+                parser.problem_mark.line || parser.problem_mark.column
+                    ? &parser.problem_mark
+                    : &parser.context_mark;
+            cfg_errors_add(errs, file, (int)m->line + 1, (int)m->column + 1,
+                           "", "invalid YAML: %s%s%s",
+                           parser.problem ? parser.problem : "parse error",
+                           parser.context ? " " : "",
+                           parser.context ? parser.context : "");
+            break;
+        }
+        struct scan_frame *top = depth > 0 ? &frames[depth - 1] : NULL;
+        const yaml_mark_t *at = &ev.start_mark;
+        int bad = 0;
+        switch (ev.type) {
+        case YAML_STREAM_END_EVENT:
+            done = 1;
+            break;
+        case YAML_DOCUMENT_START_EVENT:
+            if (++docs > 1) {
+                cfg_errors_add(errs, file, (int)at->line + 1,
+                               (int)at->column + 1, "",
+                               "a second YAML document: a pipeline file "
+                               "holds one (remove the `---` or split the "
+                               "file)");
+                bad = done = 1;
+            }
+            break;
+        case YAML_SCALAR_EVENT:
+            bad = scan_node(top, (const char *)ev.data.scalar.value, at,
+                            order++);
+            break;
+        case YAML_ALIAS_EVENT:
+            bad = scan_node(top, NULL, at, order++);
+            break;
+        case YAML_SEQUENCE_START_EVENT:
+        case YAML_MAPPING_START_EVENT:
+            if (top != NULL && top->is_map && top->want_key) {
+                bad = scan_node(top, NULL, at, order++);
+            } else {
+                bad = scan_node(top, "", at, order++);
+            }
+            if (depth == CFG_YAML_MAX_DEPTH) {
+                cfg_errors_add(errs, file, (int)at->line + 1,
+                               (int)at->column + 1, "",
+                               "nested deeper than %d levels",
+                               CFG_YAML_MAX_DEPTH);
+                bad = done = 1;
+                break;
+            }
+            frames[depth].is_map = ev.type == YAML_MAPPING_START_EVENT;
+            frames[depth].want_key = 1;
+            depth++;
+            break;
+        case YAML_SEQUENCE_END_EVENT:
+        case YAML_MAPPING_END_EVENT:
+            if (depth > 0) {
+                depth--;
+                int before = errs->count;
+                report_duplicates(file, frames, depth, errs);
+                *dups += errs->count - before;
+                free_frame(&frames[depth]);
+            }
+            break;
+        default:
+            break;
+        }
+        yaml_event_delete(&ev);
+        if (bad && !done) {
+            cfg_errors_add(errs, file, 0, 0, "", "out of memory");
+            done = 1;
+        }
     }
+    for (size_t i = 0; i <= depth && i <= CFG_YAML_MAX_DEPTH; i++) {
+        free_frame(&frames[i]);
+    }
+    yaml_parser_delete(&parser);
+    return errs->count - *dups != errors_before ? -1 : 0;
+}
+
+/* cfg_parse_yaml, except that with dups_ok a document whose only fault
+ * is a repeated key is loaded (returning 0, the repeats reported), so
+ * that the walker can report the rest of the file's errors too. */
+static int parse_yaml(const char *file, FILE *fp, const char *text,
+                      size_t len, yaml_document_t *doc,
+                      struct cfg_errors *errs, int dups_ok)
+{
+    yaml_parser_t parser;
+    char *buf = NULL;
+    int rc = -1;
+
+    if (fp != NULL) {
+        /* Read it whole: the text is scanned twice. */
+        size_t cap = 0, n;
+        len = 0;
+        do {
+            if (len == cap) {
+                cap = cap ? cap * 2 : 65536;
+                char *b = realloc(buf, cap);
+                if (b == NULL) {
+                    free(buf);
+                    cfg_errors_add(errs, file, 0, 0, "", "out of memory");
+                    return -1;
+                }
+                buf = b;
+            }
+            n = fread(buf + len, 1, cap - len, fp);
+            len += n;
+        } while (n > 0);
+        if (ferror(fp)) {
+            cfg_errors_add(errs, file, 0, 0, "", "cannot read: %s",
+                           strerror(errno));
+            free(buf);
+            return -1;
+        }
+        text = buf;
+    }
+    int dups = 0;
+    if (check_encoding(file, (const unsigned char *)text, len, errs) != 0 ||
+        prescan(file, (const unsigned char *)text, len, errs, &dups) != 0 ||
+        (dups > 0 && !dups_ok)) {
+        free(buf);
+        return -1;
+    }
+    if (!yaml_parser_initialize(&parser)) {
+        cfg_errors_add(errs, file, 0, 0, "", "out of memory");
+        free(buf);
+        return -1;
+    }
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
     if (!yaml_parser_load(&parser, doc)) {
         const yaml_mark_t *m =
             parser.problem_mark.line || parser.problem_mark.column
@@ -1228,11 +1655,18 @@ int cfg_parse_yaml(const char *file, FILE *fp, const char *text, size_t len,
                        parser.problem ? parser.problem : "parse error",
                        parser.context ? " " : "",
                        parser.context ? parser.context : "");
-        yaml_parser_delete(&parser);
-        return -1;
+    } else {
+        rc = 0;
     }
     yaml_parser_delete(&parser);
-    return 0;
+    free(buf);
+    return rc;
+}
+
+int cfg_parse_yaml(const char *file, FILE *fp, const char *text, size_t len,
+                   yaml_document_t *doc, struct cfg_errors *errs)
+{
+    return parse_yaml(file, fp, text, len, doc, errs, 0);
 }
 
 struct cfg *cfg_load(const char *path, struct cfg_errors *errs)
@@ -1240,15 +1674,15 @@ struct cfg *cfg_load(const char *path, struct cfg_errors *errs)
     yaml_document_t doc;
     struct cfg *cfg = NULL;
     FILE *fp;
+    const char *why;
     int errors_before = errs->count;
 
-    fp = fopen(path, "rb");
+    fp = open_regular(path, CFG_FILE_MAX, &why);
     if (fp == NULL) {
-        cfg_errors_add(errs, path, 0, 0, "", "cannot open: %s",
-                       strerror(errno));
+        cfg_errors_add(errs, path, 0, 0, "", "cannot open: %s", why);
         return NULL;
     }
-    if (cfg_parse_yaml(path, fp, NULL, 0, &doc, errs) != 0) {
+    if (parse_yaml(path, fp, NULL, 0, &doc, errs, 1) != 0) {
         fclose(fp);
         return NULL;
     }

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 #include <yaml.h>
 
 #include "connector.h"
@@ -109,6 +110,14 @@ struct cfg {
     size_t sink_count;
 };
 
+/* Limits of what cfg_load reads: a pipeline file's size (larger is
+ * refused before parsing), the size of a script it names, the nesting
+ * depth of any YAML cfg_parse_yaml reads, and entries of a list. */
+#define CFG_FILE_MAX ((off_t)1 << 20)
+#define CFG_SCRIPT_MAX ((off_t)1 << 20)
+#define CFG_YAML_MAX_DEPTH 64
+#define CFG_LIST_MAX 1024
+
 /* Caller-supplied; error lines accumulate in text (truncated when full). */
 struct cfg_errors {
     char text[16384];
@@ -122,11 +131,16 @@ struct cfg *cfg_load(const char *path, struct cfg_errors *errs);
 
 /* Parses one YAML document from fp, or else from text (len bytes),
  * into doc (freed with yaml_document_delete). On invalid YAML adds
- * "file:line:col: invalid YAML: ..." to errs and returns -1. */
+ * "file:line:col: invalid YAML: ..." to errs and returns -1; so it does
+ * for a NUL byte or invalid UTF-8, nesting deeper than
+ * CFG_YAML_MAX_DEPTH, a second document, and a key repeated in a
+ * mapping (at the repeat, naming the first's line). */
 int cfg_parse_yaml(const char *file, FILE *fp, const char *text, size_t len,
                    yaml_document_t *doc, struct cfg_errors *errs);
 
-/* Adds one error line ("file:line:col: key: message"). */
+/* Adds one error line ("file:line:col: key: message", or "file: key:
+ * message" when line is 0: no position). Control characters are escaped
+ * (\n, \x01) so that every error stays one line. */
 void cfg_errors_add(struct cfg_errors *errs, const char *file, int line,
                     int col, const char *key, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
