@@ -854,6 +854,11 @@ static void apply_value(struct walker *w, const struct opt_spec *spec,
                        node_type_name(node));
             return;
         }
+        if (node->data.mapping.pairs.top - node->data.mapping.pairs.start >
+            CFG_LIST_MAX) {
+            node_error(w, node, path, "more than %d entries", CFG_LIST_MAX);
+            return;
+        }
         for (yaml_node_pair_t *p = node->data.mapping.pairs.start;
              p < node->data.mapping.pairs.top; p++) {
             yaml_node_t *k = yaml_document_get_node(w->doc, p->key);
@@ -891,6 +896,12 @@ static void apply_value(struct walker *w, const struct opt_spec *spec,
         if (node->type != YAML_SEQUENCE_NODE) {
             node_error(w, node, path, "expected a list, found %s",
                        node_type_name(node));
+            return;
+        }
+        /* Checked before any entry is copied: the cost stays bounded. */
+        if (node->data.sequence.items.top - node->data.sequence.items.start >
+            CFG_LIST_MAX) {
+            node_error(w, node, path, "more than %d entries", CFG_LIST_MAX);
             return;
         }
         for (yaml_node_item_t *it = node->data.sequence.items.start;
@@ -1085,6 +1096,58 @@ const char *cfg_sink_dlq_topic(const struct cfg *cfg, size_t i)
                                            : cfg->dlq.topic;
 }
 
+/* Kafka's own rule for a topic name; NULL when valid, else why not. */
+static const char *topic_name_problem(const char *t)
+{
+    size_t n = strlen(t);
+
+    if (n == 0) {
+        return "a topic name cannot be empty";
+    }
+    if (n > 249) {
+        return "a topic name is at most 249 characters";
+    }
+    if (strcmp(t, ".") == 0 || strcmp(t, "..") == 0) {
+        return "a topic name cannot be `.` or `..`";
+    }
+    for (const char *c = t; *c; c++) {
+        if (!isalnum((unsigned char)*c) && *c != '.' && *c != '_' &&
+            *c != '-') {
+            return "a topic name is letters, digits, `.`, `_` and `-` only";
+        }
+    }
+    return NULL;
+}
+
+/* Checks a topic option's value(s) where key names them in map (a list
+ * or a scalar); each bad name is reported at its own item. */
+static void check_topics(struct walker *w, const yaml_node_t *map,
+                         const char *key, const char *prefix,
+                         const char *const *names, size_t count)
+{
+    const yaml_node_t *v = find_key(w, map, key);
+    char path[300];
+
+    if (v == NULL) {
+        return;
+    }
+    snprintf(path, sizeof(path), "%s.%s", prefix, key);
+    for (size_t i = 0; i < count; i++) {
+        const char *why = topic_name_problem(names[i]);
+        const yaml_node_t *at = v;
+        if (why == NULL) {
+            continue;
+        }
+        if (v->type == YAML_SEQUENCE_NODE &&
+            (size_t)(v->data.sequence.items.top -
+                     v->data.sequence.items.start) == count) {
+            at = yaml_document_get_node(w->doc,
+                                        v->data.sequence.items.start[i]);
+        }
+        node_error(w, at, path, "%s", why);
+    }
+}
+
 static void walk_sink(struct walker *w, struct cfg *cfg, const yaml_node_t *k,
                       const yaml_node_t *v)
 {
@@ -1166,6 +1229,10 @@ static void walk_sink(struct walker *w, struct cfg *cfg, const yaml_node_t *k,
         sink->retry_line = (int)script->start_mark.line + 1;
         sink->retry_col = (int)script->start_mark.column + 1;
     }
+    if (sink->dlq_topic != NULL) {
+        const char *names[1] = {sink->dlq_topic};
+        check_topics(w, v, "dlq_topic", prefix, names, 1);
+    }
     const char *option = NULL;
     struct sl_error err;
     if (w->errs->count == errors_before && conn->check != NULL &&
@@ -1225,6 +1292,9 @@ static void walk_root(struct walker *w, struct cfg *cfg,
             }
             walk_mapping(w, v, key, table, base, 1);
             if (is_source) {
+                check_topics(w, v, "topics", "source",
+                             (const char *const *)cfg->source.topics.items,
+                             cfg->source.topics.count);
                 const yaml_node_t *props = find_key(w, v, "properties");
                 const yaml_node_t *at = props != NULL ? props : v;
                 cfg->source.properties_line = (int)at->start_mark.line + 1;
@@ -1250,6 +1320,10 @@ static void walk_root(struct walker *w, struct cfg *cfg,
                 continue;
             }
             walk_mapping(w, v, key, table, base, 1);
+            if (!is_lua && cfg->dlq.topic != NULL) {
+                const char *names[1] = {cfg->dlq.topic};
+                check_topics(w, v, "topic", "dlq", names, 1);
+            }
             if (!is_lua) {
                 const yaml_node_t *props = find_key(w, v, "properties");
                 const yaml_node_t *at = props != NULL ? props : v;
