@@ -473,6 +473,7 @@ struct walker {
     const char *dir; /* of file: OPT_FILE paths start here */
     yaml_document_t *doc;
     struct cfg_errors *errs;
+    struct cfg *cfg;
 };
 
 static void node_error(struct walker *w, const yaml_node_t *node,
@@ -541,6 +542,65 @@ static size_t levenshtein(const char *a, const char *b)
     return row[lb];
 }
 
+/* Whether a name at distance dist from key is likely what was meant. */
+static int close_enough(const char *key, size_t dist)
+{
+    size_t limit = strlen(key) / 3 + 1;
+
+    return dist <= (limit > 3 ? 3 : limit);
+}
+
+const char *cfg_closest(const char *key, const char *const *names, size_t n)
+{
+    const char *best = NULL;
+    size_t best_dist = SIZE_MAX;
+
+    for (size_t i = 0; i < n; i++) {
+        size_t d = levenshtein(key, names[i]);
+        if (d < best_dist) {
+            best_dist = d;
+            best = names[i];
+        }
+    }
+    return best != NULL && close_enough(key, best_dist) ? best : NULL;
+}
+
+int cfg_map_key_position(const struct cfg *cfg, const struct opt_map *map,
+                         size_t i, int *line, int *col)
+{
+    for (size_t k = 0; k < cfg->keypos_count; k++) {
+        if (cfg->keypos[k].map == map && cfg->keypos[k].index == i) {
+            *line = cfg->keypos[k].line;
+            *col = cfg->keypos[k].col;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Remembers where key k of map m (its last entry) is; best effort. */
+static void note_keypos(struct walker *w, const struct opt_map *m,
+                        const yaml_node_t *k)
+{
+    struct cfg *cfg = w->cfg;
+    struct cfg_keypos *kp;
+
+    if (cfg == NULL) {
+        return;
+    }
+    kp = realloc(cfg->keypos, (cfg->keypos_count + 1) * sizeof(*kp));
+    if (kp == NULL) {
+        return;
+    }
+    cfg->keypos = kp;
+    kp[cfg->keypos_count++] = (struct cfg_keypos){
+        .map = m,
+        .index = m->count - 1,
+        .line = (int)k->start_mark.line + 1,
+        .col = (int)k->start_mark.column + 1,
+    };
+}
+
 /* Appends "; did you mean `x`?" or the list of valid names to msg. */
 static void suggest(char *msg, size_t cap, const char *key,
                     const struct opt_spec *const *tables, size_t ntables)
@@ -557,8 +617,7 @@ static void suggest(char *msg, size_t cap, const char *key,
             }
         }
     }
-    size_t limit = strlen(key) / 3 + 1;
-    if (best != NULL && best_dist <= (limit > 3 ? 3 : limit)) {
+    if (best != NULL && close_enough(key, best_dist)) {
         snprintf(msg + len, cap - len, "; did you mean `%s`?", best);
         return;
     }
@@ -881,6 +940,7 @@ static void apply_value(struct walker *w, const struct opt_spec *spec,
                 node_error(w, k, sub, "out of memory");
                 return;
             }
+            note_keypos(w, m, k);
         }
         return;
     }
@@ -1774,7 +1834,7 @@ struct cfg *cfg_load(const char *path, struct cfg_errors *errs)
     free(tmp);
 
     struct walker w = {.file = path, .dir = cfg->dir ? cfg->dir : ".",
-                       .doc = &doc, .errs = errs};
+                       .doc = &doc, .errs = errs, .cfg = cfg};
     walk_root(&w, cfg, yaml_document_get_root_node(&doc));
     if (cfg->source.group == NULL && cfg->pipeline != NULL) {
         cfg->source.group = strdup(cfg->pipeline);
@@ -1844,6 +1904,7 @@ void cfg_free(struct cfg *cfg)
         free(s->name);
     }
     free(cfg->sinks);
+    free(cfg->keypos);
     free(cfg->pipeline);
     free(cfg->path);
     free(cfg->dir);

@@ -96,6 +96,13 @@ struct cfg_sink {
     int line, col;
 };
 
+/* Where the YAML names one key of a string map (opt_map). */
+struct cfg_keypos {
+    const struct opt_map *map;
+    size_t index;
+    int line, col;
+};
+
 struct cfg {
     char *path;
     char *dir; /* the YAML file's directory: relative paths start here */
@@ -108,6 +115,8 @@ struct cfg {
     struct cfg_dlq dlq;
     struct cfg_sink *sinks;
     size_t sink_count;
+    struct cfg_keypos *keypos; /* of every map key read, for errors */
+    size_t keypos_count;
 };
 
 /* Limits of what cfg_load reads: a pipeline file's size (larger is
@@ -160,6 +169,16 @@ extern const struct opt_spec cfg_sink_options[];
 extern const struct opt_spec cfg_root_options[];
 extern const struct opt_spec cfg_lua_options[];
 extern const struct opt_spec cfg_dlq_options[];
+
+/* Sets *line and *col to where the YAML names key i of map (a map in
+ * cfg) and returns 0; -1 when not known. */
+int cfg_map_key_position(const struct cfg *cfg, const struct opt_map *map,
+                         size_t i, int *line, int *col);
+
+/* The name in names (n of them) closest to key by edit distance, when
+ * close enough to be a likely typo (the rule of the "did you mean"
+ * hints for option names); else NULL. */
+const char *cfg_closest(const char *key, const char *const *names, size_t n);
 
 /* The DLQ topic of sink i (its own, else the pipeline's). */
 const char *cfg_sink_dlq_topic(const struct cfg *cfg, size_t i);

@@ -364,3 +364,24 @@ def test_schema_refuses_what_the_loader_refuses(tmp_path):
         path = write(tmp_path, "bad.yaml", bad)
         assert schema_errors(yaml.safe_load(bad), schema, schema), bad
         assert validate(path).returncode == 2, bad
+
+
+def test_kafka_property_errors_point_at_the_key_with_a_hint(tmp_path):
+    path = write(tmp_path, "props.yaml", HEAD + textwrap.dedent("""\
+          properties:
+            fetch.max.bytes: 1000000
+            sesion.timeout.ms: 6000
+        dlq:
+          properties:
+            linger.ms: 5
+            lingerr.ms: 5
+            zzzzzzzzzzzz: 1
+        """) + SINKS)
+    p = validate(path)
+    assert_error(p, path, "7:5", "source.properties: `sesion.timeout.ms` ")
+    assert "did you mean `session.timeout.ms`?" in p.stderr, p.stderr
+    assert_error(p, path, "11:5", "dlq.properties: `lingerr.ms` ")
+    assert "did you mean `linger.ms`?" in p.stderr, p.stderr
+    line = [l for l in p.stderr.splitlines() if "zzzz" in l]
+    assert len(line) == 1 and line[0].startswith(path + ":12:5: ") \
+        and "did you mean" not in line[0], p.stderr
