@@ -1518,14 +1518,6 @@ static int key_cmp(const void *a, const void *b)
     return c != 0 ? c : x->order < y->order ? -1 : x->order > y->order;
 }
 
-static int order_cmp(const void *a, const void *b)
-{
-    const struct scan_key *x = *(struct scan_key *const *)a;
-    const struct scan_key *y = *(struct scan_key *const *)b;
-
-    return x->order < y->order ? -1 : x->order > y->order;
-}
-
 /* "a.b.c" of the open mappings (frames[0..depth)) and then last. */
 static void scan_path(const struct scan_frame *frames, size_t depth,
                       const char *last, char *out, size_t cap)
@@ -1542,41 +1534,57 @@ static void scan_path(const struct scan_frame *frames, size_t depth,
     }
 }
 
-/* Reports every key that repeats one before it in the closing mapping,
- * in file order, at the repeat, naming the first one's line. */
-static void report_duplicates(const char *file, struct scan_frame *frames,
-                              size_t depth, struct cfg_errors *errs)
+/* A repeated key, reported once the scan is over (in file order). */
+struct dup_report {
+    int line, col, first_line;
+    char path[256];
+};
+
+struct dup_reports {
+    struct dup_report *items;
+    size_t count;
+};
+
+static int report_cmp(const void *a, const void *b)
+{
+    const struct dup_report *x = a, *y = b;
+
+    return x->line != y->line ? (x->line > y->line) - (x->line < y->line)
+                              : (x->col > y->col) - (x->col < y->col);
+}
+
+/* Collects every key of the closing mapping that repeats one before it,
+ * at the repeat, naming the first one's line. Returns -1 without memory. */
+static int find_duplicates(struct scan_frame *frames, size_t depth,
+                           struct dup_reports *out)
 {
     struct scan_frame *f = &frames[depth];
-    struct scan_key **dups;
-    size_t ndups = 0;
 
     if (f->nkeys < 2) {
-        return;
+        return 0;
     }
     qsort(f->keys, f->nkeys, sizeof(*f->keys), key_cmp);
-    dups = malloc(f->nkeys * sizeof(*dups));
-    if (dups == NULL) {
-        cfg_errors_add(errs, file, 0, 0, "", "out of memory");
-        return;
-    }
     for (size_t i = 1; i < f->nkeys; i++) {
-        if (strcmp(f->keys[i].text, f->keys[i - 1].text) == 0) {
-            dups[ndups++] = &f->keys[i];
+        const struct scan_key *first = &f->keys[i];
+        if (strcmp(f->keys[i].text, f->keys[i - 1].text) != 0) {
+            continue;
         }
-    }
-    qsort(dups, ndups, sizeof(*dups), order_cmp);
-    for (size_t i = 0; i < ndups; i++) {
-        const struct scan_key *first = dups[i];
-        char path[512];
         while (first > f->keys && strcmp(first[-1].text, first->text) == 0) {
             first--;
         }
-        scan_path(frames, depth, dups[i]->text, path, sizeof(path));
-        cfg_errors_add(errs, file, dups[i]->line, dups[i]->col, path,
-                       "duplicate key (first at line %d)", first->line);
+        struct dup_report *r =
+            realloc(out->items, (out->count + 1) * sizeof(*r));
+        if (r == NULL) {
+            return -1;
+        }
+        out->items = r;
+        r = &r[out->count++];
+        r->line = f->keys[i].line;
+        r->col = f->keys[i].col;
+        r->first_line = first->line;
+        scan_path(frames, depth, f->keys[i].text, r->path, sizeof(r->path));
     }
-    free(dups);
+    return 0;
 }
 
 static void free_frame(struct scan_frame *f)
@@ -1638,6 +1646,7 @@ static int prescan(const char *file, const unsigned char *text, size_t len,
     struct scan_frame frames[CFG_YAML_MAX_DEPTH + 1];
     yaml_parser_t parser;
     yaml_event_t ev;
+    struct dup_reports reports = {0};
     size_t depth = 0, order = 0;
     int docs = 0, errors_before = errs->count, done = 0;
 
@@ -1707,9 +1716,7 @@ static int prescan(const char *file, const unsigned char *text, size_t len,
         case YAML_MAPPING_END_EVENT:
             if (depth > 0) {
                 depth--;
-                int before = errs->count;
-                report_duplicates(file, frames, depth, errs);
-                *dups += errs->count - before;
+                bad = find_duplicates(frames, depth, &reports);
                 free_frame(&frames[depth]);
             }
             break;
@@ -1726,6 +1733,17 @@ static int prescan(const char *file, const unsigned char *text, size_t len,
         free_frame(&frames[i]);
     }
     yaml_parser_delete(&parser);
+    if (reports.count > 0) {
+        qsort(reports.items, reports.count, sizeof(*reports.items),
+              report_cmp);
+    }
+    for (size_t i = 0; i < reports.count; i++) {
+        const struct dup_report *r = &reports.items[i];
+        cfg_errors_add(errs, file, r->line, r->col, r->path,
+                       "duplicate key (first at line %d)", r->first_line);
+    }
+    *dups = (int)reports.count;
+    free(reports.items);
     return errs->count - *dups != errors_before ? -1 : 0;
 }
 
