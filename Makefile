@@ -133,10 +133,15 @@ integration-only: kafka-jars
 
 docs: $(BIN)/sluice
 	$(BIN)/sluice reference > docs/pipeline-reference.md
+	$(BIN)/sluice reference --format json-schema \
+	    > pipelines/sluice-pipeline.schema.json
 
 docs-check: $(BIN)/sluice
 	@$(BIN)/sluice reference | diff -u docs/pipeline-reference.md - \
 	    || { echo "docs/pipeline-reference.md is stale: run make docs"; exit 1; }
+	@$(BIN)/sluice reference --format json-schema \
+	    | diff -u pipelines/sluice-pipeline.schema.json - \
+	    || { echo "pipelines/sluice-pipeline.schema.json is stale: run make docs"; exit 1; }
 
 clean:
 	rm -rf build bin

@@ -9,11 +9,13 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <yaml.h>
 
@@ -262,9 +264,43 @@ const struct connector *const cfg_connectors[] = {&http_connector, NULL};
 
 /* ---- errors ---- */
 
+/* Copies src into dst (cap bytes, NUL-terminated) with control characters
+ * escaped, so that a newline in an echoed value cannot split an error line
+ * (or forge one). Returns the length written. */
+static size_t escape_controls(char *dst, size_t cap, const char *src)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t n = 0;
+
+    for (const unsigned char *c = (const unsigned char *)src; *c; c++) {
+        char esc[5];
+        size_t len = 1;
+        esc[0] = (char)*c;
+        if (*c == '\n' || *c == '\r' || *c == '\t') {
+            esc[0] = '\\';
+            esc[1] = *c == '\n' ? 'n' : *c == '\r' ? 'r' : 't';
+            len = 2;
+        } else if (*c < 0x20 || *c == 0x7f) {
+            esc[0] = '\\';
+            esc[1] = 'x';
+            esc[2] = hex[*c >> 4];
+            esc[3] = hex[*c & 15];
+            len = 4;
+        }
+        if (n + len >= cap) {
+            break;
+        }
+        memcpy(dst + n, esc, len);
+        n += len;
+    }
+    dst[n] = '\0';
+    return n;
+}
+
 void cfg_errors_add(struct cfg_errors *errs, const char *file, int line,
                     int col, const char *key, const char *fmt, ...)
 {
+    char raw[2048], where[1024];
     size_t room = sizeof(errs->text) - errs->len;
     va_list ap;
     int n;
@@ -273,24 +309,39 @@ void cfg_errors_add(struct cfg_errors *errs, const char *file, int line,
     if (room < 2) {
         return;
     }
-    n = snprintf(errs->text + errs->len, room, "%s:%d:%d: %s%s", file, line,
-                 col, key != NULL && *key ? key : "",
-                 key != NULL && *key ? ": " : "");
-    if (n < 0 || (size_t)n >= room) {
+    /* No position (line 0): a file that cannot be opened has none. */
+    if (line > 0) {
+        n = snprintf(raw, sizeof(raw), "%s:%d:%d: %s%s", file, line, col,
+                     key != NULL && *key ? key : "",
+                     key != NULL && *key ? ": " : "");
+    } else {
+        n = snprintf(raw, sizeof(raw), "%s: %s%s", file,
+                     key != NULL && *key ? key : "",
+                     key != NULL && *key ? ": " : "");
+    }
+    if (n < 0) {
+        return;
+    }
+    escape_controls(where, sizeof(where), raw);
+    va_start(ap, fmt);
+    vsnprintf(raw, sizeof(raw), fmt, ap);
+    va_end(ap);
+    n = snprintf(errs->text + errs->len, room, "%s", where);
+    if (n < 0 || (size_t)n >= room - 1) {
         errs->len = sizeof(errs->text) - 1;
+        errs->text[errs->len - 1] = '\n';
+        errs->text[errs->len] = '\0';
         return;
     }
     errs->len += (size_t)n;
     room -= (size_t)n;
-    va_start(ap, fmt);
-    n = vsnprintf(errs->text + errs->len, room, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= room - 1) {
+    errs->len += escape_controls(errs->text + errs->len, room - 1, raw);
+    if (errs->len >= sizeof(errs->text) - 2) {
         errs->len = sizeof(errs->text) - 1;
         errs->text[errs->len - 1] = '\n';
+        errs->text[errs->len] = '\0';
         return;
     }
-    errs->len += (size_t)n;
     errs->text[errs->len++] = '\n';
     errs->text[errs->len] = '\0';
 }
@@ -422,6 +473,7 @@ struct walker {
     const char *dir; /* of file: OPT_FILE paths start here */
     yaml_document_t *doc;
     struct cfg_errors *errs;
+    struct cfg *cfg;
 };
 
 static void node_error(struct walker *w, const yaml_node_t *node,
@@ -490,6 +542,65 @@ size_t cfg_edit_distance(const char *a, const char *b)
     return row[lb];
 }
 
+/* Whether a name at distance dist from key is likely what was meant. */
+static int close_enough(const char *key, size_t dist)
+{
+    size_t limit = strlen(key) / 3 + 1;
+
+    return dist <= (limit > 3 ? 3 : limit);
+}
+
+const char *cfg_closest(const char *key, const char *const *names, size_t n)
+{
+    const char *best = NULL;
+    size_t best_dist = SIZE_MAX;
+
+    for (size_t i = 0; i < n; i++) {
+        size_t d = cfg_edit_distance(key, names[i]);
+        if (d < best_dist) {
+            best_dist = d;
+            best = names[i];
+        }
+    }
+    return best != NULL && close_enough(key, best_dist) ? best : NULL;
+}
+
+int cfg_map_key_position(const struct cfg *cfg, const struct opt_map *map,
+                         size_t i, int *line, int *col)
+{
+    for (size_t k = 0; k < cfg->keypos_count; k++) {
+        if (cfg->keypos[k].map == map && cfg->keypos[k].index == i) {
+            *line = cfg->keypos[k].line;
+            *col = cfg->keypos[k].col;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Remembers where key k of map m (its last entry) is; best effort. */
+static void note_keypos(struct walker *w, const struct opt_map *m,
+                        const yaml_node_t *k)
+{
+    struct cfg *cfg = w->cfg;
+    struct cfg_keypos *kp;
+
+    if (cfg == NULL) {
+        return;
+    }
+    kp = realloc(cfg->keypos, (cfg->keypos_count + 1) * sizeof(*kp));
+    if (kp == NULL) {
+        return;
+    }
+    cfg->keypos = kp;
+    kp[cfg->keypos_count++] = (struct cfg_keypos){
+        .map = m,
+        .index = m->count - 1,
+        .line = (int)k->start_mark.line + 1,
+        .col = (int)k->start_mark.column + 1,
+    };
+}
+
 /* Appends "; did you mean `x`?" or the list of valid names to msg. */
 static void suggest(char *msg, size_t cap, const char *key,
                     const struct opt_spec *const *tables, size_t ntables)
@@ -506,8 +617,7 @@ static void suggest(char *msg, size_t cap, const char *key,
             }
         }
     }
-    size_t limit = strlen(key) / 3 + 1;
-    if (best != NULL && best_dist <= (limit > 3 ? 3 : limit)) {
+    if (best != NULL && close_enough(key, best_dist)) {
         snprintf(msg + len, cap - len, "; did you mean `%s`?", best);
         return;
     }
@@ -698,28 +808,91 @@ static int map_push(struct opt_map *m, char *key, char *value)
     return -1;
 }
 
+/* Opens path for reading if it is a regular file of at most max bytes.
+ * O_NONBLOCK so that a FIFO cannot block the open; then fstat refuses
+ * anything that is not a regular file. On failure returns NULL with a
+ * static reason (strerror's, "is a directory", ...) in *why. */
+static FILE *open_regular(const char *path, off_t max, const char **why)
+{
+    static char reason[256];
+    struct stat st;
+    int fd;
+    FILE *fp;
+
+    if (*path == '\0') {
+        *why = "the path is empty";
+        return NULL;
+    }
+    fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        snprintf(reason, sizeof(reason), "%s", strerror(errno));
+        *why = reason;
+        return NULL;
+    }
+    if (fstat(fd, &st) != 0) {
+        snprintf(reason, sizeof(reason), "%s", strerror(errno));
+        *why = reason;
+        close(fd);
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        *why = S_ISDIR(st.st_mode)    ? "is a directory"
+               : S_ISFIFO(st.st_mode) ? "is a FIFO, not a regular file"
+                                      : "not a regular file";
+        close(fd);
+        return NULL;
+    }
+    if (st.st_size > max) {
+        snprintf(reason, sizeof(reason),
+                 "too big (%lld bytes; at most %lld)",
+                 (long long)st.st_size, (long long)max);
+        *why = reason;
+        close(fd);
+        return NULL;
+    }
+    /* Reads of a regular file do not block: O_NONBLOCK may stay. */
+    fp = fdopen(fd, "rb");
+    if (fp == NULL) {
+        snprintf(reason, sizeof(reason), "%s", strerror(errno));
+        *why = reason;
+        close(fd);
+    }
+    return fp;
+}
+
 /* Makes *text (a path relative to the pipeline file) a path from the
- * working directory and checks that it can be read. */
+ * working directory and checks that it is a readable regular file of at
+ * most CFG_SCRIPT_MAX bytes, so that every problem with it is reported at
+ * its YAML key rather than later by the script loader without one. */
 static int resolve_file(struct walker *w, const yaml_node_t *node,
                         const char *path, char **text)
 {
     char *resolved = *text;
+    const char *why;
+    FILE *fp;
 
+    if (**text == '\0') {
+        node_error(w, node, path, "expected a file name, found an empty "
+                                  "string");
+        free(*text);
+        return -1;
+    }
     if (**text != '/' &&
         asprintf(&resolved, "%s/%s", w->dir, *text) < 0) {
         node_error(w, node, path, "out of memory");
         free(*text);
         return -1;
     }
-    if (access(resolved, R_OK) != 0) {
-        node_error(w, node, path, "cannot read %s: %s", resolved,
-                   strerror(errno));
+    fp = open_regular(resolved, CFG_SCRIPT_MAX, &why);
+    if (fp == NULL) {
+        node_error(w, node, path, "cannot read %s: %s", resolved, why);
         if (resolved != *text) {
             free(resolved);
         }
         free(*text);
         return -1;
     }
+    fclose(fp);
     if (resolved != *text) {
         free(*text);
         *text = resolved;
@@ -738,6 +911,11 @@ static void apply_value(struct walker *w, const struct opt_spec *spec,
         if (node->type != YAML_MAPPING_NODE) {
             node_error(w, node, path, "expected a mapping, found %s",
                        node_type_name(node));
+            return;
+        }
+        if (node->data.mapping.pairs.top - node->data.mapping.pairs.start >
+            CFG_LIST_MAX) {
+            node_error(w, node, path, "more than %d entries", CFG_LIST_MAX);
             return;
         }
         for (yaml_node_pair_t *p = node->data.mapping.pairs.start;
@@ -762,6 +940,7 @@ static void apply_value(struct walker *w, const struct opt_spec *spec,
                 node_error(w, k, sub, "out of memory");
                 return;
             }
+            note_keypos(w, m, k);
         }
         return;
     }
@@ -777,6 +956,12 @@ static void apply_value(struct walker *w, const struct opt_spec *spec,
         if (node->type != YAML_SEQUENCE_NODE) {
             node_error(w, node, path, "expected a list, found %s",
                        node_type_name(node));
+            return;
+        }
+        /* Checked before any entry is copied: the cost stays bounded. */
+        if (node->data.sequence.items.top - node->data.sequence.items.start >
+            CFG_LIST_MAX) {
+            node_error(w, node, path, "more than %d entries", CFG_LIST_MAX);
             return;
         }
         for (yaml_node_item_t *it = node->data.sequence.items.start;
@@ -860,9 +1045,7 @@ static void walk_mapping(struct walker *w, const yaml_node_t *map,
         }
         t--;
         if (seen_node[t][idx] != NULL) {
-            node_error(w, k, path, "duplicate key (first at line %d)",
-                       (int)seen_node[t][idx]->start_mark.line + 1);
-            continue;
+            continue; /* a repeat: parse_yaml reported it */
         }
         seen_node[t][idx] = k;
         apply_value(w, spec, v, bases[t], path);
@@ -973,6 +1156,58 @@ const char *cfg_sink_dlq_topic(const struct cfg *cfg, size_t i)
                                            : cfg->dlq.topic;
 }
 
+/* Kafka's own rule for a topic name; NULL when valid, else why not. */
+static const char *topic_name_problem(const char *t)
+{
+    size_t n = strlen(t);
+
+    if (n == 0) {
+        return "a topic name cannot be empty";
+    }
+    if (n > 249) {
+        return "a topic name is at most 249 characters";
+    }
+    if (strcmp(t, ".") == 0 || strcmp(t, "..") == 0) {
+        return "a topic name cannot be `.` or `..`";
+    }
+    for (const char *c = t; *c; c++) {
+        if (!isalnum((unsigned char)*c) && *c != '.' && *c != '_' &&
+            *c != '-') {
+            return "a topic name is letters, digits, `.`, `_` and `-` only";
+        }
+    }
+    return NULL;
+}
+
+/* Checks a topic option's value(s) where key names them in map (a list
+ * or a scalar); each bad name is reported at its own item. */
+static void check_topics(struct walker *w, const yaml_node_t *map,
+                         const char *key, const char *prefix,
+                         const char *const *names, size_t count)
+{
+    const yaml_node_t *v = find_key(w, map, key);
+    char path[300];
+
+    if (v == NULL) {
+        return;
+    }
+    snprintf(path, sizeof(path), "%s.%s", prefix, key);
+    for (size_t i = 0; i < count; i++) {
+        const char *why = topic_name_problem(names[i]);
+        const yaml_node_t *at = v;
+        if (why == NULL) {
+            continue;
+        }
+        if (v->type == YAML_SEQUENCE_NODE &&
+            (size_t)(v->data.sequence.items.top -
+                     v->data.sequence.items.start) == count) {
+            at = yaml_document_get_node(w->doc,
+                                        v->data.sequence.items.start[i]);
+        }
+        node_error(w, at, path, "%s", why);
+    }
+}
+
 static void walk_sink(struct walker *w, struct cfg *cfg, const yaml_node_t *k,
                       const yaml_node_t *v)
 {
@@ -993,9 +1228,7 @@ static void walk_sink(struct walker *w, struct cfg *cfg, const yaml_node_t *k,
     }
     for (size_t i = 0; i < cfg->sink_count; i++) {
         if (strcmp(cfg->sinks[i].name, name) == 0) {
-            node_error(w, k, prefix, "duplicate sink (first at line %d)",
-                       cfg->sinks[i].line);
-            return;
+            return; /* a repeat: parse_yaml reported it */
         }
     }
     const yaml_node_t *type = find_key(w, v, "type");
@@ -1056,6 +1289,10 @@ static void walk_sink(struct walker *w, struct cfg *cfg, const yaml_node_t *k,
         sink->retry_line = (int)script->start_mark.line + 1;
         sink->retry_col = (int)script->start_mark.column + 1;
     }
+    if (sink->dlq_topic != NULL) {
+        const char *names[1] = {sink->dlq_topic};
+        check_topics(w, v, "dlq_topic", prefix, names, 1);
+    }
     const char *option = NULL;
     struct sl_error err;
     if (w->errs->count == errors_before && conn->check != NULL &&
@@ -1094,6 +1331,7 @@ static void walk_root(struct walker *w, struct cfg *cfg,
                            "expected a name of letters, digits, _ and -");
                 continue;
             }
+            free(cfg->pipeline); /* the prescan refuses a repeat; still */
             cfg->pipeline = strdup(scalar_text(v));
         } else if (strcmp(key, "source") == 0 ||
                    strcmp(key, "delivery") == 0) {
@@ -1114,6 +1352,9 @@ static void walk_root(struct walker *w, struct cfg *cfg,
             }
             walk_mapping(w, v, key, table, base, 1);
             if (is_source) {
+                check_topics(w, v, "topics", "source",
+                             (const char *const *)cfg->source.topics.items,
+                             cfg->source.topics.count);
                 const yaml_node_t *props = find_key(w, v, "properties");
                 const yaml_node_t *at = props != NULL ? props : v;
                 cfg->source.properties_line = (int)at->start_mark.line + 1;
@@ -1139,6 +1380,10 @@ static void walk_root(struct walker *w, struct cfg *cfg,
                 continue;
             }
             walk_mapping(w, v, key, table, base, 1);
+            if (!is_lua && cfg->dlq.topic != NULL) {
+                const char *names[1] = {cfg->dlq.topic};
+                check_topics(w, v, "topic", "dlq", names, 1);
+            }
             if (!is_lua) {
                 const yaml_node_t *props = find_key(w, v, "properties");
                 const yaml_node_t *at = props != NULL ? props : v;
@@ -1203,21 +1448,355 @@ static void walk_root(struct walker *w, struct cfg *cfg,
     }
 }
 
-int cfg_parse_yaml(const char *file, FILE *fp, const char *text, size_t len,
-                   yaml_document_t *doc, struct cfg_errors *errs)
-{
-    yaml_parser_t parser;
+/* ---- reading YAML safely ---- */
 
+/* Reports the first NUL byte or invalid UTF-8 sequence in text with its
+ * line and column (libyaml says 1:1 for these). Returns -1 when found. */
+static int check_encoding(const char *file, const unsigned char *text,
+                          size_t len, struct cfg_errors *errs)
+{
+    int line = 1, col = 1;
+
+    for (size_t i = 0; i < len;) {
+        unsigned char c = text[i];
+        size_t n = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2
+                                : (c & 0xf0) == 0xe0 ? 3
+                                : (c & 0xf8) == 0xf0 ? 4 : 0;
+        uint32_t cp = n == 2 ? c & 0x1f : n == 3 ? c & 0x0f : c & 0x07;
+        if (c == '\0') {
+            cfg_errors_add(errs, file, line, col, "",
+                           "a NUL byte: the file must be UTF-8 text");
+            return -1;
+        }
+        for (size_t k = 1; n > 1 && k < n; k++) {
+            if (i + k >= len || (text[i + k] & 0xc0) != 0x80) {
+                n = 0;
+                break;
+            }
+            cp = cp << 6 | (text[i + k] & 0x3f);
+        }
+        /* Overlong forms, surrogates and beyond U+10FFFF are invalid. */
+        if (n == 0 || (n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) ||
+            (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+            (cp >= 0xd800 && cp <= 0xdfff)) {
+            cfg_errors_add(errs, file, line, col, "",
+                           "invalid UTF-8 (byte 0x%02x): the file must be "
+                           "UTF-8 text", c);
+            return -1;
+        }
+        if (c == '\n') {
+            line++;
+            col = 1;
+        } else {
+            col++;
+        }
+        i += n;
+    }
+    return 0;
+}
+
+/* One open mapping or sequence while scanning events. */
+struct scan_key {
+    char *text;
+    int line, col;
+    size_t order;
+};
+
+struct scan_frame {
+    int is_map;
+    int want_key;  /* mapping: the next node is a key */
+    char *key;     /* mapping: the key whose value is being read */
+    struct scan_key *keys;
+    size_t nkeys, cap;
+};
+
+static int key_cmp(const void *a, const void *b)
+{
+    const struct scan_key *x = a, *y = b;
+    int c = strcmp(x->text, y->text);
+
+    return c != 0 ? c : x->order < y->order ? -1 : x->order > y->order;
+}
+
+/* "a.b.c" of the open mappings (frames[0..depth)) and then last. */
+static void scan_path(const struct scan_frame *frames, size_t depth,
+                      const char *last, char *out, size_t cap)
+{
+    size_t n = 0;
+
+    out[0] = '\0';
+    for (size_t i = 0; i <= depth && n < cap; i++) {
+        const char *k = i < depth ? (frames[i].is_map ? frames[i].key : NULL)
+                                  : last;
+        if (k != NULL) {
+            n += (size_t)snprintf(out + n, cap - n, "%s%s", n ? "." : "", k);
+        }
+    }
+}
+
+/* A repeated key, reported once the scan is over (in file order). */
+struct dup_report {
+    int line, col, first_line;
+    char path[256];
+};
+
+struct dup_reports {
+    struct dup_report *items;
+    size_t count;
+};
+
+static int report_cmp(const void *a, const void *b)
+{
+    const struct dup_report *x = a, *y = b;
+
+    return x->line != y->line ? (x->line > y->line) - (x->line < y->line)
+                              : (x->col > y->col) - (x->col < y->col);
+}
+
+/* Collects every key of the closing mapping that repeats one before it,
+ * at the repeat, naming the first one's line. Returns -1 without memory. */
+static int find_duplicates(struct scan_frame *frames, size_t depth,
+                           struct dup_reports *out)
+{
+    struct scan_frame *f = &frames[depth];
+
+    if (f->nkeys < 2) {
+        return 0;
+    }
+    qsort(f->keys, f->nkeys, sizeof(*f->keys), key_cmp);
+    for (size_t i = 1; i < f->nkeys; i++) {
+        const struct scan_key *first = &f->keys[i];
+        if (strcmp(f->keys[i].text, f->keys[i - 1].text) != 0) {
+            continue;
+        }
+        while (first > f->keys && strcmp(first[-1].text, first->text) == 0) {
+            first--;
+        }
+        struct dup_report *r =
+            realloc(out->items, (out->count + 1) * sizeof(*r));
+        if (r == NULL) {
+            return -1;
+        }
+        out->items = r;
+        r = &r[out->count++];
+        r->line = f->keys[i].line;
+        r->col = f->keys[i].col;
+        r->first_line = first->line;
+        scan_path(frames, depth, f->keys[i].text, r->path, sizeof(r->path));
+    }
+    return 0;
+}
+
+static void free_frame(struct scan_frame *f)
+{
+    for (size_t i = 0; i < f->nkeys; i++) {
+        free(f->keys[i].text);
+    }
+    free(f->keys);
+    free(f->key);
+    memset(f, 0, sizeof(*f));
+}
+
+/* Notes a scalar (or alias) node in the innermost frame: a key is
+ * remembered for the duplicate check and the error path. */
+static int scan_node(struct scan_frame *f, const char *key_text,
+                     const yaml_mark_t *mark, size_t order)
+{
+    if (f == NULL || !f->is_map) {
+        return 0;
+    }
+    if (!f->want_key) {
+        f->want_key = 1;
+        return 0;
+    }
+    f->want_key = 0;
+    free(f->key);
+    f->key = NULL;
+    if (key_text == NULL) {
+        return 0; /* a complex key: the walker reports it */
+    }
+    if (f->nkeys == f->cap) {
+        size_t cap = f->cap ? f->cap * 2 : 8;
+        struct scan_key *k = realloc(f->keys, cap * sizeof(*k));
+        if (k == NULL) {
+            return -1;
+        }
+        f->keys = k;
+        f->cap = cap;
+    }
+    f->key = strdup(key_text);
+    f->keys[f->nkeys].text = strdup(key_text);
+    if (f->key == NULL || f->keys[f->nkeys].text == NULL) {
+        return -1;
+    }
+    f->keys[f->nkeys].line = (int)mark->line + 1;
+    f->keys[f->nkeys].col = (int)mark->column + 1;
+    f->keys[f->nkeys++].order = order;
+    return 0;
+}
+
+/* Runs libyaml's event parser over text before the document loader sees
+ * it: refuses nesting deeper than CFG_YAML_MAX_DEPTH (the loader's time
+ * grows with the square of the depth), a second document (it would be
+ * ignored) and duplicate keys in any mapping (the loader keeps both).
+ * Returns 0 when the loader may run. */
+static int prescan(const char *file, const unsigned char *text, size_t len,
+                   struct cfg_errors *errs, int *dups)
+{
+    struct scan_frame frames[CFG_YAML_MAX_DEPTH + 1];
+    yaml_parser_t parser;
+    yaml_event_t ev;
+    struct dup_reports reports = {0};
+    size_t depth = 0, order = 0;
+    int docs = 0, errors_before = errs->count, done = 0;
+
+    memset(frames, 0, sizeof(frames));
     if (!yaml_parser_initialize(&parser)) {
         cfg_errors_add(errs, file, 0, 0, "", "out of memory");
         return -1;
     }
-    if (fp != NULL) {
-        yaml_parser_set_input_file(&parser, fp);
-    } else {
-        yaml_parser_set_input_string(&parser, (const unsigned char *)text,
-                                     len);
+    yaml_parser_set_input_string(&parser, text, len);
+    while (!done) {
+        if (!yaml_parser_parse(&parser, &ev)) {
+            const yaml_mark_t *m =
+                parser.problem_mark.line || parser.problem_mark.column
+                    ? &parser.problem_mark
+                    : &parser.context_mark;
+            cfg_errors_add(errs, file, (int)m->line + 1, (int)m->column + 1,
+                           "", "invalid YAML: %s%s%s",
+                           parser.problem ? parser.problem : "parse error",
+                           parser.context ? " " : "",
+                           parser.context ? parser.context : "");
+            break;
+        }
+        struct scan_frame *top = depth > 0 ? &frames[depth - 1] : NULL;
+        const yaml_mark_t *at = &ev.start_mark;
+        int bad = 0;
+        switch (ev.type) {
+        case YAML_STREAM_END_EVENT:
+            done = 1;
+            break;
+        case YAML_DOCUMENT_START_EVENT:
+            if (++docs > 1) {
+                cfg_errors_add(errs, file, (int)at->line + 1,
+                               (int)at->column + 1, "",
+                               "a second YAML document: a pipeline file "
+                               "holds one (remove the `---` or split the "
+                               "file)");
+                bad = done = 1;
+            }
+            break;
+        case YAML_SCALAR_EVENT:
+            bad = scan_node(top, (const char *)ev.data.scalar.value, at,
+                            order++);
+            break;
+        case YAML_ALIAS_EVENT:
+            bad = scan_node(top, NULL, at, order++);
+            break;
+        case YAML_SEQUENCE_START_EVENT:
+        case YAML_MAPPING_START_EVENT:
+            if (top != NULL && top->is_map && top->want_key) {
+                bad = scan_node(top, NULL, at, order++);
+            } else {
+                bad = scan_node(top, "", at, order++);
+            }
+            if (depth == CFG_YAML_MAX_DEPTH) {
+                cfg_errors_add(errs, file, (int)at->line + 1,
+                               (int)at->column + 1, "",
+                               "nested deeper than %d levels",
+                               CFG_YAML_MAX_DEPTH);
+                bad = done = 1;
+                break;
+            }
+            frames[depth].is_map = ev.type == YAML_MAPPING_START_EVENT;
+            frames[depth].want_key = 1;
+            depth++;
+            break;
+        case YAML_SEQUENCE_END_EVENT:
+        case YAML_MAPPING_END_EVENT:
+            if (depth > 0) {
+                depth--;
+                bad = find_duplicates(frames, depth, &reports);
+                free_frame(&frames[depth]);
+            }
+            break;
+        default:
+            break;
+        }
+        yaml_event_delete(&ev);
+        if (bad && !done) {
+            cfg_errors_add(errs, file, 0, 0, "", "out of memory");
+            done = 1;
+        }
     }
+    for (size_t i = 0; i <= depth && i <= CFG_YAML_MAX_DEPTH; i++) {
+        free_frame(&frames[i]);
+    }
+    yaml_parser_delete(&parser);
+    if (reports.count > 0) {
+        qsort(reports.items, reports.count, sizeof(*reports.items),
+              report_cmp);
+    }
+    for (size_t i = 0; i < reports.count; i++) {
+        const struct dup_report *r = &reports.items[i];
+        cfg_errors_add(errs, file, r->line, r->col, r->path,
+                       "duplicate key (first at line %d)", r->first_line);
+    }
+    *dups = (int)reports.count;
+    free(reports.items);
+    return errs->count - *dups != errors_before ? -1 : 0;
+}
+
+/* cfg_parse_yaml, except that with dups_ok a document whose only fault
+ * is a repeated key is loaded (returning 0, the repeats reported), so
+ * that the walker can report the rest of the file's errors too. */
+static int parse_yaml(const char *file, FILE *fp, const char *text,
+                      size_t len, yaml_document_t *doc,
+                      struct cfg_errors *errs, int dups_ok)
+{
+    yaml_parser_t parser;
+    char *buf = NULL;
+    int rc = -1;
+
+    if (fp != NULL) {
+        /* Read it whole: the text is scanned twice. */
+        size_t cap = 0, n;
+        len = 0;
+        do {
+            if (len == cap) {
+                cap = cap ? cap * 2 : 65536;
+                char *b = realloc(buf, cap);
+                if (b == NULL) {
+                    free(buf);
+                    cfg_errors_add(errs, file, 0, 0, "", "out of memory");
+                    return -1;
+                }
+                buf = b;
+            }
+            n = fread(buf + len, 1, cap - len, fp);
+            len += n;
+        } while (n > 0);
+        if (ferror(fp)) {
+            cfg_errors_add(errs, file, 0, 0, "", "cannot read: %s",
+                           strerror(errno));
+            free(buf);
+            return -1;
+        }
+        text = buf;
+    }
+    int dups = 0;
+    if (check_encoding(file, (const unsigned char *)text, len, errs) != 0 ||
+        prescan(file, (const unsigned char *)text, len, errs, &dups) != 0 ||
+        (dups > 0 && !dups_ok)) {
+        free(buf);
+        return -1;
+    }
+    if (!yaml_parser_initialize(&parser)) {
+        cfg_errors_add(errs, file, 0, 0, "", "out of memory");
+        free(buf);
+        return -1;
+    }
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
     if (!yaml_parser_load(&parser, doc)) {
         const yaml_mark_t *m =
             parser.problem_mark.line || parser.problem_mark.column
@@ -1228,11 +1807,18 @@ int cfg_parse_yaml(const char *file, FILE *fp, const char *text, size_t len,
                        parser.problem ? parser.problem : "parse error",
                        parser.context ? " " : "",
                        parser.context ? parser.context : "");
-        yaml_parser_delete(&parser);
-        return -1;
+    } else {
+        rc = 0;
     }
     yaml_parser_delete(&parser);
-    return 0;
+    free(buf);
+    return rc;
+}
+
+int cfg_parse_yaml(const char *file, FILE *fp, const char *text, size_t len,
+                   yaml_document_t *doc, struct cfg_errors *errs)
+{
+    return parse_yaml(file, fp, text, len, doc, errs, 0);
 }
 
 struct cfg *cfg_load(const char *path, struct cfg_errors *errs)
@@ -1240,15 +1826,15 @@ struct cfg *cfg_load(const char *path, struct cfg_errors *errs)
     yaml_document_t doc;
     struct cfg *cfg = NULL;
     FILE *fp;
+    const char *why;
     int errors_before = errs->count;
 
-    fp = fopen(path, "rb");
+    fp = open_regular(path, CFG_FILE_MAX, &why);
     if (fp == NULL) {
-        cfg_errors_add(errs, path, 0, 0, "", "cannot open: %s",
-                       strerror(errno));
+        cfg_errors_add(errs, path, 0, 0, "", "cannot open: %s", why);
         return NULL;
     }
-    if (cfg_parse_yaml(path, fp, NULL, 0, &doc, errs) != 0) {
+    if (parse_yaml(path, fp, NULL, 0, &doc, errs, 1) != 0) {
         fclose(fp);
         return NULL;
     }
@@ -1266,7 +1852,7 @@ struct cfg *cfg_load(const char *path, struct cfg_errors *errs)
     free(tmp);
 
     struct walker w = {.file = path, .dir = cfg->dir ? cfg->dir : ".",
-                       .doc = &doc, .errs = errs};
+                       .doc = &doc, .errs = errs, .cfg = cfg};
     walk_root(&w, cfg, yaml_document_get_root_node(&doc));
     if (cfg->source.group == NULL && cfg->pipeline != NULL) {
         cfg->source.group = strdup(cfg->pipeline);
@@ -1336,6 +1922,7 @@ void cfg_free(struct cfg *cfg)
         free(s->name);
     }
     free(cfg->sinks);
+    free(cfg->keypos);
     free(cfg->pipeline);
     free(cfg->path);
     free(cfg->dir);

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 #include <yaml.h>
 
 #include "connector.h"
@@ -95,6 +96,13 @@ struct cfg_sink {
     int line, col;
 };
 
+/* Where the YAML names one key of a string map (opt_map). */
+struct cfg_keypos {
+    const struct opt_map *map;
+    size_t index;
+    int line, col;
+};
+
 struct cfg {
     char *path;
     char *dir; /* the YAML file's directory: relative paths start here */
@@ -107,7 +115,17 @@ struct cfg {
     struct cfg_dlq dlq;
     struct cfg_sink *sinks;
     size_t sink_count;
+    struct cfg_keypos *keypos; /* of every map key read, for errors */
+    size_t keypos_count;
 };
+
+/* Limits of what cfg_load reads: a pipeline file's size (larger is
+ * refused before parsing), the size of a script it names, the nesting
+ * depth of any YAML cfg_parse_yaml reads, and entries of a list. */
+#define CFG_FILE_MAX ((off_t)1 << 20)
+#define CFG_SCRIPT_MAX ((off_t)1 << 20)
+#define CFG_YAML_MAX_DEPTH 64
+#define CFG_LIST_MAX 1024
 
 /* Caller-supplied; error lines accumulate in text (truncated when full). */
 struct cfg_errors {
@@ -122,11 +140,16 @@ struct cfg *cfg_load(const char *path, struct cfg_errors *errs);
 
 /* Parses one YAML document from fp, or else from text (len bytes),
  * into doc (freed with yaml_document_delete). On invalid YAML adds
- * "file:line:col: invalid YAML: ..." to errs and returns -1. */
+ * "file:line:col: invalid YAML: ..." to errs and returns -1; so it does
+ * for a NUL byte or invalid UTF-8, nesting deeper than
+ * CFG_YAML_MAX_DEPTH, a second document, and a key repeated in a
+ * mapping (at the repeat, naming the first's line). */
 int cfg_parse_yaml(const char *file, FILE *fp, const char *text, size_t len,
                    yaml_document_t *doc, struct cfg_errors *errs);
 
-/* Adds one error line ("file:line:col: key: message"). */
+/* Adds one error line ("file:line:col: key: message", or "file: key:
+ * message" when line is 0: no position). Control characters are escaped
+ * (\n, \x01) so that every error stays one line. */
 void cfg_errors_add(struct cfg_errors *errs, const char *file, int line,
                     int col, const char *key, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
@@ -150,6 +173,16 @@ extern const struct opt_spec cfg_dlq_options[];
 /* Levenshtein distance of a and b, for did-you-mean suggestions
  * (SIZE_MAX when b is 64 bytes or longer). */
 size_t cfg_edit_distance(const char *a, const char *b);
+
+/* Sets *line and *col to where the YAML names key i of map (a map in
+ * cfg) and returns 0; -1 when not known. */
+int cfg_map_key_position(const struct cfg *cfg, const struct opt_map *map,
+                         size_t i, int *line, int *col);
+
+/* The name in names (n of them) closest to key by edit distance, when
+ * close enough to be a likely typo (the rule of the "did you mean"
+ * hints for option names); else NULL. */
+const char *cfg_closest(const char *key, const char *const *names, size_t n);
 
 /* The DLQ topic of sink i (its own, else the pipeline's). */
 const char *cfg_sink_dlq_topic(const struct cfg *cfg, size_t i);

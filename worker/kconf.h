@@ -2,7 +2,8 @@
  *
  * The consumer and the DLQ producer both take a map of properties from
  * the YAML, refuse the names sluice manages itself, and report every bad
- * one with the file position of its map. */
+ * one at its key's position in the file; an unknown name gets a "did you
+ * mean" from librdkafka's own property list. */
 #ifndef SLUICE_KCONF_H
 #define SLUICE_KCONF_H
 
@@ -17,7 +18,8 @@ struct kconf_default {
 /* Sets defaults (NULL-name terminated), then props over them, into conf.
  * A name in managed (NULL-terminated) or a value librdkafka refuses is
  * reported into errs as "path:line:col: section: `name` why" when errs is
- * given, else into err. Returns the number of bad properties. */
+ * given (at the key when cfg knows where it is, else at line:col), else
+ * into err. Returns the number of bad properties. */
 int kconf_apply(rd_kafka_conf_t *conf, const struct kconf_default *defaults,
                 const char *const *managed, const struct opt_map *props,
                 const struct cfg *cfg, const char *section, int line,

@@ -34,7 +34,8 @@ static const char usage_text[] =
     "  validate PIPELINE.yaml   check a pipeline file without connecting\n"
     "  test PIPELINE.yaml [TESTS.yaml ...]\n"
     "                           run the pipeline's transforms on test cases\n"
-    "  reference                print the pipeline reference (Markdown)\n"
+    "  reference [--format markdown|json-schema]\n"
+    "                           print the pipeline reference\n"
     "  dlq stats|list|show|replay PIPELINE.yaml ...\n"
     "                           inspect and replay the dead-letter queue\n"
     "\n"
@@ -82,6 +83,55 @@ static const char test_usage[] =
     "options:\n"
     "  -v, --verbose            also show what each sink got in passing cases\n"
     "  -h, --help               show this help\n";
+
+static const char reference_usage[] =
+    "usage: sluice reference [--format markdown|json-schema]\n"
+    "\n"
+    "Prints the pipeline reference as Markdown (docs/pipeline-reference.md)\n"
+    "or as a JSON Schema for editors (pipelines/sluice-pipeline.schema.json).\n";
+
+static int cmd_reference(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"format", required_argument, NULL, 'f'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int c, schema = 0;
+
+    optind = 1;
+    opterr = 0; /* the usage says it */
+    while ((c = getopt_long(argc, argv, "+h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'f':
+            if (strcmp(optarg, "markdown") != 0 &&
+                strcmp(optarg, "json-schema") != 0) {
+                fprintf(stderr, "sluice: unknown reference format `%s`\n",
+                        optarg);
+                fputs(reference_usage, stderr);
+                return EXIT_USAGE;
+            }
+            schema = optarg[0] == 'j';
+            break;
+        case 'h':
+            fputs(reference_usage, stdout);
+            return EXIT_OK;
+        default:
+            fputs(reference_usage, stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind != argc) {
+        fputs(reference_usage, stderr);
+        return EXIT_USAGE;
+    }
+    if (schema) {
+        reference_write_schema(stdout);
+    } else {
+        reference_write(stdout);
+    }
+    return fflush(stdout) == 0 ? EXIT_OK : EXIT_RUNTIME;
+}
 
 static int cmd_validate(int argc, char **argv)
 {
@@ -221,8 +271,7 @@ int main(int argc, char **argv)
         return EXIT_OK;
     }
     if (strcmp(argv[1], "reference") == 0) {
-        reference_write(stdout);
-        return EXIT_OK;
+        return cmd_reference(argc - 1, argv + 1);
     }
     if (strcmp(argv[1], "validate") == 0) {
         return cmd_validate(argc - 1, argv + 1);

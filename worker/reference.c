@@ -4,6 +4,8 @@
  * fails when the committed file differs, so the docs cannot go stale. */
 #include "reference.h"
 
+#include <string.h>
+
 #include "cfg.h"
 
 static const char *type_name(const struct opt_spec *s)
@@ -78,7 +80,50 @@ void reference_write(FILE *out)
             "literal `$`. An unset variable without a default is an error. "
             "Durations are written `500ms`, `5s`, `2m`, `1h`; sizes `4096`, "
             "`512KiB`, `64MiB` (or `KB`, `MB`, `GB` in powers of 1000).\n\n"
-            "## source\n\n");
+            "`sluice validate FILE` checks a file without connecting "
+            "anywhere and prints every error as `file:line:col: key: "
+            "message`, one per line (control characters in echoed values "
+            "are escaped, e.g. `\\n`); `run` and `test` load the file the "
+            "same way.\n\n"
+            "## Limits\n\n"
+            "- A pipeline file is one YAML document of UTF-8 text (no NUL "
+            "bytes) of at most %lld MiB; a larger file is refused before it "
+            "is parsed. A second document (`---`) is an error.\n"
+            "- YAML nests at most %d levels deep.\n"
+            "- A key repeated in any mapping (top level, a section, a sink, "
+            "`properties`, `headers`) is an error at the repeat, naming "
+            "the line of the first.\n"
+            "- A list (e.g. `topics`) or map (e.g. `properties`) has at most "
+            "%d entries.\n"
+            "- A topic name is 1 to 249 of `a-z A-Z 0-9 . _ -`, not `.` or "
+            "`..` (Kafka's rule).\n"
+            "- A script path (`transform`, `retry`) names a readable regular "
+            "file of at most %lld MiB; a FIFO, a directory or a device is "
+            "refused, at the path's YAML position.\n"
+            "- An integer is digits only: `' 5'` is refused.\n"
+            "- librdkafka properties are checked by librdkafka itself; an "
+            "unknown name is reported at its key with the closest known "
+            "name.\n\n"
+            "## Editor support\n\n"
+            "`pipelines/sluice-pipeline.schema.json` is a JSON Schema "
+            "(draft-07) of this format, generated from the same tables "
+            "(`sluice reference --format json-schema`, `make docs`). With "
+            "yaml-language-server (the VS Code YAML extension, Neovim, "
+            "Helix...), a modeline on the first line of a pipeline file "
+            "gives completion, hover docs and checks as you type:\n\n"
+            "```yaml\n"
+            "# yaml-language-server: $schema=../pipelines/"
+            "sluice-pipeline.schema.json\n"
+            "```\n\n"
+            "(the path is relative to the pipeline file; a URL works too), "
+            "or map it in the editor's settings, e.g. `\"yaml.schemas\": "
+            "{\"pipelines/sluice-pipeline.schema.json\": "
+            "\"pipelines/*.yaml\"}`. The schema cannot check everything "
+            "(files, `${VAR}` values, librdkafka properties): "
+            "`sluice validate` has the last word.\n\n"
+            "## source\n\n",
+            (long long)(CFG_FILE_MAX >> 20), CFG_YAML_MAX_DEPTH,
+            CFG_LIST_MAX, (long long)(CFG_SCRIPT_MAX >> 20));
     table(out, cfg_source_options);
     fprintf(out, "## delivery\n\n");
     table(out, cfg_delivery_options);
@@ -104,4 +149,290 @@ void reference_write(FILE *out)
         fprintf(out, "### type: %s\n\n%s\n\n", c->name, c->doc);
         table(out, c->options);
     }
+}
+
+/* ---- JSON Schema ---- */
+
+/* A ${VAR} reference may stand for any scalar: such a string passes every
+ * scalar's check, since its value is only known at load time. */
+#define ENV_PATTERN ".*\\\\$\\\\{.*"
+
+static void json_str(FILE *out, const char *s)
+{
+    fputc('"', out);
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        if (*c == '"' || *c == '\\') {
+            fprintf(out, "\\%c", *c);
+        } else if (*c == '\n') {
+            fputs("\\n", out);
+        } else if (*c < 0x20) {
+            fprintf(out, "\\u%04x", *c);
+        } else {
+            fputc(*c, out);
+        }
+    }
+    fputc('"', out);
+}
+
+static int all_digits(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return 0;
+        }
+    }
+    return n > 0;
+}
+
+/* The default of s as JSON, from its text. */
+static void json_default(FILE *out, const struct opt_spec *s)
+{
+    if (s->type == OPT_INT) {
+        fputs(s->def, out);
+    } else if (s->type == OPT_BOOL) {
+        fputs(s->def, out);
+    } else if (s->type == OPT_STRING_LIST) {
+        const char *p = s->def;
+        int first = 1;
+        fputc('[', out);
+        while (*p != '\0') {
+            size_t n = strcspn(p, ", ");
+            if (n > 0) {
+                fputs(first ? "" : ", ", out);
+                first = 0;
+                if (all_digits(p, n)) {
+                    fprintf(out, "%.*s", (int)n, p);
+                } else {
+                    fprintf(out, "\"%.*s\"", (int)n, p);
+                }
+            }
+            p += n;
+            p += strspn(p, ", ");
+        }
+        fputc(']', out);
+    } else {
+        json_str(out, s->def);
+    }
+}
+
+static void schema_option(FILE *out, const struct opt_spec *s,
+                          const char *indent)
+{
+    const char *env = "{\"type\": \"string\", \"pattern\": \"^" ENV_PATTERN
+                      "$\"}";
+
+    fprintf(out, "%s", indent);
+    json_str(out, s->name);
+    fprintf(out, ": {\n%s  \"description\": ", indent);
+    {
+        char doc[4096];
+        int n = snprintf(doc, sizeof(doc), "%s", s->doc);
+        if ((s->type == OPT_INT || s->type == OPT_SIZE ||
+             s->type == OPT_DURATION) &&
+            (s->min != 0 || s->max != 0) && n > 0 &&
+            (size_t)n < sizeof(doc)) {
+            snprintf(doc + n, sizeof(doc) - (size_t)n,
+                     " Range: %lld to %lld%s.", (long long)s->min,
+                     (long long)s->max,
+                     s->type == OPT_DURATION ? " ms"
+                     : s->type == OPT_SIZE   ? " bytes"
+                                             : "");
+        }
+        json_str(out, doc);
+    }
+    if (s->def != NULL && !(s->flags & OPT_REQUIRED) &&
+        !(s->type == OPT_STRING_LIST && s->def[0] == '\0')) {
+        fprintf(out, ",\n%s  \"default\": ", indent);
+        json_default(out, s);
+    }
+    fprintf(out, ",\n%s  ", indent);
+    switch (s->type) {
+    case OPT_STRING:
+        if (s->flags & OPT_FILE) {
+            fprintf(out, "\"type\": \"string\", \"minLength\": 1");
+        } else {
+            fprintf(out, "\"type\": [\"string\", \"number\", \"boolean\"]");
+        }
+        break;
+    case OPT_INT:
+        /* minimum/maximum bind numbers, pattern binds strings. */
+        fprintf(out,
+                "\"type\": [\"integer\", \"string\"], \"pattern\": "
+                "\"^(-?[0-9]+|" ENV_PATTERN ")$\"");
+        if (s->min != 0 || s->max != 0) {
+            fprintf(out, ", \"minimum\": %lld, \"maximum\": %lld",
+                    (long long)s->min, (long long)s->max);
+        }
+        break;
+    case OPT_DURATION:
+        fprintf(out,
+                "\"anyOf\": [{\"const\": 0}, {\"type\": \"string\", "
+                "\"pattern\": \"^(0|[0-9]+([mM][sS]|[sSmMhH])|" ENV_PATTERN
+                ")$\"}]");
+        break;
+    case OPT_SIZE:
+        fprintf(out,
+                "\"type\": [\"integer\", \"string\"], \"pattern\": "
+                "\"^([0-9]+([bB]|[kKmMgG][bB]|[kKmMgG][iI][bB])?|"
+                ENV_PATTERN ")$\"");
+        if (s->min != 0 || s->max != 0) {
+            fprintf(out, ", \"minimum\": %lld, \"maximum\": %lld",
+                    (long long)s->min, (long long)s->max);
+        }
+        break;
+    case OPT_BOOL:
+        fprintf(out, "\"anyOf\": [{\"type\": \"boolean\"}, %s]", env);
+        break;
+    case OPT_ENUM:
+        fprintf(out, "\"anyOf\": [{\"enum\": [");
+        for (int i = 0; s->choices[i] != NULL; i++) {
+            fprintf(out, "%s", i ? ", " : "");
+            json_str(out, s->choices[i]);
+        }
+        fprintf(out, "]}, %s]", env);
+        break;
+    case OPT_STRING_MAP:
+        fprintf(out, "\"type\": \"object\", \"maxProperties\": %d, "
+                     "\"additionalProperties\": {\"type\": [\"string\", "
+                     "\"number\", \"boolean\"]}",
+                CFG_LIST_MAX);
+        break;
+    case OPT_STRING_LIST:
+        fprintf(out,
+                "\"anyOf\": [{\"type\": [\"string\", \"integer\"]}, "
+                "{\"type\": \"array\", \"minItems\": 1, \"maxItems\": %d, "
+                "\"items\": {\"type\": [\"string\", \"integer\"]}}]",
+                CFG_LIST_MAX);
+        break;
+    }
+    fprintf(out, "\n%s}", indent);
+}
+
+/* The "properties" members of tables (NULL-terminated list). */
+static void schema_properties(FILE *out, const struct opt_spec *const *tables,
+                              const char *indent)
+{
+    int first = 1;
+
+    for (size_t t = 0; tables[t] != NULL; t++) {
+        for (const struct opt_spec *s = tables[t]; s->name != NULL; s++) {
+            fputs(first ? "" : ",\n", out);
+            first = 0;
+            schema_option(out, s, indent);
+        }
+    }
+    fputc('\n', out);
+}
+
+static void schema_required(FILE *out, const struct opt_spec *const *tables)
+{
+    int first = 1;
+
+    fputs("\"required\": [", out);
+    for (size_t t = 0; tables[t] != NULL; t++) {
+        for (const struct opt_spec *s = tables[t]; s->name != NULL; s++) {
+            if (s->flags & OPT_REQUIRED) {
+                fputs(first ? "" : ", ", out);
+                first = 0;
+                json_str(out, s->name);
+            }
+        }
+    }
+    fputs("]", out);
+}
+
+static void schema_section(FILE *out, const char *name, const char *doc,
+                           const struct opt_spec *table)
+{
+    const struct opt_spec *tables[2] = {table, NULL};
+
+    fprintf(out, "    \"%s\": {\n      \"description\": ", name);
+    json_str(out, doc);
+    fputs(",\n      \"type\": \"object\",\n      "
+          "\"additionalProperties\": false,\n      ", out);
+    schema_required(out, tables);
+    fputs(",\n      \"properties\": {\n", out);
+    schema_properties(out, tables, "        ");
+    fputs("      }\n    }", out);
+}
+
+void reference_write_schema(FILE *out)
+{
+    fputs("{\n"
+          "  \"$schema\": \"http://json-schema.org/draft-07/schema#\",\n"
+          "  \"$comment\": \"Generated by `sluice reference --format "
+          "json-schema` (make docs) from the option tables. Do not "
+          "edit.\",\n"
+          "  \"title\": \"sluice pipeline\",\n"
+          "  \"description\": \"A sluice pipeline: Kafka topics delivered "
+          "to HTTP sinks. See docs/pipeline-reference.md.\",\n"
+          "  \"type\": \"object\",\n"
+          "  \"additionalProperties\": false,\n"
+          "  \"required\": [\"pipeline\", \"source\", \"sinks\"],\n"
+          "  \"properties\": {\n"
+          "    \"pipeline\": {\n"
+          "      \"description\": \"The pipeline's name: letters, digits, "
+          "`_` and `-`. The default consumer group and the prefix of its "
+          "dead-letter and retry topics.\",\n"
+          "      \"type\": \"string\",\n"
+          "      \"pattern\": \"^[A-Za-z0-9_-]+$\"\n"
+          "    },\n",
+          out);
+    schema_section(out, "source", "Where messages come from.",
+                   cfg_source_options);
+    fputs(",\n", out);
+    schema_section(out, "delivery", "How messages are delivered.",
+                   cfg_delivery_options);
+    fputs(",\n", out);
+    for (const struct opt_spec *s = cfg_root_options; s->name; s++) {
+        schema_option(out, s, "    ");
+        fputs(",\n", out);
+    }
+    schema_section(out, "lua", "Limits of the lane's Lua state, which runs "
+                               "every script of the pipeline.",
+                   cfg_lua_options);
+    fputs(",\n", out);
+    schema_section(out, "dlq", "Where failures go (docs/dlq.md).",
+                   cfg_dlq_options);
+    fprintf(out,
+            ",\n"
+            "    \"sinks\": {\n"
+            "      \"description\": \"The sinks, by name (letters, digits, "
+            "`_` and `-`); every message goes to every sink.\",\n"
+            "      \"type\": \"object\",\n"
+            "      \"minProperties\": 1,\n"
+            "      \"propertyNames\": {\"pattern\": \"^[A-Za-z0-9_-]+$\"},\n"
+            "      \"additionalProperties\": {\"$ref\": \"#/definitions/sink\"}\n"
+            "    }\n"
+            "  },\n"
+            "  \"definitions\": {\n"
+            "    \"sink\": {\n"
+            "      \"type\": \"object\",\n"
+            "      \"required\": [\"type\"],\n"
+            "      \"properties\": {\"type\": {\"enum\": [");
+    for (size_t i = 0; cfg_connectors[i] != NULL; i++) {
+        fprintf(out, "%s", i ? ", " : "");
+        json_str(out, cfg_connectors[i]->name);
+    }
+    fputs("]}},\n      \"allOf\": [", out);
+    /* Per type, every key the sink may have: additionalProperties only
+     * sees the properties of its own schema object. */
+    for (size_t i = 0; cfg_connectors[i] != NULL; i++) {
+        const struct connector *c = cfg_connectors[i];
+        const struct opt_spec *tables[3] = {cfg_sink_options, c->options,
+                                            NULL};
+        fprintf(out, "%s\n        {\n          \"if\": {\"properties\": "
+                     "{\"type\": {\"const\": ",
+                i ? "," : "");
+        json_str(out, c->name);
+        fputs("}}},\n          \"then\": {\n"
+              "            \"additionalProperties\": false,\n"
+              "            ",
+              out);
+        schema_required(out, tables);
+        fputs(",\n            \"properties\": {\n", out);
+        schema_properties(out, tables, "              ");
+        fputs("            }\n          }\n        }", out);
+    }
+    fputs("\n      ]\n    }\n  }\n}\n", out);
 }

@@ -8,4 +8,8 @@
 /* Writes the pipeline reference as Markdown to out. */
 void reference_write(FILE *out);
 
+/* Writes a JSON Schema (draft-07) of the pipeline format to out, from the
+ * same tables: what editors (yaml-language-server) check and complete. */
+void reference_write_schema(FILE *out);
+
 #endif

@@ -14,7 +14,8 @@ int units_parse_int(const char *text, int64_t *value)
     char *end;
     long long v;
 
-    if (text == NULL || *text == '\0') {
+    /* strtoll would skip leading space: " 5" is not an integer. */
+    if (text == NULL || (*text != '-' && (*text < '0' || *text > '9'))) {
         return -1;
     }
     errno = 0;

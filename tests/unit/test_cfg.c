@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -344,8 +345,165 @@ static void test_unreadable_file(void **state)
 
     (void)state;
     assert_null(cfg_load("/nonexistent/pipeline.yaml", &errs));
-    assert_non_null(strstr(errs.text, "/nonexistent/pipeline.yaml:0:0: "
-                                      "cannot open"));
+    /* No fake position: the file has none. */
+    assert_string_equal(errs.text, "/nonexistent/pipeline.yaml: cannot "
+                                   "open: No such file or directory\n");
+}
+
+/* A repeated key is an error at every level, at the repeat, naming the
+ * first one's line; the loader would otherwise keep one silently. */
+static void test_duplicate_keys_everywhere(void **state)
+{
+    int n;
+    const char *e = load_errors(
+        "pipeline: a\n"
+        "pipeline: b\n"
+        "source:\n"
+        "  brokers: x:9\n"
+        "  topics: [t]\n"
+        "  topics: [u]\n"
+        "  properties:\n"
+        "    session.timeout.ms: 6000\n"
+        "    session.timeout.ms: 7000\n"
+        "dlq:\n"
+        "  topic: d\n"
+        "  topic: e\n"
+        "  properties: {acks: 1, acks: 2}\n"
+        "sinks:\n"
+        "  s:\n"
+        "    type: http\n"
+        "    url: \"http://h/\"\n"
+        "    url: \"http://i/\"\n"
+        "    headers: {A: x, A: y}\n"
+        "  s:\n"
+        "    type: http\n"
+        "source: {brokers: x, topics: [t]}\n",
+        &n);
+
+    (void)state;
+    assert_error(e, "2:1", "pipeline: duplicate key (first at line 1)");
+    assert_error(e, "6:3", "source.topics: duplicate key (first at line 5)");
+    assert_error(e, "9:5", "source.properties.session.timeout.ms: duplicate "
+                           "key (first at line 8)");
+    assert_error(e, "12:3", "dlq.topic: duplicate key (first at line 11)");
+    assert_error(e, "13:25", "dlq.properties.acks: duplicate key (first at "
+                             "line 13)");
+    assert_error(e, "18:5", "sinks.s.url: duplicate key (first at line 17)");
+    assert_error(e, "19:21", "sinks.s.headers.A: duplicate key (first at "
+                             "line 19)");
+    assert_error(e, "20:3", "sinks.s: duplicate key (first at line 15)");
+    assert_error(e, "22:1", "source: duplicate key (first at line 3)");
+    assert_int_equal(n, 9);
+}
+
+/* A control character in an echoed value cannot split an error line. */
+static void test_errors_escape_control_characters(void **state)
+{
+    struct cfg_errors errs = {0};
+
+    (void)state;
+    cfg_errors_add(&errs, "f\ny.yaml", 2, 3, "k\te", "bad `%s`",
+                   "x\ny\001z");
+    assert_string_equal(errs.text,
+                        "f\\ny.yaml:2:3: k\\te: bad `x\\ny\\x01z`\n");
+    int n;
+    const char *e = load_errors("pipeline: p\n"
+                                "transform: \"x\\ny.lua\"\n"
+                                "source: {brokers: b, topics: [t]}\n"
+                                "sinks: {a: {type: http, url: \"http://h/\"}}\n",
+                                &n);
+    assert_int_equal(n, 1);
+    assert_non_null(strstr(e, "x\\ny.lua: No such file"));
+    /* one error, one line */
+    assert_ptr_equal(strchr(e, '\n'), e + strlen(e) - 1);
+}
+
+/* Deep nesting is refused where it gets too deep, quickly: libyaml's
+ * loader takes time in the square of the depth. */
+static void test_nesting_depth_is_capped(void **state)
+{
+    size_t depth = 100000, len = 3 + 2 * depth + 2;
+    char *text = malloc(len);
+    int n;
+
+    (void)state;
+    assert_non_null(text);
+    memcpy(text, "x: ", 3);
+    memset(text + 3, '[', depth);
+    memset(text + 3 + depth, ']', depth);
+    text[3 + 2 * depth] = '\n';
+    text[3 + 2 * depth + 1] = '\0';
+    const char *e = load_errors(text, &n);
+    free(text);
+    assert_int_equal(n, 1);
+    assert_error(e, "1:67", "nested deeper than 64 levels");
+}
+
+static void test_one_document_utf8_only(void **state)
+{
+    int n;
+    const char *e = load_errors("pipeline: p\n---\npipeline: q\n", &n);
+
+    (void)state;
+    assert_error(e, "2:1", "a second YAML document");
+    e = load_errors("pipeline: p\nsource: \"a\xff\"\n", &n);
+    assert_error(e, "2:11", "invalid UTF-8 (byte 0xff)");
+    e = load_errors("pipeline: p\nsource: \"a\xc0\x80\"\n", &n);
+    assert_error(e, "2:11", "invalid UTF-8 (byte 0xc0)");
+    /* a NUL byte: written by hand, the helper writes C strings */
+    static const char nul[] = "pipeline: p\nsource: a\0b\n";
+    char p[] = "/tmp/sluice-test-cfg-XXXXXX";
+    struct cfg_errors errs = {0};
+    int fd = mkstemp(p);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, nul, sizeof(nul) - 1), sizeof(nul) - 1);
+    close(fd);
+    assert_null(cfg_load(p, &errs));
+    unlink(p);
+    char want[128];
+    snprintf(want, sizeof(want), "%s:2:10: a NUL byte", p);
+    assert_non_null(strstr(errs.text, want));
+}
+
+/* A pipeline or script path that is a FIFO or a directory is refused
+ * without blocking, each problem with a script at its YAML key. */
+static void test_special_files(void **state)
+{
+    char dir[] = "/tmp/sluice-test-cfg-dir-XXXXXX", fifo[128], yaml[2048];
+    struct cfg_errors errs = {0};
+    int n;
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(fifo, sizeof(fifo), "%s/fifo", dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    assert_null(cfg_load(fifo, &errs));
+    assert_non_null(strstr(errs.text, ": cannot open: is a FIFO"));
+    memset(&errs, 0, sizeof(errs));
+    assert_null(cfg_load(dir, &errs));
+    assert_non_null(strstr(errs.text, ": cannot open: is a directory"));
+
+    snprintf(yaml, sizeof(yaml),
+             "pipeline: p\n"
+             "transform: %s\n"
+             "source: {brokers: b, topics: [t]}\n"
+             "sinks:\n"
+             "  a: {type: http, url: \"http://h/\", transform: %s}\n"
+             "  b: {type: http, url: \"http://h/\", retry: \"\"}\n"
+             "  c: {type: http, url: \"http://h/\", retry: /nonexistent.lua}\n",
+             fifo, dir);
+    const char *e = load_errors(yaml, &n);
+    assert_error(e, "2:12", "transform: cannot read");
+    assert_non_null(strstr(e, "fifo: is a FIFO, not a regular file"));
+    assert_error(e, "5:48", "sinks.a.transform: cannot read");
+    assert_non_null(strstr(e, ": is a directory"));
+    assert_error(e, "6:44", "sinks.b.retry: expected a file name, found an "
+                            "empty string");
+    assert_error(e, "7:44", "sinks.c.retry: cannot read /nonexistent.lua: "
+                            "No such file or directory");
+    assert_int_equal(n, 4);
+    unlink(fifo);
+    rmdir(dir);
 }
 
 int main(void)
@@ -360,6 +518,11 @@ int main(void)
         cmocka_unit_test(test_env_in_file),
         cmocka_unit_test(test_expand_env),
         cmocka_unit_test(test_unreadable_file),
+        cmocka_unit_test(test_duplicate_keys_everywhere),
+        cmocka_unit_test(test_errors_escape_control_characters),
+        cmocka_unit_test(test_nesting_depth_is_capped),
+        cmocka_unit_test(test_one_document_utf8_only),
+        cmocka_unit_test(test_special_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
