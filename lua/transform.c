@@ -1753,6 +1753,7 @@ transform_t *transform_new(const struct cfg *cfg, struct sl_error *err)
     struct script_limits limits = {
         .memory_bytes = (size_t)cfg->lua.memory_limit,
         .instructions = cfg->lua.instruction_limit,
+        .time_limit_ms = cfg->lua.time_limit_ms,
     };
     t->script = script_new(&limits, dirs, err);
     if (t->script == NULL) {
