@@ -48,10 +48,10 @@ static int strbuild_rep(lua_State *L)
     size_t unit = l + lsep;
     luaL_Buffer b;
 
-    script_charge(L, total / BYTES_PER_UNIT);
     /* The state's allocator refuses what passes the memory cap: "not
      * enough memory" before a byte is copied. */
     char *p = luaL_buffinitsize(L, &b, total);
+    script_charge(L, total / BYTES_PER_UNIT);
     memcpy(p, s, l);
     if (lsep > 0 && n > 1) {
         memcpy(p + l, sep, lsep);
