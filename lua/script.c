@@ -16,11 +16,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "strbuild.h"
 #include "log.h"
+#include "strmatch.h"
 
 #define HOOK_EVERY 1000 /* instructions between budget checks */
+/* Call depth (Lua and C frames) past which a call fails: Lua's own limit
+ * (a million stack slots) takes seconds to reach, as the collector walks
+ * the ever deeper stack again and again on the way. */
+#define DEPTH_LIMIT 1000
 
 /* Small blocks come from per-size free lists: a message's tables and
  * strings are mostly under 256 bytes and die young, and Lua tells the
@@ -53,6 +60,9 @@ struct script {
     size_t arena_used;
     size_t used, limit;
     int64_t budget, remaining;
+    int64_t time_limit_ns, deadline_ns; /* CLOCK_MONOTONIC */
+    int active;  /* inside a budgeted call: script_charge counts */
+    int tripped; /* 0, or the limit the running call broke (enum trip) */
     char **dirs;
     size_t dir_count;
     int sealed; /* the shared globals and libraries are read-only */
@@ -147,19 +157,87 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     return p;
 }
 
+enum trip { TRIP_NONE, TRIP_BUDGET, TRIP_TIME, TRIP_DEPTH };
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void budget_hook(lua_State *L, lua_Debug *ar);
+
+/* Ends the running call. The state stays tripped until the call returns:
+ * the hook then fires at every instruction and script_charge at every
+ * call, so a pcall in the script may catch the error, but the next
+ * instruction or long C function outside it raises it again, and the
+ * limit cannot be swallowed. */
+_Noreturn static void trip(lua_State *L, script_t *s, enum trip why)
+{
+    if (s->tripped == TRIP_NONE) {
+        s->tripped = why;
+    }
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
+    switch (s->tripped) {
+    case TRIP_TIME:
+        luaL_error(L, "time budget exceeded (lua.time_limit %I ms)",
+                   (lua_Integer)(s->time_limit_ns / 1000000));
+        break;
+    case TRIP_DEPTH:
+        luaL_error(L, "stack overflow (call depth budget exceeded: over %d "
+                      "levels)", DEPTH_LIMIT);
+        break;
+    default:
+        luaL_error(L, "instruction budget exceeded (%I instructions)",
+                   (lua_Integer)s->budget);
+        break;
+    }
+    abort(); /* luaL_error does not return */
+}
+
 static void budget_hook(lua_State *L, lua_Debug *ar)
 {
     script_t *s = from_state(L);
+    lua_Debug deep;
 
     (void)ar;
-    s->remaining -= HOOK_EVERY;
+    if (s->tripped != TRIP_NONE) {
+        trip(L, s, (enum trip)s->tripped);
+    }
+    /* A coroutine keeps the count it was created with. */
+    s->remaining -= lua_gethookcount(L);
     if (s->remaining <= 0) {
-        /* From now on fire at every instruction: a pcall in the script
-         * may catch this error, but the next instruction outside it
-         * raises it again, so the budget cannot be swallowed. */
-        lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
-        luaL_error(L, "instruction budget exceeded (%I instructions)",
-                   (lua_Integer)s->budget);
+        trip(L, s, TRIP_BUDGET);
+    }
+    /* The monotonic clock is a vDSO read, some 20 ns per thousand
+     * instructions. */
+    if (now_ns() >= s->deadline_ns) {
+        trip(L, s, TRIP_TIME);
+    }
+    /* Walks at most DEPTH_LIMIT frames, and only as many as there are. */
+    if (lua_getstack(L, DEPTH_LIMIT, &deep)) {
+        trip(L, s, TRIP_DEPTH);
+    }
+}
+
+void script_charge(lua_State *L, size_t work)
+{
+    script_t *s = from_state(L);
+
+    if (!s->active) {
+        return;
+    }
+    if (s->tripped != TRIP_NONE) {
+        trip(L, s, (enum trip)s->tripped);
+    }
+    s->remaining -= work > INT64_MAX / 2 ? INT64_MAX / 2 : (int64_t)work;
+    if (s->remaining <= 0) {
+        trip(L, s, TRIP_BUDGET);
+    }
+    if (now_ns() >= s->deadline_ns) {
+        trip(L, s, TRIP_TIME);
     }
 }
 
@@ -402,6 +480,39 @@ static int safe_setmetatable(lua_State *L)
     return 1;
 }
 
+/* xpcall(f, h, ...) whose handler runs as ordinary code, under the
+ * budget and the deadline: Lua runs a message handler for an error raised
+ * by the count hook with hooks off, so a handler that loops would never
+ * be stopped. Here f runs in a plain protected call and h, if f fails,
+ * runs after the stack has unwound (scripts have no debug library, so
+ * the handler loses nothing it could see), itself protected: an error in
+ * h (the budget's among them) is what xpcall returns. */
+static int xpcall_finish(lua_State *L, int status, lua_KContext extra)
+{
+    if (status == LUA_OK || status == LUA_YIELD) {
+        return lua_gettop(L) - (int)extra; /* true and f's results */
+    }
+    /* Stack: f, h, true, err. */
+    lua_pushvalue(L, 2);
+    lua_insert(L, -2);
+    lua_pcall(L, 1, 1, 0);
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    return 2;
+}
+
+static int safe_xpcall(lua_State *L)
+{
+    int n = lua_gettop(L);
+
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_pushboolean(L, 1);
+    lua_pushvalue(L, 1);
+    lua_rotate(L, 3, 2); /* f, h, true, f, args... */
+    return xpcall_finish(
+        L, lua_pcallk(L, n - 2, LUA_MULTRET, 0, 2, xpcall_finish), 2);
+}
+
 const char *script_join_args(lua_State *L, const char *sep)
 {
     luaL_Buffer b;
@@ -542,6 +653,16 @@ static void open_sandbox(lua_State *L)
     lua_register(L, "print", safe_print);
     lua_register(L, "require", safe_require);
     lua_register(L, "rawset", safe_rawset);
+    lua_register(L, "xpcall", safe_xpcall);
+    /* Pattern matching and string/table building that count their work
+     * against the budget and check sizes before allocating. */
+    lua_getglobal(L, LUA_STRLIBNAME);
+    strmatch_open(L, lua_gettop(L));
+    strbuild_open_string(L, lua_gettop(L));
+    lua_pop(L, 1);
+    lua_getglobal(L, LUA_TABLIBNAME);
+    strbuild_open_table(L, lua_gettop(L));
+    lua_pop(L, 1);
 }
 
 /* ---- lifecycle and calls ---- */
@@ -557,6 +678,8 @@ script_t *script_new(const struct script_limits *limits,
     }
     s->limit = limits->memory_bytes ? limits->memory_bytes : 64u << 20;
     s->budget = limits->instructions ? limits->instructions : 10000000;
+    s->time_limit_ns =
+        (limits->time_limit_ms ? limits->time_limit_ms : 1000) * 1000000;
     for (; search_dirs != NULL && search_dirs[s->dir_count] != NULL;
          s->dir_count++) {
     }
@@ -629,9 +752,14 @@ static int budgeted_pcall(script_t *s, int nargs, int nresults, int msgh,
     int rc;
 
     s->remaining = s->budget;
+    s->deadline_ns = now_ns() + s->time_limit_ns;
+    s->tripped = TRIP_NONE;
+    s->active = 1;
     lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_EVERY);
     rc = lua_pcall(L, nargs, nresults, msgh);
     lua_sethook(L, NULL, 0, 0);
+    s->active = 0;
+    s->tripped = TRIP_NONE;
     if (rc == LUA_OK) {
         return 0;
     }
@@ -653,6 +781,8 @@ static int budgeted_pcall(script_t *s, int nargs, int nresults, int msgh,
 void script_budget_reset(script_t *s)
 {
     s->remaining = s->budget;
+    s->deadline_ns = now_ns() + s->time_limit_ns;
+    /* A tripped call stays tripped: its next instruction raises. */
 }
 
 int script_pcall(script_t *s, int nargs, int nresults, struct sl_error *err)
@@ -735,13 +865,8 @@ void script_destroy(script_t *s)
     free(s);
 }
 
-/* Placeholders until the budget covers C calls (issue 10). */
-void script_charge(lua_State *L, size_t work)
-{
-    (void)L;
-    (void)work;
-}
-
+/* Memory C functions take for a script goes through the state's own
+ * allocator, so the cap counts it. */
 void *script_c_alloc(lua_State *L, size_t n)
 {
     void *ud;

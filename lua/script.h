@@ -21,6 +21,7 @@ struct lua_State;
 struct script_limits {
     size_t memory_bytes;  /* the whole state; 0: 64 MiB */
     int64_t instructions; /* per call, in VM instructions; 0: 10 million */
+    int64_t time_limit_ms; /* per call, wall clock; 0: 1000 */
 };
 
 /* Creates a state; search_dirs is a NULL-terminated list of directories
@@ -36,13 +37,14 @@ script_t *script_new(const struct script_limits *limits,
 int script_load_env(script_t *s, const char *path, struct sl_error *err);
 
 /* Calls the function on the stack below its nargs arguments, under the
- * instruction budget, leaving nresults results. On error, err holds the
+ * instruction budget, the time limit and a call depth limit, leaving nresults results. On error, err holds the
  * message (with a traceback's first line) and nothing is left on the
  * stack. 0 or -1. */
 int script_pcall(script_t *s, int nargs, int nresults, struct sl_error *err);
 
-/* Gives the running call a fresh instruction budget: for a protected
- * call that runs several scripts one after another, each its own. */
+/* Gives the running call a fresh instruction budget and deadline: for a
+ * protected call that runs several scripts one after another, each its
+ * own. A call that already broke a limit stays failed. */
 void script_budget_reset(script_t *s);
 
 /* fn(arg) in protected mode under the budget, as script_pcall does with a

@@ -1814,6 +1814,7 @@ static transform_t *build(const struct cfg *cfg, struct cfg_errors *errs,
     struct script_limits limits = {
         .memory_bytes = (size_t)cfg->lua.memory_limit,
         .instructions = cfg->lua.instruction_limit,
+        .time_limit_ms = cfg->lua.time_limit_ms,
     };
     t->script = script_new(&limits, dirs, err);
     if (t->script == NULL) {

@@ -176,6 +176,13 @@ const struct opt_spec cfg_lua_options[] = {
      .doc = "VM instructions one call (a transform or a retry decision) "
             "may run; a script that loops forever fails that message "
             "only."},
+    {.name = "time_limit", .type = OPT_DURATION, .def = "1s",
+     .offset = offsetof(struct cfg_lua, time_limit_ms),
+     .min = 10, .max = 3600000,
+     .doc = "Wall-clock time one call may take, whatever it spends it on "
+            "(Lua code, pattern matching, string and table building, "
+            "json); past it the call fails like one over its instruction "
+            "limit."},
     {0},
 };
 

@@ -69,6 +69,7 @@ enum cfg_answer {
 struct cfg_lua {
     int64_t memory_limit;
     int64_t instruction_limit;
+    int64_t time_limit_ms;
 };
 
 struct cfg_sink {
