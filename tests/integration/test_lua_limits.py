@@ -310,3 +310,33 @@ def test_memory_cap_holds_for_string_and_table_building(tmp_path):
     # 64 MiB for Lua plus the binary's own: far from the gigabytes an
     # unbounded build would take.
     assert rss_kib < 400 * 1024, "peak RSS %d KiB" % rss_kib
+
+
+def test_looping_xpcall_handler_in_a_retry_policy_under_run(
+        kafka, topic_factory, names, sinkd, sluice, tmp_path):
+    """Through `sluice run`: a retry policy whose xpcall handler loops for
+    ever fails that decision only (the default policy decides), every
+    message is delivered, and SIGTERM stops the worker."""
+    import harness
+    from test_lua import produce, write
+    topic = topic_factory(1)
+    a = sinkd("a")
+    a.script(statuses=[503] * 3, then=200)
+    write(tmp_path, "policy.lua", """\
+        function retry(a)
+          xpcall(function() while true do end end,
+                 function(e) while true do end end)
+          return "retry", 10
+        end
+        """)
+    cfg = harness.pipeline(names.pipeline, kafka.bootstrap, topic,
+                           names.group(),
+                           {"a": {"url": a.url(), "retry": "policy.lua"}})
+    run = sluice(cfg)
+    produce(kafka.bootstrap, topic,
+            [(b"k%d" % i, {"n": i}, {"message-id": "m-%d" % i})
+             for i in range(19)])
+    harness.wait_until(lambda: a.ok_count() >= 19, 60, "all 19 delivered",
+                       alive=[run])
+    run.terminate()
+    assert run.wait(30) == 0
