@@ -3,8 +3,10 @@
  *
  * Limits are enforced by the VM itself: the allocator refuses memory past
  * the cap (Lua raises "not enough memory" and unwinds), and a count hook
- * raises an error once the call's instruction budget is spent. Both end
- * the current call only. */
+ * raises an error once the call's instruction budget, its deadline
+ * (lua.time_limit) or the call depth limit is passed. C functions that
+ * may run long charge their work with script_charge, which checks the
+ * same budget and deadline. All end the current call only. */
 #include "script.h"
 
 #include <ctype.h>
@@ -19,8 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "strbuild.h"
 #include "log.h"
+#include "strbuild.h"
 #include "strmatch.h"
 
 #define HOOK_EVERY 1000 /* instructions between budget checks */
@@ -221,8 +223,13 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
     if (s->tripped != TRIP_NONE) {
         trip(L, s, (enum trip)s->tripped);
     }
-    /* A coroutine keeps the count it was created with. */
+    /* A coroutine keeps the count it was created with: one made in a
+     * call that broke a limit fires at every instruction until set
+     * back. */
     s->remaining -= lua_gethookcount(L);
+    if (lua_gethookcount(L) != HOOK_EVERY) {
+        lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_EVERY);
+    }
     if (s->remaining <= 0) {
         trip(L, s, TRIP_BUDGET);
     }
