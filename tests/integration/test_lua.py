@@ -374,3 +374,65 @@ def test_sluice_test_runs_the_example_and_diffs_failures(tmp_path):
     assert "sinks.billing.body.amount_cents: expected 251, got 250" \
         in p.stdout, p.stdout
     assert "sinks.crm: expected skip" in p.stdout, p.stdout
+
+
+def test_looping_xpcall_handlers_cost_one_message(
+        kafka, topic_factory, names, sinkd, sluice, offsets, tmp_path):
+    """A message handler that loops for ever, in the pipeline transform, a
+    sink transform and a retry policy: Lua runs a handler for the budget's
+    error with hooks off, which stalled the worker (no message delivered,
+    SIGTERM ignored). Each now fails its call only."""
+    topic = topic_factory(1)
+    sink = sinkd("a")
+    sink.script(statuses=[503], then=200)  # one retry decision
+    loop = """\
+        xpcall(function() while true do end end,
+               function(e) while true do end end)
+        """
+    write(tmp_path, "t.lua", """\
+        function transform(msg)
+          if msg.json.kind == "loop" then
+            %s
+          end
+          return msg
+        end
+        """ % loop)
+    write(tmp_path, "s.lua", """\
+        function transform(msg)
+          if msg.json.kind == "sinkloop" then
+            %s
+          end
+          return {json = msg.json}
+        end
+        """ % loop)
+    write(tmp_path, "r.lua", """\
+        function retry(a)
+          %s
+          return "retry", 10
+        end
+        """ % loop)
+    cfg = harness.pipeline(names.pipeline, kafka.bootstrap, topic,
+                           names.group(),
+                           {"a": {"url": sink.url(), "transform": "s.lua",
+                                  "retry": "r.lua"}})
+    cfg["transform"] = "t.lua"
+    run = sluice(cfg)
+    good = 19
+    messages = [(b"k", {"id": i}, {"message-id": "m-%d" % i})
+                for i in range(good)]
+    messages.insert(3, (b"k", {"id": 100, "kind": "loop"}, {}))
+    messages.insert(7, (b"k", {"id": 101, "kind": "sinkloop"}, {}))
+    produce(kafka.bootstrap, topic, messages)
+    wait_until(lambda: sink.ok_count() >= good, 60, "the good messages",
+               alive=[run])
+    harness.wait_commits_at_end(offsets(cfg["source"]["group"]), topic, 1,
+                                [run])
+    ids = sorted(json.loads(r.body)["id"]
+                 for r in harness.ok_records(sink.records()))
+    assert ids == list(range(good))
+    log = run.log()
+    assert "budget exceeded" in log, log
+    run.terminate()
+    assert run.wait(30) == 0
+    _, _, counters = run.summary()
+    assert counters.get("transform_failed") == 1, run.summary()
