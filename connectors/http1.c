@@ -338,6 +338,21 @@ static void conn_close(struct conn *c)
 static int conn_start(http1_pool_t *pool, struct conn *c,
                       struct http1_request *req);
 
+/* The parsed response of c as a result: its status, and for a failure
+ * the headers, body and Retry-After the retry policy reads. */
+static void result_from(const struct conn *c, struct http1_result *res)
+{
+    res->status = (int)c->parser.status_code;
+    if (failed(c->parser.status_code)) {
+        res->retry_after_ms = http1_response_retry_after(&c->resp,
+                                                         time(NULL));
+        res->headers = c->resp.headers;
+        res->header_count = c->resp.header_count;
+        res->body = c->resp.body;
+        res->body_len = c->resp.body_len;
+    }
+}
+
 /* Ends c's request with error err (0: the parsed response); why, when not
  * NULL, says what failed (else "host:port: strerror(err)"). */
 static void conn_finish(struct conn *c, int err, const char *why)
@@ -350,17 +365,9 @@ static void conn_finish(struct conn *c, int err, const char *why)
 
     c->req = NULL;
     if (err == 0) {
-        res.status = (int)c->parser.status_code;
         /* Still c's own until its next response is parsed, which never
          * happens before done() returns, even if done() sends on c. */
-        if (failed(c->parser.status_code)) {
-            res.retry_after_ms = http1_response_retry_after(&c->resp,
-                                                            time(NULL));
-            res.headers = c->resp.headers;
-            res.header_count = c->resp.header_count;
-            res.body = c->resp.body;
-            res.body_len = c->resp.body_len;
-        }
+        result_from(c, &res);
     } else if (why == NULL) {
         snprintf(text, sizeof(text), "%s: %s", pool->where,
                  err == EPROTO ? "invalid HTTP response" : strerror(err));
@@ -810,15 +817,7 @@ int http1_parse_response(struct http1_request *req, const char *data,
         res.error = c->complete ? 0 : ECONNRESET;
     }
     if (res.error == 0) {
-        res.status = (int)c->parser.status_code;
-        if (failed(c->parser.status_code)) {
-            res.retry_after_ms = http1_response_retry_after(&c->resp,
-                                                            time(NULL));
-            res.headers = c->resp.headers;
-            res.header_count = c->resp.header_count;
-            res.body = c->resp.body;
-            res.body_len = c->resp.body_len;
-        }
+        result_from(c, &res);
     }
     req->done(req, &res);
     free(c);
