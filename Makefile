@@ -6,7 +6,8 @@
 
 CC      ?= cc
 PYTHON  := /usr/bin/python3
-PKGS    := rdkafka yaml-0.1 lua5.4 libcurl jansson libmicrohttpd
+PKGS    := rdkafka yaml-0.1 lua5.4 libcurl jansson libmicrohttpd sqlite3 \
+           hiredis
 # snprintf truncation is deliberate wherever we use it: not a warning.
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
            -Wmissing-prototypes -Wformat=2 -Wno-format-truncation
@@ -35,7 +36,7 @@ $(FLAGS_MK): scripts/install-deps.sh Makefile
 	     "$$lua_a" > $@.tmp && mv $@.tmp $@
 
 CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -g $(WARN) $(SAN) -MMD -MP \
-           -I. -Iworker -Iconnectors -Ilua \
+           -I. -Iworker -Iconnectors -Ilua -Istores \
            -DSLUICE_LUA_LIB_DEFAULT='"$(CURDIR)/lua/lib"' $(PKG_CFLAGS)
 # Lua is linked from liblua5.4-dev's static archive: the VM is then
 # called directly rather than through the PLT, and built without -fPIC;
@@ -45,7 +46,8 @@ LDLIBS  := $(if $(LUA_A),$(LUA_A) -ldl,) $(PKG_LIBS) -lhttp_parser \
 LDFLAGS := $(SAN)
 
 WORKER_SRC := $(filter-out worker/main.c,$(wildcard worker/*.c)) \
-              $(wildcard connectors/*.c) $(wildcard lua/*.c)
+              $(wildcard connectors/*.c) $(wildcard lua/*.c) \
+              $(wildcard stores/*.c)
 WORKER_OBJ := $(WORKER_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)

@@ -12,6 +12,7 @@ packages=(
     librdkafka-dev libyaml-dev liblua5.4-dev libcurl4-openssl-dev
     libjansson-dev libmicrohttpd-dev libsqlite3-dev libhiredis-dev
     libhttp-parser-dev
+    sqlite3 redis-server
     libcmocka-dev
     clang libclang-rt-14-dev
     python3-pytest python3-confluent-kafka
