@@ -84,6 +84,9 @@ struct transform {
     lua_State *L;
     ljson_codec_t *codec;
     int pipeline_fn; /* registry refs, LUA_NOREF when absent */
+    int key_fn;      /* dedupe.key: lua:FUNCTION */
+    char *key_out;   /* its answer, for transform_dedupe_key */
+    size_t key_cap;
     int *sink_fn, *retry_fn;
     size_t nsinks;
     struct lmsg *msg;
@@ -1086,6 +1089,59 @@ int transform_run(transform_t *t, const struct connector_msg *in,
     return (int)t->nouts;
 }
 
+/* dedupe.key's function, in protected mode: upvalue 1 is t. */
+static int key_protected(lua_State *L)
+{
+    transform_t *t = lua_touserdata(L, 1);
+    size_t len = 0;
+    const char *key = NULL;
+    char num[32];
+
+    lua_settop(L, 0);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->key_fn);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->msg_ref);
+    lua_call(L, 1, 1);
+    if (lua_isinteger(L, 1)) {
+        snprintf(num, sizeof(num), "%lld", (long long)lua_tointeger(L, 1));
+        key = num;
+        len = strlen(num);
+    } else if (lua_type(L, 1) == LUA_TSTRING) {
+        key = lua_tolstring(L, 1, &len);
+    } else if (!lua_isnil(L, 1)) {
+        return luaL_error(L, "%s: %s must return a string, an integer or "
+                             "nil, not a %s",
+                          base_name(t->cfg->transform), t->cfg->dedupe.arg,
+                          luaL_typename(L, 1));
+    }
+    if (key != NULL && len > 0 && len < t->key_cap &&
+        memchr(key, '\0', len) == NULL) {
+        memcpy(t->key_out, key, len);
+        t->key_out[len] = '\0';
+    } else {
+        t->key_out[0] = '\0';
+    }
+    return 0;
+}
+
+const char *transform_dedupe_key(transform_t *t,
+                                 const struct connector_msg *in, char *out,
+                                 size_t cap, struct sl_error *err)
+{
+    err->msg[0] = '\0';
+    if (t->key_fn == LUA_NOREF || cap == 0) {
+        return NULL;
+    }
+    t->script_path = t->cfg->transform;
+    t->key_out = out;
+    t->key_cap = cap;
+    out[0] = '\0';
+    msg_reset(t, in, 1);
+    lua_pop(t->L, 1);
+    int rc = script_call(t->script, key_protected, t, err);
+    t->msg->in = NULL;
+    return rc == 0 && out[0] != '\0' ? out : NULL;
+}
+
 const struct transform_out *transform_output(const transform_t *t, size_t i)
 {
     return i < t->nouts ? &t->outs[i].out : NULL;
@@ -1791,6 +1847,7 @@ static transform_t *build(const struct cfg *cfg, struct cfg_errors *errs,
     t->cfg = cfg;
     t->nsinks = cfg->sink_count;
     t->pipeline_fn = LUA_NOREF;
+    t->key_fn = LUA_NOREF;
     t->sink_fn = malloc((t->nsinks + 1) * sizeof(int));
     t->retry_fn = malloc((t->nsinks + 1) * sizeof(int));
     t->req_text = calloc(t->nsinks + 1, sizeof(*t->req_text));
@@ -1835,6 +1892,12 @@ static transform_t *build(const struct cfg *cfg, struct cfg_errors *errs,
         failed += load_named(t, cfg->transform, "transform", &t->pipeline_fn,
                              "transform", cfg->transform_line,
                              cfg->transform_col, errs, err) != 0;
+    }
+    if (cfg->transform != NULL && cfg->dedupe.from == CFG_DEDUPE_LUA &&
+        (failed == 0 || errs != NULL)) {
+        failed += load_named(t, cfg->transform, cfg->dedupe.arg, &t->key_fn,
+                             "dedupe.key", cfg->dedupe.key_line,
+                             cfg->dedupe.key_col, errs, err) != 0;
     }
     for (size_t i = 0; i < t->nsinks && (failed == 0 || errs != NULL);
          i++) {

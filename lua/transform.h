@@ -75,6 +75,14 @@ void transform_output_view(const transform_t *t, size_t i,
                            const struct connector_msg *in,
                            struct connector_msg *view);
 
+/* Runs dedupe.key's function (lua:FUNCTION of the pipeline's script) on
+ * in, read-only. Returns its key, written to out (cap bytes), or NULL:
+ * none usable (nil, empty, too long, a NUL byte; err->msg "") or the
+ * call failed (err says why). */
+const char *transform_dedupe_key(transform_t *t,
+                                 const struct connector_msg *in, char *out,
+                                 size_t cap, struct sl_error *err);
+
 /* ---- per-sink transforms ---- */
 
 enum { TRANSFORM_SEND = 0, TRANSFORM_SKIP = 1 };

@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "store.h"
 #include "units.h"
 
 static const char *const start_choices[] = {"earliest", "latest", NULL};
@@ -154,6 +155,52 @@ const struct opt_spec cfg_dlq_options[] = {
     {0},
 };
 
+static const char *const store_choices[] = {"none", "sqlite", "redis",
+                                            NULL};
+static const char *const missing_choices[] = {"coordinates", "dead_letter",
+                                              NULL};
+
+const struct opt_spec cfg_dedupe_options[] = {
+    {.name = "key", .type = OPT_STRING, .def = "header:message-id",
+     .offset = offsetof(struct cfg_dedupe, key),
+     .doc = "Where a message's dedupe key comes from: `header:NAME` (the "
+            "record's last NAME header), `json:PATH` (a string or integer "
+            "field of the JSON value, e.g. `order_id` or `meta.id`), "
+            "`lua:FUNCTION` (a function of the pipeline's `transform` "
+            "script: `FUNCTION(msg)` returns the key), or `coordinates` "
+            "(`topic-partition-offset`). Sinks get it as the "
+            "`Idempotency-Key` header, and markers are kept by it. A "
+            "pipeline transform may still set `dedupe_key` on what it "
+            "returns."},
+    {.name = "missing", .type = OPT_ENUM, .def = "coordinates",
+     .offset = offsetof(struct cfg_dedupe, missing),
+     .choices = missing_choices,
+     .doc = "A message without a usable key (no such header or field, an "
+            "empty one, one over 300 bytes or holding a NUL byte, a value "
+            "that is not JSON): `coordinates` uses "
+            "`topic-partition-offset` instead (a producer's retry then "
+            "counts as a new message), `dead_letter` sends it to the "
+            "pipeline's dead-letter queue (stage `dedupe`) and to no "
+            "sink."},
+    {.name = "store", .type = OPT_ENUM, .def = "none",
+     .offset = offsetof(struct cfg_dedupe, store_choice),
+     .choices = store_choices,
+     .doc = "Where \"already handled\" markers are kept: `none` (no "
+            "markers: every redelivery reaches every sink again), `sqlite` "
+            "(a file on this worker's disk) or `redis` (shared by every "
+            "worker of the pipeline and by `sluice dlq replay`). With "
+            "markers, a sink that already applied a message is skipped "
+            "when the message comes again; see docs/dedupe.md."},
+    {.name = "ttl", .type = OPT_DURATION, .def = "7d",
+     .offset = offsetof(struct cfg_dedupe, ttl_ms),
+     .min = 1000, .max = (int64_t)3650 * 24 * 3600000,
+     .doc = "How long a marker lives after it was written: redeliveries "
+            "and replays older than this reach the sink again. SQLite "
+            "prunes older markers in the background; Redis expires "
+            "them."},
+    {0},
+};
+
 const struct opt_spec cfg_root_options[] = {
     {.name = "transform", .type = OPT_STRING, .flags = OPT_FILE,
      .offset = offsetof(struct cfg, transform),
@@ -210,6 +257,13 @@ const struct opt_spec cfg_sink_options[] = {
     {.name = "dlq_topic", .type = OPT_STRING,
      .offset = offsetof(struct cfg_sink, dlq_topic),
      .doc = "This sink's dead-letter topic. Default: `dlq.topic`."},
+    {.name = "applied_on", .type = OPT_STRING_LIST, .def = "409",
+     .offset = offsetof(struct cfg_sink, applied_on),
+     .doc = "Answers that mean the sink already applied this message "
+            "(e.g. its `Idempotency-Key` was seen): counted as delivered "
+            "(and as `applied`), never retried nor dead-lettered, and "
+            "marked when markers are on. The other lists win over this "
+            "one: `permanent_on: [409]` makes 409 permanent."},
     {.name = "retry_on", .type = OPT_STRING_LIST,
      .def = "transport, 408, 425, 429, 500, 502, 503, 504",
      .offset = offsetof(struct cfg_sink, retry_on),
@@ -1118,16 +1172,17 @@ static const yaml_node_t *find_key(struct walker *w, const yaml_node_t *map,
 static void build_answers(struct walker *w, const yaml_node_t *map,
                           const char *prefix, struct cfg_sink *sink)
 {
-    static const char *const names[] = {"retry_on", "permanent_on",
-                                        "done_on"};
-    const struct opt_list *lists[] = {&sink->retry_on, &sink->permanent_on,
-                                      &sink->done_on};
-    const unsigned char answers[] = {CFG_ANSWER_RETRY, CFG_ANSWER_PERMANENT,
-                                     CFG_ANSWER_DONE};
+    /* Later lists win: applied_on's default yields to any other. */
+    static const char *const names[] = {"applied_on", "retry_on",
+                                        "permanent_on", "done_on"};
+    const struct opt_list *lists[] = {&sink->applied_on, &sink->retry_on,
+                                      &sink->permanent_on, &sink->done_on};
+    const unsigned char answers[] = {CFG_ANSWER_APPLIED, CFG_ANSWER_RETRY,
+                                     CFG_ANSWER_PERMANENT, CFG_ANSWER_DONE};
 
     memset(sink->answers, CFG_ANSWER_DEFAULT, sizeof(sink->answers));
     for (int exact = 0; exact < 2; exact++) {
-        for (size_t l = 0; l < 3; l++) {
+        for (size_t l = 0; l < 4; l++) {
             for (size_t i = 0; i < lists[l]->count; i++) {
                 const char *t = lists[l]->items[i];
                 size_t len = strlen(t);
@@ -1313,11 +1368,116 @@ static void walk_sink(struct walker *w, struct cfg *cfg, const yaml_node_t *k,
     }
 }
 
+/* The `dedupe:` section: its own keys, then those of the store it
+ * names (like a sink's type). */
+static void walk_dedupe(struct walker *w, struct cfg *cfg,
+                        const yaml_node_t *v)
+{
+    struct cfg_dedupe *d = &cfg->dedupe;
+    const yaml_node_t *store = find_key(w, v, "store");
+    const struct store *impl = NULL;
+
+    if (store != NULL && store->type == YAML_SCALAR_NODE &&
+        strcmp(scalar_text(store), "none") != 0) {
+        impl = store_find(scalar_text(store));
+    }
+    if (impl != NULL) {
+        d->ctx = calloc(1, impl->ctx_size);
+        if (d->ctx == NULL) {
+            node_error(w, v, "dedupe", "out of memory");
+            return;
+        }
+        d->store = impl;
+    }
+    const struct opt_spec *tables[2] = {cfg_dedupe_options,
+                                        impl != NULL ? impl->options : NULL};
+    void *bases[2] = {d, d->ctx};
+    int errors_before = w->errs->count;
+    walk_mapping(w, v, "dedupe", tables, bases, impl != NULL ? 2 : 1);
+    const yaml_node_t *key = find_key(w, v, "key");
+    if (key != NULL) {
+        d->key_line = (int)key->start_mark.line + 1;
+        d->key_col = (int)key->start_mark.column + 1;
+    }
+    const char *option = NULL;
+    struct sl_error err;
+    if (w->errs->count == errors_before && impl != NULL &&
+        impl->check != NULL && impl->check(d->ctx, &option, &err) != 0) {
+        const yaml_node_t *at = option != NULL ? find_key(w, v, option) : NULL;
+        char path[300];
+        snprintf(path, sizeof(path), "dedupe.%s",
+                 option != NULL ? option : "");
+        node_error(w, at != NULL ? at : v, option != NULL ? path : "dedupe",
+                   "%s", err.msg);
+    }
+}
+
+/* Parses dedupe.key into from and arg; reports a bad one at its value. */
+static void check_dedupe_key(struct walker *w, struct cfg *cfg,
+                             const yaml_node_t *root)
+{
+    struct cfg_dedupe *d = &cfg->dedupe;
+    static const struct {
+        const char *prefix;
+        int from;
+    } kinds[] = {{"header:", CFG_DEDUPE_HEADER},
+                 {"json:", CFG_DEDUPE_JSON},
+                 {"lua:", CFG_DEDUPE_LUA}};
+    const char *why = NULL;
+
+    if (d->key == NULL) {
+        return;
+    }
+    if (strcmp(d->key, "coordinates") == 0) {
+        d->from = CFG_DEDUPE_COORDINATES;
+        d->arg = d->key;
+    } else {
+        why = "expected `header:NAME`, `json:PATH`, `lua:FUNCTION` or "
+              "`coordinates`";
+        for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+            size_t n = strlen(kinds[i].prefix);
+            if (strncmp(d->key, kinds[i].prefix, n) == 0) {
+                d->from = kinds[i].from;
+                d->arg = d->key + n;
+                why = d->arg[0] == '\0' ? "the name after the colon is "
+                                          "missing"
+                                        : NULL;
+                break;
+            }
+        }
+    }
+    if (why == NULL && d->from == CFG_DEDUPE_JSON) {
+        for (const char *c = d->arg; *c && why == NULL; c++) {
+            if (*c == '.' && (c == d->arg || c[1] == '.' || c[1] == '\0')) {
+                why = "a JSON path is field names joined by `.`, e.g. "
+                      "`meta.id`";
+            }
+        }
+    }
+    if (why == NULL && d->from == CFG_DEDUPE_LUA && cfg->transform == NULL) {
+        why = "`lua:` names a function of the pipeline's `transform` "
+              "script, and there is none";
+    }
+    if (why == NULL && d->store_choice != 0 && d->store == NULL) {
+        why = "this build has no such store";
+    }
+    if (why == NULL && d->store != NULL &&
+        cfg->sink_count > STORE_MAX_SINKS) {
+        why = "markers are kept for at most 64 sinks";
+    }
+    if (why != NULL) {
+        const yaml_node_t *sec = find_key(w, root, "dedupe");
+        const yaml_node_t *at = sec != NULL ? find_key(w, sec, "key") : NULL;
+        node_error(w, at != NULL ? at : sec != NULL ? sec : root,
+                   "dedupe.key", "%s", why);
+    }
+}
+
 static void walk_root(struct walker *w, struct cfg *cfg,
                       const yaml_node_t *root)
 {
     int have_pipeline = 0, have_source = 0, have_sinks = 0;
-    int have_delivery = 0, have_lua = 0, have_dlq = 0;
+    int have_delivery = 0, have_lua = 0, have_dlq = 0, have_dedupe = 0;
 
     if (root == NULL || root->type != YAML_MAPPING_NODE) {
         cfg_errors_add(w->errs, w->file, 1, 1, "",
@@ -1397,6 +1557,14 @@ static void walk_root(struct walker *w, struct cfg *cfg,
                 cfg->dlq.properties_line = (int)at->start_mark.line + 1;
                 cfg->dlq.properties_col = (int)at->start_mark.column + 1;
             }
+        } else if (strcmp(key, "dedupe") == 0) {
+            have_dedupe = 1;
+            if (v->type != YAML_MAPPING_NODE) {
+                node_error(w, v, key, "expected a mapping, found %s",
+                           node_type_name(v));
+                continue;
+            }
+            walk_dedupe(w, cfg, v);
         } else if (strcmp(key, "sinks") == 0) {
             have_sinks = 1;
             if (v->type != YAML_MAPPING_NODE ||
@@ -1420,7 +1588,7 @@ static void walk_root(struct walker *w, struct cfg *cfg,
                 {.name = "pipeline"}, {.name = "source"},
                 {.name = "delivery"}, {.name = "sinks"},
                 {.name = "transform"}, {.name = "lua"}, {.name = "dlq"},
-                {0}};
+                {.name = "dedupe"}, {0}};
             const struct opt_spec *tables[1] = {root_keys};
             char msg[512];
             snprintf(msg, sizeof(msg), "unknown key");
@@ -1453,6 +1621,11 @@ static void walk_root(struct walker *w, struct cfg *cfg,
             parse_scalar(s, s->def, &cfg->dlq, why, sizeof(why));
         }
     }
+    for (const struct opt_spec *s = cfg_dedupe_options;
+         !have_dedupe && s->name; s++) {
+        parse_scalar(s, s->def, &cfg->dedupe, why, sizeof(why));
+    }
+    check_dedupe_key(w, cfg, root);
 }
 
 /* ---- reading YAML safely ---- */
@@ -1919,6 +2092,11 @@ void cfg_free(struct cfg *cfg)
     free_table(cfg_delivery_options, &cfg->delivery);
     free_table(cfg_root_options, cfg);
     free_table(cfg_dlq_options, &cfg->dlq);
+    if (cfg->dedupe.ctx != NULL) {
+        free_table(cfg->dedupe.store->options, cfg->dedupe.ctx);
+        free(cfg->dedupe.ctx);
+    }
+    free_table(cfg_dedupe_options, &cfg->dedupe);
     for (size_t i = 0; i < cfg->sink_count; i++) {
         struct cfg_sink *s = &cfg->sinks[i];
         if (s->ctx != NULL) {

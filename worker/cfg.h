@@ -63,8 +63,34 @@ enum cfg_answer {
     CFG_ANSWER_RETRY,
     CFG_ANSWER_PERMANENT,
     CFG_ANSWER_DONE,
+    CFG_ANSWER_APPLIED, /* the sink already has it: delivered, marked */
 };
 #define CFG_STATUS_MAX 600
+
+/* Where a message's dedupe key comes from (dedupe.key). */
+enum cfg_dedupe_from {
+    CFG_DEDUPE_HEADER,      /* header:NAME, the last such header */
+    CFG_DEDUPE_JSON,        /* json:PATH, a string or integer field */
+    CFG_DEDUPE_LUA,         /* lua:FUNCTION of the pipeline's script */
+    CFG_DEDUPE_COORDINATES, /* topic-partition-offset */
+};
+/* What a message without a usable key gets (dedupe.missing). */
+enum cfg_dedupe_missing { CFG_MISSING_COORDINATES, CFG_MISSING_DEAD_LETTER };
+
+struct store;
+
+/* Dedupe keys and "already handled" markers (the `dedupe:` section). */
+struct cfg_dedupe {
+    char *key;     /* as written: header:NAME, json:PATH, lua:F, coordinates */
+    int from;      /* enum cfg_dedupe_from, parsed from key */
+    const char *arg; /* key's NAME, PATH or F: points into key */
+    int missing;   /* enum cfg_dedupe_missing */
+    int store_choice; /* index into the store choices; 0: none */
+    int64_t ttl_ms;
+    const struct store *store; /* NULL: no markers */
+    void *ctx;                 /* store->ctx_size bytes, options filled */
+    int key_line, key_col;     /* where key is written; 0: the default */
+};
 
 struct cfg_lua {
     int64_t memory_limit;
@@ -82,7 +108,7 @@ struct cfg_sink {
      * as well as into the script. 0 when not set. */
     int transform_line, transform_col, retry_line, retry_col;
     char *dlq_topic; /* default: the pipeline's dlq.topic */
-    struct opt_list retry_on, permanent_on, done_on;
+    struct opt_list applied_on, retry_on, permanent_on, done_on;
     /* The lists above, by status (index 0: transport errors); each entry
      * an enum cfg_answer. */
     unsigned char answers[CFG_STATUS_MAX];
@@ -114,6 +140,7 @@ struct cfg {
     struct cfg_source source;
     struct cfg_delivery delivery;
     struct cfg_dlq dlq;
+    struct cfg_dedupe dedupe;
     struct cfg_sink *sinks;
     size_t sink_count;
     struct cfg_keypos *keypos; /* of every map key read, for errors */
@@ -170,6 +197,7 @@ extern const struct opt_spec cfg_sink_options[];
 extern const struct opt_spec cfg_root_options[];
 extern const struct opt_spec cfg_lua_options[];
 extern const struct opt_spec cfg_dlq_options[];
+extern const struct opt_spec cfg_dedupe_options[];
 
 /* Levenshtein distance of a and b, for did-you-mean suggestions
  * (SIZE_MAX when b is 64 bytes or longer). */

@@ -48,6 +48,7 @@
 #define DLQ_STAGE_SHAPE "shape"         /* a sink's transform raised */
 #define DLQ_STAGE_SINK "sink"           /* the sink failed for good */
 #define DLQ_STAGE_PARK "park" /* a retry topic's record: not a failure */
+#define DLQ_STAGE_DEDUPE "dedupe" /* no dedupe key (dedupe.missing) */
 
 #define DLQ_CLASS_REJECTED "rejected"     /* an answer classed permanent */
 #define DLQ_CLASS_GAVE_UP "gave_up"       /* the retry script gave up */
@@ -56,6 +57,7 @@
 #define DLQ_CLASS_TRANSFORM "transform_error"
 #define DLQ_CLASS_SHAPE "shape_error"
 #define DLQ_CLASS_PARKED "parked"
+#define DLQ_CLASS_NO_KEY "no_dedupe_key"
 
 #define DLQ_BODY_MAX 1024
 

@@ -24,6 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "consumer.h"
 #include "dlq.h"
 #include "dlqcmd.h"
@@ -32,6 +34,7 @@
 #include "offsets.h"
 #include "redact.h"
 #include "retry.h"
+#include "store.h"
 #include "transform.h"
 
 #define HEADER_SCRATCH 64
@@ -50,6 +53,10 @@
  * long enough to ride out a burst (librdkafka 2.0.2 needs ~1 s to fetch
  * after a resume), far below max.poll.interval.ms. */
 #define HOLD_BEFORE_PAUSE_MS 1000
+/* A marker store op that failed is submitted again after this, doubling
+ * up to the cap; meanwhile its msg waits (and counts in the bounds). */
+#define STORE_RETRY_MS 200
+#define STORE_RETRY_MAX_MS 5000
 
 /* A consumer the lane reads: the pipeline's source, or the retry topic of
  * a sink that parks (its drain). */
@@ -133,6 +140,8 @@ struct delivery {
     size_t body_len;
     const char *method, *path;
     struct copy req;
+    int awaiting; /* markers on: queued once its msg's lookup answers */
+    struct store_op mark; /* after success: this sink's marker */
 };
 
 /* One message out of the pipeline transform (a record's only msg when
@@ -157,7 +166,11 @@ struct msg {
     struct replay_src *src; /* origin, replay: where the record came from */
     size_t bytes; /* counted in the lane's in-flight bytes */
     int transformed; /* key, value, headers and dedupe key are in own */
-    const char *dedupe;
+    const char *dedupe; /* in own, or in keybuf; never NULL once filled */
+    char *keybuf;       /* ENGINE_DEDUPE_MAX bytes, kept across reuse */
+    struct store_op look; /* markers on: which sinks already have it */
+    int looked;           /* its lookup answered */
+    struct msg *check_next; /* the engine's lookup FIFO */
     struct copy own;
     struct msg *next, *prev; /* live list, or free list (next) */
     struct delivery d[];
@@ -192,6 +205,7 @@ struct sink {
     struct chain **buckets;
     size_t mask;
     uint64_t delivered, failed, retried, skipped, gave_up, done_by_policy;
+    uint64_t applied, already_handled;
     uint64_t dead_lettered;
     uint64_t fail_logged_ms, fails_unlogged, policy_errors;
     struct ratelog give_up_log;
@@ -266,6 +280,20 @@ struct engine {
     struct connector_msg view;
     char dedupe[ENGINE_DEDUPE_MAX];
     struct connector_header headers[HEADER_SCRATCH];
+    /* Markers (cfg->dedupe.store): ops wait in `queued` for the next
+     * flush, failed ones in `failed` for the retry timer; msgs wait in
+     * the lookup FIFO so that they reach their sinks in order. */
+    const struct store *store;
+    void *store_ctx;
+    struct store_host store_host;
+    struct store_info store_info;
+    const char **sink_names;
+    struct store_op *queued, **queued_tail, *failed, **failed_tail;
+    struct loop_timer store_flush_timer, store_retry_timer;
+    int64_t store_delay;
+    uint64_t store_down_since, store_errors;
+    struct msg *check_head, *check_tail;
+    uint64_t no_key_dead_lettered;
 };
 
 #define container_of(ptr, type, member)                                        \
@@ -863,6 +891,7 @@ static void delivery_finish_any(engine_t *e, struct delivery *d)
 
 static void on_result(struct sink *s, struct delivery *d,
                       const struct connector_result *res);
+static void delivery_success(struct sink *s, struct delivery *d);
 
 const char *engine_dedupe_key(char *out, size_t cap, const void *id,
                               size_t id_len, const char *topic,
@@ -879,16 +908,126 @@ const char *engine_dedupe_key(char *out, size_t cap, const void *id,
     return out;
 }
 
-/* The dedupe key of a record as it came. */
-static const char *record_dedupe(engine_t *e, void *handle,
-                                 const struct part *p, int64_t offset)
-{
-    size_t id_len = 0;
-    const void *id =
-        consumer_header_find(handle, ENGINE_DEDUPE_HEADER, &id_len);
+static size_t record_headers(engine_t *e, const struct part *p,
+                             void *handle);
 
-    return engine_dedupe_key(e->dedupe, sizeof(e->dedupe), id, id_len,
-                             p->topic, p->partition, offset);
+/* A key of len bytes that can serve: not empty, fits, no NUL byte (cut
+ * there, two keys could collide). */
+static const char *usable_key(const void *key, size_t len, char *out,
+                              size_t cap)
+{
+    if (key == NULL || len == 0 || len >= cap ||
+        memchr(key, '\0', len) != NULL) {
+        return NULL;
+    }
+    memcpy(out, key, len);
+    out[len] = '\0';
+    return out;
+}
+
+/* The string or integer at path (field names joined by '.') of a JSON
+ * object. */
+static const char *json_key(const char *path, const void *value,
+                            size_t value_len, char *out, size_t cap)
+{
+    json_error_t jerr;
+    json_t *root, *at;
+    const char *key = NULL;
+    char name[256];
+
+    if (value == NULL || value_len == 0) {
+        return NULL;
+    }
+    root = json_loadb(value, value_len, JSON_REJECT_DUPLICATES, &jerr);
+    at = root;
+    while (at != NULL && *path != '\0') {
+        size_t n = strcspn(path, ".");
+        if (n >= sizeof(name) || !json_is_object(at)) {
+            at = NULL;
+            break;
+        }
+        memcpy(name, path, n);
+        name[n] = '\0';
+        at = json_object_get(at, name);
+        path += n + (path[n] == '.');
+    }
+    if (json_is_string(at)) {
+        key = usable_key(json_string_value(at), json_string_length(at), out,
+                         cap);
+    } else if (json_is_integer(at)) {
+        snprintf(out, cap, "%" JSON_INTEGER_FORMAT, json_integer_value(at));
+        key = out;
+    }
+    json_decref(root);
+    return key;
+}
+
+const char *engine_pick_key(const struct cfg_dedupe *d, const void *header,
+                            size_t header_len, const void *value,
+                            size_t value_len, char *out, size_t cap)
+{
+    switch (d->from) {
+    case CFG_DEDUPE_HEADER:
+        return usable_key(header, header_len, out, cap);
+    case CFG_DEDUPE_JSON:
+        return json_key(d->arg, value, value_len, out, cap);
+    default:
+        return NULL;
+    }
+}
+
+/* The dedupe key of a record as it came, in e->dedupe: dedupe.key's, or
+ * its coordinates. NULL when it has no usable key and dedupe.missing
+ * says dead_letter. */
+static const char *record_dedupe(engine_t *e, const struct consumer_record *rec)
+{
+    const struct cfg_dedupe *d = &e->cfg->dedupe;
+    const struct part *p = rec->part;
+    const char *key = NULL;
+
+    if (d->from == CFG_DEDUPE_HEADER || d->from == CFG_DEDUPE_JSON) {
+        size_t id_len = 0;
+        const void *id = d->from == CFG_DEDUPE_HEADER
+                             ? consumer_header_find(rec->handle, d->arg,
+                                                    &id_len)
+                             : NULL;
+        key = engine_pick_key(d, id, id_len, rec->value, rec->value_len,
+                              e->dedupe, sizeof(e->dedupe));
+    } else if (d->from == CFG_DEDUPE_LUA && e->tf != NULL) {
+        struct connector_msg in;
+        struct sl_error err;
+        size_t n = record_headers(e, p, rec->handle);
+        in = (struct connector_msg){
+            .topic = p->topic,
+            .partition = p->partition,
+            .offset = rec->offset,
+            .timestamp_ms = rec->timestamp_ms,
+            .key = rec->key,
+            .key_len = rec->key != NULL ? rec->key_len : 0,
+            .value = rec->value,
+            .value_len = rec->value_len,
+            .dedupe_key = "",
+            .headers = e->headers,
+            .header_count = n,
+        };
+        e->view_msg = NULL; /* e->headers now hold this record's */
+        key = transform_dedupe_key(e->tf, &in, e->dedupe, sizeof(e->dedupe),
+                                   &err);
+        if (key == NULL && err.msg[0] != '\0') {
+            log_debug("%s [%d] offset %lld: dedupe key function: %s",
+                      p->topic, (int)p->partition, (long long)rec->offset,
+                      err.msg);
+        }
+    }
+    if (key != NULL) {
+        return key;
+    }
+    if (d->from != CFG_DEDUPE_COORDINATES &&
+        d->missing == CFG_MISSING_DEAD_LETTER) {
+        return NULL;
+    }
+    return engine_dedupe_key(e->dedupe, sizeof(e->dedupe), NULL, 0, p->topic,
+                             p->partition, rec->offset);
 }
 
 /* The record's headers in e->headers; a replayed DLQ record's context
@@ -937,14 +1076,11 @@ static const struct connector_msg *msg_view(engine_t *e, struct msg *m)
         v->offset = src->offset;
         v->timestamp_ms = src->timestamp_ms;
     }
+    v->dedupe_key = m->dedupe;
     if (m->transformed) {
-        v->dedupe_key = m->dedupe;
         v->headers = m->own.headers;
         v->header_count = m->own.header_count;
     } else {
-        v->dedupe_key = src != NULL ? src->dedupe
-                                    : record_dedupe(e, m->handle, m->part,
-                                                    m->offset);
         v->headers = e->headers;
         v->header_count = record_headers(e, m->part, m->origin->handle);
     }
@@ -1450,7 +1586,11 @@ static void dead_letter(engine_t *e, struct delivery *d, enum dead_kind kind,
             snprintf(more, sizeof(more), " (%llu more not logged)",
                      (unsigned long long)suppressed);
         }
-        if (d->sink == NULL || strcmp(stage, DLQ_STAGE_SHAPE) == 0) {
+        if (strcmp(stage, DLQ_STAGE_DEDUPE) == 0) {
+            log_error("%s [%d] offset %lld: %s; to the dead-letter queue%s",
+                      m->part->topic, (int)m->part->partition,
+                      (long long)m->offset, x->reason, more);
+        } else if (d->sink == NULL || strcmp(stage, DLQ_STAGE_SHAPE) == 0) {
             log_error("%s%s%stransform failed on %s [%d] offset %lld: %s; "
                       "to the dead-letter queue (dedupe key %s)%s",
                       d->sink != NULL ? "sink " : "",
@@ -1533,7 +1673,8 @@ static void decide(struct sink *s, struct delivery *d,
 }
 
 /* The sink's configured class of an answer (retry_on, permanent_on,
- * done_on), as a connector status; done: counts as delivered. */
+ * done_on, applied_on), as a connector status; done: 1 counts as done,
+ * 2 as already applied. */
 static enum connector_status classify(const struct sink *s,
                                       const struct connector_result *res,
                                       int *done)
@@ -1563,6 +1704,9 @@ static enum connector_status classify(const struct sink *s,
     case CFG_ANSWER_DONE:
         *done = 1;
         return CONNECTOR_OK;
+    case CFG_ANSWER_APPLIED:
+        *done = 2;
+        return CONNECTOR_OK;
     default:
         return CONNECTOR_REJECT;
     }
@@ -1585,9 +1729,16 @@ static void on_result(struct sink *s, struct delivery *d,
                        (given->http_status <= 0 || given->http_status >= 500),
                    given->http_status <= 0 && given->status != CONNECTOR_RETRY,
                    now);
-    if (status == CONNECTOR_OK && !done) {
+    if (status == CONNECTOR_OK && done != 1) {
         s->delivered++;
-        delivery_finish(s, d);
+        if (done == 2) {
+            s->applied++;
+            log_debug("sink %s: %s [%d] offset %lld (dedupe key %s): HTTP "
+                      "%d, already applied: counted as delivered",
+                      s->cfg->name, m->part->topic, (int)m->part->partition,
+                      (long long)m->offset, m->dedupe, given->http_status);
+        }
+        delivery_success(s, d);
         return;
     }
     d->attempts++;
@@ -1597,7 +1748,7 @@ static void on_result(struct sink *s, struct delivery *d,
     }
     if (done) {
         s->done_by_policy++;
-        delivery_finish(s, d);
+        delivery_success(s, d);
         return;
     }
     s->failed++;
@@ -1610,7 +1761,7 @@ static void on_result(struct sink *s, struct delivery *d,
                   "retry policy after: %s",
                   s->cfg->name, m->part->topic, (int)m->part->partition,
                   (long long)m->offset, res.error);
-        delivery_finish(s, d);
+        delivery_success(s, d);
         return;
     }
     if (dec.verdict == TRANSFORM_GIVE_UP) {
@@ -1787,6 +1938,188 @@ static void pump_fired(struct loop_timer *t)
     sink_pump(container_of(t, struct sink, pump));
 }
 
+/* ---- markers ---- */
+
+/* Queues op for the next flush: every op of one loop iteration goes to
+ * the store as one batch. */
+static void store_queue(engine_t *e, struct store_op *op)
+{
+    op->next = NULL;
+    *e->queued_tail = op;
+    e->queued_tail = &op->next;
+    if (!loop_timer_armed(&e->store_flush_timer)) {
+        loop_timer_start(e->loop, &e->store_flush_timer, 0);
+    }
+}
+
+static void store_flush_fired(struct loop_timer *t)
+{
+    engine_t *e = container_of(t, engine_t, store_flush_timer);
+    struct store_op *batch = e->queued;
+
+    e->queued = NULL;
+    e->queued_tail = &e->queued;
+    if (batch != NULL) {
+        e->store->submit(e->store_ctx, batch);
+    }
+}
+
+static void store_retry_fired(struct loop_timer *t)
+{
+    engine_t *e = container_of(t, engine_t, store_retry_timer);
+    struct store_op *op = e->failed;
+
+    e->failed = NULL;
+    e->failed_tail = &e->failed;
+    while (op != NULL) {
+        struct store_op *next = op->next;
+        store_queue(e, op);
+        op = next;
+    }
+    if (e->store_delay < STORE_RETRY_MAX_MS) {
+        e->store_delay *= 2;
+    }
+}
+
+/* A successful delivery of d (delivered, already applied, or done): the
+ * key's next message may go to the sink now, but d is terminal, and its
+ * msg committable, only once its marker is durable. */
+static void delivery_success(struct sink *s, struct delivery *d)
+{
+    engine_t *e = s->e;
+
+    if (e->store == NULL) {
+        delivery_finish(s, d);
+        return;
+    }
+    if (d->chain != NULL) {
+        chain_advance(s, d);
+    }
+    d->mark = (struct store_op){
+        .kind = STORE_MARK,
+        .key = d->msg->dedupe,
+        .key_len = strlen(d->msg->dedupe),
+        .sink = (uint32_t)s->idx,
+    };
+    store_queue(e, &d->mark);
+}
+
+/* m's lookup answered: its sinks that have a marker are done with it
+ * ("already handled"); the others get it now, in the order the records
+ * came (the lookup FIFO), so that each key stays in order. */
+static void msg_release(engine_t *e, struct msg *m)
+{
+    struct delivery *finish[STORE_MAX_SINKS];
+    size_t nfinish = 0;
+
+    for (size_t k = 0; k < e->nsinks; k++) {
+        struct delivery *d = &m->d[k];
+        struct sink *s = &e->sinks[k];
+        if (!d->awaiting) {
+            continue;
+        }
+        d->awaiting = 0;
+        if (m->part->revoked) {
+            finish[nfinish++] = d; /* the next owner has it */
+        } else if (m->look.marked & ((uint64_t)1 << k)) {
+            s->already_handled++;
+            log_debug("sink %s: skipped %s [%d] offset %lld (dedupe key %s): "
+                      "already handled, its marker is in the store",
+                      s->cfg->name, m->part->topic, (int)m->part->partition,
+                      (long long)m->offset, m->dedupe);
+            finish[nfinish++] = d;
+        } else if (delivery_enqueue(s, d) != 0) {
+            e->fatal = 1;
+            log_error("out of memory queueing %s [%d] offset %lld",
+                      m->part->topic, (int)m->part->partition,
+                      (long long)m->offset);
+            return;
+        } else if (!loop_timer_armed(&s->pump)) {
+            loop_timer_start(e->loop, &s->pump, 0);
+        }
+    }
+    /* Last: the last one may complete m, and m must not be read after. */
+    for (size_t i = 0; i < nfinish; i++) {
+        delivery_finish(finish[i]->sink, finish[i]);
+    }
+}
+
+static void check_advance(engine_t *e)
+{
+    while (e->check_head != NULL && e->check_head->looked) {
+        struct msg *m = e->check_head;
+        e->check_head = m->check_next;
+        if (e->check_head == NULL) {
+            e->check_tail = NULL;
+        }
+        msg_release(e, m);
+    }
+}
+
+/* Puts m's deliveries that wait for its lookup behind the earlier
+ * msgs' and asks the store. */
+static void msg_lookup(engine_t *e, struct msg *m)
+{
+    m->looked = 0;
+    m->check_next = NULL;
+    if (e->check_tail != NULL) {
+        e->check_tail->check_next = m;
+    } else {
+        e->check_head = m;
+    }
+    e->check_tail = m;
+    m->look = (struct store_op){
+        .kind = STORE_LOOKUP,
+        .key = m->dedupe,
+        .key_len = strlen(m->dedupe),
+    };
+    store_queue(e, &m->look);
+}
+
+static void on_store_done(void *engine, struct store_op *op, const char *err)
+{
+    engine_t *e = engine;
+    struct msg *m = op->kind == STORE_LOOKUP
+                        ? container_of(op, struct msg, look)
+                        : container_of(op, struct delivery, mark)->msg;
+    uint64_t now = loop_now(e->loop);
+
+    if (err != NULL && !m->part->revoked) {
+        /* Tried again later, for ever: what waits holds its offset back
+         * and counts in the in-flight bounds, so the source pauses. */
+        e->store_errors++;
+        if (e->store_down_since == 0) {
+            e->store_down_since = now == 0 ? 1 : now;
+            log_warn("markers: %s; deliveries wait for the marker store "
+                     "(nothing is committed past them) and go on when it "
+                     "answers", err);
+        }
+        op->next = NULL;
+        *e->failed_tail = op;
+        e->failed_tail = &op->next;
+        if (!loop_timer_armed(&e->store_retry_timer)) {
+            loop_timer_start(e->loop, &e->store_retry_timer, e->store_delay);
+        }
+        return;
+    }
+    if (err == NULL && e->store_down_since != 0) {
+        log_info("markers: the store answers again after %llu ms",
+                 (unsigned long long)(now - e->store_down_since));
+        e->store_down_since = 0;
+        e->store_delay = STORE_RETRY_MS;
+    }
+    if (op->kind == STORE_LOOKUP) {
+        if (err != NULL) {
+            op->marked = 0; /* revoked: msg_release lets go of it */
+        }
+        m->looked = 1;
+        check_advance(e);
+    } else {
+        struct delivery *d = container_of(op, struct delivery, mark);
+        delivery_finish(d->sink, d);
+    }
+}
+
 /* ---- records in ---- */
 
 /* Fills m from output o of record rec. A changed output is copied: the
@@ -1803,6 +2136,19 @@ static int msg_fill(engine_t *e, struct msg *m, const struct consumer_record *re
         m->key_len = rec->key != NULL ? rec->key_len : 0;
         m->value = rec->value;
         m->value_len = rec->value_len;
+        if (m->keybuf == NULL &&
+            (m->keybuf = malloc(ENGINE_DEDUPE_MAX)) == NULL) {
+            return -1;
+        }
+        if (dedupe == NULL) {
+            dedupe = engine_dedupe_key(m->keybuf, ENGINE_DEDUPE_MAX, NULL, 0,
+                                       rec->topic, rec->partition,
+                                       rec->offset);
+        }
+        if (dedupe != m->keybuf) {
+            snprintf(m->keybuf, ENGINE_DEDUPE_MAX, "%s", dedupe);
+        }
+        m->dedupe = m->keybuf;
     } else {
         const char *key = o->dedupe_key != NULL ? o->dedupe_key : dedupe;
         size_t key_len = o->key != NULL ? o->key_len : 0;
@@ -1855,10 +2201,12 @@ static int delivery_shape(struct delivery *d, const struct transform_request *r)
     return 0;
 }
 
-/* Runs the sinks' transforms on m (output i) and queues its deliveries;
- * a delivery a transform skipped or failed is terminal at once. */
+/* Runs the sinks' transforms on m (output i) and queues its deliveries
+ * (with markers on: asks which sinks have it first); a delivery a
+ * transform skipped or failed is terminal at once. */
 static int msg_enqueue(engine_t *e, struct msg *m, size_t i)
 {
+    int awaiting = 0;
     const struct transform_shaped *shaped =
         e->sink_transforms ? transform_shape_all(e->tf, i, msg_view(e, m))
                            : NULL;
@@ -1876,6 +2224,7 @@ static int msg_enqueue(engine_t *e, struct msg *m, size_t i)
         d->chain = NULL;
         d->dead = NULL;
         d->shaped = 0;
+        d->awaiting = 0;
         d->retry.fn = retry_fired;
         if (shaped != NULL && transform_has_sink(e->tf, k)) {
             const struct transform_request *req = &shaped[k].req;
@@ -1896,9 +2245,15 @@ static int msg_enqueue(engine_t *e, struct msg *m, size_t i)
             }
             m->bytes += req->body_len;
         }
-        if (delivery_enqueue(s, d) != 0) {
+        if (e->store != NULL) {
+            d->awaiting = 1;
+            awaiting = 1;
+        } else if (delivery_enqueue(s, d) != 0) {
             return -1;
         }
+    }
+    if (awaiting) {
+        msg_lookup(e, m);
     }
     return 0;
 }
@@ -2119,13 +2474,14 @@ static int replay_pick(engine_t *e, int n, const struct replay_src *src)
     return -1;
 }
 
-/* The pipeline transform raised on rec: the record goes to the
- * pipeline's DLQ (sink *, stage transform) and to no sink; it counts as
+/* The pipeline transform raised on rec (or rec has no dedupe key and
+ * dedupe.missing says dead_letter): the record goes to the pipeline's
+ * DLQ (sink *, the given stage and class) and to no sink; it counts as
  * handled once the DLQ has it. */
-static void transform_dead_letter(engine_t *e,
-                                  const struct consumer_record *rec,
-                                  uint64_t slot, const char *dedupe,
-                                  const char *why, struct replay_src *src)
+static void record_dead_letter(engine_t *e, const struct consumer_record *rec,
+                               uint64_t slot, const char *dedupe,
+                               const char *stage, const char *class,
+                               const char *why, struct replay_src *src)
 {
     struct delivery *d = carrier_new(e, rec, slot, dedupe);
 
@@ -2138,8 +2494,7 @@ static void transform_dead_letter(engine_t *e,
         d->msg->replays = replays_of(rec->handle) +
                            !is_drain((struct part *)rec->part);
     }
-    dead_letter(e, d, DEAD_LETTER, DLQ_STAGE_TRANSFORM, DLQ_CLASS_TRANSFORM,
-                why, NULL);
+    dead_letter(e, d, DEAD_LETTER, stage, class, why, NULL);
     check_bounds_after_add(e, rec->part);
 }
 
@@ -2200,6 +2555,17 @@ static void on_record(void *arg, const struct consumer_record *rec)
         replay_select(e, rec, slot, &src) != 0) {
         return; /* not replayed: done with, or kept for later */
     }
+    if (src != NULL) {
+        dedupe = src->dedupe;
+    } else if ((dedupe = record_dedupe(e, rec)) == NULL) {
+        char why[300];
+        snprintf(why, sizeof(why), "no dedupe key: `%s` gives none "
+                 "(dedupe.missing: dead_letter)", e->cfg->dedupe.key);
+        e->no_key_dead_lettered++;
+        record_dead_letter(e, rec, slot, NULL, DLQ_STAGE_DEDUPE,
+                           DLQ_CLASS_NO_KEY, why, NULL);
+        return;
+    }
     if (e->tf != NULL) {
         struct sl_error err;
         struct connector_msg *in = &e->view;
@@ -2213,7 +2579,7 @@ static void on_record(void *arg, const struct consumer_record *rec)
             .key_len = rec->key != NULL ? rec->key_len : 0,
             .value = rec->value,
             .value_len = rec->value_len,
-            .dedupe_key = record_dedupe(e, rec->handle, p, rec->offset),
+            .dedupe_key = dedupe,
             .headers = e->headers,
             .header_count = record_headers(e, p, rec->handle),
         };
@@ -2222,14 +2588,13 @@ static void on_record(void *arg, const struct consumer_record *rec)
             in->partition = src->partition;
             in->offset = src->offset;
             in->timestamp_ms = src->timestamp_ms;
-            in->dedupe_key = src->dedupe;
         }
         e->view_msg = NULL; /* the view now holds this record */
-        dedupe = in->dedupe_key;
         n = transform_run(e->tf, in, &err);
         if (n < 0) {
             e->transform_failed++;
-            transform_dead_letter(e, rec, slot, dedupe, err.msg, src);
+            record_dead_letter(e, rec, slot, dedupe, DLQ_STAGE_TRANSFORM,
+                               DLQ_CLASS_TRANSFORM, err.msg, src);
             return;
         }
         if (n == 0) {
@@ -2280,9 +2645,10 @@ static void on_record(void *arg, const struct consumer_record *rec)
             e->inflight_bytes += out[i]->bytes;
         }
     }
-    if (dedupe != NULL && !out[0]->transformed) {
+    if (e->tf != NULL && !out[0]->transformed) {
         /* The view the transform saw is this msg's: the sinks'
          * transforms and the first sends need not look it up again. */
+        e->view.dedupe_key = out[0]->dedupe;
         e->view_msg = out[0];
     }
     out[0]->outputs = (unsigned)n;
@@ -2391,6 +2757,10 @@ static void print_progress(engine_t *e, int final)
                     e->transform_dead_lettered);
     n = add_counter(line, n, sizeof(line), "dlq_write_failures", "",
                     e->dlq_write_failures);
+    n = add_counter(line, n, sizeof(line), "no_key_dead_lettered", "",
+                    e->no_key_dead_lettered);
+    n = add_counter(line, n, sizeof(line), "store_errors", "",
+                    e->store_errors);
     if (final) {
         n = add_counter(line, n, sizeof(line), "uncommitted", "",
                         e->inflight);
@@ -2400,6 +2770,9 @@ static void print_progress(engine_t *e, int final)
         const char *name = s->cfg->name;
         n = add_counter(line, n, sizeof(line), name, "_failed", s->failed);
         n = add_counter(line, n, sizeof(line), name, "_skipped", s->skipped);
+        n = add_counter(line, n, sizeof(line), name, "_already_handled",
+                        s->already_handled);
+        n = add_counter(line, n, sizeof(line), name, "_applied", s->applied);
         n = add_counter(line, n, sizeof(line), name, "_gave_up", s->gave_up);
         n = add_counter(line, n, sizeof(line), name, "_done_by_policy",
                         s->done_by_policy);
@@ -2559,6 +2932,39 @@ static int drain_open(engine_t *e, struct sink *s, const char *bootstrap,
     return 0;
 }
 
+/* Opens the marker store the pipeline names, for this engine's sinks. */
+static int store_open(engine_t *e, struct sl_error *err)
+{
+    const struct cfg *cfg = e->cfg;
+    struct sl_error serr;
+
+    e->sink_names = calloc(e->nsinks, sizeof(*e->sink_names));
+    if (e->sink_names == NULL) {
+        return sl_error_set(err, "out of memory");
+    }
+    for (size_t i = 0; i < e->nsinks; i++) {
+        e->sink_names[i] = e->sinks[i].cfg->name;
+    }
+    e->store_info = (struct store_info){
+        .pipeline = cfg->pipeline,
+        .sinks = e->sink_names,
+        .sink_count = e->nsinks,
+        .ttl_ms = cfg->dedupe.ttl_ms,
+    };
+    e->store_host.done = on_store_done;
+    e->store_host.engine = e;
+    loop_fill_host(e->loop, &e->store_host.loop);
+    if (cfg->dedupe.store->open(cfg->dedupe.ctx, &e->store_info,
+                                &e->store_host, &serr) != 0) {
+        cfg->dedupe.store->close(cfg->dedupe.ctx);
+        return sl_error_set(err, "markers (dedupe.store %s): %s",
+                            cfg->dedupe.store->name, serr.msg);
+    }
+    e->store = cfg->dedupe.store;
+    e->store_ctx = cfg->dedupe.ctx;
+    return 0;
+}
+
 engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
                      struct sl_error *err)
 {
@@ -2582,6 +2988,11 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
     loop_timer_init(&e->park_timer, park_fired);
     loop_timer_init(&e->hold_timer, hold_fired);
     loop_timer_init(&e->progress_timer, progress_fired);
+    loop_timer_init(&e->store_flush_timer, store_flush_fired);
+    loop_timer_init(&e->store_retry_timer, store_retry_fired);
+    e->queued_tail = &e->queued;
+    e->failed_tail = &e->failed;
+    e->store_delay = STORE_RETRY_MS;
 
     /* Block the signals before librdkafka starts threads, so they all
      * reach our signalfd. */
@@ -2668,6 +3079,9 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
         s->opened = 1;
     }
 
+    if (cfg->dedupe.store != NULL && store_open(e, err) != 0) {
+        goto fail;
+    }
     const char *dlq_bootstrap = cfg->dlq.brokers;
     if (strcmp(bootstrap, "embedded") == 0 ||
         strcmp(dlq_bootstrap, "embedded") == 0) {
@@ -2805,6 +3219,7 @@ static void msg_destroy(engine_t *e, struct msg *m)
     }
     copy_free(&m->own);
     free(m->src);
+    free(m->keybuf);
     free(m);
 }
 
@@ -2821,13 +3236,20 @@ void engine_destroy(engine_t *e)
         loop_timer_stop(e->loop, &e->progress_timer);
         loop_timer_stop(e->loop, &e->hold_timer);
         loop_timer_stop(e->loop, &e->park_timer);
+        loop_timer_stop(e->loop, &e->store_flush_timer);
+        loop_timer_stop(e->loop, &e->store_retry_timer);
         for (size_t i = 0; e->sinks != NULL && i < e->nsinks; i++) {
             loop_timer_stop(e->loop, &e->sinks[i].pump);
             loop_timer_stop(e->loop, &e->sinks[i].breaker_timer);
         }
     }
-    /* Before the msgs: its reports point at their deliveries. */
+    /* Before the msgs: its reports point at their deliveries, and so do
+     * the store's answers. */
     dlq_destroy(e->dlq);
+    if (e->store != NULL) {
+        e->store->close(e->store_ctx);
+    }
+    free(e->sink_names);
     for (size_t i = 0; i < e->nsinks; i++) {
         if (e->sinks[i].opened) {
             e->sinks[i].cfg->connector->close(e->sinks[i].cfg->ctx);

@@ -31,6 +31,15 @@ const char *engine_dedupe_key(char *out, size_t cap, const void *id,
                               size_t id_len, const char *topic,
                               int32_t partition, int64_t offset);
 
+/* The key dedupe.key (header: or json:) picks from a record's header
+ * (the configured one's last value, NULL when absent) or JSON value,
+ * written to out and returned; NULL when there is none usable: empty,
+ * not fitting cap, holding a NUL byte, or not a string or integer. Other
+ * kinds of dedupe.key give NULL: the caller handles them. */
+const char *engine_pick_key(const struct cfg_dedupe *d, const void *header,
+                            size_t header_len, const void *value,
+                            size_t value_len, char *out, size_t cap);
+
 struct dlq_replay_options;
 
 struct engine_options {

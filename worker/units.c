@@ -68,7 +68,8 @@ static int parse_with_units(const char *text, const struct unit *units,
 int units_parse_duration(const char *text, int64_t *ms)
 {
     static const struct unit units[] = {
-        {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {NULL, 0},
+        {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000},
+        {NULL, 0},
     };
     return parse_with_units(text, units, 0, ms);
 }

@@ -6,7 +6,7 @@
 
 #include <stdint.h>
 
-/* Parses "<integer><unit>" with unit ms, s, m, h (or a bare 0) into
+/* Parses "<integer><unit>" with unit ms, s, m, h, d (or a bare 0) into
  * milliseconds. Returns 0, or -1 when text is not a duration. */
 int units_parse_duration(const char *text, int64_t *ms);
 
