@@ -379,10 +379,11 @@ def run_bare_consumer(bootstrap, topic, count, workdir):
 
 def write_pipeline(workdir, bootstrap, topic, group, ports,
                    template="pipeline.yaml.in", out="bench-pipeline.yaml",
-                   transform=None):
+                   transform=None, extra=None):
     """Fills in bench/<template> and writes it to workdir/<out>.
     transform: a pipeline transform (absolute path) to add at the top
-    level of a template that has none."""
+    level of a template that has none. extra: YAML text appended (a
+    top-level section such as `dedupe:`)."""
     with open(os.path.join(BENCH, template)) as f:
         text = f.read()
     subst = {"BROKERS": bootstrap, "TOPIC": topic, "GROUP": group,
@@ -393,6 +394,8 @@ def write_pipeline(workdir, bootstrap, topic, group, ports,
     text = re.sub(r"@([A-Z_]+)@", lambda m: subst[m.group(1)], text)
     if transform is not None:
         text += "\ntransform: %s\n" % json.dumps(transform)
+    if extra is not None:
+        text += "\n" + extra
     path = os.path.join(workdir, out)
     with open(path, "w") as f:
         f.write(text)
@@ -502,12 +505,14 @@ def rejected_count(count, every):
 
 def run_sluice(procs, bootstrap, topic, count, group,
                template="pipeline.yaml.in", expected=None, tag="",
-               scripts=None):
+               scripts=None, extra=None, other_pids=()):
     """One end-to-end run of `sluice run` on bench/<template>, draining the
     backlog (count messages) to four fresh sinkd until each sink has its
     expected count (SINKS order; default count each). tag names the
     variant's processes and files in the work dir. scripts: sink name ->
-    a sinkd script (e.g. {"reject_every": 100}) set before sluice starts."""
+    a sinkd script (e.g. {"reject_every": 100}) set before sluice starts.
+    extra: YAML appended to the pipeline; other_pids: processes whose CPU
+    over the same window is reported apart (a marker store's server)."""
     expected = tuple(expected or (count,) * len(SINKS))
     pre = tag + "-" if tag else ""
     sinkd = [start_sinkd(procs, "sinkd-" + pre + n) for n in SINKS]
@@ -521,7 +526,8 @@ def run_sluice(procs, bootstrap, topic, count, group,
             raise BenchError("fresh sinks already have requests: %s"
                              % before)
         path = write_pipeline(procs.workdir, bootstrap, topic, group, ports,
-                              template, "bench-%spipeline.yaml" % pre)
+                              template, "bench-%spipeline.yaml" % pre,
+                              extra=extra)
         p = procs.start("sluice" + ("-" + tag if tag else ""),
                         [os.path.join(BIN, "sluice"), "run", "--progress",
                          path])
@@ -538,6 +544,7 @@ def run_sluice(procs, bootstrap, topic, count, group,
         t_zero = t_launch
         cpu0 = proc_cpu_s(p.pid)
         sink_cpu0 = sum(proc_cpu_s(pid) for pid in sink_pids)
+        other_cpu0 = sum(proc_cpu_s(pid) for pid in other_pids)
         while True:
             counts = [s.requests() for s in stats]
             now = time.monotonic()
@@ -547,6 +554,7 @@ def run_sluice(procs, bootstrap, topic, count, group,
             t_zero = now
             cpu0 = proc_cpu_s(p.pid)
             sink_cpu0 = sum(proc_cpu_s(pid) for pid in sink_pids)
+            other_cpu0 = sum(proc_cpu_s(pid) for pid in other_pids)
             if now - t_launch > FIRST_REQUEST_TIMEOUT_S:
                 raise BenchError(
                     "no sink got a request within %.0f s of starting sluice "
@@ -591,6 +599,7 @@ def run_sluice(procs, bootstrap, topic, count, group,
         cpu1 = proc_cpu_s(p.pid)
         hwm = proc_status_kib(p.pid, "VmHWM")
         sink_cpu1 = sum(proc_cpu_s(pid) for pid in sink_pids)
+        other_cpu1 = sum(proc_cpu_s(pid) for pid in other_pids)
         rss.append((now, proc_status_kib(p.pid, "VmRSS")))
         rc, killed = Procs.stop(p, 45.0)
         final = [s.requests() for s in stats]
@@ -619,6 +628,8 @@ def run_sluice(procs, bootstrap, topic, count, group,
         "cpu_us_per_msg": round((cpu1 - cpu0) * 1e6 / count, 2),
         "cpu_cores_used": round((cpu1 - cpu0) / wall, 2),
         "sinkd_cpu_s": round(sink_cpu1 - sink_cpu0, 3),
+        "other_cpu_us_per_msg": round((other_cpu1 - other_cpu0) * 1e6 /
+                                      count, 2),
         "peak_rss_mib": round(hwm / 1024.0, 2),
         "rss_second_half_mib": [round(min(rss2) / 1024.0, 2),
                                 round(max(rss2) / 1024.0, 2)],
@@ -950,8 +961,101 @@ def report(res):
            if b["non_2xx"] or b["socket_errors"] else "wrk: no errors"),
     ]
     lines += failure_lines(res)
+    lines += markers_lines(res)
     lines += transform_lines(res)
     print("\n".join(lines), flush=True)
+
+
+MARKER_TARGETS = {"sqlite": 6.0, "redis": 8.0}  # CPU-µs/msg added, at most
+
+
+def run_markers(procs, bootstrap, topic, count, ts, plain, which):
+    """The plain case again with "already handled" markers: in an SQLite
+    file, then in a redis-server started here (its CPU reported apart).
+    Each run ends with every sink at count: nothing is skipped on a first
+    read, so the cost is the lookups and marks alone."""
+    out = {}
+    db = os.path.join(procs.workdir, "bench-markers.db")
+    rport = free_port()
+    redis = procs.start("redis-server",
+                        ["redis-server", "--port", str(rport), "--bind",
+                         "127.0.0.1", "--save", "", "--appendonly", "no"])
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket_ping(rport)
+            break
+        except OSError:
+            if time.monotonic() > deadline or redis.poll() is not None:
+                raise BenchError("redis-server did not start:\n%s"
+                                 % tail(redis.err))
+            time.sleep(0.05)
+    cases = (
+        ("sqlite", "dedupe:\n  store: sqlite\n  path: %s\n" % db, ()),
+        ("redis", "dedupe:\n  store: redis\n  address: 127.0.0.1:%d\n"
+         % rport, (redis.pid,)),
+    )
+    for name, extra, pids in cases:
+        if name not in which:
+            continue
+        log("sluice with %s markers" % name)
+        r = run_sluice(procs, bootstrap, topic, count,
+                       "bench-markers-%s-%s-%d" % (name, ts, os.getpid()),
+                       tag="markers-" + name, extra=extra, other_pids=pids)
+        summ = r["summary"] or {}
+        if r["exit_status"] != 0 or summ.get("store_errors"):
+            raise BenchError("the %s markers run exited %s: %s"
+                             % (name, r["exit_status"], summ.get("line")))
+        r["vs_plain"] = {
+            "msgs_per_s_ratio": round(r["msgs_per_s"] / plain["msgs_per_s"],
+                                      3),
+            "cpu_us_per_msg_added": round(r["cpu_us_per_msg"] -
+                                          plain["cpu_us_per_msg"], 2),
+            "peak_rss_ratio": round(r["peak_rss_mib"] /
+                                    plain["peak_rss_mib"], 3),
+        }
+        log("sluice with %s markers: %.0f msgs/s" % (name, r["msgs_per_s"]))
+        out[name] = r
+    Procs.stop(redis, 5.0)
+    return out
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def socket_ping(port):
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+        s.sendall(b"PING\r\n")
+        if not s.recv(16).startswith(b"+PONG"):
+            raise OSError("no PONG")
+
+
+def markers_lines(res):
+    """The marker runs beside the plain one of the same run."""
+    s, mk = res.get("sluice"), res.get("markers")
+    if s is None or not mk:
+        return []
+    lines = ["", "### markers (dedupe.store), same backlog, 4 sinks", "",
+             "| case | msgs/s | CPU-µs/msg | added CPU-µs/msg (target) | "
+             "store's own CPU-µs/msg | peak RSS MiB | msgs/s ÷ plain |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+             "| plain (no markers) | %.0f | %.1f | - | - | %.1f | 1.00 |"
+             % (s["msgs_per_s"], s["cpu_us_per_msg"], s["peak_rss_mib"])]
+    for name, r in mk.items():
+        v = r["vs_plain"]
+        lines.append("| %s | %.0f | %.1f | %+.1f (<= %.0f) | %s | %.1f | "
+                     "%.2f |"
+                     % (name, r["msgs_per_s"], r["cpu_us_per_msg"],
+                        v["cpu_us_per_msg_added"], MARKER_TARGETS[name],
+                        "%.1f (redis-server)" % r["other_cpu_us_per_msg"]
+                        if name == "redis" else "in sluice's",
+                        r["peak_rss_mib"], v["msgs_per_s_ratio"]))
+    return lines
 
 
 def failure_lines(res):
@@ -1018,7 +1122,14 @@ def main(argv=None):
     ap.add_argument("--lua-iterations", type=int, default=200000,
                     help="messages per case of the Lua stage alone "
                          "(bin/transform-bench; default 200000)")
+    ap.add_argument("--markers", default="sqlite,redis",
+                    help="marker store cases beside the plain run: a "
+                         "comma list of sqlite, redis, or none "
+                         "(default sqlite,redis)")
     args = ap.parse_args(argv)
+    args.markers = args.markers.split(",")
+    if any(m not in ("sqlite", "redis", "none") for m in args.markers):
+        ap.error("--markers: sqlite, redis or none")
     if args.count < 1:
         ap.error("--count must be >= 1")
     if args.lua_iterations < 1:
@@ -1065,7 +1176,7 @@ def main(argv=None):
             % backlog["produce_s"])
         bare = run_bare_consumer(bootstrap, topic, args.count, workdir)
         log("bare-consumer: %.0f msgs/s" % bare["msgs_per_s"])
-        sl = tr = lua = tv = fl = fv = None
+        sl = tr = lua = tv = fl = fv = mk = None
         if not args.only_transform:
             log("sluice")
             sl = run_sluice(procs, bootstrap, topic, args.count,
@@ -1095,6 +1206,9 @@ def main(argv=None):
                                         sl["peak_rss_mib"], 3),
             }
             log("sluice with 1%% failures: %.0f msgs/s" % fl["msgs_per_s"])
+            if args.markers != ["none"]:
+                mk = run_markers(procs, bootstrap, topic, args.count, ts,
+                                 sl, args.markers)
         if not args.no_transform:
             expected, cancelled = expected_requests(args.count)
             log("sluice + transforms (new group; crm expects %d: %d "
@@ -1149,7 +1263,7 @@ def main(argv=None):
             "host": {"cpus": os.cpu_count(), "loadavg_before": load},
             "backlog": backlog, "bare_consumer": bare, "sluice": sl,
             "sluice_transform": tr, "transform_vs_plain": tv,
-            "sluice_fail1": fl, "fail1_vs_plain": fv,
+            "sluice_fail1": fl, "fail1_vs_plain": fv, "markers": mk,
             "lua_stage": lua, "wrk": wrk,
             "reference": {"target_cpu_us_per_msg": TARGET_CPU_US,
                           "target_peak_rss_mib": TARGET_RSS_MIB,

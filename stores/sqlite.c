@@ -2,13 +2,20 @@
  *
  * The file is readable with the sqlite3 tool:
  *
- *   sluice_markers(key TEXT, sink TEXT, marked_ms INTEGER,
- *                  PRIMARY KEY (key, sink)) WITHOUT ROWID
+ *   sluice_markers(key TEXT PRIMARY KEY, sinks INTEGER, marked_ms INTEGER)
+ *   sluice_sinks(bit INTEGER PRIMARY KEY, name TEXT UNIQUE)
  *   sluice_meta(name TEXT PRIMARY KEY, value TEXT)  -- pipeline, schema
+ *   VIEW sluice_marker_sinks(key, sink, marked_ms)   -- one row per marker
  *
- * key is the dedupe key, sink the sink's name, marked_ms the Unix time in
- * milliseconds of the marker's last write. A marker older than the ttl
- * counts as absent even before the pruner deletes it.
+ * One row per dedupe key: `sinks` has bit b set for each sink that
+ * applied it (b from sluice_sinks, assigned to a sink name the first
+ * time the file sees it, so that reordering or adding sinks in the YAML
+ * keeps old markers right); marked_ms is the Unix time in milliseconds of
+ * the row's last write. One row, not one per sink: a message's lookup
+ * and its marks are then one B-tree access each, which is most of the
+ * cost. A row older than the ttl counts as absent even before the pruner
+ * deletes it. There is no index on marked_ms (every mark would move an
+ * entry in it): the pruner walks the table by key in chunks instead.
  *
  * SQLite calls block (a commit waits for fsync), so they run on a thread
  * of their own: submit() queues a batch and wakes it; the thread answers
@@ -53,7 +60,9 @@ struct sqlite_ctx {
     /* The thread's own. */
     sqlite3 *db;
     sqlite3_stmt *lookup, *mark, *prune;
+    uint64_t bits[STORE_MAX_SINKS]; /* sink index -> its bit in the file */
     uint64_t next_prune_ms;
+    char *prune_after; /* the key the pruner's walk goes on after */
 };
 
 struct batch {
@@ -109,6 +118,59 @@ static int exec(struct sqlite_ctx *c, const char *sql, char *err, size_t cap)
     return 0;
 }
 
+/* The bit of each of this pipeline's sinks in the file, assigning the
+ * next free one to a sink it has not seen. -2 when all 64 are taken. */
+static int sink_bits(struct sqlite_ctx *c, char *err, size_t cap)
+{
+    sqlite3_stmt *find = NULL, *add = NULL;
+    int rc = 0;
+
+    if (sqlite3_prepare_v2(c->db, "SELECT bit FROM sluice_sinks WHERE "
+                                  "name = ?1", -1, &find, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(c->db,
+                           "INSERT INTO sluice_sinks SELECT "
+                           "coalesce(max(bit) + 1, 0), ?1 FROM sluice_sinks "
+                           "RETURNING bit",
+                           -1, &add, NULL) != SQLITE_OK) {
+        rc = -1;
+    }
+    for (size_t i = 0; rc == 0 && i < c->info->sink_count; i++) {
+        sqlite3_stmt *st = find;
+        for (int pass = 0; pass < 2; pass++, st = add) {
+            sqlite3_reset(st);
+            sqlite3_bind_text(st, 1, c->info->sinks[i], -1, SQLITE_STATIC);
+            if (sqlite3_step(st) == SQLITE_ROW) {
+                break;
+            }
+            if (pass == 1) {
+                rc = -1;
+            }
+        }
+        if (rc == 0) {
+            sqlite3_int64 bit = sqlite3_column_int64(st, 0);
+            if (bit < 0 || bit >= STORE_MAX_SINKS) {
+                snprintf(err, cap,
+                         "sqlite %s: has seen %d sink names, the most one "
+                         "file keeps: use a new file",
+                         c->path, STORE_MAX_SINKS);
+                rc = -2;
+            } else {
+                c->bits[i] = (uint64_t)1 << bit;
+            }
+        }
+        sqlite3_reset(st);
+    }
+    sqlite3_finalize(find);
+    sqlite3_finalize(add);
+    if (rc == -1) {
+        return db_fail(c, err, cap, "sink names");
+    }
+    if (rc == -2) {
+        db_close(c);
+    }
+    return rc;
+}
+
 /* Opens the file, creating the schema, and checks it is this
  * pipeline's. */
 static int db_open(struct sqlite_ctx *c, char *err, size_t cap)
@@ -139,11 +201,14 @@ static int db_open(struct sqlite_ctx *c, char *err, size_t cap)
              "CREATE TABLE IF NOT EXISTS sluice_meta ("
              " name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
              "CREATE TABLE IF NOT EXISTS sluice_markers ("
-             " key TEXT NOT NULL, sink TEXT NOT NULL,"
-             " marked_ms INTEGER NOT NULL,"
-             " PRIMARY KEY (key, sink)) WITHOUT ROWID;"
-             "CREATE INDEX IF NOT EXISTS sluice_markers_age"
-             " ON sluice_markers (marked_ms);"
+             " key TEXT PRIMARY KEY, sinks INTEGER NOT NULL,"
+             " marked_ms INTEGER NOT NULL) WITHOUT ROWID;"
+             "CREATE TABLE IF NOT EXISTS sluice_sinks ("
+             " bit INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
+             "CREATE VIEW IF NOT EXISTS sluice_marker_sinks AS"
+             " SELECT m.key AS key, s.name AS sink, m.marked_ms AS marked_ms"
+             " FROM sluice_markers m JOIN sluice_sinks s"
+             " ON (m.sinks >> s.bit) & 1;"
              "INSERT OR IGNORE INTO sluice_meta VALUES ('schema', '1');",
              err, cap) != 0) {
         return -1;
@@ -179,19 +244,25 @@ static int db_open(struct sqlite_ctx *c, char *err, size_t cap)
         return -2; /* never works: not a passing trouble */
     }
     sqlite3_finalize(st);
+    if ((rc = sink_bits(c, err, cap)) != 0) {
+        return rc;
+    }
     if (sqlite3_prepare_v2(c->db,
-                           "SELECT sink FROM sluice_markers "
+                           "SELECT sinks FROM sluice_markers "
                            "WHERE key = ?1 AND marked_ms >= ?2",
                            -1, &c->lookup, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(c->db,
                            "INSERT INTO sluice_markers VALUES (?1, ?2, ?3) "
-                           "ON CONFLICT (key, sink) DO UPDATE "
-                           "SET marked_ms = excluded.marked_ms",
+                           "ON CONFLICT (key) DO UPDATE SET "
+                           "sinks = CASE WHEN marked_ms >= ?4 "
+                           "THEN sinks | excluded.sinks "
+                           "ELSE excluded.sinks END, "
+                           "marked_ms = excluded.marked_ms",
                            -1, &c->mark, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(c->db,
-                           "DELETE FROM sluice_markers WHERE (key, sink) IN "
-                           "(SELECT key, sink FROM sluice_markers "
-                           "WHERE marked_ms < ?1 LIMIT ?2)",
+                           "DELETE FROM sluice_markers WHERE key IN "
+                           "(SELECT key FROM sluice_markers WHERE key > ?1 "
+                           "ORDER BY key LIMIT ?2) AND marked_ms < ?3",
                            -1, &c->prune, NULL) != SQLITE_OK) {
         return db_fail(c, err, cap, "prepare");
     }
@@ -202,30 +273,39 @@ static int op_lookup(struct sqlite_ctx *c, struct store_op *op,
                      uint64_t oldest)
 {
     int rc;
+    uint64_t in_file = 0;
 
-    op->marked = 0;
+    op->sinks = 0;
     sqlite3_reset(c->lookup);
     sqlite3_bind_text(c->lookup, 1, op->key, (int)op->key_len,
                       SQLITE_STATIC);
     sqlite3_bind_int64(c->lookup, 2, (sqlite3_int64)oldest);
     while ((rc = sqlite3_step(c->lookup)) == SQLITE_ROW) {
-        const char *sink = (const char *)sqlite3_column_text(c->lookup, 0);
-        for (size_t i = 0; sink != NULL && i < c->info->sink_count; i++) {
-            if (strcmp(sink, c->info->sinks[i]) == 0) {
-                op->marked |= (uint64_t)1 << i;
-            }
+        in_file = (uint64_t)sqlite3_column_int64(c->lookup, 0);
+    }
+    for (size_t i = 0; in_file != 0 && i < c->info->sink_count; i++) {
+        if (in_file & c->bits[i]) {
+            op->sinks |= (uint64_t)1 << i;
         }
     }
     return rc == SQLITE_DONE ? 0 : -1;
 }
 
-static int op_mark(struct sqlite_ctx *c, struct store_op *op, uint64_t now)
+static int op_mark(struct sqlite_ctx *c, struct store_op *op, uint64_t now,
+                   uint64_t oldest)
 {
+    uint64_t in_file = 0;
+
+    for (size_t i = 0; i < c->info->sink_count; i++) {
+        if (op->sinks & ((uint64_t)1 << i)) {
+            in_file |= c->bits[i];
+        }
+    }
     sqlite3_reset(c->mark);
     sqlite3_bind_text(c->mark, 1, op->key, (int)op->key_len, SQLITE_STATIC);
-    sqlite3_bind_text(c->mark, 2, c->info->sinks[op->sink], -1,
-                      SQLITE_STATIC);
+    sqlite3_bind_int64(c->mark, 2, (sqlite3_int64)in_file);
     sqlite3_bind_int64(c->mark, 3, (sqlite3_int64)now);
+    sqlite3_bind_int64(c->mark, 4, (sqlite3_int64)oldest);
     return sqlite3_step(c->mark) == SQLITE_DONE ? 0 : -1;
 }
 
@@ -244,8 +324,9 @@ static void run_batches(struct sqlite_ctx *c, struct batch *list)
     }
     for (struct batch *b = list; b != NULL; b = b->next) {
         for (struct store_op *op = b->ops; op != NULL; op = op->next) {
-            int rc = op->kind == STORE_LOOKUP ? op_lookup(c, op, oldest)
-                                              : op_mark(c, op, now);
+            int rc = op->kind == STORE_LOOKUP
+                         ? op_lookup(c, op, oldest)
+                         : op_mark(c, op, now, oldest);
             if (rc != 0) {
                 sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
                 db_fail(c, err, sizeof(err),
@@ -264,25 +345,52 @@ out:
     }
 }
 
-/* Deletes one chunk of expired markers; returns whether more may be
- * left. Errors only postpone it. */
+/* Deletes the expired rows of the next PRUNE_CHUNK keys of the walk;
+ * returns whether the walk goes on (0: it is back at the start). Errors
+ * only postpone it. */
 static int prune_once(struct sqlite_ctx *c)
 {
     char err[256];
     uint64_t now = wall_ms();
+    sqlite3_stmt *next = NULL;
+    char *last = NULL;
+    int rc;
 
     if (db_open(c, err, sizeof(err)) != 0) {
         return 0;
     }
-    sqlite3_reset(c->prune);
-    sqlite3_bind_int64(c->prune, 1,
-                       (sqlite3_int64)(now - (uint64_t)c->info->ttl_ms));
-    sqlite3_bind_int(c->prune, 2, PRUNE_CHUNK);
-    if (sqlite3_step(c->prune) != SQLITE_DONE) {
+    /* The chunk's last key: where the next chunk starts. */
+    if (sqlite3_prepare_v2(c->db,
+                           "SELECT max(key) FROM (SELECT key FROM "
+                           "sluice_markers WHERE key > ?1 ORDER BY key "
+                           "LIMIT ?2)",
+                           -1, &next, NULL) != SQLITE_OK) {
         db_fail(c, err, sizeof(err), "prune");
         return 0;
     }
-    return sqlite3_changes(c->db) >= PRUNE_CHUNK;
+    sqlite3_bind_text(next, 1, c->prune_after ? c->prune_after : "", -1,
+                      SQLITE_STATIC);
+    sqlite3_bind_int(next, 2, PRUNE_CHUNK);
+    if (sqlite3_step(next) == SQLITE_ROW &&
+        sqlite3_column_type(next, 0) == SQLITE_TEXT) {
+        last = strdup((const char *)sqlite3_column_text(next, 0));
+    }
+    sqlite3_finalize(next);
+    sqlite3_reset(c->prune);
+    sqlite3_bind_text(c->prune, 1, c->prune_after ? c->prune_after : "", -1,
+                      SQLITE_STATIC);
+    sqlite3_bind_int(c->prune, 2, PRUNE_CHUNK);
+    sqlite3_bind_int64(c->prune, 3,
+                       (sqlite3_int64)(now - (uint64_t)c->info->ttl_ms));
+    rc = sqlite3_step(c->prune);
+    sqlite3_reset(c->prune);
+    free(c->prune_after);
+    c->prune_after = last;
+    if (rc != SQLITE_DONE) {
+        db_fail(c, err, sizeof(err), "prune");
+        return 0;
+    }
+    return last != NULL;
 }
 
 /* How often expired markers are pruned: a tenth of the ttl, between 1 s
@@ -300,15 +408,8 @@ static void *thread_main(void *arg)
 
     pthread_mutex_lock(&c->lock);
     for (;;) {
-        while (c->todo == NULL && !c->stopping) {
-            uint64_t now = wall_ms();
-            if (now >= c->next_prune_ms) {
-                pthread_mutex_unlock(&c->lock);
-                int more = prune_once(c);
-                pthread_mutex_lock(&c->lock);
-                c->next_prune_ms = more ? now : now + prune_interval(c);
-                continue;
-            }
+        while (c->todo == NULL && !c->stopping &&
+               wall_ms() < c->next_prune_ms) {
             struct timespec until = {
                 .tv_sec = (time_t)(c->next_prune_ms / 1000),
                 .tv_nsec = (long)(c->next_prune_ms % 1000) * 1000000,
@@ -318,7 +419,19 @@ static void *thread_main(void *arg)
         if (c->stopping) {
             break;
         }
+        /* One chunk of the prune between batches, so that a busy store
+         * prunes too, and a batch waits for one chunk at most. */
+        uint64_t now = wall_ms();
+        if (now >= c->next_prune_ms) {
+            pthread_mutex_unlock(&c->lock);
+            int more = prune_once(c);
+            pthread_mutex_lock(&c->lock);
+            c->next_prune_ms = more ? now : now + prune_interval(c);
+        }
         struct batch *list = c->todo;
+        if (list == NULL) {
+            continue;
+        }
         c->todo = NULL;
         c->todo_tail = &c->todo;
         pthread_mutex_unlock(&c->lock);
@@ -338,6 +451,8 @@ static void *thread_main(void *arg)
     }
     pthread_mutex_unlock(&c->lock);
     db_close(c);
+    free(c->prune_after);
+    c->prune_after = NULL;
     return NULL;
 }
 

@@ -26,7 +26,8 @@
 
 enum store_op_kind {
     STORE_LOOKUP, /* which sinks have a marker for key: fills `marked` */
-    STORE_MARK,   /* writes sink's marker for key; done once durable */
+    STORE_MARK,   /* writes the markers of `sinks` for key; done once
+                     durable */
 };
 
 /* Owned by the engine (embedded in its msgs and deliveries); the store
@@ -35,8 +36,11 @@ struct store_op {
     enum store_op_kind kind;
     const char *key; /* NUL-terminated dedupe key, valid until done() */
     size_t key_len;
-    uint32_t sink;   /* STORE_MARK: the sink's index in store_info */
-    uint64_t marked; /* STORE_LOOKUP answer: bit i set = sink i marked */
+    /* STORE_MARK: the sinks to mark, bit i = sink i of store_info (the
+     * engine gathers a message's sinks that succeeded close together
+     * into one op). STORE_LOOKUP: the answer, bit i set = sink i has a
+     * marker. */
+    uint64_t sinks;
     struct store_op *next; /* a batch's link; the store's while it holds it */
 };
 

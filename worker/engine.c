@@ -140,8 +140,11 @@ struct delivery {
     size_t body_len;
     const char *method, *path;
     struct copy req;
-    int awaiting; /* markers on: queued once its msg's lookup answers */
-    struct store_op mark; /* after success: this sink's marker */
+    /* Markers on: awaiting, it is queued once its msg's lookup answers;
+     * settled, it succeeded or is terminal (counted in msg->unsettled
+     * until then). */
+    int awaiting, settled;
+    struct store_op mark; /* the op that marks it (maybe with others) */
 };
 
 /* One message out of the pipeline transform (a record's only msg when
@@ -170,6 +173,13 @@ struct msg {
     char *keybuf;       /* ENGINE_DEDUPE_MAX bytes, kept across reuse */
     struct store_op look; /* markers on: which sinks already have it */
     int looked;           /* its lookup answered */
+    /* Sinks that succeeded, their marker not yet asked for: written
+     * together once every delivery is settled, or at once when one of
+     * them fails (so a sink that is down does not hold the markers of
+     * the others back). */
+    uint64_t mark_bits;
+    unsigned unsettled;
+    int troubled;
     struct msg *check_next; /* the engine's lookup FIFO */
     struct copy own;
     struct msg *next, *prev; /* live list, or free list (next) */
@@ -862,12 +872,17 @@ static void chain_advance(struct sink *s, struct delivery *d)
     s->e->free_chains = c;
 }
 
+static void delivery_settle(engine_t *e, struct delivery *d);
+
 /* d reached a terminal state (delivered, or abandoned with its revoked
  * partition). */
 static void delivery_finish(struct sink *s, struct delivery *d)
 {
     struct msg *m = d->msg;
 
+    if (!d->settled) {
+        delivery_settle(s->e, d);
+    }
     if (d->chain != NULL) {
         chain_advance(s, d);
     }
@@ -892,6 +907,7 @@ static void delivery_finish_any(engine_t *e, struct delivery *d)
 static void on_result(struct sink *s, struct delivery *d,
                       const struct connector_result *res);
 static void delivery_success(struct sink *s, struct delivery *d);
+static void mark_flush(engine_t *e, struct msg *m);
 
 const char *engine_dedupe_key(char *out, size_t cap, const void *id,
                               size_t id_len, const char *topic,
@@ -1752,6 +1768,12 @@ static void on_result(struct sink *s, struct delivery *d,
         return;
     }
     s->failed++;
+    if (e->store != NULL && !m->troubled) {
+        m->troubled = 1;
+        if (m->mark_bits != 0) {
+            mark_flush(e, m);
+        }
+    }
     res = *given;
     res.status = status;
     decide(s, d, &res, &dec, &class);
@@ -1995,13 +2017,52 @@ static void delivery_success(struct sink *s, struct delivery *d)
     if (d->chain != NULL) {
         chain_advance(s, d);
     }
-    d->mark = (struct store_op){
+    d->msg->mark_bits |= (uint64_t)1 << s->idx;
+    delivery_settle(e, d);
+}
+
+/* Asks for the markers of m's sinks that succeeded, in one op (that of
+ * one of them: each delivery's op serves once). */
+static void mark_flush(engine_t *e, struct msg *m)
+{
+    struct store_op *op = &m->d[__builtin_ctzll(m->mark_bits)].mark;
+
+    *op = (struct store_op){
         .kind = STORE_MARK,
-        .key = d->msg->dedupe,
-        .key_len = strlen(d->msg->dedupe),
-        .sink = (uint32_t)s->idx,
+        .key = m->dedupe,
+        .key_len = strlen(m->dedupe),
+        .sinks = m->mark_bits,
     };
-    store_queue(e, &d->mark);
+    m->mark_bits = 0;
+    store_queue(e, op);
+}
+
+static void delivery_settle(engine_t *e, struct delivery *d)
+{
+    struct msg *m = d->msg;
+
+    d->settled = 1;
+    m->unsettled--;
+    if (m->mark_bits != 0 && (m->unsettled == 0 || m->troubled)) {
+        mark_flush(e, m);
+    }
+}
+
+/* The deliveries an answered mark op covered are terminal: the last may
+ * complete their msg, which must not be read after. */
+static void marks_done(engine_t *e, struct msg *m, uint64_t sinks)
+{
+    struct delivery *finish[STORE_MAX_SINKS];
+    size_t n = 0;
+
+    for (size_t k = 0; k < e->nsinks; k++) {
+        if (sinks & ((uint64_t)1 << k)) {
+            finish[n++] = &m->d[k];
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        delivery_finish(finish[i]->sink, finish[i]);
+    }
 }
 
 /* m's lookup answered: its sinks that have a marker are done with it
@@ -2012,6 +2073,9 @@ static void msg_release(engine_t *e, struct msg *m)
     struct delivery *finish[STORE_MAX_SINKS];
     size_t nfinish = 0;
 
+    m->mark_bits = 0;
+    m->unsettled = 0;
+    m->troubled = 0;
     for (size_t k = 0; k < e->nsinks; k++) {
         struct delivery *d = &m->d[k];
         struct sink *s = &e->sinks[k];
@@ -2019,9 +2083,11 @@ static void msg_release(engine_t *e, struct msg *m)
             continue;
         }
         d->awaiting = 0;
+        d->settled = 0;
+        m->unsettled++;
         if (m->part->revoked) {
             finish[nfinish++] = d; /* the next owner has it */
-        } else if (m->look.marked & ((uint64_t)1 << k)) {
+        } else if (m->look.sinks & ((uint64_t)1 << k)) {
             s->already_handled++;
             log_debug("sink %s: skipped %s [%d] offset %lld (dedupe key %s): "
                       "already handled, its marker is in the store",
@@ -2110,13 +2176,12 @@ static void on_store_done(void *engine, struct store_op *op, const char *err)
     }
     if (op->kind == STORE_LOOKUP) {
         if (err != NULL) {
-            op->marked = 0; /* revoked: msg_release lets go of it */
+            op->sinks = 0; /* revoked: msg_release lets go of it */
         }
         m->looked = 1;
         check_advance(e);
     } else {
-        struct delivery *d = container_of(op, struct delivery, mark);
-        delivery_finish(d->sink, d);
+        marks_done(e, m, op->sinks);
     }
 }
 
@@ -2225,6 +2290,7 @@ static int msg_enqueue(engine_t *e, struct msg *m, size_t i)
         d->dead = NULL;
         d->shaped = 0;
         d->awaiting = 0;
+        d->settled = 1;
         d->retry.fn = retry_fired;
         if (shaped != NULL && transform_has_sink(e->tf, k)) {
             const struct transform_request *req = &shaped[k].req;

@@ -41,7 +41,8 @@ def markers(path):
     db = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
     try:
         return collections.Counter(
-            sink for (sink,) in db.execute("SELECT sink FROM sluice_markers"))
+            sink for (sink,) in
+            db.execute("SELECT sink FROM sluice_marker_sinks"))
     finally:
         db.close()
 
