@@ -91,6 +91,7 @@ static uint64_t wall_ms(void)
 
 /* ---- the thread's side ---- */
 
+/* Closing rolls back a transaction left open by a failure. */
 static void db_close(struct sqlite_ctx *c)
 {
     sqlite3_finalize(c->lookup);
@@ -328,7 +329,6 @@ static void run_batches(struct sqlite_ctx *c, struct batch *list)
                          ? op_lookup(c, op, oldest)
                          : op_mark(c, op, now, oldest);
             if (rc != 0) {
-                sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
                 db_fail(c, err, sizeof(err),
                         op->kind == STORE_LOOKUP ? "lookup" : "mark");
                 goto out;
@@ -336,7 +336,6 @@ static void run_batches(struct sqlite_ctx *c, struct batch *list)
         }
     }
     if (sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-        sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
         db_fail(c, err, sizeof(err), "commit");
     }
 out:

@@ -301,7 +301,7 @@ struct engine {
     struct store_op *queued, **queued_tail, *failed, **failed_tail;
     struct loop_timer store_flush_timer, store_retry_timer;
     int64_t store_delay;
-    uint64_t store_down_since, store_errors;
+    uint64_t store_down_since, store_logged, store_errors;
     struct msg *check_head, *check_tail;
     uint64_t no_key_dead_lettered;
 };
@@ -2156,9 +2156,14 @@ static void on_store_done(void *engine, struct store_op *op, const char *err)
         e->store_errors++;
         if (e->store_down_since == 0) {
             e->store_down_since = now == 0 ? 1 : now;
+            e->store_logged = now;
             log_warn("markers: %s; deliveries wait for the marker store "
                      "(nothing is committed past them) and go on when it "
                      "answers", err);
+        } else if (now - e->store_logged >= RATELOG_INTERVAL_MS) {
+            e->store_logged = now;
+            log_warn("markers: still failing after %llu ms: %s",
+                     (unsigned long long)(now - e->store_down_since), err);
         }
         op->next = NULL;
         *e->failed_tail = op;

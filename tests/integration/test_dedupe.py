@@ -4,6 +4,7 @@ and what a sink's 409 means (docs/dedupe.md)."""
 import collections
 import os
 import signal
+import subprocess
 import sqlite3
 import time
 
@@ -142,3 +143,178 @@ def test_kill_9_ten_times_with_sqlite_markers(
     again.terminate()
     assert again.wait(60) == 0
     assert [len(s.records()) for s in sinks] == before
+
+
+# An LD_PRELOAD shim that fails the marker file's I/O while a flag file
+# holds a mode: `full` fails writes and syncs with ENOSPC (a full disk),
+# `readonly` fails them with EROFS and refuses opening it for writing
+# with EACCES (a file system remounted read-only). Root ignores file
+# modes, and CI may run as root: chmod would prove nothing there.
+DISK_SHIM = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+static char mode(void)
+{
+    static const char *flag;
+    char buf[16] = "";
+    FILE *f;
+
+    if (flag == NULL && (flag = getenv("DF_FLAG")) == NULL) {
+        return 0;
+    }
+    int saved = errno;
+    f = fopen(flag, "re");
+    if (f != NULL) {
+        if (fgets(buf, sizeof(buf), f) == NULL) {
+            buf[0] = 0;
+        }
+        fclose(f);
+    }
+    errno = saved;
+    return buf[0];
+}
+
+static int ours(const char *path)
+{
+    const char *match = getenv("DF_MATCH");
+    return path != NULL && match != NULL && strstr(path, match) != NULL;
+}
+
+static int fd_ours(int fd)
+{
+    char link[64], path[4096];
+    ssize_t n;
+
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    n = readlink(link, path, sizeof(path) - 1);
+    if (n <= 0) {
+        return 0;
+    }
+    path[n] = 0;
+    return ours(path);
+}
+
+static int fails(int fd)
+{
+    char m = mode();
+    if (m == 0 || !fd_ours(fd)) {
+        return 0;
+    }
+    errno = m == 'f' ? ENOSPC : EROFS;
+    return 1;
+}
+
+#define REAL(name) ((__typeof__(&name))dlsym(RTLD_NEXT, #name))
+
+ssize_t write(int fd, const void *b, size_t n)
+{
+    return fails(fd) ? -1 : REAL(write)(fd, b, n);
+}
+ssize_t pwrite(int fd, const void *b, size_t n, off_t o)
+{
+    return fails(fd) ? -1 : REAL(pwrite)(fd, b, n, o);
+}
+ssize_t pwrite64(int fd, const void *b, size_t n, off64_t o)
+{
+    return fails(fd) ? -1 : REAL(pwrite64)(fd, b, n, o);
+}
+int fsync(int fd) { return fails(fd) ? -1 : REAL(fsync)(fd); }
+int fdatasync(int fd) { return fails(fd) ? -1 : REAL(fdatasync)(fd); }
+int ftruncate(int fd, off_t l) { return fails(fd) ? -1 : REAL(ftruncate)(fd, l); }
+
+static int refuse(const char *path, int flags)
+{
+    if ((flags & (O_WRONLY | O_RDWR)) && mode() == 'r' && ours(path)) {
+        errno = EACCES;
+        return 1;
+    }
+    return 0;
+}
+int open(const char *path, int flags, ...)
+{
+    va_list ap;
+    va_start(ap, flags);
+    mode_t m = (mode_t)va_arg(ap, int);
+    va_end(ap);
+    return refuse(path, flags) ? -1 : REAL(open)(path, flags, m);
+}
+int open64(const char *path, int flags, ...)
+{
+    va_list ap;
+    va_start(ap, flags);
+    mode_t m = (mode_t)va_arg(ap, int);
+    va_end(ap);
+    return refuse(path, flags) ? -1 : REAL(open64)(path, flags, m);
+}
+"""
+
+
+def disk_shim(tmp_path):
+    src = tmp_path / "diskfault.c"
+    src.write_text(DISK_SHIM)
+    so = str(tmp_path / "diskfault.so")
+    subprocess.run(["cc", "-shared", "-fPIC", "-Wall", "-Werror", "-o", so,
+                    str(src), "-ldl"], check=True)
+    return so
+
+
+@pytest.mark.parametrize("fault", ["full", "readonly"])
+def test_sqlite_store_failing_mid_stream_loses_and_duplicates_nothing(
+        kafka, topic_factory, names, sinkd, sluice, offsets, tmp_path,
+        fault):
+    """The marker file fails for 10 s mid-stream (disk full, or its file
+    system read-only): deliveries wait, the partitions pause under the
+    usual bounds, nothing is lost or sent twice, and the worker goes on
+    by itself once the file can be written again."""
+    count, partitions = 6000, 4
+    topic = topic_factory(partitions)
+    group = names.group()
+    a, b = sinkd("a"), sinkd("b")
+    db = tmp_path / "markers.db"
+    flag = tmp_path / "fault"
+    cfg = with_markers(harness.pipeline(
+        names.pipeline, kafka.bootstrap, topic, group,
+        {"a": a.url(), "b": b.url()}, max_in_flight=500), db)
+    env = {"LD_PRELOAD": disk_shim(tmp_path), "DF_FLAG": str(flag),
+           "DF_MATCH": "markers.db",
+           "ASAN_OPTIONS": (os.environ.get("ASAN_OPTIONS", "") +
+                            ":verify_asan_link_order=0").lstrip(":")}
+    producer = harness.OrderProducer(kafka.bootstrap, topic, rate=400,
+                                     count=count)
+    run = sluice(cfg, env=env)
+    wait_until(lambda: a.ok_count() >= 1000, 60, "deliveries before the "
+               "fault", alive=[run])
+    flag.write_text(fault)
+    run.wait_for_log(r"markers: sqlite .*(database or disk is full|"
+                     r"disk I/O error|read-only|readonly|unable to open).*"
+                     r"deliveries wait", 30)
+    time.sleep(2)
+    stalled = a.ok_count()
+    time.sleep(8)
+    # Sent, unmarked deliveries hold their offsets: the bound stops the
+    # rest (500 messages), it does not pile up.
+    assert a.ok_count() - stalled <= 500
+    flag.unlink()
+    run.wait_for_log(r"markers: the store answers again after \d+ ms", 60)
+    producer.join(60)
+    harness.wait_sinks_ok([a, b], count, 90, alive=[run])
+    reader = offsets(group)
+    ends = reader.end_offsets(topic, partitions)
+    harness.wait_commits_at_end(reader, topic, partitions, [run], ends=ends)
+    run.terminate()
+    assert run.wait(60) == 0
+    want = set(harness.expected_orders(count))
+    for s in (a, b):
+        got = harness.id_counts(harness.ok_records(s.records()))
+        assert set(got) == want
+        assert max(got.values()) == 1, "%s got a message twice" % s.name
+    assert markers(db) == {"a": count, "b": count}
