@@ -25,8 +25,10 @@
  * get their own replies). The next submit() reconnects, no sooner than a
  * backoff after the previous attempt (100 ms doubling to 5 s, back to
  * 100 ms once a connection answered); ops submitted before then fail at
- * once. Failures are always reported from a 0 ms timer, never from
- * inside submit() or hiredis.
+ * once. Answers, error replies included, complete ops from hiredis's
+ * reply callbacks; every other failure is reported from a 0 ms timer,
+ * so never from inside submit(). A mark for a sink index the store does
+ * not have (the engine's bug) fails alone.
  *
  * hiredis 0.14 resolves a host name with a blocking getaddrinfo, so
  * names go through resolve.h (a thread of its own) and hiredis only ever
@@ -953,17 +955,19 @@ static void redis_send(struct redis_store *s, struct store_op *batch)
         struct store_op *op = batch;
         batch = op->next;
         op->next = NULL;
+        if (op->kind == STORE_MARK && op->sink >= s->info->sink_count) {
+            char why[128];
+            /* The engine's bug: this op alone cannot be answered. */
+            snprintf(why, sizeof(why), "redis %s: no sink %u", s->address,
+                     (unsigned)op->sink);
+            fail_later(s, op, why);
+            continue;
+        }
         if (op->kind == STORE_MARK && now_len == 0) {
             now_len = put_wall_ms(now_arg); /* once a batch */
         }
         /* In sent first: a failure below fails it with the rest. */
         list_append(&s->sent, op);
-        if (op->kind == STORE_MARK && op->sink >= s->info->sink_count) {
-            /* The engine's bug; the op cannot be answered. */
-            redis_drop(s, "a mark for a sink index out of range");
-            fail_later(s, batch, s->last_err);
-            return;
-        }
         if (redis_queue(s, op, now_arg, now_len) != 0) {
             redis_drop(s, "out of memory");
             fail_later(s, batch, s->last_err);
