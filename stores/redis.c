@@ -724,7 +724,9 @@ static size_t put_key(const struct redis_store *s, char *p,
 static int buf_reserve(struct redis_store *s, const struct store_op *op)
 {
     size_t fields_len = s->fields_at[s->info->sink_count];
-    size_t need = 2 * (64 + s->prefix_len + op->key_len) + fields_len + 128;
+    /* A mark repeats the time after each field: 48 bytes at most. */
+    size_t need = 2 * (64 + s->prefix_len + op->key_len) + fields_len +
+                  48 * s->info->sink_count + 128;
     char *buf;
 
     if (need <= s->buf_cap) {
@@ -783,11 +785,18 @@ static int redis_queue(struct redis_store *s, struct store_op *op,
         s->awaiting++;
         return 0;
     }
-    n += put(p + n, "*4\r\n$4\r\nHSET\r\n", 14);
+    /* HSET key sink time [sink time ...]: every sink of the op. */
+    p[n++] = '*';
+    n += put_uint(p + n, 2 + 2 * (size_t)__builtin_popcountll(op->sinks));
+    n += put(p + n, "\r\n$4\r\nHSET\r\n", 12);
     n += put_key(s, p + n, op);
-    n += put(p + n, s->fields + s->fields_at[op->sink],
-             s->fields_at[op->sink + 1] - s->fields_at[op->sink]);
-    n += put(p + n, now_arg, now_len);
+    for (size_t i = 0; i < s->info->sink_count; i++) {
+        if (op->sinks & ((uint64_t)1 << i)) {
+            n += put(p + n, s->fields + s->fields_at[i],
+                     s->fields_at[i + 1] - s->fields_at[i]);
+            n += put(p + n, now_arg, now_len);
+        }
+    }
     first = n;
     n += put(p + n, "*3\r\n$7\r\nPEXPIRE\r\n", 17);
     n += put_key(s, p + n, op);
@@ -927,7 +936,7 @@ static void redis_on_reply(redisAsyncContext *ac, void *r, void *privdata)
                 marked |= (uint64_t)1 << i;
             }
         }
-        op->marked = marked;
+        op->sinks = marked;
     } else if (reply->type == REDIS_REPLY_ERROR) {
         snprintf(why, sizeof(why), "redis %s: HMGET: %s", s->address,
                  reply->str);
@@ -955,11 +964,14 @@ static void redis_send(struct redis_store *s, struct store_op *batch)
         struct store_op *op = batch;
         batch = op->next;
         op->next = NULL;
-        if (op->kind == STORE_MARK && op->sink >= s->info->sink_count) {
+        if (op->kind == STORE_MARK &&
+            (op->sinks == 0 ||
+             (s->info->sink_count < 64 &&
+              op->sinks >> s->info->sink_count != 0))) {
             char why[128];
             /* The engine's bug: this op alone cannot be answered. */
-            snprintf(why, sizeof(why), "redis %s: no sink %u", s->address,
-                     (unsigned)op->sink);
+            snprintf(why, sizeof(why), "redis %s: no such sinks %#llx",
+                     s->address, (unsigned long long)op->sinks);
             fail_later(s, op, why);
             continue;
         }

@@ -57,6 +57,7 @@ struct sqlite_ctx {
     struct batch *done, **done_tail; /* answered, for the loop */
     struct store_op *unqueued; /* no memory for their batch: failed */
     int stopping;
+    int closed; /* by close(), maybe from inside done(): answer no more */
     /* The thread's own. */
     sqlite3 *db;
     sqlite3_stmt *lookup, *mark, *prune;
@@ -476,7 +477,7 @@ static void answered(void *arg, unsigned events)
     unqueued = c->unqueued;
     c->unqueued = NULL;
     pthread_mutex_unlock(&c->lock);
-    while (unqueued != NULL) {
+    while (unqueued != NULL && !c->closed) {
         struct store_op *next = unqueued->next;
         c->host->done(c->host->engine, unqueued, "out of memory");
         unqueued = next;
@@ -485,7 +486,8 @@ static void answered(void *arg, unsigned events)
         struct batch *b = list;
         list = b->next;
         struct store_op *op = b->ops;
-        while (op != NULL) {
+        /* done() may submit more, or close the store. */
+        while (op != NULL && !c->closed) {
             struct store_op *next = op->next;
             c->host->done(c->host->engine, op, b->err[0] ? b->err : NULL);
             op = next;
@@ -515,6 +517,8 @@ static int sqlite_open(void *ctx, const struct store_info *info,
     c->info = info;
     c->host = host;
     c->efd = -1;
+    c->closed = 0;
+    c->stopping = 0;
     if (c->path == NULL &&
         asprintf(&c->path, "%s.markers.db", info->pipeline) < 0) {
         c->path = NULL;
@@ -592,6 +596,7 @@ static void sqlite_close(void *ctx)
 {
     struct sqlite_ctx *c = ctx;
 
+    c->closed = 1;
     if (c->started) {
         pthread_mutex_lock(&c->lock);
         c->stopping = 1;

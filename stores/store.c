@@ -5,6 +5,7 @@
 
 static const struct store *const stores[] = {
     &sqlite_store,
+    &redis_store,
 };
 
 const struct store *store_find(const char *name)

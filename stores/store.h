@@ -9,9 +9,13 @@
  * in store_find(), not a change to the engine.
  *
  * The engine hands a store batches of ops; the store answers each op
- * exactly once, on the loop thread, never from inside submit(). A store
- * never retries and never gives up: an op it cannot answer completes with
- * an error, and the engine decides (it submits it again later). */
+ * exactly once, on the loop thread, never from inside submit(), in the
+ * order of submission. A lookup sees every mark answered before it and
+ * the marks before it in its own batch. A store never retries and never
+ * gives up: an op it cannot answer completes with an error, and the
+ * engine decides (it submits it again later). done() may call submit()
+ * and close(). The process ignores SIGPIPE (the engine sets it), so a
+ * store may write to sockets with write(). */
 #ifndef SLUICE_STORE_H
 #define SLUICE_STORE_H
 
@@ -47,7 +51,7 @@ struct store_op {
 struct store_info {
     const char *pipeline;
     const char *const *sinks; /* names, by index */
-    size_t sink_count;        /* at most STORE_MAX_SINKS */
+    size_t sink_count;        /* 1 to STORE_MAX_SINKS */
     int64_t ttl_ms;           /* how long a marker lives; > 0 */
 };
 
@@ -56,9 +60,10 @@ struct store_host {
      * gets them (the rest of it is unused). */
     struct connector_host loop;
     /* Called once per submitted op, on the loop thread, never inside
-     * submit(). err NULL: answered (a lookup's `marked` is filled; a
+     * submit(). err NULL: answered (a lookup's `sinks` is filled; a
      * mark is durable: committed with fsync, or acknowledged by the
-     * server). Else the store could not, and err says why. */
+     * server). Else the store could not, err says why (valid during the
+     * call only), and a lookup's `sinks` means nothing. */
     void (*done)(void *engine, struct store_op *op, const char *err);
     void *engine;
 };

@@ -196,7 +196,7 @@ static void op_lookup(struct op *o, const char *key)
     o->op.kind = STORE_LOOKUP;
     o->op.key = key;
     o->op.key_len = strlen(key);
-    o->op.marked = UINT64_MAX; /* must be overwritten */
+    o->op.sinks = UINT64_MAX; /* must be overwritten */
 }
 
 static void op_mark(struct op *o, const char *key, uint32_t sink)
@@ -205,7 +205,7 @@ static void op_mark(struct op *o, const char *key, uint32_t sink)
     o->op.kind = STORE_MARK;
     o->op.key = key;
     o->op.key_len = strlen(key);
-    o->op.sink = sink;
+    o->op.sinks = (uint64_t)1 << sink;
 }
 
 /* Submits ops[0..n) as one batch. */
@@ -271,7 +271,7 @@ static uint64_t lookup(struct fixture *f, const char *key)
     if (o.failed) {
         fail_msg("lookup of %s: %s", key, o.err);
     }
-    return o.op.marked;
+    return o.op.sinks;
 }
 
 static void mark(struct fixture *f, const char *key, uint32_t sink)
@@ -416,7 +416,7 @@ static void test_thousand_mixed_ops_in_order(void **state)
         }
         assert_int_equal(ops[i].order, base + i);
         if (i % 2 == 1) {
-            assert_int_equal(ops[i].op.marked,
+            assert_int_equal(ops[i].op.sinks,
                              1u << (i / 2 % MARKED_BEFORE % SINKS));
         }
     }
@@ -430,7 +430,7 @@ static void test_thousand_mixed_ops_in_order(void **state)
     submit_wait(f, ops, MIXED, 5000);
     for (size_t i = 0; i < MIXED; i++) {
         assert_false(ops[i].failed);
-        assert_int_equal(ops[i].op.marked,
+        assert_int_equal(ops[i].op.sinks,
                          i % 2 == 0 ? 1u << (i / 2 % SINKS) : 0);
     }
 }
@@ -475,7 +475,7 @@ static void test_awkward_keys(void **state)
     submit_wait(f, ops, nkeys, 3000);
     for (size_t k = 0; k < nkeys; k++) {
         assert_false(ops[k].failed);
-        assert_int_equal(ops[k].op.marked, (k + 1) & 0xf);
+        assert_int_equal(ops[k].op.sinks, (k + 1) & 0xf);
     }
 }
 
@@ -508,7 +508,7 @@ static uint64_t lookup_until_up(struct fixture *f, const char *key,
         op_lookup(&o, key);
         submit_wait(f, &o, 1, 3000);
         if (!o.failed) {
-            return o.op.marked;
+            return o.op.sinks;
         }
         if (mono_ms() >= end) {
             fail_msg("still failing after %lld ms: %s", (long long)ms, o.err);
@@ -646,6 +646,69 @@ static void test_submit_inside_done(void **state)
     assert_int_equal(f->done_count, 50);
     assert_int_equal(lookup(f, "chain"), 0xf);
 }
+
+/* The engine marks a message's sinks that succeeded together in one op. */
+static void test_one_op_marks_several_sinks(void **state)
+{
+    struct fixture *f = *state;
+    struct op o;
+
+    store_open(f);
+    op_mark(&o, "order-9", 0);
+    o.op.sinks = (1u << 0) | (1u << 2) | (1u << 3);
+    submit_wait(f, &o, 1, 3000);
+    assert_false(o.failed);
+    assert_int_equal(lookup(f, "order-9"), (1u << 0) | (1u << 2) | (1u << 3));
+    mark(f, "order-9", 1);
+    assert_int_equal(lookup(f, "order-9"), 0xf);
+}
+
+/* ---- the SQLite store's own ---- */
+
+/* A file keeps one pipeline's markers: another pipeline is refused at
+ * open, not mixed in. */
+static void test_sqlite_other_pipeline(void **state)
+{
+    struct fixture *f = *state;
+    struct sl_error err = {{0}};
+
+    store_open(f);
+    mark(f, "order-1", 0);
+    store_close(f);
+    f->info.pipeline = "billing";
+    assert_int_equal(f->sc->store->open(f->ctx, &f->info, &f->host, &err),
+                     -1);
+    assert_non_null(strstr(err.msg, "holds the markers of pipeline "
+                                    "`orders`, not `billing`"));
+    f->sc->store->close(f->ctx);
+}
+
+/* Sinks are kept by name: reordered, renamed around or added in the
+ * YAML, each keeps its own markers. */
+static void test_sqlite_sinks_by_name(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const reordered[] = {"audit", "extra", "billing"};
+
+    store_open(f);
+    mark(f, "order-2", 0); /* billing */
+    mark(f, "order-2", 3); /* audit */
+    store_close(f);
+    f->info.sinks = reordered;
+    f->info.sink_count = 3;
+    store_open(f);
+    assert_int_equal(lookup(f, "order-2"), (1u << 0) | (1u << 2));
+    mark(f, "order-2", 1); /* extra: a new bit in the file */
+    assert_int_equal(lookup(f, "order-2"), 0x7);
+}
+
+static const struct CMUnitTest sqlite_tests[] = {
+    {"sqlite: a file of another pipeline is refused",
+     test_sqlite_other_pipeline, NULL, NULL, NULL},
+    {"sqlite: sinks are kept by name", test_sqlite_sinks_by_name, NULL,
+     NULL, NULL},
+};
+#define NSQLITE_TESTS (sizeof(sqlite_tests) / sizeof(sqlite_tests[0]))
 
 /* ---- the Redis fixture: a redis-server of the test's own ---- */
 
@@ -873,7 +936,26 @@ static void redis_recover(struct fixture *f)
     }
 }
 
+/* A fresh file in a fresh directory per case. */
+static void setup_sqlite(struct fixture *f)
+{
+    static char dir[64];
+    static unsigned n;
+    char path[128];
+
+    if (dir[0] == '\0') {
+        snprintf(dir, sizeof(dir), "/tmp/test_store.XXXXXX");
+        assert_non_null(mkdtemp(dir));
+    }
+    snprintf(path, sizeof(path), "%s/markers-%u.db", dir, ++n);
+    opt_set(f->sc->store, f->ctx, "path", path);
+    snprintf(f->where, sizeof(f->where), "sqlite %s: ", path);
+}
+
 static const struct store_case stores[] = {
+    /* A lookup ignores a row past its ttl even before the prune. */
+    {.name = "sqlite", .store = &sqlite_store, .setup = setup_sqlite,
+     .ttl_slack_ms = 200},
     {.name = "redis", .store = &redis_store, .setup = setup_redis,
      .ttl_slack_ms = 500, .outage = redis_outage, .recover = redis_recover},
 };
@@ -1143,11 +1225,11 @@ static void test_redis_error_reply_fails_its_op(void **state)
     assert_true(ops[0].failed);
     assert_non_null(strstr(ops[0].err, "HSET: WRONGTYPE"));
     assert_false(ops[1].failed);
-    assert_int_equal(ops[1].op.marked, 1u << 0);
+    assert_int_equal(ops[1].op.sinks, 1u << 0);
     assert_true(ops[2].failed);
     assert_non_null(strstr(ops[2].err, "HMGET: WRONGTYPE"));
     assert_true(ops[3].failed);
-    assert_non_null(strstr(ops[3].err, "no sink 7"));
+    assert_non_null(strstr(ops[3].err, "no such sinks"));
     assert_false(ops[4].failed);
     assert_int_equal(lookup(f, "ok"), (1u << 0) | (1u << 1));
     r = server_command(0, "INFO stats");
@@ -1236,6 +1318,7 @@ struct store_test {
 
 static const struct store_test store_tests[] = {
     {"lookup of an unknown key", test_lookup_unknown_key, 0},
+    {"one op marks several sinks", test_one_op_marks_several_sinks, 0},
     {"mark then lookup", test_mark_then_lookup, 0},
     {"marks of three sinks in one batch",
      test_marks_of_three_sinks_in_one_batch, 0},
@@ -1269,7 +1352,8 @@ static const struct store_test redis_tests[] = {
 
 int main(void)
 {
-    static struct CMUnitTest tests[NSTORES * NSTORE_TESTS + NREDIS_TESTS + 1];
+    static struct CMUnitTest
+        tests[NSTORES * NSTORE_TESTS + NREDIS_TESTS + NSQLITE_TESTS + 1];
     static char names[NSTORES * NSTORE_TESTS + NREDIS_TESTS][128];
     size_t n = 0;
 
@@ -1298,6 +1382,13 @@ int main(void)
                                            (void *)&stores[s]};
             n++;
         }
+    }
+    for (size_t t = 0; t < NSQLITE_TESTS; t++) {
+        tests[n] = sqlite_tests[t];
+        tests[n].setup_func = case_setup;
+        tests[n].teardown_func = case_teardown;
+        tests[n].initial_state = (void *)&stores[0];
+        n++;
     }
     tests[n++] = (struct CMUnitTest){"redis: option checks",
                                      test_redis_check, NULL, NULL, NULL};
