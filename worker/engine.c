@@ -77,6 +77,7 @@ struct part {
     size_t stuck; /* of inflight: msgs that will not complete (stopping) */
     size_t refs;  /* live msgs */
     int self_paused, paused, revoked;
+    int draining; /* being revoked: markers are asked for at once */
     int64_t start, end; /* replay: the group's offset and the end */
     struct part *next, *prev; /* the engine's assigned list */
 };
@@ -320,6 +321,9 @@ static uint64_t hash_key(const void *key, size_t len)
     return h;
 }
 
+static void mark_flush(engine_t *e, struct msg *m);
+static void marks_flush_all(engine_t *e, const struct part *part);
+
 /* A retry topic's partition: its msgs go to from->drain alone. */
 static int is_drain(const struct part *p)
 {
@@ -522,6 +526,10 @@ static void on_revoke(void *arg, void **parts, size_t count, int lost,
             e->drain_deadline =
                 loop_now(e->loop) + (uint64_t)e->cfg->delivery.drain_timeout_ms;
         }
+        for (size_t i = 0; i < count; i++) {
+            ps[i]->draining = 1;
+            marks_flush_all(e, ps[i]);
+        }
         drain(e, ps, count);
     }
     for (size_t i = 0; i < count; i++) {
@@ -574,10 +582,26 @@ static void on_committed(void *arg, void *part, int64_t offset)
     }
 }
 
+/* Asks for the markers every live msg holds back (all, or those of
+ * part): a slow sink must not keep the others' markers unwritten for
+ * long, nor past a drain. */
+static void marks_flush_all(engine_t *e, const struct part *part)
+{
+    if (e->store == NULL) {
+        return;
+    }
+    for (struct msg *m = e->live; m != NULL; m = m->next) {
+        if (m->mark_bits != 0 && (part == NULL || m->part == part)) {
+            mark_flush(e, m);
+        }
+    }
+}
+
 static void commit_fired(struct loop_timer *t)
 {
     engine_t *e = container_of(t, engine_t, commit_timer);
 
+    marks_flush_all(e, NULL);
     commit_all(e, 0);
     loop_timer_start(e->loop, t, e->cfg->delivery.commit_interval_ms);
 }
@@ -907,7 +931,6 @@ static void delivery_finish_any(engine_t *e, struct delivery *d)
 static void on_result(struct sink *s, struct delivery *d,
                       const struct connector_result *res);
 static void delivery_success(struct sink *s, struct delivery *d);
-static void mark_flush(engine_t *e, struct msg *m);
 
 const char *engine_dedupe_key(char *out, size_t cap, const void *id,
                               size_t id_len, const char *topic,
@@ -2043,7 +2066,8 @@ static void delivery_settle(engine_t *e, struct delivery *d)
 
     d->settled = 1;
     m->unsettled--;
-    if (m->mark_bits != 0 && (m->unsettled == 0 || m->troubled)) {
+    if (m->mark_bits != 0 && (m->unsettled == 0 || m->troubled ||
+                              m->part->draining || e->stopping)) {
         mark_flush(e, m);
     }
 }
@@ -3247,6 +3271,7 @@ int engine_run(engine_t *e)
     e->stopping = 1;
     e->drain_deadline =
         loop_now(e->loop) + (uint64_t)e->cfg->delivery.drain_timeout_ms;
+    marks_flush_all(e, NULL);
     if (!e->fatal) {
         drain(e, NULL, 0);
     }

@@ -210,6 +210,19 @@ def sluice(request, tmp_path):
 
 
 @pytest.fixture
+def redis_server(tmp_path):
+    made = []
+
+    def make():
+        r = harness.RedisServer(str(tmp_path))
+        made.append(r)
+        return r
+    yield make
+    for r in made:
+        r.stop()
+
+
+@pytest.fixture
 def offsets(kafka):
     readers = []
 

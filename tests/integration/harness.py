@@ -94,6 +94,48 @@ def tail(text, lines=80):
     return "\n".join(parts)
 
 
+# ---- Redis (marker store) ----------------------------------------------
+
+class RedisServer:
+    """A redis-server of the test's own on a free loopback port (Debian's
+    redis-server, installed by scripts/install-deps.sh). stop() and
+    start() keep the port, so a worker pointed at it sees an outage."""
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.port = free_port()
+        self.address = "127.0.0.1:%d" % self.port
+        self.proc = None
+        self.start()
+
+    def start(self, timeout=10):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", self.workdir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(self.ping, timeout, "redis-server on %s" % self.address)
+
+    def ping(self):
+        try:
+            return self.command("PING") == "PONG"
+        except OSError:
+            return False
+
+    def command(self, *args):
+        """One command; the reply's first line without its type byte."""
+        with socket.create_connection(("127.0.0.1", self.port), 2) as c:
+            req = "*%d\r\n" % len(args) + "".join(
+                "$%d\r\n%s\r\n" % (len(a.encode()), a) for a in args)
+            c.sendall(req.encode())
+            return c.recv(65536).split(b"\r\n", 1)[0][1:].decode()
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
 # ---- Kafka --------------------------------------------------------------
 
 class MockKafka:
