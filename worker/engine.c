@@ -3508,13 +3508,16 @@ int dlq_replay(const struct cfg *cfg, const struct dlq_replay_options *o)
                (long long)cfg->dlq.max_replays);
     } else {
         printf("replayed %llu, failed again %llu, skipped %llu (max_replays "
-               "%lld reached), kept %llu (not selected)\n",
+               "%lld reached), kept %llu (not selected), already handled "
+               "%llu (of those replayed: the sink has them marked)\n",
                (unsigned long long)(s->delivered + s->done_by_policy +
-                                    s->skipped + e->dropped),
+                                    s->skipped + s->already_handled +
+                                    e->dropped),
                (unsigned long long)failed,
                (unsigned long long)e->replay_guarded,
                (long long)cfg->dlq.max_replays,
-               (unsigned long long)e->replay_kept);
+               (unsigned long long)e->replay_kept,
+               (unsigned long long)s->already_handled);
     }
     fflush(stdout);
     loop_timer_stop(e->loop, &e->replay_timer);

@@ -83,9 +83,9 @@
  *                a subset of the request headers the transform added,
  *                names case-insensitive, values as for message headers.
  *
- * The input's dedupe key (msg.dedupe_key) is the engine's
- * (engine_dedupe_key): its last message-id header, else
- * "topic-partition-offset"; the parts of a split that set none get it
+ * The input's dedupe key (msg.dedupe_key) is the engine's: what the
+ * pipeline's dedupe.key picks (default: its last message-id header),
+ * else "topic-partition-offset"; the parts of a split that set none get it
  * with "#1", "#2", ... as in the engine. Cases run in order on one Lua
  * state, as messages do in a worker: a script's globals carry over.
  *
@@ -1434,17 +1434,27 @@ static int load_input(struct loader *l, struct tcase *c, const yaml_node_t *n)
         }
         path_pop(&l->path, mark);
     }
-    /* As the engine: the last message-id header, as librdkafka finds it. */
+    /* As the engine: dedupe.key's (the last such header, as librdkafka
+     * finds it), else the coordinates; lua:F runs with the case. */
+    static const struct cfg_dedupe by_default = {
+        .from = CFG_DEDUPE_HEADER, .arg = ENGINE_DEDUPE_HEADER};
+    const struct cfg_dedupe *d =
+        l->cfg != NULL ? &l->cfg->dedupe : &by_default;
     const struct connector_header *id = NULL;
-    for (size_t i = 0; i < c->in.header_count; i++) {
-        if (strcmp(c->in.headers[i].name, ENGINE_DEDUPE_HEADER) == 0) {
+    for (size_t i = 0; d->from == CFG_DEDUPE_HEADER &&
+                       i < c->in.header_count; i++) {
+        if (strcmp(c->in.headers[i].name, d->arg) == 0) {
             id = &c->in.headers[i];
         }
     }
-    c->in.dedupe_key = engine_dedupe_key(
-        c->dedupe, sizeof(c->dedupe), id != NULL ? id->value : NULL,
-        id != NULL ? id->value_len : 0, c->in.topic, c->in.partition,
-        c->in.offset);
+    c->in.dedupe_key = engine_pick_key(
+        d, id != NULL ? id->value : NULL, id != NULL ? id->value_len : 0,
+        c->in.value, c->in.value_len, c->dedupe, sizeof(c->dedupe));
+    if (c->in.dedupe_key == NULL) {
+        c->in.dedupe_key = engine_dedupe_key(
+            c->dedupe, sizeof(c->dedupe), NULL, 0, c->in.topic,
+            c->in.partition, c->in.offset);
+    }
     return rc;
 }
 
@@ -2113,10 +2123,15 @@ static void run_case(struct runner *r, const struct tcase *tc)
     struct cmp *c = &r->cmp;
     const yaml_node_t *e = tc->expect, *error, *msgs;
     struct sl_error err = {{0}};
-    char line[1100], got[64];
+    char line[1100], got[64], key[ENGINE_DEDUPE_MAX];
+    struct connector_msg in = tc->in;
     int n;
 
-    n = transform_run(r->t, &tc->in, &err);
+    if (r->cfg->dedupe.from == CFG_DEDUPE_LUA &&
+        transform_dedupe_key(r->t, &in, key, sizeof(key), &err) != NULL) {
+        in.dedupe_key = key;
+    }
+    n = transform_run(r->t, &in, &err);
     if (n < 0) {
         one_line(err.msg, line, sizeof(line));
     }
@@ -2148,7 +2163,7 @@ static void run_case(struct runner *r, const struct tcase *tc)
         }
         for (size_t i = 0; n > 0 && i < want && i < (size_t)n; i++) {
             size_t m2 = path_index(&c->path, i);
-            cmp_message(r, &tc->in, i,
+            cmp_message(r, &in, i,
                         cnode(c, msgs->data.sequence.items.start[i]));
             path_pop(&c->path, m2);
         }
@@ -2160,7 +2175,7 @@ static void run_case(struct runner *r, const struct tcase *tc)
     } else if (n != 1) {
         diff(c, "expected 1 message, got %s", count_text(n, got, sizeof(got)));
     } else {
-        cmp_message(r, &tc->in, 0, e);
+        cmp_message(r, &in, 0, e);
     }
 }
 

@@ -32,6 +32,12 @@ def consumed(run):
     return lines[-1][0] if lines else 0
 
 
+def summary_now(run):
+    """The counters of the last progress line."""
+    lines = run.progress()
+    return lines[-1][2] if lines else {}
+
+
 def summary(run):
     s = run.summary()
     assert s is not None, run.describe()
@@ -416,3 +422,111 @@ def test_redis_down_10s_mid_stream_loses_and_duplicates_nothing(
         got = harness.id_counts(harness.ok_records(s.records()))
         assert set(got) == want
         assert max(got.values()) == 1, "%s got a message twice" % s.name
+
+
+KEY_RECORDS = [  # (value, headers)
+    (b'{"meta":{"id":"m-1"}}', [("x-id", b"h-1")]),
+    (b'{"meta":{"id":42}}', [("x-id", b"h-2")]),
+    (b'not json', []),
+    (b'{"meta":{}}', [("x-id", b"")]),
+]
+
+
+def produce_key_records(bootstrap, topic):
+    from confluent_kafka import Producer
+    p = Producer({"bootstrap.servers": bootstrap})
+    for value, headers in KEY_RECORDS:
+        p.produce(topic, value=value, key=b"k", headers=headers)
+    assert p.flush(30) == 0
+
+
+@pytest.mark.parametrize("key,missing,want", [
+    ("json:meta.id", "coordinates", ["m-1", "42", "{t}-0-2", "{t}-0-3"]),
+    ("header:x-id", "coordinates", ["h-1", "h-2", "{t}-0-2", "{t}-0-3"]),
+    ("coordinates", "dead_letter", ["{t}-0-0", "{t}-0-1", "{t}-0-2",
+                                    "{t}-0-3"]),
+    ("lua:order_key", "coordinates", ["L-0", "L-1", "{t}-0-2", "{t}-0-3"]),
+    ("json:meta.id", "dead_letter", ["m-1", "42"]),
+])
+def test_dedupe_key_sources(kafka, topic_factory, names, sinkd, sluice,
+                            tmp_path, key, missing, want):
+    """Each dedupe.key source gives the key sinks see as Idempotency-Key;
+    a record without one falls back to its coordinates, or goes to the
+    dead-letter queue (stage dedupe) and to no sink."""
+    topic = topic_factory(1)
+    produce_key_records(kafka.bootstrap, topic)
+    s = sinkd("s")
+    cfg = harness.pipeline(names.pipeline, kafka.bootstrap, topic,
+                           names.group(), {"s": s.url()})
+    cfg["dedupe"] = {"key": key, "missing": missing}
+    if key.startswith("lua:"):
+        script = tmp_path / "keys.lua"
+        script.write_text(
+            "function transform(msg) return msg end\n"
+            "function order_key(msg)\n"
+            "  if msg.offset >= 2 then return nil end\n"
+            "  return 'L-' .. msg.offset\nend\n")
+        cfg["transform"] = str(script)
+    run = sluice(cfg)
+    wait_until(lambda: consumed(run) >= len(KEY_RECORDS), 60,
+               "every record consumed", alive=[run])
+    wait_until(lambda: len(s.records()) >= len(want), 30,
+               "the sink's requests", alive=[run])
+    run.terminate()
+    assert run.wait(60) == 0
+    want = [w.replace("{t}", topic) for w in want]
+    assert [r.key for r in s.records()] == want
+    dead = len(KEY_RECORDS) - len(want)
+    assert summary(run).get("no_key_dead_lettered", 0) == dead
+    if dead:
+        from test_dlq import read_topic
+        recs = read_topic(kafka.bootstrap, names.pipeline + ".dlq")
+        assert [r["headers"]["sluice.stage"] for r in recs] == \
+            ["dedupe"] * dead
+        assert all("no dedupe key" in r["headers"]["sluice.error.reason"]
+                   for r in recs)
+
+
+def test_replay_skips_what_the_sink_already_has(
+        kafka, topic_factory, names, sinkd, sluice, tmp_path):
+    """Records dead-lettered for b reach b later through a re-read (a new
+    group); `sluice dlq replay --sink b` then finds them marked and sends
+    b nothing."""
+    count = 300
+    topic = topic_factory(2)
+    harness.produce_orders(kafka.bootstrap, topic, count)
+    a, b = sinkd("a"), sinkd("b")
+    b.script(reject_every=7)  # 400 for good: to the DLQ
+    db = tmp_path / "markers.db"
+    cfg = with_markers(harness.pipeline(
+        names.pipeline, kafka.bootstrap, topic, names.group(),
+        {"a": a.url(), "b": b.url()}), db)
+    run = sluice(cfg)
+    wait_until(lambda: (summary_now(run).get("b_dead_lettered", 0) +
+                        summary_now(run).get("b", 0)) >= count, 60,
+               "b to answer or dead-letter everything", alive=[run])
+    run.terminate()
+    assert run.wait(60) == 0
+    rejected = summary(run)["b_dead_lettered"]
+    assert rejected > 0
+    b.script(reject_every=0)
+    cfg["source"]["group"] = names.group() + "-again"
+    again = sluice(cfg)
+    wait_until(lambda: consumed(again) >= count, 60, "the re-read",
+               alive=[again])
+    wait_until(lambda: b.ok_count() >= count, 60, "b to get the rest",
+               alive=[again])
+    again.terminate()
+    assert again.wait(60) == 0
+    assert summary(again)["a_already_handled"] == count
+    assert summary(again)["b_already_handled"] == count - rejected
+    before = len(b.records())
+    p = harness.sluice_cmd(["dlq", "replay", again.config_path, "--sink",
+                            "b"], timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "replayed %d, failed again 0" % rejected in p.stdout, p.stdout
+    assert "already handled %d" % rejected in p.stdout, p.stdout
+    assert len(b.records()) == before
+    got = harness.id_counts(harness.ok_records(b.records()))
+    assert set(got) == set(harness.expected_orders(count))
+    assert max(got.values()) == 1
