@@ -3,16 +3,17 @@
 
 #include "store.h"
 
-static const struct store *const stores[] = {
+const struct store *const store_all[] = {
     &sqlite_store,
     &redis_store,
+    NULL,
 };
 
 const struct store *store_find(const char *name)
 {
-    for (size_t i = 0; i < sizeof(stores) / sizeof(stores[0]); i++) {
-        if (strcmp(stores[i]->name, name) == 0) {
-            return stores[i];
+    for (size_t i = 0; store_all[i] != NULL; i++) {
+        if (strcmp(store_all[i]->name, name) == 0) {
+            return store_all[i];
         }
     }
     return NULL;

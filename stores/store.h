@@ -96,7 +96,9 @@ struct store {
 extern const struct store sqlite_store;
 extern const struct store redis_store;
 
-/* The store called name, or NULL. */
+/* Every store, NULL-terminated (for docs); the store called name, or
+ * NULL. */
+extern const struct store *const store_all[];
 const struct store *store_find(const char *name);
 
 #endif

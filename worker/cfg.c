@@ -257,13 +257,6 @@ const struct opt_spec cfg_sink_options[] = {
     {.name = "dlq_topic", .type = OPT_STRING,
      .offset = offsetof(struct cfg_sink, dlq_topic),
      .doc = "This sink's dead-letter topic. Default: `dlq.topic`."},
-    {.name = "applied_on", .type = OPT_STRING_LIST, .def = "409",
-     .offset = offsetof(struct cfg_sink, applied_on),
-     .doc = "Answers that mean the sink already applied this message "
-            "(e.g. its `Idempotency-Key` was seen): counted as delivered "
-            "(and as `applied`), never retried nor dead-lettered, and "
-            "marked when markers are on. The other lists win over this "
-            "one: `permanent_on: [409]` makes 409 permanent."},
     {.name = "retry_on", .type = OPT_STRING_LIST,
      .def = "transport, 408, 425, 429, 500, 502, 503, 504",
      .offset = offsetof(struct cfg_sink, retry_on),
@@ -278,8 +271,16 @@ const struct opt_spec cfg_sink_options[] = {
             "`501` when `retry_on` lists `5xx`."},
     {.name = "done_on", .type = OPT_STRING_LIST, .def = "",
      .offset = offsetof(struct cfg_sink, done_on),
-     .doc = "Answers that count as delivered, e.g. `409` from a sink that "
-            "answers Conflict to a request it already has."},
+     .doc = "Answers that count as done, e.g. `404` from a sink that "
+            "answers a DELETE of something already gone: not retried, not "
+            "dead-lettered, and marked when markers are on."},
+    {.name = "applied_on", .type = OPT_STRING_LIST, .def = "409",
+     .offset = offsetof(struct cfg_sink, applied_on),
+     .doc = "Answers that mean the sink already applied this message "
+            "(e.g. its `Idempotency-Key` was seen): counted as delivered "
+            "(and as `applied`), never retried nor dead-lettered, and "
+            "marked when markers are on. The other lists win over this "
+            "one: `permanent_on: [409]` makes 409 permanent."},
     {.name = "breaker_failures", .type = OPT_INT, .def = "5",
      .offset = offsetof(struct cfg_sink, breaker_failures), .min = 0,
      .max = 1000000,

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cfg.h"
+#include "store.h"
 
 static const char *type_name(const struct opt_spec *s)
 {
@@ -141,6 +142,23 @@ void reference_write(FILE *out)
             "once Kafka acknowledged that write. `sluice dlq` lists, "
             "shows and replays those records.\n\n");
     table(out, cfg_dlq_options);
+    fprintf(out,
+            "## dedupe\n\n"
+            "Dedupe keys and \"already handled\" markers "
+            "(docs/dedupe.md). Every message has a dedupe key, which "
+            "sinks get as the `Idempotency-Key` header. With a `store`, "
+            "sluice looks up each message's markers before its deliveries "
+            "start (a sink that has one is skipped and counted as "
+            "`<sink>_already_handled`), and writes a sink's marker after "
+            "that sink's success, durably, before the offset commit that "
+            "passes the message. The store's own keys follow its "
+            "table.\n\n");
+    table(out, cfg_dedupe_options);
+    for (size_t i = 0; store_all[i] != NULL; i++) {
+        const struct store *st = store_all[i];
+        fprintf(out, "### store: %s\n\n%s\n\n", st->name, st->doc);
+        table(out, st->options);
+    }
     fprintf(out, "## sinks.<name>\n\n"
                  "Every sink takes these keys, then those of its type.\n\n");
     table(out, cfg_sink_options);
@@ -356,6 +374,41 @@ static void schema_section(FILE *out, const char *name, const char *doc,
     fputs("      }\n    }", out);
 }
 
+/* dedupe: its own keys and every store's; per store, only its own. */
+static void schema_dedupe(FILE *out)
+{
+    const struct opt_spec *tables[2 + 8] = {cfg_dedupe_options};
+    size_t n = 1;
+
+    for (size_t i = 0; store_all[i] != NULL && n < 9; i++) {
+        tables[n++] = store_all[i]->options;
+    }
+    tables[n] = NULL;
+    fputs(",\n    \"dedupe\": {\n      \"description\": \"Dedupe keys and "
+          "already-handled markers (docs/dedupe.md).\",\n"
+          "      \"type\": \"object\",\n      "
+          "\"additionalProperties\": false,\n      \"properties\": {\n",
+          out);
+    schema_properties(out, tables, "        ");
+    fputs("      },\n      \"allOf\": [", out);
+    for (size_t i = 0; store_all[i] != NULL; i++) {
+        const struct opt_spec *own[3] = {cfg_dedupe_options,
+                                         store_all[i]->options, NULL};
+        fprintf(out, "%s\n        {\n          \"if\": {\"required\": "
+                     "[\"store\"], \"properties\": {\"store\": "
+                     "{\"const\": ",
+                i ? "," : "");
+        json_str(out, store_all[i]->name);
+        fputs("}}},\n          \"then\": {\n"
+              "            \"additionalProperties\": false,\n"
+              "            \"properties\": {\n",
+              out);
+        schema_properties(out, own, "              ");
+        fputs("            }\n          }\n        }", out);
+    }
+    fputs("\n      ]\n    }", out);
+}
+
 void reference_write_schema(FILE *out)
 {
     fputs("{\n"
@@ -394,6 +447,7 @@ void reference_write_schema(FILE *out)
     fputs(",\n", out);
     schema_section(out, "dlq", "Where failures go (docs/dlq.md).",
                    cfg_dlq_options);
+    schema_dedupe(out);
     fprintf(out,
             ",\n"
             "    \"sinks\": {\n"

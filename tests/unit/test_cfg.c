@@ -222,6 +222,65 @@ static void test_unknown_key_suggests(void **state)
     assert_int_equal(n, 5);
 }
 
+static void test_dedupe_section(void **state)
+{
+    int n;
+    const char *e = load_errors("pipeline: x\n"
+                                "source:\n"
+                                "  brokers: b\n"
+                                "  topics: [t]\n"
+                                "dedupe:\n"
+                                "  key: jsn:order_id\n"
+                                "  store: redis\n"
+                                "  path: m.db\n"
+                                "  tls: true\n"
+                                "  ttl: 5\n"
+                                "sinks:\n"
+                                "  a:\n"
+                                "    type: http\n"
+                                "    url: http://x\n",
+                                &n);
+
+    (void)state;
+    assert_error(e, "6:8", "dedupe.key: expected `header:NAME`, "
+                           "`json:PATH`, `lua:FUNCTION` or `coordinates`");
+    assert_error(e, "8:3", "dedupe.path: unknown key");
+    assert_error(e, "10:8", "dedupe.ttl:");
+    assert_int_equal(n, 3);
+    e = load_errors("pipeline: x\n"
+                    "source:\n"
+                    "  brokers: b\n"
+                    "  topics: [t]\n"
+                    "dedupe:\n"
+                    "  key: lua:order_key\n"
+                    "  store: redis\n"
+                    "  address: \"localhost:99999\"\n"
+                    "sinks:\n"
+                    "  a:\n"
+                    "    type: http\n"
+                    "    url: http://x\n",
+                    &n);
+    assert_error(e, "6:8", "dedupe.key: `lua:` names a function of the "
+                           "pipeline's `transform` script, and there is "
+                           "none");
+    assert_error(e, "8:12", "dedupe.address:");
+    assert_int_equal(n, 2);
+    e = load_errors("pipeline: x\n"
+                    "source:\n"
+                    "  brokers: b\n"
+                    "  topics: [t]\n"
+                    "dedupe:\n"
+                    "  store: redis\n"
+                    "  tls: true\n"
+                    "sinks:\n"
+                    "  a:\n"
+                    "    type: http\n"
+                    "    url: http://x\n",
+                    &n);
+    assert_error(e, "7:8", "dedupe.tls: tls needs hiredis 1.0");
+    assert_int_equal(n, 1);
+}
+
 static void test_bad_values(void **state)
 {
     int n;
@@ -512,6 +571,7 @@ int main(void)
         cmocka_unit_test(test_good_file_and_defaults),
         cmocka_unit_test(test_invalid_yaml_has_position),
         cmocka_unit_test(test_unknown_key_suggests),
+        cmocka_unit_test(test_dedupe_section),
         cmocka_unit_test(test_answer_classes),
         cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_missing_sections_and_duplicates),
