@@ -272,6 +272,27 @@ def proc_cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def thread_cpu_s(pid, comm):
+    """CPU seconds of pid's threads named comm (e.g. sluice-sqlite)."""
+    total = 0.0
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return 0.0
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                if f.read().strip() != comm:
+                    continue
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                s = f.read()
+        except OSError:
+            continue
+        fields = s[s.rindex(")") + 2:].split()
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
+
+
 def proc_status_kib(pid, key):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -551,6 +572,7 @@ def run_sluice(procs, bootstrap, topic, count, group,
         cpu0 = proc_cpu_s(p.pid)
         sink_cpu0 = sum(proc_cpu_s(pid) for pid in sink_pids)
         other_cpu0 = sum(proc_cpu_s(pid) for pid in other_pids)
+        store_cpu0 = thread_cpu_s(p.pid, "sluice-sqlite")
         while True:
             counts = [s.requests() for s in stats]
             now = time.monotonic()
@@ -561,6 +583,7 @@ def run_sluice(procs, bootstrap, topic, count, group,
             cpu0 = proc_cpu_s(p.pid)
             sink_cpu0 = sum(proc_cpu_s(pid) for pid in sink_pids)
             other_cpu0 = sum(proc_cpu_s(pid) for pid in other_pids)
+            store_cpu0 = thread_cpu_s(p.pid, "sluice-sqlite")
             if now - t_launch > FIRST_REQUEST_TIMEOUT_S:
                 raise BenchError(
                     "no sink got a request within %.0f s of starting sluice "
@@ -606,6 +629,7 @@ def run_sluice(procs, bootstrap, topic, count, group,
         hwm = proc_status_kib(p.pid, "VmHWM")
         sink_cpu1 = sum(proc_cpu_s(pid) for pid in sink_pids)
         other_cpu1 = sum(proc_cpu_s(pid) for pid in other_pids)
+        store_cpu1 = thread_cpu_s(p.pid, "sluice-sqlite")
         rss.append((now, proc_status_kib(p.pid, "VmRSS")))
         rc, killed = Procs.stop(p, 45.0)
         final = [s.requests() for s in stats]
@@ -636,6 +660,8 @@ def run_sluice(procs, bootstrap, topic, count, group,
         "sinkd_cpu_s": round(sink_cpu1 - sink_cpu0, 3),
         "other_cpu_us_per_msg": round((other_cpu1 - other_cpu0) * 1e6 /
                                       count, 2),
+        "sqlite_thread_cpu_us_per_msg": round((store_cpu1 - store_cpu0) *
+                                              1e6 / count, 2),
         "peak_rss_mib": round(hwm / 1024.0, 2),
         "rss_second_half_mib": [round(min(rss2) / 1024.0, 2),
                                 round(max(rss2) / 1024.0, 2)],
@@ -1040,6 +1066,8 @@ def run_markers(procs, bootstrap, topic, count, ts, which):
             "peak_rss_mib": median([r["peak_rss_mib"] for r in rs]),
             "store_cpu_us_per_msg": median([r["other_cpu_us_per_msg"]
                                             for r in rs]),
+            "sqlite_thread_cpu_us_per_msg": median(
+                [r["sqlite_thread_cpu_us_per_msg"] for r in rs]),
             "each_cpu_us_per_msg": [r["cpu_us_per_msg"] for r in rs],
             "each_msgs_per_s": [r["msgs_per_s"] for r in rs],
         }
@@ -1098,7 +1126,9 @@ def markers_lines(res):
                      % (name, r["msgs_per_s"], r["cpu_us_per_msg"],
                         v["cpu_us_per_msg_added"], MARKER_TARGETS[name],
                         "%.1f (redis-server)" % r["store_cpu_us_per_msg"]
-                        if name == "redis" else "(its thread, in sluice's)",
+                        if name == "redis" else
+                        "%.1f (its thread, in sluice's)"
+                        % r["sqlite_thread_cpu_us_per_msg"],
                         r["peak_rss_mib"], v["msgs_per_s_ratio"]))
     lines.append("")
     for name in ("plain", "sqlite", "redis"):

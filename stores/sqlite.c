@@ -41,6 +41,14 @@
 /* A prune deletes at most this many expired markers per transaction, so
  * that batches waiting behind it wait little. */
 #define PRUNE_CHUNK 5000
+/* Busy, transactions start at least this far apart: what queues meanwhile
+ * shares one fsync and one write of each page it changes. Idle, a batch
+ * goes at once. Measured on the store alone (sequential keys, lookup and
+ * mark per message): 3.6 CPU-µs per message in transactions of 70
+ * messages (5 ms at 14,000/s), 2.4 in transactions of 280 (20 ms). The
+ * delay is paid in latency (up to twice: lookup, mark), not throughput:
+ * the messages waiting count in the in-flight bounds. */
+#define COMMIT_GAP_MS 20
 
 struct sqlite_ctx {
     char *path; /* option */
@@ -53,6 +61,7 @@ struct sqlite_ctx {
     int started;
     pthread_mutex_t lock;
     pthread_cond_t wake;
+    pthread_cond_t gap; /* never signalled but by close: a timed sleep */
     struct batch *todo, **todo_tail; /* submitted, not yet taken */
     struct batch *done, **done_tail; /* answered, for the loop */
     struct store_op *unqueued; /* no memory for their batch: failed */
@@ -63,6 +72,7 @@ struct sqlite_ctx {
     sqlite3_stmt *lookup, *mark, *prune;
     uint64_t bits[STORE_MAX_SINKS]; /* sink index -> its bit in the file */
     uint64_t next_prune_ms;
+    uint64_t last_commit_ms; /* when the last transaction started */
     char *prune_after; /* the key the pruner's walk goes on after */
 };
 
@@ -428,10 +438,23 @@ static void *thread_main(void *arg)
             pthread_mutex_lock(&c->lock);
             c->next_prune_ms = more ? now : now + prune_interval(c);
         }
-        struct batch *list = c->todo;
-        if (list == NULL) {
+        if (c->todo == NULL) {
             continue;
         }
+        /* Let more queue, up to COMMIT_GAP_MS after the last start. */
+        uint64_t start = c->last_commit_ms + COMMIT_GAP_MS;
+        while (!c->stopping && (now = wall_ms()) < start) {
+            struct timespec until = {
+                .tv_sec = (time_t)(start / 1000),
+                .tv_nsec = (long)(start % 1000) * 1000000,
+            };
+            pthread_cond_timedwait(&c->gap, &c->lock, &until);
+        }
+        if (c->stopping) {
+            break;
+        }
+        c->last_commit_ms = now;
+        struct batch *list = c->todo;
         c->todo = NULL;
         c->todo_tail = &c->todo;
         pthread_mutex_unlock(&c->lock);
@@ -546,11 +569,14 @@ static int sqlite_open(void *ctx, const struct store_info *info,
     }
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->wake, NULL);
+    pthread_cond_init(&c->gap, NULL);
     if (pthread_create(&c->thread, NULL, thread_main, c) != 0) {
         pthread_mutex_destroy(&c->lock);
         pthread_cond_destroy(&c->wake);
+        pthread_cond_destroy(&c->gap);
         return sl_error_set(err, "cannot start the sqlite thread");
     }
+    pthread_setname_np(c->thread, "sluice-sqlite"); /* for top, perf */
     c->started = 1;
     return 0;
 }
@@ -601,10 +627,12 @@ static void sqlite_close(void *ctx)
         pthread_mutex_lock(&c->lock);
         c->stopping = 1;
         pthread_cond_signal(&c->wake);
+        pthread_cond_signal(&c->gap);
         pthread_mutex_unlock(&c->lock);
         pthread_join(c->thread, NULL);
         pthread_mutex_destroy(&c->lock);
         pthread_cond_destroy(&c->wake);
+        pthread_cond_destroy(&c->gap);
         c->started = 0;
         free_batches(c->todo);
         free_batches(c->done);

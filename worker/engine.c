@@ -32,6 +32,7 @@
 #include "log.h"
 #include "loop.h"
 #include "offsets.h"
+#include "recent.h"
 #include "redact.h"
 #include "retry.h"
 #include "store.h"
@@ -304,6 +305,7 @@ struct engine {
     int64_t store_delay;
     uint64_t store_down_since, store_logged, store_errors;
     struct msg *check_head, *check_tail;
+    recent_t *recent; /* keys sinks succeeded at lately, by this worker */
     uint64_t no_key_dead_lettered;
 };
 
@@ -950,6 +952,29 @@ const char *engine_dedupe_key(char *out, size_t cap, const void *id,
 static size_t record_headers(engine_t *e, const struct part *p,
                              void *handle);
 
+/* rec as a script sees it, its headers in e->headers (so e's cached
+ * view is no longer any msg's). */
+static void record_view(engine_t *e, const struct consumer_record *rec,
+                        const char *dedupe, struct connector_msg *in)
+{
+    const struct part *p = rec->part;
+
+    *in = (struct connector_msg){
+        .topic = p->topic,
+        .partition = p->partition,
+        .offset = rec->offset,
+        .timestamp_ms = rec->timestamp_ms,
+        .key = rec->key,
+        .key_len = rec->key != NULL ? rec->key_len : 0,
+        .value = rec->value,
+        .value_len = rec->value_len,
+        .dedupe_key = dedupe,
+        .headers = e->headers,
+        .header_count = record_headers(e, p, rec->handle),
+    };
+    e->view_msg = NULL;
+}
+
 /* A key of len bytes that can serve: not empty, fits, no NUL byte (cut
  * there, two keys could collide). */
 static const char *usable_key(const void *key, size_t len, char *out,
@@ -1035,21 +1060,7 @@ static const char *record_dedupe(engine_t *e, const struct consumer_record *rec)
     } else if (d->from == CFG_DEDUPE_LUA && e->tf != NULL) {
         struct connector_msg in;
         struct sl_error err;
-        size_t n = record_headers(e, p, rec->handle);
-        in = (struct connector_msg){
-            .topic = p->topic,
-            .partition = p->partition,
-            .offset = rec->offset,
-            .timestamp_ms = rec->timestamp_ms,
-            .key = rec->key,
-            .key_len = rec->key != NULL ? rec->key_len : 0,
-            .value = rec->value,
-            .value_len = rec->value_len,
-            .dedupe_key = "",
-            .headers = e->headers,
-            .header_count = n,
-        };
-        e->view_msg = NULL; /* e->headers now hold this record's */
+        record_view(e, rec, "", &in);
         key = transform_dedupe_key(e->tf, &in, e->dedupe, sizeof(e->dedupe),
                                    &err);
         if (key == NULL && err.msg[0] != '\0') {
@@ -1277,6 +1288,27 @@ static void breaker_record(struct sink *s, struct delivery *d, int failure,
 
 static void park_one(struct sink *s, struct delivery *d);
 
+/* Whether this worker saw s succeed with d's dedupe key since d's lookup
+ * (a producer wrote the message twice, close together): then d is done
+ * as already handled. */
+static int already_sent(struct sink *s, struct delivery *d)
+{
+    struct msg *m = d->msg;
+    size_t len = strlen(m->dedupe);
+
+    if (!(recent_get(s->e->recent, m->dedupe, len) &
+          ((uint64_t)1 << s->idx))) {
+        return 0;
+    }
+    s->already_handled++;
+    log_debug("sink %s: skipped %s [%d] offset %lld (dedupe key %s): "
+              "already handled, this worker delivered the key moments ago",
+              s->cfg->name, m->part->topic, (int)m->part->partition,
+              (long long)m->offset, m->dedupe);
+    delivery_finish(s, d);
+    return 1;
+}
+
 static void sink_pump(struct sink *s)
 {
     while (s->park_head != NULL) {
@@ -1295,6 +1327,9 @@ static void sink_pump(struct sink *s)
         struct delivery *d = fifo_pop(&s->ready_head, &s->ready_tail);
         if (d->msg->part->revoked) {
             delivery_finish(s, d);
+            continue;
+        }
+        if (s->e->recent != NULL && already_sent(s, d)) {
             continue;
         }
         if (s->breaker == BREAKER_HALF_OPEN) {
@@ -2041,6 +2076,8 @@ static void delivery_success(struct sink *s, struct delivery *d)
         chain_advance(s, d);
     }
     d->msg->mark_bits |= (uint64_t)1 << s->idx;
+    recent_add(e->recent, d->msg->dedupe, strlen(d->msg->dedupe),
+               (uint64_t)1 << s->idx);
     delivery_settle(e, d);
 }
 
@@ -2665,26 +2702,13 @@ static void on_record(void *arg, const struct consumer_record *rec)
         struct sl_error err;
         struct connector_msg *in = &e->view;
 
-        *in = (struct connector_msg){
-            .topic = p->topic,
-            .partition = p->partition,
-            .offset = rec->offset,
-            .timestamp_ms = rec->timestamp_ms,
-            .key = rec->key,
-            .key_len = rec->key != NULL ? rec->key_len : 0,
-            .value = rec->value,
-            .value_len = rec->value_len,
-            .dedupe_key = dedupe,
-            .headers = e->headers,
-            .header_count = record_headers(e, p, rec->handle),
-        };
+        record_view(e, rec, dedupe, in);
         if (src != NULL) {
             in->topic = src->topic;
             in->partition = src->partition;
             in->offset = src->offset;
             in->timestamp_ms = src->timestamp_ms;
         }
-        e->view_msg = NULL; /* the view now holds this record */
         n = transform_run(e->tf, in, &err);
         if (n < 0) {
             e->transform_failed++;
@@ -3057,6 +3081,14 @@ static int store_open(engine_t *e, struct sl_error *err)
     }
     e->store = cfg->dedupe.store;
     e->store_ctx = cfg->dedupe.ctx;
+    /* About one in-flight window of keys: a duplicate further apart is
+     * looked up after the first's marker is written. */
+    e->recent = recent_new(cfg->delivery.max_in_flight < 1024
+                               ? 1024
+                               : (size_t)cfg->delivery.max_in_flight);
+    if (e->recent == NULL) {
+        return sl_error_set(err, "out of memory");
+    }
     return 0;
 }
 
@@ -3346,6 +3378,7 @@ void engine_destroy(engine_t *e)
         e->store->close(e->store_ctx);
     }
     free(e->sink_names);
+    recent_free(e->recent);
     for (size_t i = 0; i < e->nsinks; i++) {
         if (e->sinks[i].opened) {
             e->sinks[i].cfg->connector->close(e->sinks[i].cfg->ctx);

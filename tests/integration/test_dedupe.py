@@ -107,6 +107,9 @@ def test_kill_9_ten_times_with_sqlite_markers(
     cfg = with_markers(harness.pipeline(
         names.pipeline, kafka.bootstrap, topic, group,
         {s.name: s.url() for s in sinks}, max_in_flight=bound), db)
+    # Static membership: a restarted worker takes its partitions back at
+    # once instead of after the killed one's session timeout (6 s each).
+    cfg["source"]["properties"]["group.instance.id"] = "kill-test"
     producer = harness.OrderProducer(kafka.bootstrap, topic, rate=2000,
                                      count=count)
     reader = offsets(group)
@@ -142,6 +145,7 @@ def test_kill_9_ten_times_with_sqlite_markers(
     # start under a new group: the markers alone keep the sinks from
     # seeing anything twice.
     cfg["source"]["group"] = group + "-again"
+    del cfg["source"]["properties"]["group.instance.id"]
     before = [len(s.records()) for s in sinks]
     again = sluice(cfg)
     wait_until(lambda: consumed(again) >= count,
@@ -264,6 +268,26 @@ int open64(const char *path, int flags, ...)
 """
 
 
+def recovers_with_every_message_once(run, producer, sinks, count, offsets,
+                                     group, topic, partitions):
+    """After a store outage: the worker says the store is back, delivers
+    the rest, commits to the end and stops cleanly, and every sink got
+    every message exactly once."""
+    run.wait_for_log(r"markers: the store answers again after \d+ ms", 60)
+    producer.join(60)
+    harness.wait_sinks_ok(sinks, count, 90, alive=[run])
+    reader = offsets(group)
+    ends = reader.end_offsets(topic, partitions)
+    harness.wait_commits_at_end(reader, topic, partitions, [run], ends=ends)
+    run.terminate()
+    assert run.wait(60) == 0
+    want = set(harness.expected_orders(count))
+    for s in sinks:
+        got = harness.id_counts(harness.ok_records(s.records()))
+        assert set(got) == want
+        assert max(got.values()) == 1, "%s got a message twice" % s.name
+
+
 def disk_shim(tmp_path):
     src = tmp_path / "diskfault.c"
     src.write_text(DISK_SHIM)
@@ -310,19 +334,8 @@ def test_sqlite_store_failing_mid_stream_loses_and_duplicates_nothing(
     # rest (500 messages), it does not pile up.
     assert a.ok_count() - stalled <= 500
     flag.unlink()
-    run.wait_for_log(r"markers: the store answers again after \d+ ms", 60)
-    producer.join(60)
-    harness.wait_sinks_ok([a, b], count, 90, alive=[run])
-    reader = offsets(group)
-    ends = reader.end_offsets(topic, partitions)
-    harness.wait_commits_at_end(reader, topic, partitions, [run], ends=ends)
-    run.terminate()
-    assert run.wait(60) == 0
-    want = set(harness.expected_orders(count))
-    for s in (a, b):
-        got = harness.id_counts(harness.ok_records(s.records()))
-        assert set(got) == want
-        assert max(got.values()) == 1, "%s got a message twice" % s.name
+    recovers_with_every_message_once(run, producer, [a, b], count, offsets,
+                                     group, topic, partitions)
     assert markers(db) == {"a": count, "b": count}
 
 
@@ -409,19 +422,8 @@ def test_redis_down_10s_mid_stream_loses_and_duplicates_nothing(
     time.sleep(8)
     assert a.ok_count() - stalled <= 500
     redis.start()
-    run.wait_for_log(r"markers: the store answers again after \d+ ms", 60)
-    producer.join(60)
-    harness.wait_sinks_ok([a, b], count, 90, alive=[run])
-    reader = offsets(group)
-    ends = reader.end_offsets(topic, partitions)
-    harness.wait_commits_at_end(reader, topic, partitions, [run], ends=ends)
-    run.terminate()
-    assert run.wait(60) == 0
-    want = set(harness.expected_orders(count))
-    for s in (a, b):
-        got = harness.id_counts(harness.ok_records(s.records()))
-        assert set(got) == want
-        assert max(got.values()) == 1, "%s got a message twice" % s.name
+    recovers_with_every_message_once(run, producer, [a, b], count, offsets,
+                                     group, topic, partitions)
 
 
 KEY_RECORDS = [  # (value, headers)
@@ -530,3 +532,39 @@ def test_replay_skips_what_the_sink_already_has(
     got = harness.id_counts(harness.ok_records(b.records()))
     assert set(got) == set(harness.expected_orders(count))
     assert max(got.values()) == 1
+
+
+def test_a_producers_duplicates_reach_each_sink_once(
+        kafka, topic_factory, names, sinkd, sluice, tmp_path):
+    """Every order written twice in a row (a producer that retried): both
+    copies are looked up before either is marked, so the worker's memory
+    of what it just delivered must catch the second."""
+    count = 500
+    topic = topic_factory(2)
+    from confluent_kafka import Producer
+    import gen_orders
+    p = Producer({"bootstrap.servers": kafka.bootstrap})
+    for i in range(count):
+        for _ in range(2):
+            p.produce(topic, key=gen_orders.tenant_id(i, 50).encode(),
+                      value=gen_orders.make_order(i, 50),
+                      headers=[("message-id",
+                                gen_orders.order_id(i).encode())])
+    assert p.flush(30) == 0
+    a, b = sinkd("a"), sinkd("b")
+    b.script(latency_ms=20)
+    cfg = with_markers(harness.pipeline(
+        names.pipeline, kafka.bootstrap, topic, names.group(),
+        {"a": a.url(), "b": b.url()}), tmp_path / "markers.db")
+    run = sluice(cfg)
+    wait_until(lambda: consumed(run) >= 2 * count, 60,
+               "both copies consumed", alive=[run])
+    harness.wait_sinks_ok([a, b], count, 60, alive=[run])
+    run.terminate()
+    assert run.wait(60) == 0
+    counters = summary(run)
+    for s in (a, b):
+        got = harness.id_counts(harness.ok_records(s.records()))
+        assert set(got) == set(harness.expected_orders(count))
+        assert max(got.values()) == 1, "%s got a duplicate" % s.name
+        assert counters["%s_already_handled" % s.name] == count

@@ -1,0 +1,79 @@
+/* test_recent.c -- the cache of keys sinks succeeded at lately. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "recent.h"
+
+static void test_add_get(void **state)
+{
+    recent_t *r = recent_new(100);
+
+    (void)state;
+    assert_non_null(r);
+    assert_int_equal(recent_get(r, "order-1", 7), 0);
+    recent_add(r, "order-1", 7, 1u << 2);
+    recent_add(r, "order-1", 7, 1u << 0);
+    assert_int_equal(recent_get(r, "order-1", 7), (1u << 2) | (1u << 0));
+    /* A prefix, a longer key, another key: never the entry's sinks. */
+    assert_int_equal(recent_get(r, "order-", 6), 0);
+    assert_int_equal(recent_get(r, "order-10", 8), 0);
+    assert_int_equal(recent_get(r, "order-2", 7), 0);
+    recent_free(r);
+}
+
+/* Full of other keys, the cache forgets, and never answers for a key it
+ * does not hold: a wrong yes would skip a message. */
+static void test_forgets_never_errs(void **state)
+{
+    recent_t *r = recent_new(64);
+    char key[32];
+    int found = 0;
+
+    (void)state;
+    for (int i = 0; i < 10000; i++) {
+        int n = snprintf(key, sizeof(key), "k%d", i);
+        recent_add(r, key, (size_t)n, (uint64_t)1 << (i % 64));
+    }
+    for (int i = 0; i < 10000; i++) {
+        int n = snprintf(key, sizeof(key), "k%d", i);
+        uint64_t got = recent_get(r, key, (size_t)n);
+        assert_true(got == 0 || got == (uint64_t)1 << (i % 64));
+        found += got != 0;
+    }
+    assert_true(found > 0 && found <= 64);
+    for (int i = 0; i < 10000; i++) {
+        int n = snprintf(key, sizeof(key), "x%d", i);
+        assert_int_equal(recent_get(r, key, (size_t)n), 0);
+    }
+    recent_free(r);
+}
+
+static void test_long_keys_not_kept(void **state)
+{
+    recent_t *r = recent_new(64);
+    char key[RECENT_KEY_MAX + 2];
+
+    (void)state;
+    memset(key, 'a', sizeof(key));
+    recent_add(r, key, RECENT_KEY_MAX, 1);
+    assert_int_equal(recent_get(r, key, RECENT_KEY_MAX), 1);
+    recent_add(r, key, RECENT_KEY_MAX + 1, 2);
+    assert_int_equal(recent_get(r, key, RECENT_KEY_MAX + 1), 0);
+    recent_free(r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_add_get),
+        cmocka_unit_test(test_forgets_never_errs),
+        cmocka_unit_test(test_long_keys_not_kept),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
