@@ -35,8 +35,9 @@ $(FLAGS_MK): scripts/install-deps.sh Makefile
 	     "$$(pkg-config --cflags $(PKGS))" "$$(pkg-config --libs $(PKGS))" \
 	     "$$lua_a" > $@.tmp && mv $@.tmp $@
 
+INCLUDES := -I. -Iworker -Iconnectors -Ilua -Istores
 CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -g $(WARN) $(SAN) -MMD -MP \
-           -I. -Iworker -Iconnectors -Ilua -Istores \
+           $(INCLUDES) \
            -DSLUICE_LUA_LIB_DEFAULT='"$(CURDIR)/lua/lib"' $(PKG_CFLAGS)
 # Lua is linked from liblua5.4-dev's static archive: the VM is then
 # called directly rather than through the PLT, and built without -fPIC;

@@ -1559,7 +1559,9 @@ static void walk_root(struct walker *w, struct cfg *cfg,
                 cfg->dlq.properties_col = (int)at->start_mark.column + 1;
             }
         } else if (strcmp(key, "dedupe") == 0) {
-            have_dedupe = 1;
+            if (have_dedupe++) {
+                continue; /* a repeat: the prescan reported it */
+            }
             if (v->type != YAML_MAPPING_NODE) {
                 node_error(w, v, key, "expected a mapping, found %s",
                            node_type_name(v));

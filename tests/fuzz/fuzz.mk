@@ -27,7 +27,7 @@ FUZZ_SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer
 # themselves build with -Werror.
 FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -O1 -g $(FUZZ_SAN) \
                 -fsanitize=fuzzer-no-link -MMD -MP \
-                -I. -Iworker -Iconnectors -Ilua \
+                $(INCLUDES) \
                 -DSLUICE_LUA_LIB_DEFAULT='"$(CURDIR)/lua/lib"' \
                 -DFUZZ_PIPELINES_DIR='"$(CURDIR)/pipelines"' $(PKG_CFLAGS)
 FUZZ_WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
