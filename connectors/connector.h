@@ -40,6 +40,8 @@ enum {
     OPT_SECRET = 1 << 1, /* never echoed in errors, logs or status */
     OPT_FILE = 1 << 2,   /* OPT_STRING: a file, relative to the pipeline
                             file, that must be readable; stored resolved */
+    OPT_EMPTY = 1 << 3,  /* OPT_STRING_LIST: `[]` is a value (else a list
+                            needs an entry) */
 };
 
 struct opt_spec {

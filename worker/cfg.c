@@ -257,7 +257,7 @@ const struct opt_spec cfg_sink_options[] = {
     {.name = "dlq_topic", .type = OPT_STRING,
      .offset = offsetof(struct cfg_sink, dlq_topic),
      .doc = "This sink's dead-letter topic. Default: `dlq.topic`."},
-    {.name = "retry_on", .type = OPT_STRING_LIST,
+    {.name = "retry_on", .type = OPT_STRING_LIST, .flags = OPT_EMPTY,
      .def = "transport, 408, 425, 429, 500, 502, 503, 504",
      .offset = offsetof(struct cfg_sink, retry_on),
      .doc = "Answers worth another attempt: statuses (`503`), classes "
@@ -265,22 +265,23 @@ const struct opt_spec cfg_sink_options[] = {
             "out). A status listed nowhere is delivered when 2xx and "
             "permanent otherwise: it goes to the dead-letter queue at once. "
             "A status beats its class when both are listed."},
-    {.name = "permanent_on", .type = OPT_STRING_LIST, .def = "",
+    {.name = "permanent_on", .type = OPT_STRING_LIST, .flags = OPT_EMPTY, .def = "",
      .offset = offsetof(struct cfg_sink, permanent_on),
      .doc = "Answers that fail for good (to the dead-letter queue), e.g. "
             "`501` when `retry_on` lists `5xx`."},
-    {.name = "done_on", .type = OPT_STRING_LIST, .def = "",
+    {.name = "done_on", .type = OPT_STRING_LIST, .flags = OPT_EMPTY, .def = "",
      .offset = offsetof(struct cfg_sink, done_on),
      .doc = "Answers that count as done, e.g. `404` from a sink that "
             "answers a DELETE of something already gone: not retried, not "
             "dead-lettered, and marked when markers are on."},
-    {.name = "applied_on", .type = OPT_STRING_LIST, .def = "409",
+    {.name = "applied_on", .type = OPT_STRING_LIST, .flags = OPT_EMPTY, .def = "409",
      .offset = offsetof(struct cfg_sink, applied_on),
      .doc = "Answers that mean the sink already applied this message "
             "(e.g. its `Idempotency-Key` was seen): counted as delivered "
             "(and as `applied`), never retried nor dead-lettered, and "
-            "marked when markers are on. The other lists win over this "
-            "one: `permanent_on: [409]` makes 409 permanent."},
+            "marked when markers are on; a retry policy is not asked. The "
+            "other lists win over this one (`permanent_on: [409]` makes "
+            "409 permanent); `[]` turns it off."},
     {.name = "breaker_failures", .type = OPT_INT, .def = "5",
      .offset = offsetof(struct cfg_sink, breaker_failures), .min = 0,
      .max = 1000000,
@@ -1038,7 +1039,7 @@ static void apply_value(struct walker *w, const struct opt_spec *spec,
                 push_str(&l->items, &l->count, v);
             }
         }
-        if (l->count == 0) {
+        if (l->count == 0 && !(spec->flags & OPT_EMPTY)) {
             node_error(w, node, path, "expected at least one entry");
         }
         return;

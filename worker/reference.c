@@ -318,9 +318,9 @@ static void schema_option(FILE *out, const struct opt_spec *s,
     case OPT_STRING_LIST:
         fprintf(out,
                 "\"anyOf\": [{\"type\": [\"string\", \"integer\"]}, "
-                "{\"type\": \"array\", \"minItems\": 1, \"maxItems\": %d, "
+                "{\"type\": \"array\", \"minItems\": %d, \"maxItems\": %d, "
                 "\"items\": {\"type\": [\"string\", \"integer\"]}}]",
-                CFG_LIST_MAX);
+                s->flags & OPT_EMPTY ? 0 : 1, CFG_LIST_MAX);
         break;
     }
     fprintf(out, "\n%s}", indent);

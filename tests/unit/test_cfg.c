@@ -161,6 +161,25 @@ static void test_answer_classes(void **state)
     assert_string_equal(cfg->dlq.topic, "failures");
     cfg_free(cfg);
 
+    /* 409 is already applied by default; `applied_on: []` turns it off
+     * and the other lists may be empty too. */
+    cfg = cfg_load(write_yaml("pipeline: p\n"
+                              "source: {brokers: b, topics: t}\n"
+                              "sinks:\n"
+                              "  a: {type: http, url: http://a/}\n"
+                              "  b: {type: http, url: http://b/,\n"
+                              "      applied_on: [], retry_on: []}\n"),
+                   &errs);
+    unlink(path);
+    if (cfg == NULL) {
+        fail_msg("%s", errs.text);
+    }
+    assert_int_equal(cfg->sinks[0].answers[409], CFG_ANSWER_APPLIED);
+    assert_int_equal(cfg->sinks[0].answers[503], CFG_ANSWER_RETRY);
+    assert_int_equal(cfg->sinks[1].answers[409], CFG_ANSWER_DEFAULT);
+    assert_int_equal(cfg->sinks[1].answers[503], CFG_ANSWER_DEFAULT);
+    cfg_free(cfg);
+
     e = load_errors("pipeline: p\n"
                     "source: {brokers: b, topics: t}\n"
                     "sinks:\n"
