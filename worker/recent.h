@@ -1,5 +1,5 @@
 /* recent.h -- which sinks this process saw succeed for a dedupe key
- * lately: a fixed-size, direct-mapped cache.
+ * lately: a fixed-size, four-way set-associative cache.
  *
  * The marker store answers whether a message was handled before it was
  * looked up; two records with the same key close together (a producer

@@ -47,6 +47,12 @@ static void test_forgets_never_errs(void **state)
         found += got != 0;
     }
     assert_true(found > 0 && found <= 64);
+    /* The last keys added are all still there: a set keeps its four
+     * newest. */
+    for (int i = 10000 - 4; i < 10000; i++) {
+        int n = snprintf(key, sizeof(key), "k%d", i);
+        assert_int_equal(recent_get(r, key, (size_t)n), (uint64_t)1 << (i % 64));
+    }
     for (int i = 0; i < 10000; i++) {
         int n = snprintf(key, sizeof(key), "x%d", i);
         assert_int_equal(recent_get(r, key, (size_t)n), 0);
