@@ -60,6 +60,23 @@ static void test_forgets_never_errs(void **state)
     recent_free(r);
 }
 
+/* Two order ids that shared the one slot of a direct-mapped cache of
+ * this size: the second evicted the first, and a producer's duplicate of
+ * the first went out again (seen under ASan). */
+static void test_one_other_key_does_not_evict(void **state)
+{
+    recent_t *r = recent_new(10000);
+
+    (void)state;
+    recent_add(r, "ord-000000413", 13, 1);
+    recent_add(r, "ord-000000039", 13, 1);
+    recent_add(r, "ord-000000418", 13, 2);
+    recent_add(r, "ord-000000032", 13, 2);
+    assert_int_equal(recent_get(r, "ord-000000413", 13), 1);
+    assert_int_equal(recent_get(r, "ord-000000418", 13), 2);
+    recent_free(r);
+}
+
 static void test_long_keys_not_kept(void **state)
 {
     recent_t *r = recent_new(64);
@@ -79,6 +96,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_add_get),
         cmocka_unit_test(test_forgets_never_errs),
+        cmocka_unit_test(test_one_other_key_does_not_evict),
         cmocka_unit_test(test_long_keys_not_kept),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
