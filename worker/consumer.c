@@ -13,6 +13,7 @@
 #include <librdkafka/rdkafka.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kconf.h"
@@ -48,6 +49,8 @@ struct consumer {
      * redelivers everything since the last commit. So timer commits wait
      * for both assigns (or REBALANCE_COMMIT_HOLD_MS at most). */
     int assigns_awaited;
+    int assigned_once; /* an assignment ever came */
+    int abandoned;     /* see await_first_assignment */
     uint64_t rebalancing_since;
     struct topic_parts *topics;
     size_t topic_count;
@@ -394,6 +397,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         if (c->assigns_awaited > 0) {
             c->assigns_awaited--;
         }
+        c->assigned_once = 1;
         log_info("assigned %d partition(s)%s", list->cnt,
                  cooperative ? " (cooperative)" : "");
         if (cooperative) {
@@ -873,9 +877,59 @@ void consumer_release(void *handle)
     rd_kafka_message_destroy(handle);
 }
 
+/* librdkafka before 2.3.0 aborts (an assertion in the cooperative-sticky
+ * assignor) when a member is destroyed after it joined its group and
+ * before its first assignment (confluentinc/librdkafka#4312): a SIGINT in
+ * that window killed sluice. So close waits for that assignment, 10 s at
+ * most, dropping what records it brings (uncommitted: they come again).
+ * If it does not come (the group keeps failing its SyncGroup), the handle
+ * is neither closed nor destroyed but left to the process's exit, which
+ * follows: the member holds no partition, and its session times out. */
+/* volatile: a store the compiler may not drop, though nothing reads it */
+static rd_kafka_t *volatile abandoned_handle; /* reachable: not a leak */
+static rd_kafka_queue_t *volatile abandoned_queue;
+
+static void await_first_assignment(consumer_t *c)
+{
+    struct timespec ts;
+    uint64_t until;
+
+    if (rd_kafka_version() >= 0x020300ff || c->assigned_once) {
+        return;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    until = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 +
+            10000;
+    while (!c->assigned_once &&
+           strcmp(rd_kafka_rebalance_protocol(c->rk), "COOPERATIVE") == 0) {
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        if ((uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 >=
+            until) {
+            log_warn("source: no partition assigned yet and librdkafka %s "
+                     "cannot leave a group in that state "
+                     "(confluentinc/librdkafka#4312): leaving it to the "
+                     "process exit",
+                     rd_kafka_version_str());
+            c->abandoned = 1;
+            abandoned_handle = c->rk;
+            abandoned_queue = c->queue;
+            return;
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 100);
+        if (m != NULL) {
+            rd_kafka_message_destroy(m);
+        }
+    }
+}
+
 void consumer_close(consumer_t *c)
 {
     if (c->closed) {
+        return;
+    }
+    await_first_assignment(c);
+    if (c->abandoned) {
+        c->closed = 1;
         return;
     }
     c->in_poll = 1; /* nested loop runs during close must not poll */
@@ -903,9 +957,13 @@ void consumer_destroy(consumer_t *c)
         }
         if (c->queue != NULL) {
             rd_kafka_queue_io_event_enable(c->queue, -1, NULL, 0);
-            rd_kafka_queue_destroy(c->queue);
+            if (!c->abandoned) {
+                rd_kafka_queue_destroy(c->queue);
+            }
         }
-        rd_kafka_destroy(c->rk);
+        if (!c->abandoned) {
+            rd_kafka_destroy(c->rk);
+        }
     }
     for (int i = 0; i < 2; i++) {
         if (c->pipe_fds[i] >= 0) {

@@ -5,6 +5,7 @@ import collections
 import json
 import re
 import signal
+import time
 
 import pytest
 
@@ -264,3 +265,25 @@ def test_second_worker_takes_partitions_without_loss(
         assert not missing and set(got) == set(want), \
             "%s after a rebalance: %s" % (
                 s.name, harness.describe_counter_diff(got, want))
+
+
+def test_sigint_between_join_and_first_assignment_exits_cleanly(
+        mock_kafka, names, sinkd, sluice):
+    """librdkafka 2.0.2 aborts when a cooperative-sticky member is
+    destroyed after joining and before its first assignment
+    (confluentinc/librdkafka#4312). SyncGroup errors hold the worker in
+    that window; a SIGINT there must still end in exit 0."""
+    topic = names.topic()
+    mock_kafka.create_topic(topic, 1)
+    sink = sinkd("s")
+    mock_kafka.command("error SyncGroup REBALANCE_IN_PROGRESS 1000")
+    try:
+        cfg = harness.pipeline(names.pipeline, mock_kafka.bootstrap, topic,
+                               names.group(), {"s": sink.url()})
+        run = sluice(cfg)
+        run.wait_for_log(r"consuming 1 topic", 30)
+        time.sleep(3)
+        run.signal(signal.SIGINT)
+        assert run.wait(60) == 0, run.describe()
+    finally:
+        mock_kafka.command("clear SyncGroup")
