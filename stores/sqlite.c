@@ -71,8 +71,9 @@ struct sqlite_ctx {
     sqlite3 *db;
     sqlite3_stmt *lookup, *mark, *prune;
     uint64_t bits[STORE_MAX_SINKS]; /* sink index -> its bit in the file */
-    uint64_t next_prune_ms;
-    uint64_t last_commit_ms; /* when the last transaction started */
+    uint64_t next_prune_ms;  /* monotonic */
+    uint64_t last_commit_ms; /* monotonic: when the last transaction
+                                started */
     char *prune_after; /* the key the pruner's walk goes on after */
 };
 
@@ -92,12 +93,37 @@ static const struct opt_spec sqlite_options[] = {
     {0},
 };
 
-static uint64_t wall_ms(void)
+static uint64_t clock_ms(clockid_t id)
 {
     struct timespec ts;
 
-    clock_gettime(CLOCK_REALTIME, &ts);
+    clock_gettime(id, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Markers carry wall-clock times (another process reads them); the
+ * thread's own schedule runs on the monotonic clock, so that a clock
+ * set back cannot stall it. */
+static uint64_t wall_ms(void)
+{
+    return clock_ms(CLOCK_REALTIME);
+}
+
+static uint64_t mono_ms(void)
+{
+    return clock_ms(CLOCK_MONOTONIC);
+}
+
+/* Waits on cond until the monotonic time `at` (conds use that clock). */
+static void wait_until_ms(pthread_cond_t *cond, pthread_mutex_t *lock,
+                          uint64_t at)
+{
+    struct timespec until = {
+        .tv_sec = (time_t)(at / 1000),
+        .tv_nsec = (long)(at % 1000) * 1000000,
+    };
+
+    pthread_cond_timedwait(cond, lock, &until);
 }
 
 /* ---- the thread's side ---- */
@@ -419,19 +445,15 @@ static void *thread_main(void *arg)
     pthread_mutex_lock(&c->lock);
     for (;;) {
         while (c->todo == NULL && !c->stopping &&
-               wall_ms() < c->next_prune_ms) {
-            struct timespec until = {
-                .tv_sec = (time_t)(c->next_prune_ms / 1000),
-                .tv_nsec = (long)(c->next_prune_ms % 1000) * 1000000,
-            };
-            pthread_cond_timedwait(&c->wake, &c->lock, &until);
+               mono_ms() < c->next_prune_ms) {
+            wait_until_ms(&c->wake, &c->lock, c->next_prune_ms);
         }
         if (c->stopping) {
             break;
         }
         /* One chunk of the prune between batches, so that a busy store
          * prunes too, and a batch waits for one chunk at most. */
-        uint64_t now = wall_ms();
+        uint64_t now = mono_ms();
         if (now >= c->next_prune_ms) {
             pthread_mutex_unlock(&c->lock);
             int more = prune_once(c);
@@ -443,12 +465,8 @@ static void *thread_main(void *arg)
         }
         /* Let more queue, up to COMMIT_GAP_MS after the last start. */
         uint64_t start = c->last_commit_ms + COMMIT_GAP_MS;
-        while (!c->stopping && (now = wall_ms()) < start) {
-            struct timespec until = {
-                .tv_sec = (time_t)(start / 1000),
-                .tv_nsec = (long)(start % 1000) * 1000000,
-            };
-            pthread_cond_timedwait(&c->gap, &c->lock, &until);
+        while (!c->stopping && (now = mono_ms()) < start) {
+            wait_until_ms(&c->gap, &c->lock, start);
         }
         if (c->stopping) {
             break;
@@ -555,7 +573,7 @@ static int sqlite_open(void *ctx, const struct store_info *info,
                      errno == ENOENT)) {
         return sl_error_set(err, "%s", why);
     }
-    c->next_prune_ms = wall_ms() + prune_interval(c);
+    c->next_prune_ms = mono_ms() + prune_interval(c);
     c->todo_tail = &c->todo;
     c->done_tail = &c->done;
     c->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -567,9 +585,13 @@ static int sqlite_open(void *ctx, const struct store_info *info,
         host->loop.watch_set(host->loop.io, c->watch, CONNECTOR_READABLE)) {
         return sl_error_set(err, "out of memory");
     }
+    pthread_condattr_t monotonic;
+    pthread_condattr_init(&monotonic);
+    pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
     pthread_mutex_init(&c->lock, NULL);
-    pthread_cond_init(&c->wake, NULL);
-    pthread_cond_init(&c->gap, NULL);
+    pthread_cond_init(&c->wake, &monotonic);
+    pthread_cond_init(&c->gap, &monotonic);
+    pthread_condattr_destroy(&monotonic);
     if (pthread_create(&c->thread, NULL, thread_main, c) != 0) {
         pthread_mutex_destroy(&c->lock);
         pthread_cond_destroy(&c->wake);
