@@ -172,6 +172,7 @@ struct msg {
     size_t bytes; /* counted in the lane's in-flight bytes */
     int transformed; /* key, value, headers and dedupe key are in own */
     const char *dedupe; /* in own, or in keybuf; never NULL once filled */
+    size_t dedupe_len;
     char *keybuf;       /* ENGINE_DEDUPE_MAX bytes, kept across reuse */
     struct store_op look; /* markers on: which sinks already have it */
     int looked;           /* its lookup answered */
@@ -1294,7 +1295,7 @@ static void park_one(struct sink *s, struct delivery *d);
 static int already_sent(struct sink *s, struct delivery *d)
 {
     struct msg *m = d->msg;
-    size_t len = strlen(m->dedupe);
+    size_t len = m->dedupe_len;
 
     if (!(recent_get(s->e->recent, m->dedupe, len) &
           ((uint64_t)1 << s->idx))) {
@@ -2076,7 +2077,7 @@ static void delivery_success(struct sink *s, struct delivery *d)
         chain_advance(s, d);
     }
     d->msg->mark_bits |= (uint64_t)1 << s->idx;
-    recent_add(e->recent, d->msg->dedupe, strlen(d->msg->dedupe),
+    recent_add(e->recent, d->msg->dedupe, d->msg->dedupe_len,
                (uint64_t)1 << s->idx);
     delivery_settle(e, d);
 }
@@ -2090,7 +2091,7 @@ static void mark_flush(engine_t *e, struct msg *m)
     *op = (struct store_op){
         .kind = STORE_MARK,
         .key = m->dedupe,
-        .key_len = strlen(m->dedupe),
+        .key_len = m->dedupe_len,
         .sinks = m->mark_bits,
     };
     m->mark_bits = 0;
@@ -2198,7 +2199,7 @@ static void msg_lookup(engine_t *e, struct msg *m)
     m->look = (struct store_op){
         .kind = STORE_LOOKUP,
         .key = m->dedupe,
-        .key_len = strlen(m->dedupe),
+        .key_len = m->dedupe_len,
     };
     store_queue(e, &m->look);
 }
@@ -2276,8 +2277,11 @@ static int msg_fill(engine_t *e, struct msg *m, const struct consumer_record *re
                                        rec->topic, rec->partition,
                                        rec->offset);
         }
+        /* Every key fits: engine_dedupe_key and the key sources cap it. */
+        m->dedupe_len = strnlen(dedupe, ENGINE_DEDUPE_MAX - 1);
         if (dedupe != m->keybuf) {
-            snprintf(m->keybuf, ENGINE_DEDUPE_MAX, "%s", dedupe);
+            memcpy(m->keybuf, dedupe, m->dedupe_len);
+            m->keybuf[m->dedupe_len] = '\0';
         }
         m->dedupe = m->keybuf;
     } else {
@@ -2297,6 +2301,7 @@ static int msg_fill(engine_t *e, struct msg *m, const struct consumer_record *re
                        : NULL;
         m->value_len = o->value_len;
         m->dedupe = copy_put(&m->own, key, dedupe_len, 1);
+        m->dedupe_len = dedupe_len;
         copy_headers(&m->own, o->headers, o->header_count);
     }
     m->bytes = m->key_len + m->value_len;
