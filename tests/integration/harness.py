@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -798,6 +799,61 @@ def sluice_cmd(args, env=None, timeout=30):
     bad = [l for l in p.stderr.splitlines() if SANITIZER_RE.search(l)]
     assert not bad, "sanitizer report:\n" + p.stderr
     return p
+
+
+# Forks sluice from a small interpreter and writes its exit status and
+# peak RSS to the file named by argv[1]. Linux carries the RSS high-water
+# mark of the image a process replaces across exec, and a child forked (or
+# vforked) by pytest starts as a copy of pytest: measured directly, ru_maxrss
+# read the test runner's own ~250 MiB, not sluice's. Forked from this
+# launcher, sluice's count starts at the launcher's ~10 MiB.
+_MEASURE_LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write("%d %d" % (os.waitstatus_to_exitcode(status), usage.ru_maxrss))
+"""
+
+
+def run_measured(args, timeout, env=None):
+    """Runs `sluice ARGS` to its end: (returncode, stdout, stderr, seconds,
+    peak RSS in KiB of sluice alone). env as in sluice_cmd. Fails the test
+    after timeout seconds, and on sanitizer reports."""
+    full_env = dict(os.environ)
+    for k, v in (env or {}).items():
+        if v is None:
+            full_env.pop(k, None)
+        else:
+            full_env[k] = v
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        result = os.path.join(tmp, "result")
+        out, err = os.path.join(tmp, "out"), os.path.join(tmp, "err")
+        with open(out, "w") as o, open(err, "w") as e:
+            p = subprocess.Popen(
+                ["/usr/bin/python3", "-c", _MEASURE_LAUNCHER, result,
+                 binary("sluice")] + list(args),
+                stdout=o, stderr=e, env=full_env, start_new_session=True)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+                raise AssertionError("sluice %s still running after %d s"
+                                     % (args, timeout))
+        elapsed = time.monotonic() - start
+        with open(result) as f:
+            rc, peak_kib = (int(x) for x in f.read().split())
+        with open(out) as f:
+            stdout = f.read()
+        with open(err) as f:
+            stderr = f.read()
+    bad = [l for l in stderr.splitlines() if SANITIZER_RE.search(l)]
+    assert not bad, "sanitizer report:\n" + stderr
+    return rc, stdout, stderr, elapsed, peak_kib
 
 
 def write_yaml(path, obj):

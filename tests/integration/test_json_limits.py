@@ -4,9 +4,6 @@ memory, so a huge document fails that call with "out of memory" instead
 of growing the process (one json.encode once grew it to 2.47 GB), and the
 codec works for the next call."""
 
-import os
-import subprocess
-
 import harness
 from test_lua import write
 
@@ -35,16 +32,6 @@ tests:
 """
 
 
-def run_measured(args):
-    """Runs sluice ARGS; (exit status, stdout+stderr, peak RSS in KiB)."""
-    p = subprocess.Popen([harness.binary("sluice")] + args,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out = p.stdout.read().decode(errors="replace")
-    _, status, usage = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return p.returncode, out, usage.ru_maxrss
-
-
 def test_json_encode_is_bounded_by_the_memory_cap(tmp_path):
     write(tmp_path, "t.lua", BIG_ENCODE)
     cfg = harness.pipeline("p", "127.0.0.1:9", "t", "g",
@@ -52,8 +39,8 @@ def test_json_encode_is_bounded_by_the_memory_cap(tmp_path):
     cfg["transform"] = "t.lua"
     path = harness.write_yaml(str(tmp_path / "p.yaml"), cfg)
     (tmp_path / "p.test.yaml").write_text(TESTS)
-    rc, out, rss_kib = run_measured(["test", path])
-    assert rc == 0, out
+    rc, out, err, _, rss_kib = harness.run_measured(["test", path], 120)
+    assert rc == 0, out + err
     assert "2 passed, 0 failed" in out, out
     # 64 MiB for Lua (the default cap) plus the process itself (about
     # 45 MiB, 220 MiB under AddressSanitizer); unbounded, it was past 1 GB.

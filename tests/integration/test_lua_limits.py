@@ -5,11 +5,7 @@ the next case still runs. Through the real binary (`sluice test`, no
 Kafka), each case first with a script that breaks a limit, then one that
 must still pass in the same state."""
 
-import os
-import subprocess
-import tempfile
 import textwrap
-import time
 
 import pytest
 
@@ -33,33 +29,6 @@ def setup_pipeline(tmp_path, transform, sink_transform=None, lua=None):
     return harness.write_yaml(str(tmp_path / "p.yaml"), cfg)
 
 
-def run_measured(args, timeout):
-    """Runs sluice to its end: (returncode, stdout, stderr, seconds,
-    peak RSS in KiB of that process alone)."""
-    start = time.monotonic()
-    with tempfile.TemporaryFile("w+") as out, \
-            tempfile.TemporaryFile("w+") as err:
-        p = subprocess.Popen([harness.binary("sluice")] + args, stdout=out,
-                             stderr=err, text=True)
-        while True:
-            # wait4: this child's own rusage (RUSAGE_CHILDREN would be the
-            # peak over every child so far).
-            pid, status, usage = os.wait4(p.pid, os.WNOHANG)
-            if pid == p.pid:
-                break
-            if time.monotonic() - start > timeout:
-                p.kill()
-                os.wait4(p.pid, 0)
-                pytest.fail("sluice %s still running after %d s"
-                            % (args, timeout))
-            time.sleep(0.02)
-        p.returncode = os.waitstatus_to_exitcode(status)
-        elapsed = time.monotonic() - start
-        out.seek(0)
-        err.seek(0)
-        return p.returncode, out.read(), err.read(), elapsed, usage.ru_maxrss
-
-
 def sluice_test_case(tmp_path, bad_body, error, lua=None):
     """A transform that runs bad_body on the first message (which must
     fail with `error` in its text) and passes the second through."""
@@ -80,7 +49,7 @@ def sluice_test_case(tmp_path, bad_body, error, lua=None):
             input: {value: {a: 1}}
             expect: {value: {a: 1}}
         """ % json_str(error)))
-    rc, out, err, elapsed, _ = run_measured(["test", path], LIMIT_S * 6)
+    rc, out, err, elapsed, _ = harness.run_measured(["test", path], LIMIT_S * 6)
     assert rc == 0, out + err
     assert "2 passed, 0 failed" in out, out
     assert elapsed < LIMIT_S, "took %.1f s" % elapsed
@@ -155,7 +124,7 @@ def test_patterns_keep_their_semantics(tmp_path):
                 empty: ["-a-b-c-", 4]
                 err: "malformed pattern (missing ']')"
         """))
-    rc, out, err, _, _ = run_measured(["test", path], 60)
+    rc, out, err, _, _ = harness.run_measured(["test", path], 60)
     assert rc == 0, out + err
 
 
@@ -253,7 +222,7 @@ def test_looping_xpcall_handler_in_a_sink_transform(tmp_path):
             input: {value: {a: 1}}
             expect: {sinks: {a: {body: {a: 1}}}}
         """))
-    rc, out, err, elapsed, _ = run_measured(["test", path], LIMIT_S * 6)
+    rc, out, err, elapsed, _ = harness.run_measured(["test", path], LIMIT_S * 6)
     assert rc == 0, out + err
     assert elapsed < LIMIT_S, "took %.1f s" % elapsed
 
@@ -264,7 +233,7 @@ def test_looping_xpcall_handler_at_top_level_fails_validate(tmp_path):
                function(e) while true do end end)
         function transform(msg) return msg end
         """)
-    rc, out, err, elapsed, _ = run_measured(["validate", path], LIMIT_S * 6)
+    rc, out, err, elapsed, _ = harness.run_measured(["validate", path], LIMIT_S * 6)
     assert elapsed < LIMIT_S, "took %.1f s" % elapsed
     assert rc == 2, out + err
     assert "budget exceeded" in err, err
@@ -290,7 +259,7 @@ def test_time_limit_bounds_a_call(tmp_path):
             input: {value: {bad: true}}
             expect: {error: "time budget exceeded (lua.time_limit 200 ms)"}
         """))
-    rc, out, err, elapsed, _ = run_measured(["test", path], 60)
+    rc, out, err, elapsed, _ = harness.run_measured(["test", path], 60)
     assert rc == 0, out + err
     assert elapsed < 5, "took %.1f s" % elapsed
 
@@ -317,7 +286,7 @@ def test_memory_cap_holds_for_string_and_table_building(tmp_path):
             input: {value: {bad: true}}
             expect: {error: "memory"}
         """))
-    rc, out, err, _, rss_kib = run_measured(["test", path], 120)
+    rc, out, err, _, rss_kib = harness.run_measured(["test", path], 120)
     assert rc == 0, out + err
     # 64 MiB for Lua plus the binary's own: far from the gigabytes an
     # unbounded build would take.
@@ -359,6 +328,18 @@ def test_json_encode_memory_stays_under_the_cap(tmp_path):
             input: {value: {}}
             expect: {error: "memory"}
         """))
-    rc, out, err, _, rss_kib = run_measured(["test", path], 120)
+    rc, out, err, _, rss_kib = harness.run_measured(["test", path], 120)
     assert rc == 0, out + err
     assert rss_kib < 250 * 1024, "peak RSS %d KiB" % rss_kib
+
+
+def test_peak_rss_is_sluices_own_not_the_test_runners(tmp_path):
+    # The bound above once read pytest's own memory: Linux keeps the RSS
+    # high-water mark of the image exec replaces, so a process pytest forks
+    # started its count at pytest's size (~250 MiB late in the suite).
+    path = setup_pipeline(tmp_path, "function transform(msg) return msg end\n")
+    ballast = b"x" * (300 << 20)
+    rc, out, err, _, rss_kib = harness.run_measured(["validate", path], 60)
+    assert len(ballast) == 300 << 20
+    assert rc == 0, out + err
+    assert rss_kib < 150 * 1024, "peak RSS %d KiB" % rss_kib
