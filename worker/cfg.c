@@ -155,6 +155,18 @@ const struct opt_spec cfg_dlq_options[] = {
     {0},
 };
 
+const struct opt_spec cfg_admin_options[] = {
+    {.name = "listen", .type = OPT_STRING,
+     .offset = offsetof(struct cfg_admin, listen),
+     .doc = "Where the admin server listens, `host:port` (`[v6]:port`; "
+            "port 0 picks a free one): `GET /metrics` (Prometheus), "
+            "`/healthz`, `/readyz`, `/status` and `POST /pause`, "
+            "`/resume` (docs/operations.md). Off when not set; "
+            "`sluice run --admin ADDR` sets it too. It has no "
+            "authentication: keep it on loopback or a private network."},
+    {0},
+};
+
 static const char *const store_choices[] = {"none", "sqlite", "redis",
                                             NULL};
 static const char *const missing_choices[] = {"coordinates", "dead_letter",
@@ -1533,14 +1545,18 @@ static void walk_root(struct walker *w, struct cfg *cfg,
             apply_value(w, &cfg_root_options[0], v, cfg, key);
             cfg->transform_line = (int)v->start_mark.line + 1;
             cfg->transform_col = (int)v->start_mark.column + 1;
-        } else if (strcmp(key, "lua") == 0 || strcmp(key, "dlq") == 0) {
-            int is_lua = key[0] == 'l';
-            const struct opt_spec *table[1] = {is_lua ? cfg_lua_options
-                                                      : cfg_dlq_options};
-            void *base[1] = {is_lua ? (void *)&cfg->lua : (void *)&cfg->dlq};
+        } else if (strcmp(key, "lua") == 0 || strcmp(key, "dlq") == 0 ||
+                   strcmp(key, "admin") == 0) {
+            int is_lua = key[0] == 'l', is_admin = key[0] == 'a';
+            const struct opt_spec *table[1] = {
+                is_lua ? cfg_lua_options
+                       : is_admin ? cfg_admin_options : cfg_dlq_options};
+            void *base[1] = {is_lua     ? (void *)&cfg->lua
+                             : is_admin ? (void *)&cfg->admin
+                                        : (void *)&cfg->dlq};
             if (is_lua) {
                 have_lua = 1;
-            } else {
+            } else if (!is_admin) {
                 have_dlq = 1;
             }
             if (v->type != YAML_MAPPING_NODE) {
@@ -1549,6 +1565,9 @@ static void walk_root(struct walker *w, struct cfg *cfg,
                 continue;
             }
             walk_mapping(w, v, key, table, base, 1);
+            if (is_admin) {
+                continue;
+            }
             if (!is_lua && cfg->dlq.topic != NULL) {
                 const char *names[1] = {cfg->dlq.topic};
                 check_topics(w, v, "topic", "dlq", names, 1);
@@ -1592,7 +1611,7 @@ static void walk_root(struct walker *w, struct cfg *cfg,
                 {.name = "pipeline"}, {.name = "source"},
                 {.name = "delivery"}, {.name = "sinks"},
                 {.name = "transform"}, {.name = "lua"}, {.name = "dlq"},
-                {.name = "dedupe"}, {0}};
+                {.name = "dedupe"}, {.name = "admin"}, {0}};
             const struct opt_spec *tables[1] = {root_keys};
             char msg[512];
             snprintf(msg, sizeof(msg), "unknown key");
@@ -2101,6 +2120,7 @@ void cfg_free(struct cfg *cfg)
         free(cfg->dedupe.ctx);
     }
     free_table(cfg_dedupe_options, &cfg->dedupe);
+    free_table(cfg_admin_options, &cfg->admin);
     for (size_t i = 0; i < cfg->sink_count; i++) {
         struct cfg_sink *s = &cfg->sinks[i];
         if (s->ctx != NULL) {

@@ -56,6 +56,10 @@ struct cfg_dlq {
     int properties_line, properties_col;
 };
 
+struct cfg_admin {
+    char *listen; /* host:port of the admin server; NULL: off */
+};
+
 /* How a sink's answers are classed (sinks.*.retry_on, permanent_on,
  * done_on); a status listed nowhere is ok when 2xx, else permanent. */
 enum cfg_answer {
@@ -141,6 +145,7 @@ struct cfg {
     struct cfg_delivery delivery;
     struct cfg_dlq dlq;
     struct cfg_dedupe dedupe;
+    struct cfg_admin admin;
     struct cfg_sink *sinks;
     size_t sink_count;
     struct cfg_keypos *keypos; /* of every map key read, for errors */
@@ -198,6 +203,7 @@ extern const struct opt_spec cfg_root_options[];
 extern const struct opt_spec cfg_lua_options[];
 extern const struct opt_spec cfg_dlq_options[];
 extern const struct opt_spec cfg_dedupe_options[];
+extern const struct opt_spec cfg_admin_options[];
 
 /* Levenshtein distance of a and b, for did-you-mean suggestions
  * (SIZE_MAX when b is 64 bytes or longer). */

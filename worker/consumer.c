@@ -67,6 +67,11 @@ struct consumer {
     char problem[640];    /* why the source is not usable; "" when it is */
     char last_reason[256]; /* librdkafka's last transport error */
     unsigned long commit_failures; /* in a row */
+    struct consumer_stats stats;
+    /* When the async commits not yet answered were sent, oldest first:
+     * librdkafka answers them in order. */
+    uint64_t commit_sent_ns[32];
+    unsigned commit_sent_head, commit_sent_count;
     const char *last_name; /* librdkafka's pointer, for a fast lookup */
     struct topic_parts *last_topic;
 };
@@ -345,12 +350,38 @@ static void report_committed(consumer_t *c,
     }
 }
 
+/* A commit went out: its callback (which librdkafka queues for sync
+ * commits too) will take this time back. 0: timed already. */
+static void commit_sent(consumer_t *c, uint64_t sent_ns)
+{
+    if (c->commit_sent_count == 32) { /* unanswered for long: forget */
+        c->commit_sent_head = (c->commit_sent_head + 1) % 32;
+        c->commit_sent_count--;
+    }
+    c->commit_sent_ns[(c->commit_sent_head + c->commit_sent_count++) % 32] =
+        sent_ns;
+}
+
 static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                       rd_kafka_topic_partition_list_t *offsets, void *opaque)
 {
     consumer_t *c = opaque;
 
     (void)rk;
+    if (c->commit_sent_count > 0) {
+        uint64_t sent = c->commit_sent_ns[c->commit_sent_head];
+        c->commit_sent_head = (c->commit_sent_head + 1) % 32;
+        c->commit_sent_count--;
+        if (sent != 0) {
+            metrics_observe(&c->stats.commit_time, METRICS_REQUEST,
+                            metrics_now_ns() - sent);
+        }
+    }
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        c->stats.commits++;
+    } else if (err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+        c->stats.commit_failures++;
+    }
     /* One line when commits start failing and one when they get through
      * again: every commit interval would repeat the same failure. */
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR &&
@@ -398,6 +429,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             c->assigns_awaited--;
         }
         c->assigned_once = 1;
+        c->stats.assigns++;
+        c->stats.assigned = 1;
         log_info("assigned %d partition(s)%s", list->cnt,
                  cooperative ? " (cooperative)" : "");
         if (cooperative) {
@@ -411,6 +444,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         int64_t *offsets = calloc(n ? n : 1, sizeof(*offsets));
         size_t known = 0;
         int lost = rd_kafka_assignment_lost(rk);
+        uint64_t started = metrics_now_ns();
 
         if (parts == NULL || offsets == NULL) {
             free(parts);
@@ -444,6 +478,11 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         }
         if (commit->cnt > 0) {
             rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, commit, 0);
+            if (cerr == RD_KAFKA_RESP_ERR_NO_ERROR) {
+                commit_sent(c, 0); /* timed with the revoke */
+            } else {
+                c->stats.commit_failures++;
+            }
             if (cerr != RD_KAFKA_RESP_ERR_NO_ERROR &&
                 cerr != RD_KAFKA_RESP_ERR__NO_OFFSET) {
                 log_warn("commit on revoke failed: %s; the next owner "
@@ -454,6 +493,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         rd_kafka_topic_partition_list_destroy(commit);
         free(parts);
         free(offsets);
+        c->stats.revokes++;
+        metrics_observe(&c->stats.revoke_time, METRICS_REQUEST,
+                        metrics_now_ns() - started);
         log_info("revoked %d partition(s)%s", list->cnt,
                  lost ? " (lost)" : "");
         c->assigns_awaited = cooperative && !lost ? 2 : 0;
@@ -758,9 +800,19 @@ int consumer_commit(consumer_t *c, const struct consumer_commit *offsets,
                                           offsets[i].partition)
             ->offset = offsets[i].offset;
     }
+    uint64_t sent = metrics_now_ns();
     err = rd_kafka_commit(c->rk, l, !sync);
-    if (sync && err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        report_committed(c, l);
+    if (sync) {
+        metrics_observe(&c->stats.commit_time, METRICS_REQUEST,
+                        metrics_now_ns() - sent);
+        if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            report_committed(c, l);
+        }
+    }
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        commit_sent(c, sync ? 0 : sent);
+    } else {
+        c->stats.commit_failures++; /* no callback follows */
     }
     rd_kafka_topic_partition_list_destroy(l);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -769,6 +821,24 @@ int consumer_commit(consumer_t *c, const struct consumer_commit *offsets,
         return -1;
     }
     return 0;
+}
+
+const struct consumer_stats *consumer_get_stats(const consumer_t *c)
+{
+    return &c->stats;
+}
+
+int64_t consumer_high_watermark(consumer_t *c, const char *topic,
+                                int32_t partition)
+{
+    int64_t low = -1, high = -1;
+
+    if (rd_kafka_get_watermark_offsets(c->rk, topic, partition, &low,
+                                       &high) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        high < 0) {
+        return -1;
+    }
+    return high;
 }
 
 size_t consumer_headers(void *handle, struct connector_header *out,

@@ -13,6 +13,7 @@
 #include "cfg.h"
 #include "connector.h"
 #include "loop.h"
+#include "metrics.h"
 
 typedef struct consumer consumer_t;
 
@@ -123,6 +124,21 @@ int consumer_reached(const consumer_t *c);
 /* Why the source is not usable now ("cannot reach the brokers ...",
  * "topic ... does not exist ..."), or NULL when it is. */
 const char *consumer_problem(const consumer_t *c);
+
+/* What the consumer went through, for metrics. Counts only grow. */
+struct consumer_stats {
+    uint64_t assigns, revokes; /* rebalance events of each kind */
+    uint64_t commits, commit_failures; /* acknowledged, failed requests */
+    struct metrics_histogram commit_time;  /* commit to acknowledgement */
+    struct metrics_histogram revoke_time;  /* a revoke's drain and commit */
+    int assigned;                          /* an assignment ever came */
+};
+const struct consumer_stats *consumer_get_stats(const consumer_t *c);
+
+/* The high watermark of a partition as of the last fetch (no request:
+ * librdkafka's cached value); -1 when not known yet. */
+int64_t consumer_high_watermark(consumer_t *c, const char *topic,
+                                int32_t partition);
 
 /* librdkafka's version string, for --version. */
 const char *consumer_library_version(void);

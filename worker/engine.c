@@ -26,11 +26,13 @@
 
 #include <jansson.h>
 
+#include "admin.h"
 #include "consumer.h"
 #include "dlq.h"
 #include "dlqcmd.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "offsets.h"
 #include "recent.h"
 #include "redact.h"
@@ -59,6 +61,9 @@
 #define STORE_RETRY_MS 200
 #define STORE_RETRY_MAX_MS 5000
 
+/* The admin server's figures are this fresh at most. */
+#define METRICS_INTERVAL_MS 1000
+
 /* A consumer the lane reads: the pipeline's source, or the retry topic of
  * a sink that parks (its drain). */
 struct source {
@@ -80,6 +85,7 @@ struct part {
     int self_paused, paused, revoked;
     int draining; /* being revoked: markers are asked for at once */
     int64_t start, end; /* replay: the group's offset and the end */
+    int64_t consumed;   /* the offset after the last record read; -1 */
     struct part *next, *prev; /* the engine's assigned list */
 };
 
@@ -147,6 +153,11 @@ struct delivery {
      * until then). */
     int awaiting, settled;
     struct store_op mark; /* the op that marks it (maybe with others) */
+    /* Its sink's pending list, oldest consumed first (the head's age is
+     * how far behind the sink is); linked: on it. */
+    struct delivery *pend_prev, *pend_next;
+    int linked;
+    uint64_t sent_ns; /* the request under way started (metrics on) */
 };
 
 /* One message out of the pipeline transform (a record's only msg when
@@ -160,6 +171,7 @@ struct msg {
     uint64_t slot;
     int64_t offset;
     int64_t timestamp_ms;
+    uint64_t consumed_ms; /* loop time it was consumed */
     const void *key;
     size_t key_len;
     const void *value;
@@ -245,6 +257,13 @@ struct sink {
     size_t park_max_cap;
     struct source drain;
     int opened;
+    /* Observability: paused through the admin API; the pending list;
+     * request times; the last failure, as the connector said it. */
+    int paused;
+    struct delivery *pend_head, *pend_tail;
+    size_t pending;
+    struct metrics_histogram latency;
+    char last_error[256];
 };
 
 struct engine {
@@ -308,6 +327,15 @@ struct engine {
     struct msg *check_head, *check_tail;
     recent_t *recent; /* keys sinks succeeded at lately, by this worker */
     uint64_t no_key_dead_lettered;
+    /* The admin server (admin.listen): the lane publishes a snapshot on
+     * the board each METRICS_INTERVAL_MS; commands come through admin_io. */
+    metrics_board_t *board;
+    admin_t *admin;
+    struct loop_io admin_io;
+    struct loop_timer metrics_timer;
+    int paused; /* the whole pipeline, through the admin API */
+    struct metrics_histogram transform_time;
+    uint64_t dlq_written;
 };
 
 #define container_of(ptr, type, member)                                        \
@@ -337,7 +365,8 @@ static int is_drain(const struct part *p)
 
 static void part_apply_pause(engine_t *e, struct part *p)
 {
-    int want = p->self_paused || (e->deep_paused && !is_drain(p));
+    int want = p->self_paused ||
+               ((e->deep_paused || e->paused) && !is_drain(p));
 
     if (want == p->paused || p->revoked) {
         return;
@@ -366,7 +395,7 @@ static void check_bounds_after_add(engine_t *e, struct part *p)
     }
     /* A partition assigned while the lane waits is paused at its first
      * record (it can only be paused once librdkafka has it). */
-    if (e->deep_paused && !p->paused) {
+    if ((e->deep_paused || e->paused) && !p->paused) {
         part_apply_pause(e, p);
     }
     /* Over the lane's bound, stop taking records from librdkafka's queue
@@ -457,6 +486,7 @@ static void *on_assign(void *arg, const char *topic, int32_t partition)
     }
     p->partition = partition;
     p->committed = -1;
+    p->consumed = -1;
     p->from = from;
     if (e->opts.replay != NULL) {
         e->replay_assigned = 1;
@@ -714,6 +744,7 @@ static struct msg *msg_alloc(engine_t *e)
     m->stuck = 0;
     m->replays = 0;
     m->src = NULL;
+    m->consumed_ms = loop_now(e->loop);
     m->prev = NULL;
     m->next = e->live;
     if (e->live != NULL) {
@@ -721,6 +752,41 @@ static struct msg *msg_alloc(engine_t *e)
     }
     e->live = m;
     return m;
+}
+
+/* Puts d at the tail of its sink's pending list: msgs are linked in
+ * the order they were consumed, so the head is the oldest. */
+static void pending_link(struct sink *s, struct delivery *d)
+{
+    d->pend_next = NULL;
+    d->pend_prev = s->pend_tail;
+    if (s->pend_tail != NULL) {
+        s->pend_tail->pend_next = d;
+    } else {
+        s->pend_head = d;
+    }
+    s->pend_tail = d;
+    d->linked = 1;
+    s->pending++;
+}
+
+static void pending_unlink(struct sink *s, struct delivery *d)
+{
+    if (!d->linked) {
+        return;
+    }
+    if (d->pend_prev != NULL) {
+        d->pend_prev->pend_next = d->pend_next;
+    } else {
+        s->pend_head = d->pend_next;
+    }
+    if (d->pend_next != NULL) {
+        d->pend_next->pend_prev = d->pend_prev;
+    } else {
+        s->pend_tail = d->pend_prev;
+    }
+    d->linked = 0;
+    s->pending--;
 }
 
 /* Off the live list onto the free list; the view cache forgets it here,
@@ -741,6 +807,7 @@ static void msg_free(engine_t *e, struct msg *m)
     copy_trim(&m->own);
     for (size_t i = 0; i < e->nsinks; i++) {
         copy_trim(&m->d[i].req);
+        pending_unlink(&e->sinks[i], &m->d[i]);
     }
     free(m->src);
     m->src = NULL;
@@ -907,6 +974,7 @@ static void delivery_finish(struct sink *s, struct delivery *d)
 {
     struct msg *m = d->msg;
 
+    pending_unlink(s, d);
     if (!d->settled) {
         delivery_settle(s->e, d);
     }
@@ -1161,6 +1229,9 @@ static void send_one(struct sink *s, struct delivery *d)
         d->first_ms = loop_now(s->e->loop);
     }
     s->inflight++;
+    if (s->e->board != NULL) {
+        d->sent_ns = metrics_now_ns();
+    }
     if (s->cfg->connector->send(s->cfg->ctx, view, d, &res) != 0) {
         s->inflight--;
         on_result(s, d, &res);
@@ -1319,6 +1390,9 @@ static void sink_pump(struct sink *s)
         } else {
             park_one(s, d); /* advances its chain: the next joins the queue */
         }
+    }
+    if (s->paused || s->e->paused) {
+        return; /* the ready queue waits for a resume */
     }
     while (s->inflight < (int)s->cfg->max_in_flight && s->ready_head) {
         if (s->breaker == BREAKER_OPEN ||
@@ -1593,8 +1667,10 @@ static void on_dlq_done(void *arg, void *token, const char *err,
         /* counted when kept */
     } else if (d->sink != NULL) {
         d->sink->dead_lettered++;
+        e->dlq_written++;
     } else {
         e->transform_dead_lettered++;
+        e->dlq_written++;
     }
     free(d->dead);
     d->dead = NULL;
@@ -1827,6 +1903,15 @@ static void on_result(struct sink *s, struct delivery *d,
         return;
     }
     s->failed++;
+    if (e->board != NULL) {
+        if (given->http_status > 0) {
+            snprintf(s->last_error, sizeof(s->last_error), "HTTP %d: %s",
+                     given->http_status, given->error);
+        } else {
+            snprintf(s->last_error, sizeof(s->last_error), "%s",
+                     given->error);
+        }
+    }
     if (e->store != NULL && !m->troubled) {
         m->troubled = 1;
         if (m->mark_bits != 0) {
@@ -2005,6 +2090,10 @@ static void on_complete(void *engine, void *token,
 
     (void)engine;
     s->inflight--;
+    if (s->e->board != NULL) {
+        metrics_observe(&s->latency, METRICS_REQUEST,
+                        metrics_now_ns() - d->sent_ns);
+    }
     on_result(s, d, res);
     /* Start the next requests after this iteration's events, all at
      * once: the transports then write them in one burst, not one request
@@ -2356,6 +2445,7 @@ static int msg_enqueue(engine_t *e, struct msg *m, size_t i)
         }
         d->msg = m;
         d->sink = s;
+        d->linked = 0;
         d->attempts = 0;
         d->chain = NULL;
         d->dead = NULL;
@@ -2382,6 +2472,7 @@ static int msg_enqueue(engine_t *e, struct msg *m, size_t i)
             }
             m->bytes += req->body_len;
         }
+        pending_link(s, d);
         if (e->store != NULL) {
             d->awaiting = 1;
             awaiting = 1;
@@ -2658,6 +2749,7 @@ static void on_record(void *arg, const struct consumer_record *rec)
         consumer_release(rec->handle);
         return;
     }
+    p->consumed = rec->offset + 1;
     rc = offsets_track(p->offsets, rec->offset, &slot);
     if (rc != 0) {
         /* Below what this partition already tracks: a duplicate of a
@@ -2714,7 +2806,12 @@ static void on_record(void *arg, const struct consumer_record *rec)
             in->offset = src->offset;
             in->timestamp_ms = src->timestamp_ms;
         }
+        uint64_t t0 = e->board != NULL ? metrics_now_ns() : 0;
         n = transform_run(e->tf, in, &err);
+        if (e->board != NULL) {
+            metrics_observe(&e->transform_time, METRICS_TRANSFORM,
+                            metrics_now_ns() - t0);
+        }
         if (n < 0) {
             e->transform_failed++;
             record_dead_letter(e, rec, slot, dedupe, DLQ_STAGE_TRANSFORM,
@@ -3056,19 +3153,212 @@ static int drain_open(engine_t *e, struct sink *s, const char *bootstrap,
     return 0;
 }
 
+/* ---- the admin server ---- */
+
+static double breaker_number(enum breaker_state b)
+{
+    return b == BREAKER_OPEN ? 2 : b == BREAKER_HALF_OPEN ? 1 : 0;
+}
+
+static enum metrics_sink_state sink_state(const struct sink *s)
+{
+    if (s->paused || s->e->paused) {
+        return METRICS_SINK_PAUSED;
+    }
+    if (s->parking) {
+        return METRICS_SINK_PARKING;
+    }
+    if (s->breaker != BREAKER_CLOSED) {
+        return METRICS_SINK_BREAKER_OPEN;
+    }
+    if (s->consecutive > 0 || s->retry_waiting > 0) {
+        return METRICS_SINK_RETRYING;
+    }
+    return METRICS_SINK_OK;
+}
+
+static void fill_sink(engine_t *e, const struct sink *s,
+                      struct metrics_sink *out, uint64_t now)
+{
+    size_t len;
+
+    out->name = s->cfg->name;
+    out->delivered = (double)s->delivered;
+    out->failed = (double)s->failed;
+    out->retried = (double)s->retried;
+    out->dead_lettered = (double)s->dead_lettered;
+    out->skipped_dedupe = (double)s->already_handled;
+    out->skipped_transform = (double)s->skipped;
+    out->applied = (double)s->applied;
+    out->parked = (double)s->parked;
+    out->in_flight = (double)s->inflight;
+    out->pending = (double)s->pending;
+    out->oldest_age_s =
+        s->pend_head != NULL && now > s->pend_head->msg->consumed_ms
+            ? (double)(now - s->pend_head->msg->consumed_ms) / 1000.0
+            : 0;
+    out->breaker = breaker_number(s->breaker);
+    out->paused = s->paused || e->paused;
+    out->state = sink_state(s);
+    out->latency = s->latency;
+    /* A sink may echo what it was sent: secrets go before it leaves. */
+    len = strlen(s->last_error);
+    memcpy(out->last_error, s->last_error, len + 1);
+    redact_apply(e->redact, out->last_error, &len,
+                 sizeof(out->last_error) - 1);
+    out->last_error[len] = '\0';
+}
+
+/* Copies the lane's figures into a new snapshot for the admin thread. */
+static void metrics_publish(engine_t *e)
+{
+    const struct consumer_stats *cs =
+        e->main.consumer != NULL ? consumer_get_stats(e->main.consumer)
+                                 : NULL;
+    struct metrics_snapshot *m;
+    size_t nparts = 0, k = 0;
+    uint64_t now = loop_now(e->loop);
+
+    for (struct part *p = e->parts; p != NULL; p = p->next) {
+        nparts += !is_drain(p);
+    }
+    m = metrics_new(e->nsinks, nparts);
+    if (m == NULL) {
+        return; /* the previous figures stay up; the next tick tries */
+    }
+    m->pipeline = e->cfg->pipeline;
+    m->group = e->cfg->source.group;
+    m->taken_unix_ms = wall_ms();
+    m->consumed = (double)e->consumed;
+    m->transform_errors = (double)e->transform_failed;
+    m->in_flight = (double)e->inflight;
+    m->paused = e->paused;
+    m->dlq_written = (double)e->dlq_written;
+    m->store_errors = (double)e->store_errors;
+    m->transform = e->transform_time;
+    m->stopping = e->stopping;
+    if (cs != NULL) {
+        m->rebalances_assign = (double)cs->assigns;
+        m->rebalances_revoke = (double)cs->revokes;
+        m->commits = (double)cs->commits;
+        m->commit_failures = (double)cs->commit_failures;
+        m->commit = cs->commit_time;
+        m->rebalance = cs->revoke_time;
+    }
+    if (e->fatal) {
+        snprintf(m->not_ready, sizeof(m->not_ready), "stopping on an error");
+    } else if (e->stopping) {
+        snprintf(m->not_ready, sizeof(m->not_ready), "stopping");
+    } else if (cs == NULL || !cs->assigned) {
+        snprintf(m->not_ready, sizeof(m->not_ready),
+                 "waiting for the group's assignment");
+    }
+    m->ready = m->not_ready[0] == '\0';
+    for (size_t i = 0; i < e->nsinks; i++) {
+        fill_sink(e, &e->sinks[i], &m->sinks[i], now);
+    }
+    for (struct part *p = e->parts; p != NULL; p = p->next) {
+        struct metrics_partition *mp;
+        int64_t high;
+        if (is_drain(p)) {
+            continue;
+        }
+        mp = &m->partitions[k++];
+        snprintf(mp->topic, sizeof(mp->topic), "%s", p->topic);
+        mp->partition = p->partition;
+        mp->committed = (double)p->committed;
+        mp->consumed = (double)p->consumed;
+        high = consumer_high_watermark(e->main.consumer, p->topic,
+                                       p->partition);
+        mp->high_watermark = (double)high;
+        mp->lag = high >= 0 && p->committed >= 0 && high >= p->committed
+                      ? (double)(high - p->committed)
+                      : -1;
+    }
+    metrics_board_publish(e->board, m);
+    metrics_board_beat(e->board, now);
+}
+
+static void metrics_fired(struct loop_timer *t)
+{
+    engine_t *e = container_of(t, engine_t, metrics_timer);
+
+    metrics_publish(e);
+    loop_timer_start(e->loop, t, METRICS_INTERVAL_MS);
+}
+
+static void admin_apply(engine_t *e, const struct admin_command *c)
+{
+    if (c->sink >= 0) {
+        struct sink *s = &e->sinks[c->sink];
+        if (s->paused != c->pause) {
+            s->paused = c->pause;
+            log_info("sink %s %s through the admin API", s->cfg->name,
+                     c->pause ? "paused" : "resumed");
+        }
+    } else if (e->paused != c->pause) {
+        e->paused = c->pause;
+        log_info("pipeline %s %s through the admin API", e->cfg->pipeline,
+                 c->pause ? "paused" : "resumed");
+        for (struct part *p = e->parts; p != NULL; p = p->next) {
+            part_apply_pause(e, p);
+        }
+    }
+    if (!c->pause) {
+        for (size_t i = 0; i < e->nsinks; i++) {
+            if (!loop_timer_armed(&e->sinks[i].pump)) {
+                loop_timer_start(e->loop, &e->sinks[i].pump, 0);
+            }
+        }
+    }
+}
+
+static void admin_ready(struct loop_io *io, uint32_t events)
+{
+    engine_t *e = container_of(io, engine_t, admin_io);
+    struct admin_command c;
+
+    (void)events;
+    while (admin_take(e->admin, &c)) {
+        admin_apply(e, &c);
+        metrics_publish(e); /* /status shows it at once */
+        admin_applied(e->admin, c.id);
+    }
+}
+
+/* Starts the admin server on listen (NULL: none). 0 or -1. */
+static int admin_open(engine_t *e, const char *listen, struct sl_error *err)
+{
+    if (listen == NULL) {
+        return 0;
+    }
+    e->board = metrics_board_new();
+    if (e->board == NULL) {
+        return sl_error_set(err, "out of memory");
+    }
+    e->admin = admin_new(listen, e->board,
+                         (const char *const *)e->sink_names, e->nsinks, err);
+    if (e->admin == NULL) {
+        return -1;
+    }
+    e->admin_io.fd = admin_fd(e->admin);
+    e->admin_io.fn = admin_ready;
+    if (loop_io_add(e->loop, &e->admin_io, LOOP_READABLE) != 0) {
+        return sl_error_set(err, "admin: cannot watch its queue");
+    }
+    metrics_publish(e);
+    loop_timer_start(e->loop, &e->metrics_timer, METRICS_INTERVAL_MS);
+    log_info("admin server on port %d (listening on %s)",
+             admin_port(e->admin), listen);
+    return 0;
+}
+
 /* Opens the marker store the pipeline names, for this engine's sinks. */
 static int store_open(engine_t *e, struct sl_error *err)
 {
     const struct cfg *cfg = e->cfg;
     struct sl_error serr;
 
-    e->sink_names = calloc(e->nsinks, sizeof(*e->sink_names));
-    if (e->sink_names == NULL) {
-        return sl_error_set(err, "out of memory");
-    }
-    for (size_t i = 0; i < e->nsinks; i++) {
-        e->sink_names[i] = e->sinks[i].cfg->name;
-    }
     e->store_info = (struct store_info){
         .pipeline = cfg->pipeline,
         .sinks = e->sink_names,
@@ -3120,6 +3410,7 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
     loop_timer_init(&e->park_timer, park_fired);
     loop_timer_init(&e->hold_timer, hold_fired);
     loop_timer_init(&e->progress_timer, progress_fired);
+    loop_timer_init(&e->metrics_timer, metrics_fired);
     loop_timer_init(&e->store_flush_timer, store_flush_fired);
     loop_timer_init(&e->store_retry_timer, store_retry_fired);
     e->queued_tail = &e->queued;
@@ -3211,6 +3502,20 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
         s->opened = 1;
     }
 
+    e->sink_names = calloc(e->nsinks, sizeof(*e->sink_names));
+    if (e->sink_names == NULL) {
+        sl_error_set(err, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < e->nsinks; i++) {
+        e->sink_names[i] = e->sinks[i].cfg->name;
+    }
+    /* Before the consumer: /healthz answers while the group forms. */
+    if (admin_open(e, o->admin_listen != NULL ? o->admin_listen
+                                              : cfg->admin.listen,
+                   err) != 0) {
+        goto fail;
+    }
     if (cfg->dedupe.store != NULL && store_open(e, err) != 0) {
         goto fail;
     }
@@ -3306,6 +3611,9 @@ int engine_run(engine_t *e)
         }
     }
     e->stopping = 1;
+    if (e->board != NULL) {
+        metrics_publish(e); /* /readyz says 503 from now */
+    }
     e->drain_deadline =
         loop_now(e->loop) + (uint64_t)e->cfg->delivery.drain_timeout_ms;
     marks_flush_all(e, NULL);
@@ -3364,9 +3672,16 @@ void engine_destroy(engine_t *e)
     /* Timers first (the heap must not point into freed memory), then
      * transfers (their completions would touch msgs), then the records
      * librdkafka lent us, then the consumer and the cluster. */
+    /* The admin threads first: they read the board, never the lane. */
+    if (e->admin != NULL) {
+        loop_io_del(e->loop, &e->admin_io);
+        admin_free(e->admin);
+    }
+    metrics_board_free(e->board);
     if (e->loop != NULL) {
         loop_timer_stop(e->loop, &e->commit_timer);
         loop_timer_stop(e->loop, &e->progress_timer);
+        loop_timer_stop(e->loop, &e->metrics_timer);
         loop_timer_stop(e->loop, &e->hold_timer);
         loop_timer_stop(e->loop, &e->park_timer);
         loop_timer_stop(e->loop, &e->store_flush_timer);

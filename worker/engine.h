@@ -44,6 +44,7 @@ struct dlq_replay_options;
 
 struct engine_options {
     int progress; /* print a live progress line on stderr each second */
+    const char *admin_listen; /* overrides admin.listen; NULL: the cfg's */
     /* Set: the engine replays the DLQ records of one sink (see
      * dlq_replay in dlq.h) and stops once it reached their end. */
     const struct dlq_replay_options *replay;

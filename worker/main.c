@@ -55,6 +55,8 @@ static const char run_usage[] =
     "\n"
     "options:\n"
     "  --progress               print a progress line every second\n"
+    "  --admin HOST:PORT        serve /metrics, /healthz, /readyz, /status,\n"
+    "                           /pause, /resume there (admin.listen)\n"
     "  --log-level LEVEL        debug, info (default), warn, error\n"
     "  --log-format FORMAT      text (default) or json\n"
     "  -h, --help               show this help\n"
@@ -195,6 +197,7 @@ static int cmd_run(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"progress", no_argument, NULL, 'p'},
+        {"admin", required_argument, NULL, 'a'},
         {"log-level", required_argument, NULL, 'l'},
         {"log-format", required_argument, NULL, 'f'},
         {"help", no_argument, NULL, 'h'},
@@ -211,6 +214,9 @@ static int cmd_run(int argc, char **argv)
         switch (c) {
         case 'p':
             opts.progress = 1;
+            break;
+        case 'a':
+            opts.admin_listen = optarg;
             break;
         case 'l':
             if (log_set_level(optarg) != 0) {

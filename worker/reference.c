@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cfg.h"
+#include "metrics.h"
 #include "store.h"
 
 static const char *type_name(const struct opt_spec *s)
@@ -159,6 +160,12 @@ void reference_write(FILE *out)
         fprintf(out, "### store: %s\n\n%s\n\n", st->name, st->doc);
         table(out, st->options);
     }
+    fprintf(out, "## admin\n\n"
+                 "The admin server: metrics, health and status, pause and "
+                 "resume (docs/operations.md). The metrics it serves:\n\n");
+    metrics_write_reference(out);
+    fputc('\n', out);
+    table(out, cfg_admin_options);
     fprintf(out, "## sinks.<name>\n\n"
                  "Every sink takes these keys, then those of its type.\n\n");
     table(out, cfg_sink_options);
@@ -448,6 +455,9 @@ void reference_write_schema(FILE *out)
     schema_section(out, "dlq", "Where failures go (docs/dlq.md).",
                    cfg_dlq_options);
     schema_dedupe(out);
+    fputs(",\n", out);
+    schema_section(out, "admin", "The admin server (docs/operations.md).",
+                   cfg_admin_options);
     fprintf(out,
             ",\n"
             "    \"sinks\": {\n"
