@@ -334,12 +334,25 @@ struct engine {
     struct loop_io admin_io;
     struct loop_timer metrics_timer;
     int paused; /* the whole pipeline, through the admin API */
+    /* The last progress line (to print only changes), and when. */
+    char *progress_last;
+    uint64_t progress_at, progress_consumed;
     struct metrics_histogram transform_time;
     uint64_t dlq_written;
 };
 
 #define container_of(ptr, type, member)                                        \
     ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+/* The structured fields of a log line about msg m at sink s (NULL: the
+ * pipeline), with HTTP status st (0: none). */
+#define MSG_FIELDS(m, s, st)                                                   \
+    (&(struct log_fields){                                                     \
+        .sink = (s) != NULL ? (s)->cfg->name : NULL,                           \
+        .topic = (m)->part->topic,                                             \
+        .partition = (int)(m)->part->partition,                                \
+        .offset = (long long)(m)->offset,                                      \
+        .status = (st)})
 
 static uint64_t hash_key(const void *key, size_t len)
 {
@@ -1373,7 +1386,8 @@ static int already_sent(struct sink *s, struct delivery *d)
         return 0;
     }
     s->already_handled++;
-    log_debug("sink %s: skipped %s [%d] offset %lld (dedupe key %s): "
+    log_event(LOG_DEBUG, MSG_FIELDS(m, s, 0),
+              "sink %s: skipped %s [%d] offset %lld (dedupe key %s): "
               "already handled, this worker delivered the key moments ago",
               s->cfg->name, m->part->topic, (int)m->part->partition,
               (long long)m->offset, m->dedupe);
@@ -1612,7 +1626,8 @@ static void dead_failed(engine_t *e, struct delivery *d, const char *why)
     }
     if (ratelog_allow(&e->dlq_log, loop_now(e->loop), &suppressed)) {
         const struct sink *s = dead_sink(e, d);
-        log_error("dlq: cannot write %s [%d] offset %lld (%s) to %s: %s; it "
+        log_event(LOG_ERROR, MSG_FIELDS(d->msg, s, 0),
+                  "dlq: cannot write %s [%d] offset %lld (%s) to %s: %s; it "
                   "stays uncommitted%s (%llu more not logged before)",
                   m->part->topic, (int)m->part->partition,
                   (long long)m->offset, s != NULL ? s->cfg->name : "*",
@@ -1738,11 +1753,13 @@ static void dead_letter(engine_t *e, struct delivery *d, enum dead_kind kind,
                      (unsigned long long)suppressed);
         }
         if (strcmp(stage, DLQ_STAGE_DEDUPE) == 0) {
-            log_error("%s [%d] offset %lld: %s; to the dead-letter queue%s",
+            log_event(LOG_ERROR, MSG_FIELDS(m, d->sink, x->status),
+                      "%s [%d] offset %lld: %s; to the dead-letter queue%s",
                       m->part->topic, (int)m->part->partition,
                       (long long)m->offset, x->reason, more);
         } else if (d->sink == NULL || strcmp(stage, DLQ_STAGE_SHAPE) == 0) {
-            log_error("%s%s%stransform failed on %s [%d] offset %lld: %s; "
+            log_event(LOG_ERROR, MSG_FIELDS(m, d->sink, 0),
+                      "%s%s%stransform failed on %s [%d] offset %lld: %s; "
                       "to the dead-letter queue (dedupe key %s)%s",
                       d->sink != NULL ? "sink " : "",
                       d->sink != NULL ? d->sink->cfg->name : "",
@@ -1750,7 +1767,8 @@ static void dead_letter(engine_t *e, struct delivery *d, enum dead_kind kind,
                       (int)m->part->partition, (long long)m->offset,
                       x->reason, dedupe, more);
         } else {
-            log_error("sink %s: gave up on %s [%d] offset %lld (dedupe key "
+            log_event(LOG_ERROR, MSG_FIELDS(m, d->sink, x->status),
+                      "sink %s: gave up on %s [%d] offset %lld (dedupe key "
                       "%s) after %u attempt(s): %s; to the dead-letter queue "
                       "as %s%s",
                       d->sink->cfg->name, m->part->topic,
@@ -1785,7 +1803,8 @@ static void decide(struct sink *s, struct delivery *d,
         struct sl_error err;
         if (transform_retry(e->tf, s->idx, &a, dec, &err) != 0) {
             if (s->policy_errors++ % 1000 == 0) {
-                log_error("sink %s: retry policy failed on %s [%d] offset "
+                log_event(LOG_ERROR, MSG_FIELDS(d->msg, s, 0),
+                          "sink %s: retry policy failed on %s [%d] offset "
                           "%lld: %s; the default policy decides (%llu "
                           "failure(s) so far)",
                           s->cfg->name, d->msg->part->topic,
@@ -1884,7 +1903,8 @@ static void on_result(struct sink *s, struct delivery *d,
         s->delivered++;
         if (done == 2) {
             s->applied++;
-            log_debug("sink %s: %s [%d] offset %lld (dedupe key %s): HTTP "
+            log_event(LOG_DEBUG, MSG_FIELDS(m, s, given->http_status),
+                      "sink %s: %s [%d] offset %lld (dedupe key %s): HTTP "
                       "%d, already applied: counted as delivered",
                       s->cfg->name, m->part->topic, (int)m->part->partition,
                       (long long)m->offset, m->dedupe, given->http_status);
@@ -1923,7 +1943,8 @@ static void on_result(struct sink *s, struct delivery *d,
     decide(s, d, &res, &dec, &class);
     if (dec.verdict == TRANSFORM_DONE) {
         s->done_by_policy++;
-        log_debug("sink %s: %s [%d] offset %lld counted as done by the "
+        log_event(LOG_DEBUG, MSG_FIELDS(m, s, res.http_status),
+                  "sink %s: %s [%d] offset %lld counted as done by the "
                   "retry policy after: %s",
                   s->cfg->name, m->part->topic, (int)m->part->partition,
                   (long long)m->offset, res.error);
@@ -1944,7 +1965,8 @@ static void on_result(struct sink *s, struct delivery *d,
         memcpy(error, res.error, len + 1);
         redact_apply(e->redact, error, &len, sizeof(error) - 1);
         error[len] = '\0';
-        log_warn("sink %s: %s [%d] offset %lld attempt %u failed: %s "
+        log_event(LOG_WARN, MSG_FIELDS(m, s, res.http_status),
+                  "sink %s: %s [%d] offset %lld attempt %u failed: %s "
                  "(%llu failure(s) since the last report); retrying in "
                  "%lld ms",
                  s->cfg->name, m->part->topic, (int)m->part->partition,
@@ -2240,7 +2262,8 @@ static void msg_release(engine_t *e, struct msg *m)
             finish[nfinish++] = d; /* the next owner has it */
         } else if (m->look.sinks & ((uint64_t)1 << k)) {
             s->already_handled++;
-            log_debug("sink %s: skipped %s [%d] offset %lld (dedupe key %s): "
+            log_event(LOG_DEBUG, MSG_FIELDS(m, s, 0),
+                      "sink %s: skipped %s [%d] offset %lld (dedupe key %s): "
                       "already handled, its marker is in the store",
                       s->cfg->name, m->part->topic, (int)m->part->partition,
                       (long long)m->offset, m->dedupe);
@@ -2947,63 +2970,154 @@ static void signal_ready(struct loop_io *io, uint32_t events)
 }
 
 /* Appends " <name><suffix>=<value>" to line when value is not 0. */
-static size_t add_counter(char *line, size_t n, size_t cap,
-                          const char *name, const char *suffix,
-                          uint64_t value)
+static enum metrics_sink_state sink_state(const struct sink *s);
+
+static const char *const sink_state_names[] = {"ok", "retrying",
+                                               "breaker_open", "paused",
+                                               "parking"};
+
+/* Records of the assigned partitions not yet committed (high watermark
+ * minus committed offset), where both are known. */
+static uint64_t lag_of(engine_t *e)
 {
-    if (value == 0 || n >= cap) {
-        return n;
+    uint64_t lag = 0;
+
+    for (struct part *p = e->parts; p != NULL; p = p->next) {
+        int64_t high;
+        if (is_drain(p) || p->committed < 0) {
+            continue;
+        }
+        high = consumer_high_watermark(e->main.consumer, p->topic,
+                                       p->partition);
+        if (high > p->committed) {
+            lag += (uint64_t)(high - p->committed);
+        }
     }
-    return n + (size_t)snprintf(line + n, cap - n, " %s%s=%llu", name,
-                                suffix, (unsigned long long)value);
+    return lag;
 }
 
+/* The counters of a progress or summary line, as text (" k=v" each) or
+ * as JSON members; 0 counters are left out. */
+static size_t progress_counters(engine_t *e, int json, int final, char *line,
+                                size_t n, size_t cap)
+{
+#define PUT(...)                                                               \
+    do {                                                                       \
+        if (n < cap) {                                                         \
+            n += (size_t)snprintf(line + n, cap - n, __VA_ARGS__);             \
+        }                                                                      \
+    } while (0)
+    const uint64_t pipeline[] = {e->dropped, e->transform_failed,
+                                 e->transform_dead_lettered,
+                                 e->dlq_write_failures,
+                                 e->no_key_dead_lettered, e->store_errors,
+                                 final ? e->inflight : 0};
+    static const char *const pipeline_names[] = {
+        "dropped", "transform_failed", "transform_dead_lettered",
+        "dlq_write_failures", "no_key_dead_lettered", "store_errors",
+        "uncommitted"};
+
+    for (size_t i = 0; i < sizeof(pipeline) / sizeof(pipeline[0]); i++) {
+        if (pipeline[i] != 0) {
+            PUT(json ? ",\"%s\":%llu" : " %s=%llu", pipeline_names[i],
+                (unsigned long long)pipeline[i]);
+        }
+    }
+    if (json) {
+        PUT(",\"sinks\":{");
+    }
+    for (size_t i = 0; i < e->nsinks; i++) {
+        const struct sink *s = &e->sinks[i];
+        const uint64_t v[] = {s->failed, s->skipped, s->already_handled,
+                              s->applied, s->gave_up, s->done_by_policy,
+                              s->dead_lettered, s->breaker_opens, s->parked};
+        static const char *const names[] = {
+            "failed", "skipped", "already_handled", "applied", "gave_up",
+            "done_by_policy", "dead_lettered", "breaker_opens", "parked"};
+        if (json) {
+            /* Sink names are [A-Za-z0-9_-]: nothing to escape. */
+            PUT("%s\"%s\":{\"delivered\":%llu,\"state\":\"%s\"", i ? "," : "",
+                s->cfg->name, (unsigned long long)s->delivered,
+                sink_state_names[sink_state(s)]);
+        }
+        for (size_t k = 0; k < sizeof(v) / sizeof(v[0]); k++) {
+            if (v[k] == 0) {
+                continue;
+            }
+            if (json) {
+                PUT(",\"%s\":%llu", names[k], (unsigned long long)v[k]);
+            } else {
+                PUT(" %s_%s=%llu", s->cfg->name, names[k],
+                    (unsigned long long)v[k]);
+            }
+        }
+        if (json) {
+            PUT("}");
+        } else if (!final && sink_state(s) != METRICS_SINK_OK) {
+            PUT(" %s_state=%s", s->cfg->name,
+                sink_state_names[sink_state(s)]);
+        }
+    }
+    if (json) {
+        PUT("}");
+    }
+#undef PUT
+    return n < cap ? n : cap - 1;
+}
+
+/* The progress line (final: the summary). A progress line is printed
+ * only when something other than the rate changed since the last one. */
 static void print_progress(engine_t *e, int final)
 {
-    char line[1024];
-    size_t n;
+    char line[2048], rate_text[48];
+    uint64_t now = loop_now(e->loop);
+    uint64_t elapsed = now - e->progress_at;
+    double rate = elapsed > 0 ? (double)(e->consumed - e->progress_consumed) *
+                                    1000.0 / (double)elapsed
+                              : 0;
+    int json = log_json();
+    size_t n = 0, rate_at;
 
-    n = (size_t)snprintf(line, sizeof(line), "%sconsumed=%llu in_flight=%zu",
-                         final ? "summary " : "",
-                         (unsigned long long)e->consumed, e->inflight);
-    for (size_t i = 0; i < e->nsinks && n < sizeof(line); i++) {
+    if (json) {
+        n = (size_t)snprintf(line, sizeof(line),
+                             "\"consumed\":%llu,\"in_flight\":%zu",
+                             (unsigned long long)e->consumed, e->inflight);
+    } else {
+        n = (size_t)snprintf(line, sizeof(line),
+                             "%sconsumed=%llu in_flight=%zu",
+                             final ? "summary " : "",
+                             (unsigned long long)e->consumed, e->inflight);
+    }
+    rate_at = n;
+    n += (size_t)snprintf(line + n, sizeof(line) - n,
+                          json ? ",\"lag\":%llu" : " lag=%llu",
+                          (unsigned long long)lag_of(e));
+    for (size_t i = 0; !json && i < e->nsinks; i++) {
         n += (size_t)snprintf(line + n, sizeof(line) - n, " %s=%llu",
                               e->sinks[i].cfg->name,
                               (unsigned long long)e->sinks[i].delivered);
     }
-    n = add_counter(line, n, sizeof(line), "dropped", "", e->dropped);
-    n = add_counter(line, n, sizeof(line), "transform_failed", "",
-                    e->transform_failed);
-    n = add_counter(line, n, sizeof(line), "transform_dead_lettered", "",
-                    e->transform_dead_lettered);
-    n = add_counter(line, n, sizeof(line), "dlq_write_failures", "",
-                    e->dlq_write_failures);
-    n = add_counter(line, n, sizeof(line), "no_key_dead_lettered", "",
-                    e->no_key_dead_lettered);
-    n = add_counter(line, n, sizeof(line), "store_errors", "",
-                    e->store_errors);
-    if (final) {
-        n = add_counter(line, n, sizeof(line), "uncommitted", "",
-                        e->inflight);
+    n = progress_counters(e, json, final, line, n, sizeof(line) - 48);
+    if (!final) {
+        if (e->progress_last != NULL && strcmp(e->progress_last, line) == 0) {
+            e->progress_at = now;
+            e->progress_consumed = e->consumed;
+            return;
+        }
+        free(e->progress_last);
+        e->progress_last = strdup(line);
     }
-    for (size_t i = 0; i < e->nsinks; i++) {
-        const struct sink *s = &e->sinks[i];
-        const char *name = s->cfg->name;
-        n = add_counter(line, n, sizeof(line), name, "_failed", s->failed);
-        n = add_counter(line, n, sizeof(line), name, "_skipped", s->skipped);
-        n = add_counter(line, n, sizeof(line), name, "_already_handled",
-                        s->already_handled);
-        n = add_counter(line, n, sizeof(line), name, "_applied", s->applied);
-        n = add_counter(line, n, sizeof(line), name, "_gave_up", s->gave_up);
-        n = add_counter(line, n, sizeof(line), name, "_done_by_policy",
-                        s->done_by_policy);
-        n = add_counter(line, n, sizeof(line), name, "_dead_lettered",
-                        s->dead_lettered);
-        n = add_counter(line, n, sizeof(line), name, "_breaker_opens",
-                        s->breaker_opens);
-        n = add_counter(line, n, sizeof(line), name, "_parked", s->parked);
-    }
-    if (final) {
+    e->progress_at = now;
+    e->progress_consumed = e->consumed;
+    /* The rate goes in after the comparison, beside in_flight. */
+    snprintf(rate_text, sizeof(rate_text),
+             json ? ",\"rate\":%.0f" : " rate=%.0f/s", rate);
+    memmove(line + rate_at + strlen(rate_text), line + rate_at,
+            n - rate_at + 1);
+    memcpy(line + rate_at, rate_text, strlen(rate_text));
+    if (json) {
+        log_write_object(LOG_INFO, final ? "summary" : "progress", line);
+    } else if (final) {
         log_info("%s", line);
     } else if (isatty(STDERR_FILENO)) {
         fprintf(stderr, "\r%s\033[K", line);
@@ -3678,6 +3792,7 @@ void engine_destroy(engine_t *e)
         admin_free(e->admin);
     }
     metrics_board_free(e->board);
+    free(e->progress_last);
     if (e->loop != NULL) {
         loop_timer_stop(e->loop, &e->commit_timer);
         loop_timer_stop(e->loop, &e->progress_timer);

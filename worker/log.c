@@ -6,6 +6,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -54,41 +55,140 @@ static size_t json_escape(char *out, size_t cap, const char *in)
     return n;
 }
 
-void log_write(enum log_level level, const char *fmt, ...)
+int log_json(void)
 {
-    char msg[2048], line[4200];
-    struct timespec ts;
-    struct tm tm;
-    char when[32];
-    va_list ap;
-    int n;
+    return json_format;
+}
 
-    if (level < min_level) {
+static void emit(char *line, int n, size_t cap)
+{
+    if (n < 0) {
         return;
     }
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-
-    if (json_format) {
-        char escaped[4096];
-        json_escape(escaped, sizeof(escaped), msg);
-        n = snprintf(line, sizeof(line),
-                     "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"msg\":\"%s\"}\n",
-                     when, ts.tv_nsec / 1000000, level_names[level], escaped);
-    } else {
-        n = snprintf(line, sizeof(line), "%s.%03ldZ %-5s %s\n", when,
-                     ts.tv_nsec / 1000000, level_names[level], msg);
-    }
-    if (n > (int)sizeof(line) - 1) {
-        n = (int)sizeof(line) - 1;
+    if (n > (int)cap - 1) {
+        n = (int)cap - 1;
         line[n - 1] = '\n';
     }
     if (write(STDERR_FILENO, line, (size_t)n) < 0) {
         /* Nowhere left to report it. */
     }
+}
+
+static void timestamp(char when[40])
+{
+    struct timespec ts;
+    struct tm tm;
+    size_t n;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    n = strftime(when, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(when + n, 40 - n, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
+/* The fields of f as JSON members, each with a leading comma. */
+static size_t put_fields(char *out, size_t cap, const struct log_fields *f)
+{
+    char esc[600];
+    size_t n = 0;
+
+    if (f == NULL) {
+        out[0] = '\0';
+        return 0;
+    }
+#define PUT(...)                                                               \
+    do {                                                                       \
+        int k_ = snprintf(out + n, cap - n, __VA_ARGS__);                      \
+        if (k_ > 0 && (size_t)k_ < cap - n) {                                  \
+            n += (size_t)k_;                                                   \
+        }                                                                      \
+    } while (0)
+    if (f->sink != NULL) {
+        json_escape(esc, sizeof(esc), f->sink);
+        PUT(",\"sink\":\"%s\"", esc);
+    }
+    if (f->topic != NULL) {
+        json_escape(esc, sizeof(esc), f->topic);
+        PUT(",\"topic\":\"%s\",\"partition\":%d,\"offset\":%lld", esc,
+            f->partition, f->offset);
+    }
+    if (f->status != 0) {
+        PUT(",\"status\":%d", f->status);
+    }
+    if (f->trace_id != NULL) {
+        PUT(",\"trace_id\":\"%.32s\"", f->trace_id);
+    }
+    if (f->span_id != NULL) {
+        PUT(",\"span_id\":\"%.16s\"", f->span_id);
+    }
+#undef PUT
+    return n;
+}
+
+static void vlog(enum log_level level, const struct log_fields *f,
+                 const char *fmt, va_list ap)
+{
+    char msg[2048], line[4800], when[40];
+    int n;
+
+    if (level < min_level) {
+        return;
+    }
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    timestamp(when);
+    if (json_format) {
+        char escaped[4096], fields[700];
+        json_escape(escaped, sizeof(escaped), msg);
+        put_fields(fields, sizeof(fields), f);
+        n = snprintf(line, sizeof(line),
+                     "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":\"%s\"%s}\n",
+                     when, level_names[level], escaped, fields);
+    } else {
+        n = snprintf(line, sizeof(line), "%s %-5s %s\n", when,
+                     level_names[level], msg);
+    }
+    emit(line, n, sizeof(line));
+}
+
+void log_write(enum log_level level, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vlog(level, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void log_event(enum log_level level, const struct log_fields *f,
+               const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vlog(level, f, fmt, ap);
+    va_end(ap);
+}
+
+void log_write_object(enum log_level level, const char *msg,
+                      const char *fields)
+{
+    char escaped[512], when[40], *line;
+    size_t cap;
+    int n;
+
+    if (level < min_level) {
+        return;
+    }
+    timestamp(when);
+    json_escape(escaped, sizeof(escaped), msg);
+    cap = strlen(fields) + sizeof(escaped) + 128;
+    line = malloc(cap);
+    if (line == NULL) {
+        return;
+    }
+    n = snprintf(line, cap, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":\"%s\"%s%s}\n",
+                 when, level_names[level], escaped, fields[0] ? "," : "",
+                 fields);
+    emit(line, n, cap);
+    free(line);
 }

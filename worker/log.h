@@ -15,6 +15,29 @@ int log_set_format(const char *name);
 void log_write(enum log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* What a line is about. Under --log-format json each set field becomes a
+ * key of the line's object (a text line has them in its message). */
+struct log_fields {
+    const char *sink;  /* NULL: none */
+    const char *topic; /* NULL: none (then partition and offset too) */
+    int partition;
+    long long offset;
+    int status;       /* an HTTP status; 0: none */
+    const char *trace_id, *span_id; /* NULL: none */
+};
+
+void log_event(enum log_level level, const struct log_fields *f,
+               const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* 1 under --log-format json. */
+int log_json(void);
+
+/* A JSON line whose keys are ts, level, msg and then fields: the members
+ * of one JSON object, without its braces (e.g. "\"a\":1,\"b\":2"), that
+ * the caller wrote. */
+void log_write_object(enum log_level level, const char *msg,
+                      const char *fields);
+
 #define log_debug(...) log_write(LOG_DEBUG, __VA_ARGS__)
 #define log_info(...) log_write(LOG_INFO, __VA_ARGS__)
 #define log_warn(...) log_write(LOG_WARN, __VA_ARGS__)
