@@ -33,6 +33,7 @@ enum opt_type {
     OPT_ENUM,        /* int, index into choices */
     OPT_STRING_MAP,  /* struct opt_map */
     OPT_STRING_LIST, /* struct opt_list; a YAML sequence or one scalar */
+    OPT_RATIO,       /* double in [0, 1]; text such as 0.25 or 25% */
 };
 
 enum {

@@ -167,6 +167,48 @@ const struct opt_spec cfg_admin_options[] = {
     {0},
 };
 
+const struct opt_spec cfg_tracing_options[] = {
+    {.name = "otlp_endpoint", .type = OPT_STRING,
+     .offset = offsetof(struct cfg_tracing, otlp_endpoint),
+     .doc = "Where spans go: an OTLP/HTTP collector's traces URL, e.g. "
+            "`http://127.0.0.1:4318/v1/traces` (JSON encoding). Without "
+            "it nothing is exported, but sluice still reads `traceparent` "
+            "from each record and sends a child's on every request."},
+    {.name = "sample_ratio", .type = OPT_RATIO, .def = "1",
+     .offset = offsetof(struct cfg_tracing, sample_ratio),
+     .doc = "The share of new traces that are recorded. A record's own "
+            "`traceparent` decides for itself (its sampled flag), so a "
+            "trace is kept or dropped whole."},
+    {.name = "new_traces", .type = OPT_BOOL, .def = "true",
+     .offset = offsetof(struct cfg_tracing, new_traces),
+     .doc = "A record without a valid `traceparent` starts a new trace "
+            "(`true`), or is not traced at all (`false`: its requests "
+            "carry no `traceparent`)."},
+    {.name = "service_name", .type = OPT_STRING, .def = "sluice",
+     .offset = offsetof(struct cfg_tracing, service_name),
+     .doc = "The `service.name` resource attribute of the spans."},
+    {.name = "max_buffer", .type = OPT_SIZE, .def = "4MiB",
+     .offset = offsetof(struct cfg_tracing, max_buffer_bytes),
+     .min = 4096, .max = (int64_t)1 << 30,
+     .doc = "Encoded spans waiting for export at most; past it spans are "
+            "dropped and counted (`sluice_spans_dropped_total`), so a "
+            "slow or absent collector never slows the pipeline."},
+    {.name = "batch_size", .type = OPT_INT, .def = "512",
+     .offset = offsetof(struct cfg_tracing, batch_size), .min = 1,
+     .max = 100000,
+     .doc = "Spans of one export request at most."},
+    {.name = "batch_delay", .type = OPT_DURATION, .def = "1s",
+     .offset = offsetof(struct cfg_tracing, batch_delay_ms), .min = 1,
+     .max = 60000,
+     .doc = "How long a span waits for its batch to fill."},
+    {.name = "timeout", .type = OPT_DURATION, .def = "5s",
+     .offset = offsetof(struct cfg_tracing, timeout_ms), .min = 1,
+     .max = 600000,
+     .doc = "Of one export request; a failed export's spans are dropped "
+            "(counted), not retried."},
+    {0},
+};
+
 static const char *const store_choices[] = {"none", "sqlite", "redis",
                                             NULL};
 static const char *const missing_choices[] = {"coordinates", "dead_letter",
@@ -831,6 +873,24 @@ static int parse_scalar(const struct opt_spec *spec, const char *text,
         }
         unit_hint = " bytes";
         break;
+    case OPT_RATIO: {
+        char *end = NULL;
+        double r;
+        errno = 0;
+        r = strtod(text, &end);
+        if (end != text && *end == '%' && end[1] == '\0') {
+            r /= 100;
+            end++;
+        }
+        if (end == text || *end != '\0' || errno != 0 || !(r >= 0) ||
+            r > 1) {
+            snprintf(why, why_cap,
+                     "expected a ratio from 0 to 1, such as 0.25 or 25%%");
+            return -1;
+        }
+        *(double *)field = r;
+        return 0;
+    }
     case OPT_STRING_LIST: {
         /* Only a built-in default arrives here: "a, b, c" (or ""). */
         struct opt_list *l = field;
@@ -1492,6 +1552,7 @@ static void walk_root(struct walker *w, struct cfg *cfg,
 {
     int have_pipeline = 0, have_source = 0, have_sinks = 0;
     int have_delivery = 0, have_lua = 0, have_dlq = 0, have_dedupe = 0;
+    int have_tracing = 0;
 
     if (root == NULL || root->type != YAML_MAPPING_NODE) {
         cfg_errors_add(w->errs, w->file, 1, 1, "",
@@ -1546,16 +1607,23 @@ static void walk_root(struct walker *w, struct cfg *cfg,
             cfg->transform_line = (int)v->start_mark.line + 1;
             cfg->transform_col = (int)v->start_mark.column + 1;
         } else if (strcmp(key, "lua") == 0 || strcmp(key, "dlq") == 0 ||
-                   strcmp(key, "admin") == 0) {
-            int is_lua = key[0] == 'l', is_admin = key[0] == 'a';
+                   strcmp(key, "admin") == 0 ||
+                   strcmp(key, "tracing") == 0) {
+            int is_lua = key[0] == 'l', is_admin = key[0] == 'a',
+                is_tracing = key[0] == 't';
             const struct opt_spec *table[1] = {
-                is_lua ? cfg_lua_options
-                       : is_admin ? cfg_admin_options : cfg_dlq_options};
-            void *base[1] = {is_lua     ? (void *)&cfg->lua
-                             : is_admin ? (void *)&cfg->admin
-                                        : (void *)&cfg->dlq};
+                is_lua       ? cfg_lua_options
+                : is_admin   ? cfg_admin_options
+                : is_tracing ? cfg_tracing_options
+                             : cfg_dlq_options};
+            void *base[1] = {is_lua       ? (void *)&cfg->lua
+                             : is_admin   ? (void *)&cfg->admin
+                             : is_tracing ? (void *)&cfg->tracing
+                                          : (void *)&cfg->dlq};
             if (is_lua) {
                 have_lua = 1;
+            } else if (is_tracing) {
+                have_tracing = 1;
             } else if (!is_admin) {
                 have_dlq = 1;
             }
@@ -1565,7 +1633,7 @@ static void walk_root(struct walker *w, struct cfg *cfg,
                 continue;
             }
             walk_mapping(w, v, key, table, base, 1);
-            if (is_admin) {
+            if (is_admin || is_tracing) {
                 continue;
             }
             if (!is_lua && cfg->dlq.topic != NULL) {
@@ -1611,7 +1679,8 @@ static void walk_root(struct walker *w, struct cfg *cfg,
                 {.name = "pipeline"}, {.name = "source"},
                 {.name = "delivery"}, {.name = "sinks"},
                 {.name = "transform"}, {.name = "lua"}, {.name = "dlq"},
-                {.name = "dedupe"}, {.name = "admin"}, {0}};
+                {.name = "dedupe"}, {.name = "admin"},
+                {.name = "tracing"}, {0}};
             const struct opt_spec *tables[1] = {root_keys};
             char msg[512];
             snprintf(msg, sizeof(msg), "unknown key");
@@ -1642,6 +1711,12 @@ static void walk_root(struct walker *w, struct cfg *cfg,
          s++) {
         if (s->def != NULL) {
             parse_scalar(s, s->def, &cfg->dlq, why, sizeof(why));
+        }
+    }
+    for (const struct opt_spec *s = cfg_tracing_options;
+         !have_tracing && s->name; s++) {
+        if (s->def != NULL) {
+            parse_scalar(s, s->def, &cfg->tracing, why, sizeof(why));
         }
     }
     for (const struct opt_spec *s = cfg_dedupe_options;
@@ -2121,6 +2196,7 @@ void cfg_free(struct cfg *cfg)
     }
     free_table(cfg_dedupe_options, &cfg->dedupe);
     free_table(cfg_admin_options, &cfg->admin);
+    free_table(cfg_tracing_options, &cfg->tracing);
     for (size_t i = 0; i < cfg->sink_count; i++) {
         struct cfg_sink *s = &cfg->sinks[i];
         if (s->ctx != NULL) {

@@ -56,6 +56,14 @@ struct cfg_dlq {
     int properties_line, properties_col;
 };
 
+struct cfg_tracing {
+    char *otlp_endpoint; /* NULL: spans are not exported */
+    double sample_ratio; /* of new traces */
+    int new_traces;      /* a record without traceparent starts one */
+    char *service_name;
+    int64_t max_buffer_bytes, batch_size, batch_delay_ms, timeout_ms;
+};
+
 struct cfg_admin {
     char *listen; /* host:port of the admin server; NULL: off */
 };
@@ -146,6 +154,7 @@ struct cfg {
     struct cfg_dlq dlq;
     struct cfg_dedupe dedupe;
     struct cfg_admin admin;
+    struct cfg_tracing tracing;
     struct cfg_sink *sinks;
     size_t sink_count;
     struct cfg_keypos *keypos; /* of every map key read, for errors */
@@ -204,6 +213,7 @@ extern const struct opt_spec cfg_lua_options[];
 extern const struct opt_spec cfg_dlq_options[];
 extern const struct opt_spec cfg_dedupe_options[];
 extern const struct opt_spec cfg_admin_options[];
+extern const struct opt_spec cfg_tracing_options[];
 
 /* Levenshtein distance of a and b, for did-you-mean suggestions
  * (SIZE_MAX when b is 64 bytes or longer). */

@@ -29,6 +29,8 @@ static const char *type_name(const struct opt_spec *s)
         return "map";
     case OPT_STRING_LIST:
         return "list";
+    case OPT_RATIO:
+        return "ratio";
     }
     return "?";
 }
@@ -166,6 +168,13 @@ void reference_write(FILE *out)
     metrics_write_reference(out);
     fputc('\n', out);
     table(out, cfg_admin_options);
+    fprintf(out, "## tracing\n\n"
+                 "W3C trace context and OpenTelemetry spans "
+                 "(docs/operations.md): a record's `traceparent` header is "
+                 "the parent of a span per sink request (and one for the "
+                 "pipeline transform); each request carries its span's "
+                 "`traceparent`.\n\n");
+    table(out, cfg_tracing_options);
     fprintf(out, "## sinks.<name>\n\n"
                  "Every sink takes these keys, then those of its type.\n\n");
     table(out, cfg_sink_options);
@@ -307,6 +316,11 @@ static void schema_option(FILE *out, const struct opt_spec *s,
         break;
     case OPT_BOOL:
         fprintf(out, "\"anyOf\": [{\"type\": \"boolean\"}, %s]", env);
+        break;
+    case OPT_RATIO:
+        fprintf(out, "\"anyOf\": [{\"type\": \"number\", \"minimum\": 0, "
+                     "\"maximum\": 1}, {\"type\": \"string\", \"pattern\": "
+                     "\"^([0-9]+(\\\\.[0-9]*)?%%|" ENV_PATTERN ")$\"}]");
         break;
     case OPT_ENUM:
         fprintf(out, "\"anyOf\": [{\"enum\": [");
@@ -458,6 +472,9 @@ void reference_write_schema(FILE *out)
     fputs(",\n", out);
     schema_section(out, "admin", "The admin server (docs/operations.md).",
                    cfg_admin_options);
+    fputs(",\n", out);
+    schema_section(out, "tracing", "W3C trace context and OTLP spans.",
+                   cfg_tracing_options);
     fprintf(out,
             ",\n"
             "    \"sinks\": {\n"

@@ -241,6 +241,38 @@ static void test_unknown_key_suggests(void **state)
     assert_int_equal(n, 5);
 }
 
+/* sample_ratio is a number from 0 to 1, or a percentage; admin.listen
+ * and tracing are sections of their own. */
+static void test_tracing_and_admin_sections(void **state)
+{
+    int n;
+    const char *e;
+    static const char *const bad[] = {"1.5", "-0.1", "nan", "50%%x", "x",
+                                      "101%"};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char text[512];
+        snprintf(text, sizeof(text),
+                 "pipeline: x\nsource:\n  brokers: b\n  topics: [t]\n"
+                 "tracing:\n  sample_ratio: \"%s\"\n"
+                 "sinks:\n  a:\n    type: http\n    url: http://x\n",
+                 bad[i]);
+        e = load_errors(text, &n);
+        assert_error(e, "6:17", "tracing.sample_ratio: expected a ratio");
+        assert_int_equal(n, 1);
+    }
+    e = load_errors("pipeline: x\nsource:\n  brokers: b\n  topics: [t]\n"
+                    "admin:\n  listen: 127.0.0.1:0\n  port: 1\n"
+                    "tracing:\n  sample_ratio: 25%\n  new_trace: false\n"
+                    "sinks:\n  a:\n    type: http\n    url: http://x\n",
+                    &n);
+    assert_error(e, "7:3", "admin.port: unknown key");
+    assert_error(e, "10:3", "tracing.new_trace: unknown key; did you mean "
+                            "`new_traces`?");
+    assert_int_equal(n, 2);
+}
+
 static void test_dedupe_section(void **state)
 {
     int n;
@@ -591,6 +623,7 @@ int main(void)
         cmocka_unit_test(test_invalid_yaml_has_position),
         cmocka_unit_test(test_unknown_key_suggests),
         cmocka_unit_test(test_dedupe_section),
+        cmocka_unit_test(test_tracing_and_admin_sections),
         cmocka_unit_test(test_answer_classes),
         cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_missing_sections_and_duplicates),
