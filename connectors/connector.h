@@ -93,6 +93,12 @@ struct connector_msg {
     const char *path;   /* appended to the sink's URL */
     const struct connector_header *request_headers; /* added; a name */
     size_t request_header_count; /* also configured replaces that one */
+    /* W3C trace context: the trace id (32 hex digits) for scripts, and
+     * the traceparent/tracestate a request carries; NULL: none. */
+    const char *trace_id;
+    const char *traceparent;
+    const void *tracestate;
+    size_t tracestate_len;
 };
 
 enum connector_status {

@@ -262,8 +262,12 @@ static int header_reserve(const struct http_sink *sink,
     size_t bytes = 256 + header_need(msg->topic, strlen(msg->topic)) +
                    header_need("", strlen(msg->dedupe_key)) +
                    header_need("", msg->key_len);
-    size_t nodes = 8 + msg->header_count;
+    size_t nodes = 10 + msg->header_count;
 
+    if (msg->traceparent != NULL) {
+        bytes += header_need("traceparent", strlen(msg->traceparent)) +
+                 header_need("tracestate", msg->tracestate_len);
+    }
     for (size_t i = 0; i < msg->header_count; i++) {
         /* The name may grow threefold when encoded as a token. */
         bytes += header_need(msg->headers[i].name, msg->headers[i].value_len) +
@@ -1336,6 +1340,14 @@ static int http_send(void *ctx, const struct connector_msg *msg, void *token,
     }
     auto_add(&b, msg, "Idempotency-Key", msg->dedupe_key,
              strlen(msg->dedupe_key), ENC_PERCENT);
+    if (msg->traceparent != NULL) {
+        auto_add(&b, msg, "traceparent", msg->traceparent,
+                 strlen(msg->traceparent), ENC_RAW);
+        if (msg->tracestate_len > 0) {
+            auto_add(&b, msg, "tracestate", msg->tracestate,
+                     msg->tracestate_len, ENC_AUTO);
+        }
+    }
     auto_add(&b, msg, "Kafka-Topic", msg->topic, strlen(msg->topic),
              ENC_AUTO);
     snprintf(num, sizeof(num), "%d", (int)msg->partition);

@@ -374,6 +374,16 @@ static int msg_index(lua_State *L)
             return 1;
         }
         break;
+    case 8:
+        if (memcmp(k, "trace_id", 8) == 0) {
+            if (in->trace_id != NULL) {
+                lua_pushstring(L, in->trace_id);
+            } else {
+                lua_pushnil(L);
+            }
+            return 1;
+        }
+        break;
     case 9:
         if (memcmp(k, "partition", 9) == 0) {
             lua_pushinteger(L, in->partition);
