@@ -159,17 +159,20 @@ static enum MHD_Result serve_readyz(struct admin *a, struct MHD_Connection *c)
 static enum MHD_Result serve_command(struct admin *a, struct MHD_Connection *c,
                                      int pause)
 {
-    const char *sink = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND,
-                                                   "sink");
+    const char *sink = NULL;
+    size_t sink_len = 0;
     struct admin_command cmd = {.pause = pause, .sink = -1};
     uint64_t one = 1, deadline;
     int applied = 0;
     char *body = NULL;
     int n;
 
-    if (sink != NULL) {
-        for (size_t i = 0; i < a->sink_count; i++) {
-            if (strcmp(a->sink_names[i], sink) == 0) {
+    /* With its length: "a%00" decodes to "a" and a NUL, which is not a. */
+    if (MHD_lookup_connection_value_n(c, MHD_GET_ARGUMENT_KIND, "sink", 4,
+                                      &sink, &sink_len) == MHD_YES) {
+        for (size_t i = 0; sink != NULL && i < a->sink_count; i++) {
+            if (strlen(a->sink_names[i]) == sink_len &&
+                memcmp(a->sink_names[i], sink, sink_len) == 0) {
                 cmd.sink = (int)i;
             }
         }

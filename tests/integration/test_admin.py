@@ -261,3 +261,60 @@ def test_no_secret_in_metrics_status_or_logs(kafka, topic_factory, names,
         assert "Bearer tok" not in t
     # The sink echoed the header back in its error: it was redacted.
     assert "[redacted]" in texts[1], texts[1]
+
+
+def test_hostile_requests_leave_the_admin_server_serving(kafka, topic_factory,
+                                                         names, sinkd,
+                                                         sluice):
+    import socket
+    import threading
+    topic = topic_factory(1)
+    a = sinkd("a")
+    cfg = harness.pipeline(names.pipeline, kafka.bootstrap, topic,
+                           names.group(), {"a": a.url()})
+    run = sluice(cfg, args=("--admin", "127.0.0.1:0"))
+    port = admin_port(run)
+    junk = [b"\x00\xff" * 5000 + b"\r\n\r\n",
+            b"GET /" + b"a" * 100000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"POST /pause?sink=%00%ff HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Length: 5000000\r\n\r\n" + b"x" * 100000,
+            b"BREW /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + b"X: y\r\n" * 5000]
+    for data in junk:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            try:
+                s.sendall(data)
+                s.shutdown(socket.SHUT_WR)
+                s.recv(65536)
+            except OSError:
+                pass
+    # More connections than the server takes at once: some are refused
+    # or wait, none takes it down.
+    holders = []
+    for _ in range(40):
+        try:
+            holders.append(socket.create_connection(("127.0.0.1", port),
+                                                    timeout=5))
+        except OSError:
+            pass
+    results = []
+
+    def get():
+        results.append(http(port, "/healthz")[0])
+    threads = [threading.Thread(target=get) for _ in range(10)]
+    for h in holders:
+        h.close()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results.count(200) == 10, results
+    # "a%00" decodes to "a" and a NUL: once taken for sink a.
+    assert http(port, "/pause?sink=a%00", "POST")[0] == 404
+    assert http(port, "/pause?sink", "POST")[0] == 404
+    assert http(port, "/pause?sink=", "POST")[0] == 404
+    assert sink_status(port, "a")["paused"] is False
+    s, _ = scrape(port)
+    assert value(s, "sluice_ready") in (0, 1)
+    run.terminate()
+    assert run.wait(60) == 0
