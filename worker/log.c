@@ -4,7 +4,9 @@
  * so lines from librdkafka's threads never interleave with ours. */
 #include "log.h"
 
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,67 @@ static enum log_level min_level = LOG_INFO;
 static int json_format;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+/* The rate limit's call sites, direct-mapped by format pointer: two
+ * sites sharing a slot take turns, which only resets their counts. */
+#define LOG_SITES 128
+struct log_site {
+    const char *fmt;
+    uint64_t window_start;
+    unsigned lines;
+    unsigned long long suppressed;
+};
+static struct log_site sites[LOG_SITES];
+static pthread_mutex_t sites_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned burst = LOG_BURST, window_ms = LOG_WINDOW_MS;
+
+void log_set_rate_limit(unsigned b, unsigned w)
+{
+    pthread_mutex_lock(&sites_lock);
+    burst = b != 0 ? b : LOG_BURST;
+    window_ms = w != 0 ? w : LOG_WINDOW_MS;
+    memset(sites, 0, sizeof(sites));
+    pthread_mutex_unlock(&sites_lock);
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* 1 when fmt's line may go out; *suppressed: lines of its site left out
+ * since the last one that did. */
+static int site_allow(const char *fmt, unsigned long long *suppressed)
+{
+    uintptr_t h = (uintptr_t)fmt;
+    struct log_site *site;
+    uint64_t now = mono_ms();
+    int allow;
+
+    h ^= h >> 17;
+    h *= 0x9e3779b97f4a7c15u;
+    site = &sites[(h >> 32) % LOG_SITES];
+    pthread_mutex_lock(&sites_lock);
+    if (site->fmt != fmt) {
+        *site = (struct log_site){.fmt = fmt, .window_start = now};
+    } else if (now - site->window_start >= window_ms) {
+        site->window_start = now;
+        site->lines = 0;
+    }
+    allow = site->lines < burst;
+    if (allow) {
+        site->lines++;
+        *suppressed = site->suppressed;
+        site->suppressed = 0;
+    } else {
+        site->suppressed++;
+    }
+    pthread_mutex_unlock(&sites_lock);
+    return allow;
+}
 
 int log_set_level(const char *name)
 {
@@ -128,10 +191,12 @@ static size_t put_fields(char *out, size_t cap, const struct log_fields *f)
 static void vlog(enum log_level level, const struct log_fields *f,
                  const char *fmt, va_list ap)
 {
-    char msg[2048], line[4800], when[40];
+    char msg[2048], line[4800], when[40], more[64] = "";
+    unsigned long long suppressed = 0;
     int n;
 
-    if (level < min_level) {
+    if (level < min_level ||
+        (level >= LOG_WARN && !site_allow(fmt, &suppressed))) {
         return;
     }
     vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -140,12 +205,19 @@ static void vlog(enum log_level level, const struct log_fields *f,
         char escaped[4096], fields[700];
         json_escape(escaped, sizeof(escaped), msg);
         put_fields(fields, sizeof(fields), f);
+        if (suppressed > 0) {
+            snprintf(more, sizeof(more), ",\"suppressed\":%llu", suppressed);
+        }
         n = snprintf(line, sizeof(line),
-                     "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":\"%s\"%s}\n",
-                     when, level_names[level], escaped, fields);
+                     "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":\"%s\"%s%s}\n",
+                     when, level_names[level], escaped, fields, more);
     } else {
-        n = snprintf(line, sizeof(line), "%s %-5s %s\n", when,
-                     level_names[level], msg);
+        if (suppressed > 0) {
+            snprintf(more, sizeof(more), " (%llu similar line(s) suppressed)",
+                     suppressed);
+        }
+        n = snprintf(line, sizeof(line), "%s %-5s %s%s\n", when,
+                     level_names[level], msg, more);
     }
     emit(line, n, sizeof(line));
 }

@@ -15,6 +15,16 @@ int log_set_format(const char *name);
 void log_write(enum log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* Warnings and errors are rate-limited per call site (per format
+ * string): at most LOG_BURST lines in each LOG_WINDOW_MS, then the rest
+ * are counted, and the site's next line says how many were left out
+ * (` (N similar line(s) suppressed)`; "suppressed": N under JSON). A
+ * failure that repeats for every message cannot flood the log. */
+#define LOG_BURST 20
+#define LOG_WINDOW_MS 10000
+/* For tests: another burst and window (0, 0: the defaults). */
+void log_set_rate_limit(unsigned burst, unsigned window_ms);
+
 /* What a line is about. Under --log-format json each set field becomes a
  * key of the line's object (a text line has them in its message). */
 struct log_fields {
