@@ -163,6 +163,14 @@ struct connector_host {
     void *engine;
 };
 
+/* What a trace says about a sink's requests: OpenTelemetry's HTTP client
+ * attributes. Never a secret: no userinfo, path or query. */
+struct connector_about {
+    char method[16];          /* the default; a transform may change it */
+    char server_address[256]; /* host name or address; "" when unknown */
+    int server_port;          /* 0 when unknown */
+};
+
 struct connector {
     const char *name;
     const char *doc;
@@ -183,6 +191,8 @@ struct connector {
     /* Releases what open() made, stopping transfers still under way
      * (their complete() never runs). Does not free option values. */
     void (*close)(void *ctx);
+    /* Optional: fills *out for traces (called once, after open). */
+    void (*describe)(const void *ctx, struct connector_about *out);
 };
 
 extern const struct connector http_connector;

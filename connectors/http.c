@@ -1185,6 +1185,35 @@ static int curl_headers_open(struct http_sink *sink)
     return 0;
 }
 
+static void http_describe(const void *ctx, struct connector_about *out)
+{
+    const struct http_sink *sink = ctx;
+    CURLU *u = curl_url();
+    char *host = NULL, *port = NULL;
+
+    memset(out, 0, sizeof(*out));
+    snprintf(out->method, sizeof(out->method), "%s",
+             http_methods[sink->method]);
+    if (u != NULL && curl_url_set(u, CURLUPART_URL, sink->url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) ==
+            CURLUE_OK) {
+        /* [::1] is written bare, as OpenTelemetry's server.address is. */
+        size_t n = strlen(host);
+        if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
+            snprintf(out->server_address, sizeof(out->server_address), "%.*s",
+                     (int)(n - 2), host + 1);
+        } else {
+            snprintf(out->server_address, sizeof(out->server_address), "%s",
+                     host);
+        }
+        out->server_port = atoi(port);
+    }
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(u);
+}
+
 static int http_open(void *ctx, const struct connector_host *host,
                      struct sl_error *err)
 {
@@ -1502,6 +1531,7 @@ const struct connector http_connector = {
     .ctx_size = sizeof(struct http_sink),
     .check = http_check,
     .open = http_open,
+    .describe = http_describe,
     .send = http_send,
     .close = http_close,
 };
