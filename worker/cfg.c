@@ -172,8 +172,8 @@ const struct opt_spec cfg_tracing_options[] = {
      .offset = offsetof(struct cfg_tracing, otlp_endpoint),
      .doc = "Where spans go: an OTLP/HTTP collector's traces URL, e.g. "
             "`http://127.0.0.1:4318/v1/traces` (JSON encoding). Without "
-            "it nothing is exported, but sluice still reads `traceparent` "
-            "from each record and sends a child's on every request."},
+            "it no span is made, but a record's `traceparent` and "
+            "`tracestate` still go on to every request unchanged."},
     {.name = "sample_ratio", .type = OPT_RATIO, .def = "1",
      .offset = offsetof(struct cfg_tracing, sample_ratio),
      .doc = "The share of new traces that are recorded. A record's own "
@@ -1226,6 +1226,36 @@ static int valid_sink_name(const char *name)
     return 1;
 }
 
+/* Why url cannot serve as the OTLP endpoint, or NULL (NULL url too):
+ * http or https, a host, nothing a header line could not carry, and no
+ * credentials (they would end up in a log line about a failed export). */
+static const char *endpoint_problem(const char *url)
+{
+    if (url == NULL) {
+        return NULL;
+    }
+    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
+        return "expected an http:// or https:// URL, e.g. "
+               "http://127.0.0.1:4318/v1/traces";
+    }
+    const char *host = strstr(url, "://") + 3;
+    size_t authority = strcspn(host, "/?#");
+    if (authority == 0) {
+        return "the URL has no host";
+    }
+    if (memchr(host, '@', authority) != NULL) {
+        return "credentials in the URL are not supported (they would be "
+               "logged with a failed export): run the collector without "
+               "them on loopback, or behind a local proxy";
+    }
+    for (const unsigned char *c = (const unsigned char *)url; *c; c++) {
+        if (*c <= 0x20 || *c == 0x7f) {
+            return "the URL has a space or a control byte";
+        }
+    }
+    return NULL;
+}
+
 static const yaml_node_t *find_key(struct walker *w, const yaml_node_t *map,
                                    const char *name)
 {
@@ -1633,6 +1663,12 @@ static void walk_root(struct walker *w, struct cfg *cfg,
                 continue;
             }
             walk_mapping(w, v, key, table, base, 1);
+            const char *why;
+            if (is_tracing &&
+                (why = endpoint_problem(cfg->tracing.otlp_endpoint)) != NULL) {
+                node_error(w, find_key(w, v, "otlp_endpoint"),
+                           "tracing.otlp_endpoint", "%s", why);
+            }
             if (is_admin || is_tracing) {
                 continue;
             }

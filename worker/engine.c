@@ -38,6 +38,7 @@
 #include "redact.h"
 #include "retry.h"
 #include "store.h"
+#include "trace.h"
 #include "transform.h"
 
 #define HEADER_SCRATCH 64
@@ -132,6 +133,19 @@ struct dead {
     char body[DLQ_BODY_MAX];
 };
 
+/* A record's trace: the W3C context it carried, and the process span
+ * sluice opened for it (tracing on) or that context as it came (off:
+ * passed on unchanged). traced 0: none (no valid traceparent, and no new
+ * trace). */
+struct rec_trace {
+    struct trace_ctx ctx; /* the process span, or the producer's */
+    uint8_t parent[8];    /* own: the producer's span; has_parent */
+    unsigned traced : 1, own : 1, has_parent : 1;
+    uint64_t start_ns; /* own and sampled: when it was consumed (unix) */
+    const void *state; /* tracestate in the record; NULL: none */
+    size_t state_len;
+};
+
 struct delivery {
     struct msg *msg;
     struct delivery *chain_next;
@@ -158,6 +172,10 @@ struct delivery {
     struct delivery *pend_prev, *pend_next;
     int linked;
     uint64_t sent_ns; /* the request under way started (metrics on) */
+    /* The request under way's span (its record's trace sampled, tracing
+     * on); span_start_ns 0: none. */
+    uint8_t span_id[8];
+    uint64_t span_start_ns;
 };
 
 /* One message out of the pipeline transform (a record's only msg when
@@ -196,6 +214,7 @@ struct msg {
     unsigned unsettled;
     int troubled;
     struct msg *check_next; /* the engine's lookup FIFO */
+    struct rec_trace trace; /* origin only */
     struct copy own;
     struct msg *next, *prev; /* live list, or free list (next) */
     struct delivery d[];
@@ -264,6 +283,7 @@ struct sink {
     size_t pending;
     struct metrics_histogram latency;
     char last_error[256];
+    struct connector_about about; /* for spans */
 };
 
 struct engine {
@@ -339,6 +359,9 @@ struct engine {
     uint64_t progress_at, progress_consumed;
     struct metrics_histogram transform_time;
     uint64_t dlq_written;
+    tracer_t *tracer; /* tracing.otlp_endpoint; NULL: no spans */
+    struct connector_host trace_host;
+    char trace_hex[33]; /* the trace id of the view a script sees */
 };
 
 #define container_of(ptr, type, member)                                        \
@@ -352,7 +375,250 @@ struct engine {
         .topic = (m)->part->topic,                                             \
         .partition = (int)(m)->part->partition,                                \
         .offset = (long long)(m)->offset,                                      \
-        .status = (st)})
+        .status = (st),                                                        \
+        .trace_id = trace_hex_of(&(m)->origin->trace, (char[33]){0})})
+
+/* The trace id of t in out, or NULL when t has none. */
+static const char *trace_hex_of(const struct rec_trace *t, char out[33])
+{
+    if (!t->traced) {
+        return NULL;
+    }
+    trace_id_hex(&t->ctx, out);
+    return out;
+}
+
+/* ---- tracing ---- */
+
+#define TRACESTATE_MAX 512 /* W3C: a longer one may be dropped */
+#define TRACE_STOP_WAIT_MS 2000
+
+static uint64_t unix_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* 1 when t's spans are sluice's and go to the collector. */
+static int trace_sampled(const struct rec_trace *t)
+{
+    return t->own && (t->ctx.flags & TRACE_SAMPLED);
+}
+
+/* A tracestate worth passing on: printable ASCII within the W3C bound
+ * (a header value must not carry a line break; the rest is the
+ * producer's business). */
+static int tracestate_ok(const unsigned char *v, size_t len)
+{
+    if (len == 0 || len > TRACESTATE_MAX) {
+        return 0;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (v[i] < 0x20 || v[i] > 0x7e) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Reads the record's traceparent and tracestate into *t and, tracing
+ * on, opens its process span: a child of the producer's span, or the
+ * root of a new trace when it has none (tracing.new_traces). */
+static void trace_begin(engine_t *e, void *handle, struct rec_trace *t)
+{
+    struct trace_ctx parent;
+    size_t len = 0;
+    const void *v = consumer_header_find(handle, "traceparent", &len);
+    int valid = v != NULL && trace_parse(v, len, &parent) == 0;
+
+    memset(t, 0, sizeof(*t));
+    if (e->tracer == NULL) {
+        if (!valid) {
+            return;
+        }
+        t->ctx = parent;
+    } else {
+        if (!valid && !e->cfg->tracing.new_traces) {
+            return;
+        }
+        tracer_start(e->tracer, valid ? &parent : NULL, &t->ctx);
+        t->own = 1;
+        if (valid) {
+            memcpy(t->parent, parent.span_id, sizeof(t->parent));
+            t->has_parent = 1;
+        }
+        if (t->ctx.flags & TRACE_SAMPLED) {
+            t->start_ns = unix_ns();
+        }
+    }
+    t->traced = 1;
+    if (valid &&
+        (v = consumer_header_find(handle, "tracestate", &len)) != NULL &&
+        tracestate_ok(v, len)) {
+        t->state = v;
+        t->state_len = len;
+    }
+}
+
+/* why, redacted and cut, in out: span status messages never carry a
+ * configured secret a sink or a script echoed. */
+static const char *trace_why(engine_t *e, const char *why, char *out,
+                             size_t cap)
+{
+    if (why == NULL) {
+        return NULL;
+    }
+    size_t len = strnlen(why, cap - 1);
+    memcpy(out, why, len);
+    out[len] = '\0';
+    redact_apply(e->redact, out, &len, cap - 1);
+    out[len] = '\0';
+    return out;
+}
+
+#define TRACE_STRING(k, v, n) {.key = (k), .type = TRACE_STR, .str = (v), .str_len = (n)}
+#define TRACE_INTEGER(k, v) {.key = (k), .type = TRACE_INT, .i = (v)}
+
+/* The record's process span ends: every output is done at every sink,
+ * or it went nowhere (dropped, dead-lettered); error: why it failed. */
+static void trace_record_end(engine_t *e, const struct rec_trace *t,
+                             const struct part *p, int64_t offset,
+                             const char *error)
+{
+    if (!trace_sampled(t)) {
+        return;
+    }
+    char partition[16], name[300], why[256];
+    const char *group = e->cfg->source.group != NULL ? e->cfg->source.group
+                                                     : "";
+    int n = snprintf(partition, sizeof(partition), "%d", (int)p->partition);
+    struct trace_attr attrs[] = {
+        TRACE_STRING("messaging.system", "kafka", 5),
+        TRACE_STRING("messaging.operation.type", "process", 7),
+        TRACE_STRING("messaging.destination.name", p->topic,
+                     strlen(p->topic)),
+        TRACE_STRING("messaging.destination.partition.id", partition,
+                     (size_t)n),
+        TRACE_INTEGER("messaging.kafka.offset", offset),
+        TRACE_STRING("messaging.consumer.group.name", group, strlen(group)),
+    };
+    snprintf(name, sizeof(name), "process %s", p->topic);
+    struct trace_span span = {
+        .ctx = t->ctx,
+        .parent_span_id = t->has_parent ? t->parent : NULL,
+        .name = name,
+        .kind = TRACE_CONSUMER,
+        .start_unix_ns = t->start_ns,
+        .end_unix_ns = unix_ns(),
+        .error = error != NULL,
+        .status_message = trace_why(e, error, why, sizeof(why)),
+        .attrs = attrs,
+        .attr_count = sizeof(attrs) / sizeof(attrs[0]),
+    };
+    tracer_emit(e->tracer, &span);
+}
+
+/* The pipeline transform's span: started at start_ns, gave n outputs
+ * (negative: failed, error says why). */
+static void trace_transform(engine_t *e, const struct rec_trace *t,
+                            uint64_t start_ns, int n, const char *error)
+{
+    struct trace_ctx c;
+    char why[256];
+
+    if (!trace_sampled(t)) {
+        return;
+    }
+    tracer_start(e->tracer, &t->ctx, &c);
+    struct trace_attr attrs[] = {
+        TRACE_INTEGER("sluice.transform.outputs", n < 0 ? 0 : n),
+    };
+    struct trace_span span = {
+        .ctx = c,
+        .parent_span_id = t->ctx.span_id,
+        .name = "transform",
+        .kind = TRACE_INTERNAL,
+        .start_unix_ns = start_ns,
+        .end_unix_ns = unix_ns(),
+        .error = n < 0,
+        .status_message = n < 0 ? trace_why(e, error, why, sizeof(why))
+                                : NULL,
+        .attrs = attrs,
+        .attr_count = 1,
+    };
+    tracer_emit(e->tracer, &span);
+}
+
+/* The span of d's request, which ended with res: OpenTelemetry's HTTP
+ * client conventions, and which sink it was. */
+static void trace_request_end(struct sink *s, struct delivery *d,
+                              const struct connector_result *res)
+{
+    if (d->span_start_ns == 0) {
+        return;
+    }
+    engine_t *e = s->e;
+    const struct rec_trace *t = &d->msg->origin->trace;
+    struct trace_ctx c = t->ctx;
+    const char *method = d->method != NULL ? d->method : s->about.method;
+    char error_type[16], why[256];
+    struct trace_attr attrs[8] = {
+        TRACE_STRING("http.request.method", method, strlen(method)),
+        TRACE_STRING("sluice.sink", s->cfg->name, strlen(s->cfg->name)),
+    };
+    size_t n = 2;
+    int failed = res->status != CONNECTOR_OK;
+
+    uint64_t start_ns = d->span_start_ns;
+
+    memcpy(c.span_id, d->span_id, sizeof(c.span_id));
+    d->span_start_ns = 0;
+    if (s->about.server_address[0] != '\0') {
+        attrs[n++] = (struct trace_attr)TRACE_STRING(
+            "server.address", s->about.server_address,
+            strlen(s->about.server_address));
+    }
+    if (s->about.server_port > 0) {
+        attrs[n++] = (struct trace_attr)TRACE_INTEGER("server.port",
+                                                      s->about.server_port);
+    }
+    if (res->http_status > 0) {
+        attrs[n++] = (struct trace_attr)TRACE_INTEGER(
+            "http.response.status_code", res->http_status);
+    }
+    if (d->attempts > 0) {
+        attrs[n++] = (struct trace_attr)TRACE_INTEGER(
+            "http.request.resend_count", d->attempts);
+    }
+    if (failed) {
+        /* The status code, as the conventions say, or _OTHER when no
+         * answer came (refused, reset, timed out: the message says). */
+        int len = res->http_status > 0
+                      ? snprintf(error_type, sizeof(error_type), "%d",
+                                 res->http_status)
+                      : snprintf(error_type, sizeof(error_type), "_OTHER");
+        attrs[n++] = (struct trace_attr)TRACE_STRING("error.type", error_type,
+                                                     (size_t)len);
+    }
+    struct trace_span span = {
+        .ctx = c,
+        .parent_span_id = t->ctx.span_id,
+        .name = method,
+        .kind = TRACE_CLIENT,
+        .start_unix_ns = start_ns,
+        .end_unix_ns = unix_ns(),
+        .error = failed,
+        .status_message =
+            failed && res->error[0] != '\0'
+                ? trace_why(e, res->error, why, sizeof(why))
+                : NULL,
+        .attrs = attrs,
+        .attr_count = n,
+    };
+    tracer_emit(e->tracer, &span);
+}
 
 static uint64_t hash_key(const void *key, size_t len)
 {
@@ -841,6 +1107,7 @@ static void record_done(engine_t *e, struct msg *origin)
         e->inflight--;
     }
     e->completed++;
+    trace_record_end(e, &origin->trace, p, origin->offset, NULL);
     consumer_release(origin->handle);
     msg_free(e, origin);
     if (--p->refs == 0 && p->revoked) {
@@ -1209,6 +1476,7 @@ static const struct connector_msg *msg_view(engine_t *e, struct msg *m)
         v->timestamp_ms = src->timestamp_ms;
     }
     v->dedupe_key = m->dedupe;
+    v->trace_id = trace_hex_of(&m->origin->trace, e->trace_hex);
     if (m->transformed) {
         v->headers = m->own.headers;
         v->header_count = m->own.header_count;
@@ -1225,9 +1493,32 @@ static void send_one(struct sink *s, struct delivery *d)
     struct connector_result res;
     const struct connector_msg *view = msg_view(s->e, d->msg);
     struct connector_msg shaped;
+    const struct rec_trace *t = &d->msg->origin->trace;
+    char traceparent[TRACEPARENT_LEN + 1];
 
-    if (d->shaped) {
+    d->span_start_ns = 0;
+    if (t->traced) {
+        /* Tracing on: the request's own span, a child of the record's;
+         * off: the producer's context, passed on as it came. */
+        struct trace_ctx c = t->ctx;
+        if (t->own) {
+            tracer_start(s->e->tracer, &t->ctx, &c);
+            if (c.flags & TRACE_SAMPLED) {
+                memcpy(d->span_id, c.span_id, sizeof(d->span_id));
+                d->span_start_ns = unix_ns();
+            }
+        }
+        trace_format(&c, traceparent);
         shaped = *view;
+        shaped.traceparent = traceparent;
+        shaped.tracestate = t->state;
+        shaped.tracestate_len = t->state_len;
+        view = &shaped;
+    }
+    if (d->shaped) {
+        if (view != &shaped) {
+            shaped = *view;
+        }
         if (d->body != NULL) {
             shaped.value = d->body;
             shaped.value_len = d->body_len;
@@ -1247,6 +1538,7 @@ static void send_one(struct sink *s, struct delivery *d)
     }
     if (s->cfg->connector->send(s->cfg->ctx, view, d, &res) != 0) {
         s->inflight--;
+        trace_request_end(s, d, &res);
         on_result(s, d, &res);
     }
 }
@@ -2116,6 +2408,7 @@ static void on_complete(void *engine, void *token,
         metrics_observe(&s->latency, METRICS_REQUEST,
                         metrics_now_ns() - d->sent_ns);
     }
+    trace_request_end(s, d, res);
     on_result(s, d, res);
     /* Start the next requests after this iteration's events, all at
      * once: the transports then write them in one burst, not one request
@@ -2760,6 +3053,7 @@ static void on_record(void *arg, const struct consumer_record *rec)
     struct transform_out plain = {.unchanged = 1};
     struct replay_src *src = NULL;
     int only = -1; /* replay or drain: the one output that goes out */
+    struct rec_trace trace;
 
     if (e->replay_limited ||
         (e->opts.replay != NULL && p->end >= 0 && rec->offset >= p->end)) {
@@ -2807,6 +3101,7 @@ static void on_record(void *arg, const struct consumer_record *rec)
         replay_select(e, rec, slot, &src) != 0) {
         return; /* not replayed: done with, or kept for later */
     }
+    trace_begin(e, rec->handle, &trace);
     if (src != NULL) {
         dedupe = src->dedupe;
     } else if ((dedupe = record_dedupe(e, rec)) == NULL) {
@@ -2814,6 +3109,7 @@ static void on_record(void *arg, const struct consumer_record *rec)
         snprintf(why, sizeof(why), "no dedupe key: `%s` gives none "
                  "(dedupe.missing: dead_letter)", e->cfg->dedupe.key);
         e->no_key_dead_lettered++;
+        trace_record_end(e, &trace, p, rec->offset, why);
         record_dead_letter(e, rec, slot, NULL, DLQ_STAGE_DEDUPE,
                            DLQ_CLASS_NO_KEY, why, NULL);
         return;
@@ -2829,11 +3125,20 @@ static void on_record(void *arg, const struct consumer_record *rec)
             in->offset = src->offset;
             in->timestamp_ms = src->timestamp_ms;
         }
+        in->trace_id = trace_hex_of(&trace, e->trace_hex);
         uint64_t t0 = e->board != NULL ? metrics_now_ns() : 0;
+        uint64_t span_t0 = trace_sampled(&trace) ? unix_ns() : 0;
         n = transform_run(e->tf, in, &err);
         if (e->board != NULL) {
             metrics_observe(&e->transform_time, METRICS_TRANSFORM,
                             metrics_now_ns() - t0);
+        }
+        if (span_t0 != 0) {
+            trace_transform(e, &trace, span_t0, n, err.msg);
+        }
+        if (n <= 0) {
+            trace_record_end(e, &trace, p, rec->offset,
+                             n < 0 ? "transform failed" : NULL);
         }
         if (n < 0) {
             e->transform_failed++;
@@ -2871,6 +3176,9 @@ static void on_record(void *arg, const struct consumer_record *rec)
         out[i] = m;
         m->handle = i == 0 ? rec->handle : NULL;
         m->origin = out[0];
+        if (i == 0) {
+            m->trace = trace;
+        }
         if (i == 0 && src != NULL) {
             m->src = src;
             m->replays = replays_of(rec->handle) + !is_drain(p);
@@ -3349,6 +3657,12 @@ static void metrics_publish(engine_t *e)
     m->paused = e->paused;
     m->dlq_written = (double)e->dlq_written;
     m->store_errors = (double)e->store_errors;
+    if (e->tracer != NULL) {
+        struct tracer_stats ts;
+        tracer_get_stats(e->tracer, &ts);
+        m->spans_exported = (double)ts.exported;
+        m->spans_dropped = (double)ts.dropped;
+    }
     m->transform = e->transform_time;
     m->stopping = e->stopping;
     if (cs != NULL) {
@@ -3438,6 +3752,31 @@ static void admin_ready(struct loop_io *io, uint32_t events)
         metrics_publish(e); /* /status shows it at once */
         admin_applied(e->admin, c.id);
     }
+}
+
+/* Starts the span exporter (tracing.otlp_endpoint). 0 or -1. */
+static int tracer_open(engine_t *e, struct sl_error *err)
+{
+    const struct cfg_tracing *t = &e->cfg->tracing;
+    struct tracer_options o = {
+        .endpoint = t->otlp_endpoint,
+        .sample_ratio = t->sample_ratio,
+        .service_name = t->service_name,
+        .pipeline = e->cfg->pipeline,
+        .max_buffer_bytes = (size_t)t->max_buffer_bytes,
+        .max_batch_spans = (size_t)t->batch_size,
+        .batch_delay_ms = t->batch_delay_ms,
+        .timeout_ms = t->timeout_ms,
+    };
+
+    e->trace_host = (struct connector_host){
+        .sink_name = "tracing",
+        .max_in_flight = 1,
+        .engine = e,
+    };
+    loop_fill_host(e->loop, &e->trace_host);
+    e->tracer = tracer_new(&o, &e->trace_host, err);
+    return e->tracer != NULL ? 0 : -1;
 }
 
 /* Starts the admin server on listen (NULL: none). 0 or -1. */
@@ -3614,6 +3953,9 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
             goto fail;
         }
         s->opened = 1;
+        if (s->cfg->connector->describe != NULL) {
+            s->cfg->connector->describe(s->cfg->ctx, &s->about);
+        }
     }
 
     e->sink_names = calloc(e->nsinks, sizeof(*e->sink_names));
@@ -3631,6 +3973,9 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
         goto fail;
     }
     if (cfg->dedupe.store != NULL && store_open(e, err) != 0) {
+        goto fail;
+    }
+    if (cfg->tracing.otlp_endpoint != NULL && tracer_open(e, err) != 0) {
         goto fail;
     }
     const char *dlq_bootstrap = cfg->dlq.brokers;
@@ -3708,6 +4053,26 @@ fail:
     return NULL;
 }
 
+/* Sends the spans still buffered when stopping, waiting a bounded time
+ * (a collector that is down must not hold a restart up). */
+static void trace_drain(engine_t *e)
+{
+    if (e->tracer == NULL || e->forced) {
+        return;
+    }
+    int64_t wait = e->cfg->tracing.timeout_ms;
+    uint64_t deadline = loop_now(e->loop) +
+                        (uint64_t)(wait < TRACE_STOP_WAIT_MS ? wait
+                                                             : TRACE_STOP_WAIT_MS);
+    tracer_flush(e->tracer);
+    while (!tracer_idle(e->tracer) && !e->forced &&
+           loop_now(e->loop) < deadline) {
+        if (loop_run_once(e->loop, 50) != 0) {
+            break;
+        }
+    }
+}
+
 int engine_run(engine_t *e)
 {
     while (!e->stopping && !e->fatal) {
@@ -3742,6 +4107,7 @@ int engine_run(engine_t *e)
                  left, e->stuck + dlq_pending(e->dlq));
     }
     commit_all(e, 1);
+    trace_drain(e);
     for (size_t i = 0; i < e->nsinks; i++) {
         if (e->sinks[i].drain.consumer != NULL) {
             consumer_close(e->sinks[i].drain.consumer);
@@ -3814,6 +4180,7 @@ void engine_destroy(engine_t *e)
     }
     free(e->sink_names);
     recent_free(e->recent);
+    tracer_free(e->tracer);
     for (size_t i = 0; i < e->nsinks; i++) {
         if (e->sinks[i].opened) {
             e->sinks[i].cfg->connector->close(e->sinks[i].cfg->ctx);

@@ -170,9 +170,10 @@ void reference_write(FILE *out)
     table(out, cfg_admin_options);
     fprintf(out, "## tracing\n\n"
                  "W3C trace context and OpenTelemetry spans "
-                 "(docs/operations.md): a record's `traceparent` header is "
-                 "the parent of a span per sink request (and one for the "
-                 "pipeline transform); each request carries its span's "
+                 "(docs/tracing.md): a record's `traceparent` header is "
+                 "the parent of its span in sluice, which is the parent of "
+                 "a span per sink request (and one for the pipeline "
+                 "transform); each request carries its span's "
                  "`traceparent`.\n\n");
     table(out, cfg_tracing_options);
     fprintf(out, "## sinks.<name>\n\n"

@@ -21,6 +21,8 @@
                   set to None are removed from the environment)
     offsets       factory: offsets(group, bootstrap=kafka.bootstrap)
                   -> harness.OffsetReader
+    otlp          an OTLP/HTTP JSON receiver (tests/tools/otlp_recorder.py),
+                  started: .url, .spans(), .fail_with(status), .delay(s)
 
 Every process is killed at teardown, also when the test failed, and the
 stderr of each sluice run (and the log of each dedicated broker) is
@@ -35,9 +37,14 @@ import itertools
 import os
 import re
 import signal
+import sys
 import uuid
 
 import pytest
+
+# The test tools written in Python (the OTLP receiver) live beside sinkd.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "tools"))
 
 import harness
 
@@ -233,3 +240,12 @@ def offsets(kafka):
     yield make
     for r in readers:
         r.close()
+
+
+@pytest.fixture
+def otlp():
+    from otlp_recorder import OtlpRecorder
+    r = OtlpRecorder()
+    r.start()
+    yield r
+    r.stop()

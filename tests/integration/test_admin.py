@@ -234,8 +234,8 @@ def test_pause_and_resume_one_sink_and_the_pipeline(kafka, topic_factory,
     assert run.wait(60) == 0
 
 
-def test_no_secret_in_metrics_status_or_logs(kafka, topic_factory, names,
-                                             sinkd, sluice):
+def test_no_secret_in_metrics_status_logs_or_spans(kafka, topic_factory,
+                                                  names, sinkd, sluice, otlp):
     secret = "tok-3f9c1d2e8b7a6543"
     topic = topic_factory(1)
     leaky = sinkd("leaky")
@@ -245,22 +245,28 @@ def test_no_secret_in_metrics_status_or_logs(kafka, topic_factory, names,
     cfg["sinks"]["leaky"]["headers"] = {
         "Authorization": "Bearer ${SLUICE_IT_TOKEN}"}
     cfg["admin"] = {"listen": "127.0.0.1:0"}
+    cfg["tracing"] = {"otlp_endpoint": otlp.url, "batch_delay": "50ms"}
     run = sluice(cfg, env={"SLUICE_IT_TOKEN": secret})
     port = admin_port(run)
     harness.produce_orders(kafka.bootstrap, topic, 5)
     harness.wait_until(
         lambda: sink_status(port, "leaky")["last_error"] is not None, 30,
         "a failure at the leaky sink")
+    harness.wait_until(
+        lambda: [s for s in otlp.spans() if s["status_message"]], 30,
+        "a failed request's span")
     texts = [http(port, p)[1] for p in ("/metrics", "/status", "/readyz",
                                         "/healthz")]
     run.terminate()
     run.wait(60)
     texts.append(run.log())
+    texts.append(json.dumps(otlp.spans()))
     for t in texts:
         assert secret not in t
         assert "Bearer tok" not in t
     # The sink echoed the header back in its error: it was redacted.
     assert "[redacted]" in texts[1], texts[1]
+    assert "[redacted]" in texts[-1], texts[-1]
 
 
 def test_hostile_requests_leave_the_admin_server_serving(kafka, topic_factory,

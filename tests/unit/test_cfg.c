@@ -271,6 +271,41 @@ static void test_tracing_and_admin_sections(void **state)
     assert_error(e, "10:3", "tracing.new_trace: unknown key; did you mean "
                             "`new_traces`?");
     assert_int_equal(n, 2);
+
+    static const struct {
+        const char *url, *why;
+    } endpoints[] = {
+        {"ftp://x/v1/traces", "expected an http:// or https:// URL"},
+        {"http:///v1/traces", "the URL has no host"},
+        {"https://user:pw@otel:4318/v1/traces", "credentials in the URL"},
+        {"http://otel:4318/v1 traces", "the URL has a space or a control byte"},
+    };
+    for (size_t i = 0; i < sizeof(endpoints) / sizeof(endpoints[0]); i++) {
+        char text[512], want[128];
+        snprintf(text, sizeof(text),
+                 "pipeline: x\nsource:\n  brokers: b\n  topics: [t]\n"
+                 "tracing:\n  otlp_endpoint: \"%s\"\n"
+                 "sinks:\n  a:\n    type: http\n    url: http://x\n",
+                 endpoints[i].url);
+        e = load_errors(text, &n);
+        snprintf(want, sizeof(want), "tracing.otlp_endpoint: %s",
+                 endpoints[i].why);
+        assert_error(e, "6:18", want);
+        assert_int_equal(n, 1);
+    }
+    struct cfg_errors errs = {0};
+    struct cfg *cfg = cfg_load(
+        write_yaml("pipeline: x\nsource:\n  brokers: b\n  topics: [t]\n"
+                   "tracing:\n  otlp_endpoint: http://[::1]:4318/v1/traces\n"
+                   "sinks:\n  a:\n    type: http\n    url: http://x\n"),
+        &errs);
+    unlink(path);
+    if (cfg == NULL) {
+        fail_msg("%s", errs.text);
+    }
+    assert_string_equal(cfg->tracing.otlp_endpoint,
+                        "http://[::1]:4318/v1/traces");
+    cfg_free(cfg);
 }
 
 static void test_dedupe_section(void **state)
