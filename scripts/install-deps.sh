@@ -15,7 +15,8 @@ packages=(
     sqlite3 redis-server
     libcmocka-dev
     clang libclang-rt-14-dev
-    python3-pytest python3-confluent-kafka
+    python3-pytest python3-pytest-xdist python3-confluent-kafka
+    prometheus
     wrk
     default-jre-headless maven
 )

@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 
 import harness
+import prom
 
 
 def admin_port(run, timeout=30):
@@ -68,7 +69,7 @@ def sink_status(port, name):
 
 
 def test_metrics_after_failures_and_a_rebalance(kafka, topic_factory, names,
-                                                 sinkd, sluice):
+                                                 sinkd, sluice, tmp_path):
     count, partitions = 2000, 4
     topic = topic_factory(partitions)
     group = names.group()
@@ -96,6 +97,8 @@ def test_metrics_after_failures_and_a_rebalance(kafka, topic_factory, names,
     harness.wait_until(settled, 90, "every message terminal", interval=0.5,
                        details=run.describe)
     s, text = scrape(port)
+    ok, out = prom.promtool_check_metrics(text)
+    assert ok, out
     assert value(s, "sluice_records_consumed_total") == count
     assert value(s, "sluice_sink_delivered_total", sink="billing") == \
         count - rejected
@@ -120,6 +123,21 @@ def test_metrics_after_failures_and_a_rebalance(kafka, topic_factory, names,
         30, "lag 0 on every partition", interval=0.5)
     s, _ = scrape(port)
     assert value(s, "sluice_commits_total") >= 1
+
+    # A real Prometheus scrapes it, and its query API has the series.
+    server = prom.PrometheusServer(str(tmp_path), ["127.0.0.1:%d" % port])
+    try:
+        server.start()
+        got = server.wait_for(
+            'sluice_sink_delivered_total{sink="crm",pipeline="%s"}'
+            % names.pipeline)
+        assert float(got[0]["value"][1]) == count
+        lag = server.wait_for("sum(sluice_partition_lag_records)")
+        assert float(lag[0]["value"][1]) == 0
+        (target,) = server.targets()
+        assert target["health"] == "up", target
+    finally:
+        server.stop()
     ends = sum(value(s, "sluice_partition_high_watermark_offset",
                      partition=str(p)) for p in range(partitions))
     assert ends == count

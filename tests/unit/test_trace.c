@@ -129,10 +129,12 @@ static void *collector_main(void *arg)
                          "HTTP/1.1 %d X\r\nContent-Length: 2\r\n"
                          "Connection: close\r\n\r\n{}",
                          c->status);
+        /* Counted before the answer: the test reads it once the tracer
+         * has its answer. */
+        __atomic_add_fetch(&c->requests, 1, __ATOMIC_SEQ_CST);
         if (write(conn, answer, (size_t)n) < 0) {
             /* the test notices */
         }
-        __atomic_add_fetch(&c->requests, 1, __ATOMIC_SEQ_CST);
         close(conn);
     }
 }
