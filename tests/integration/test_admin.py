@@ -3,6 +3,7 @@
 in anything it serves."""
 
 import json
+import os
 import re
 import time
 import urllib.error
@@ -342,3 +343,11 @@ def test_hostile_requests_leave_the_admin_server_serving(kafka, topic_factory,
     assert value(s, "sluice_ready") in (0, 1)
     run.terminate()
     assert run.wait(60) == 0
+
+
+def test_the_example_alert_rules_load():
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                        "..", "docs", "alerts.example.yml")
+    ok, out = prom.promtool_check_rules(path)
+    assert ok, out
+    assert "SUCCESS: 9 rules found" in out, out
