@@ -5,6 +5,7 @@
                                   [--no-transform | --only-transform]
                                   [--lua-iterations N]
                                   [--markers sqlite,redis|none]
+                                  [--obs admin,tracing|none]
 
 One run measures, one after the other (the machine has few cores):
 
@@ -36,6 +37,13 @@ One run measures, one after the other (the machine has few cores):
    sqlite), then with Redis markers (a redis-server started here, its CPU
    reported apart), each a new group on the same backlog; each case's
    median run is reported, as ratios to the plain median;
+   3d. (not with --only-transform; --obs none skips it) observability:
+   5 rounds of the plain case, then with the admin server on and
+   /metrics scraped every second by a thread here (each scrape checked),
+   then with tracing at sample_ratio 1.0 to tests/tools/otlp_recorder.py
+   --count-only, a process of its own whose CPU is reported apart; every
+   record starts a trace (a process span and one span per sink request:
+   5 per message). Medians, as ratios to the plain median;
 5. ceiling B: wrk against one fresh sinkd (its request rate);
 6. the Lua stage alone (not with --no-transform): bin/transform-bench on
    10,000 orders, --lua-iterations messages each: (a) the example's
@@ -994,6 +1002,7 @@ def report(res):
     ]
     lines += failure_lines(res)
     lines += markers_lines(res)
+    lines += obs_lines(res)
     lines += transform_lines(res)
     print("\n".join(lines), flush=True)
 
@@ -1084,6 +1093,216 @@ def run_markers(procs, bootstrap, topic, count, ts, which):
                                         p["peak_rss_mib"], 3),
             }
     return out
+
+
+OBS_ROUNDS = int(os.environ.get("SLUICE_BENCH_OBS_ROUNDS", "5"))
+# The issue's targets: metrics cost <= 3% of CPU-µs/msg and <= 2 MiB of
+# peak RSS; full tracing <= 15% of CPU-µs/msg.
+OBS_TARGET_ADMIN_PCT = 3.0
+OBS_TARGET_ADMIN_RSS_MIB = 2.0
+OBS_TARGET_TRACING_PCT = 15.0
+SPANS_PER_MSG = 1 + len(SINKS)  # the record's span, one per sink request
+
+
+class Scraper:
+    """GETs /metrics every second from a thread while a run lasts; counts
+    good scrapes and failures once the server first answered."""
+
+    def __init__(self, port):
+        import threading
+        self.port = port
+        self.ok = self.failed = 0
+        self.first_error = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        seen = False
+        while not self._stop.wait(1.0):
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", self.port,
+                                               timeout=5)
+                c.request("GET", "/metrics")
+                r = c.getresponse()
+                body = r.read()
+                c.close()
+                if r.status != 200 or \
+                        b"sluice_records_consumed_total" not in body:
+                    raise OSError("status %d" % r.status)
+                seen = True
+                self.ok += 1
+            except ConnectionRefusedError:
+                # Not up yet, or sluice stopped at the run's end (its exit
+                # status is checked apart).
+                pass
+            except OSError as e:
+                if seen:
+                    self.failed += 1
+                    self.first_error = self.first_error or str(e)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(10)
+
+
+def otlp_spans(port):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    c.request("GET", "/")
+    body = json.loads(c.getresponse().read())
+    c.close()
+    return body["spans"]
+
+
+def run_obs(procs, bootstrap, topic, count, ts, which):
+    """The plain case, the admin server scraped every second, and full
+    tracing to a receiver of its own: OBS_ROUNDS rounds, each run a new
+    group on the same backlog; medians."""
+    rport = free_port()
+    recorder = None
+    if "tracing" in which:
+        recorder = procs.start(
+            "otlp-recorder",
+            ["/usr/bin/python3", os.path.join(ROOT, "tests", "tools",
+                                              "otlp_recorder.py"),
+             "--port", str(rport), "--count-only"])
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                otlp_spans(rport)
+                break
+            except OSError:
+                if time.monotonic() > deadline or \
+                        recorder.poll() is not None:
+                    raise BenchError("otlp_recorder did not start:\n%s"
+                                     % tail(recorder.err))
+                time.sleep(0.05)
+    runs = {"plain": [], "admin": [], "tracing": []}
+    scrapes = {"ok": 0, "failed": 0}
+    spans = {"got": 0, "expected": 0}
+    for rnd in range(OBS_ROUNDS):
+        for name in ["plain"] + [w for w in ("admin", "tracing")
+                                 if w in which]:
+            extra, pids, scraper = None, (), None
+            if name == "admin":
+                aport = free_port()
+                extra = "admin:\n  listen: 127.0.0.1:%d\n" % aport
+                scraper = Scraper(aport)
+            elif name == "tracing":
+                extra = ("tracing:\n  otlp_endpoint: http://127.0.0.1:%d/"
+                         "v1/traces\n  sample_ratio: 1.0\n" % rport)
+                pids = (recorder.pid,)
+                before = otlp_spans(rport)
+            log("observability round %d: %s" % (rnd + 1, name))
+            tag = "obs%d-%s" % (rnd, name)
+            try:
+                r = run_sluice(procs, bootstrap, topic, count,
+                               "bench-%s-%s-%d" % (tag, ts, os.getpid()),
+                               tag=tag, extra=extra, other_pids=pids)
+            finally:
+                if scraper is not None:
+                    scraper.stop()
+            if r["exit_status"] != 0:
+                raise BenchError("the %s run exited %s: %s"
+                                 % (name, r["exit_status"],
+                                    (r["summary"] or {}).get("line")))
+            if scraper is not None:
+                if scraper.failed or not scraper.ok:
+                    raise BenchError("scrapes: %d ok, %d failed (%s)"
+                                     % (scraper.ok, scraper.failed,
+                                        scraper.first_error))
+                scrapes["ok"] += scraper.ok
+            if name == "tracing":
+                got = otlp_spans(rport) - before
+                r["spans_received"] = got
+                spans["got"] += got
+                spans["expected"] += SPANS_PER_MSG * count
+            runs[name].append(r)
+    if recorder is not None:
+        Procs.stop(recorder, 5.0)
+    out = {"scrapes_ok": scrapes["ok"], "spans_received": spans["got"],
+           "spans_expected": spans["expected"]}
+    for name, rs in runs.items():
+        if not rs:
+            continue
+        out[name] = {
+            "runs": len(rs),
+            "msgs_per_s": median([r["msgs_per_s"] for r in rs]),
+            "cpu_us_per_msg": median([r["cpu_us_per_msg"] for r in rs]),
+            "peak_rss_mib": median([r["peak_rss_mib"] for r in rs]),
+            "receiver_cpu_us_per_msg": median([r["other_cpu_us_per_msg"]
+                                               for r in rs]),
+            "each_cpu_us_per_msg": [r["cpu_us_per_msg"] for r in rs],
+            "each_msgs_per_s": [r["msgs_per_s"] for r in rs],
+            "each_peak_rss_mib": [r["peak_rss_mib"] for r in rs],
+        }
+    p = out["plain"]
+    for name in ("admin", "tracing"):
+        if name in out:
+            r = out[name]
+            r["vs_plain"] = {
+                "cpu_us_per_msg_ratio": round(r["cpu_us_per_msg"] /
+                                              p["cpu_us_per_msg"], 3),
+                "cpu_added_pct": round((r["cpu_us_per_msg"] /
+                                        p["cpu_us_per_msg"] - 1) * 100, 1),
+                "msgs_per_s_ratio": round(r["msgs_per_s"] / p["msgs_per_s"],
+                                          3),
+                "peak_rss_added_mib": round(r["peak_rss_mib"] -
+                                            p["peak_rss_mib"], 2),
+            }
+    return out
+
+
+def obs_lines(res):
+    """The observability cases beside the plain one, medians of rounds."""
+    ob = res.get("observability")
+    if not ob:
+        return []
+    p = ob["plain"]
+    lines = ["", "### observability, same backlog, 4 sinks", "",
+             "Medians of %d rounds of plain, admin (/metrics scraped every "
+             "second), tracing (sample_ratio 1.0, every record a new "
+             "trace). Targets: metrics add at most %.0f%% CPU-µs/msg and "
+             "%.0f MiB peak RSS; full tracing at most %.0f%%."
+             % (p["runs"], OBS_TARGET_ADMIN_PCT, OBS_TARGET_ADMIN_RSS_MIB,
+                OBS_TARGET_TRACING_PCT), "",
+             "| case | msgs/s | CPU-µs/msg | added CPU (target) | "
+             "peak RSS MiB | added RSS MiB | msgs/s ÷ plain | "
+             "receiver's CPU-µs/msg |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+             "| plain | %.0f | %.1f | - | %.1f | - | 1.00 | - |"
+             % (p["msgs_per_s"], p["cpu_us_per_msg"], p["peak_rss_mib"])]
+    for name, target in (("admin", OBS_TARGET_ADMIN_PCT),
+                         ("tracing", OBS_TARGET_TRACING_PCT)):
+        if name not in ob:
+            continue
+        r, v = ob[name], ob[name]["vs_plain"]
+        lines.append("| %s | %.0f | %.1f | %+.1f%% (<= %.0f%%) | %.1f | "
+                     "%+.2f%s | %.2f | %s |"
+                     % (name, r["msgs_per_s"], r["cpu_us_per_msg"],
+                        v["cpu_added_pct"], target, r["peak_rss_mib"],
+                        v["peak_rss_added_mib"],
+                        " (<= %.0f)" % OBS_TARGET_ADMIN_RSS_MIB
+                        if name == "admin" else "",
+                        v["msgs_per_s_ratio"],
+                        "%.1f" % r["receiver_cpu_us_per_msg"]
+                        if name == "tracing" else "-"))
+    lines.append("")
+    for name in ("plain", "admin", "tracing"):
+        if name in ob:
+            lines.append("- %s, each run: CPU-µs/msg %s, msgs/s %s, "
+                         "peak RSS MiB %s"
+                         % (name, ob[name]["each_cpu_us_per_msg"],
+                            [round(x) for x in ob[name]["each_msgs_per_s"]],
+                            ob[name]["each_peak_rss_mib"]))
+    if "admin" in ob:
+        lines.append("- scrapes of /metrics, all answered 200: %d"
+                     % ob["scrapes_ok"])
+    if "tracing" in ob:
+        lines.append("- spans at the receiver: %d of %d (%d per message)"
+                     % (ob["spans_received"], ob["spans_expected"],
+                        SPANS_PER_MSG))
+    return lines
 
 
 def free_port():
@@ -1203,6 +1422,10 @@ def main(argv=None):
     ap.add_argument("--lua-iterations", type=int, default=200000,
                     help="messages per case of the Lua stage alone "
                          "(bin/transform-bench; default 200000)")
+    ap.add_argument("--obs", default="admin,tracing",
+                    help="observability cases beside the plain run: a "
+                         "comma list of admin, tracing, or none "
+                         "(default admin,tracing)")
     ap.add_argument("--markers", default="sqlite,redis",
                     help="marker store cases beside the plain run: a "
                          "comma list of sqlite, redis, or none "
@@ -1211,6 +1434,9 @@ def main(argv=None):
     args.markers = args.markers.split(",")
     if any(m not in ("sqlite", "redis", "none") for m in args.markers):
         ap.error("--markers: sqlite, redis or none")
+    args.obs = args.obs.split(",")
+    if any(m not in ("admin", "tracing", "none") for m in args.obs):
+        ap.error("--obs: admin, tracing or none")
     if args.count < 1:
         ap.error("--count must be >= 1")
     if args.lua_iterations < 1:
@@ -1257,7 +1483,7 @@ def main(argv=None):
             % backlog["produce_s"])
         bare = run_bare_consumer(bootstrap, topic, args.count, workdir)
         log("bare-consumer: %.0f msgs/s" % bare["msgs_per_s"])
-        sl = tr = lua = tv = fl = fv = mk = None
+        sl = tr = lua = tv = fl = fv = mk = ob = None
         if not args.only_transform:
             log("sluice")
             sl = run_sluice(procs, bootstrap, topic, args.count,
@@ -1290,6 +1516,9 @@ def main(argv=None):
             if args.markers != ["none"]:
                 mk = run_markers(procs, bootstrap, topic, args.count, ts,
                                  args.markers)
+            if args.obs != ["none"]:
+                ob = run_obs(procs, bootstrap, topic, args.count, ts,
+                             args.obs)
         if not args.no_transform:
             expected, cancelled = expected_requests(args.count)
             log("sluice + transforms (new group; crm expects %d: %d "
@@ -1345,6 +1574,7 @@ def main(argv=None):
             "backlog": backlog, "bare_consumer": bare, "sluice": sl,
             "sluice_transform": tr, "transform_vs_plain": tv,
             "sluice_fail1": fl, "fail1_vs_plain": fv, "markers": mk,
+            "observability": ob,
             "lua_stage": lua, "wrk": wrk,
             "reference": {"target_cpu_us_per_msg": TARGET_CPU_US,
                           "target_peak_rss_mib": TARGET_RSS_MIB,

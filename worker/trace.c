@@ -1,12 +1,13 @@
 /* trace.c -- W3C trace context and OTLP/HTTP JSON span export.
  *
  * A span is encoded once, when it ends, as a JSON fragment followed by a
- * comma, into `pending` (a byte bound: max_buffer_bytes). An export
- * takes up to max_batch_spans fragments into `body` between the
- * resource's prefix and the closing brackets, and posts it on the lane's
- * curl multi; one export runs at a time. Spans that arrive meanwhile
- * wait in `pending`. A failed export is not retried: the collector being
- * down must cost the worker neither memory nor time. */
+ * comma, into `pending`. An export takes up to max_batch_spans fragments
+ * into its body between the resource's prefix and the closing brackets,
+ * and posts it on the lane's curl multi; up to TRACE_EXPORTS run at once,
+ * since a batch's round trip rides on the lane's loop iterations. The
+ * byte bound (max_buffer_bytes) covers what waits and what is being
+ * sent. A failed export is not retried: the collector being down must
+ * cost the worker neither memory nor time. */
 #include "trace.h"
 
 #include <curl/curl.h>
@@ -19,11 +20,21 @@
 #include "log.h"
 
 #define EXPORT_LOG_INTERVAL_MS 10000
+#define TRACE_EXPORTS 4
 #define SPAN_MAX ((size_t)16 << 20) /* a span's encoding bound, at most */
 
 struct buf {
     char *data;
     size_t len, cap;
+};
+
+struct export {
+    tracer_t *t;
+    CURL *easy; /* kept across exports: keep-alive */
+    struct buf body;
+    size_t spans;
+    int busy;
+    struct connector_transfer transfer;
 };
 
 struct tracer {
@@ -38,12 +49,11 @@ struct tracer {
     struct buf pending; /* fragments, each followed by a comma */
     size_t pending_spans;
     struct buf span;    /* one span being encoded */
-    struct buf body;    /* the export under way */
-    size_t body_spans;
-    int sending, flush_asked;
-    CURL *easy;
+    struct export exports[TRACE_EXPORTS];
+    int busy;             /* exports under way */
+    size_t sending_bytes; /* their bodies */
+    int flush_asked;
     struct curl_slist *headers;
-    struct connector_transfer transfer;
     void *timer;
     int timer_armed;
     struct tracer_stats stats;
@@ -252,9 +262,16 @@ static void put_json_string(struct buf *b, const char *s, size_t n)
     *o++ = '"';
     for (size_t i = 0; i < n;) {
         unsigned char c = p[i];
-        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
-            *o++ = (char)c;
-            i++;
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+            /* The common case: a run of plain ASCII, copied at once. */
+            size_t run = i + 1;
+            while (run < n && p[run] >= 0x20 && p[run] < 0x7f &&
+                   p[run] != '"' && p[run] != '\\') {
+                run++;
+            }
+            memcpy(o, p + i, run - i);
+            o += run - i;
+            i = run;
         } else if (c == '"' || c == '\\') {
             *o++ = '\\';
             *o++ = (char)c;
@@ -282,12 +299,22 @@ static void put_json_string(struct buf *b, const char *s, size_t n)
     b->len = (size_t)(o - b->data);
 }
 
+/* Decimal digits of v, without snprintf (a span writes several). */
 static void put_uint(struct buf *b, uint64_t v, int quoted)
 {
-    char text[24];
-    int n = snprintf(text, sizeof(text), quoted ? "\"%" PRIu64 "\"" : "%" PRIu64,
-                     v);
-    put(b, text, (size_t)n);
+    char text[24], *end = text + sizeof(text), *p = end;
+
+    if (quoted) {
+        *--p = '"';
+    }
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    if (quoted) {
+        *--p = '"';
+    }
+    put(b, p, (size_t)(end - p));
 }
 
 static void put_attr(struct buf *b, const struct trace_attr *a)
@@ -295,11 +322,15 @@ static void put_attr(struct buf *b, const struct trace_attr *a)
     put_str(b, "{\"key\":");
     put_json_string(b, a->key, strlen(a->key));
     if (a->type == TRACE_INT) {
-        char text[40];
         /* OTLP JSON writes 64-bit integers as strings. */
-        int n = snprintf(text, sizeof(text), "\"%" PRId64 "\"", a->i);
         put_str(b, ",\"value\":{\"intValue\":");
-        put(b, text, (size_t)n);
+        if (a->i < 0) {
+            put_str(b, "\"-");
+            put_uint(b, (uint64_t)0 - (uint64_t)a->i, 0);
+            put_str(b, "\"");
+        } else {
+            put_uint(b, (uint64_t)a->i, 1);
+        }
     } else {
         put_str(b, ",\"value\":{\"stringValue\":");
         put_json_string(b, a->str != NULL ? a->str : "",
@@ -376,7 +407,7 @@ static void arm(tracer_t *t, int64_t delay_ms)
  * flush, after batch_delay for the first waiting span. */
 static void schedule(tracer_t *t)
 {
-    if (t->sending || t->pending_spans == 0) {
+    if (t->busy == TRACE_EXPORTS || t->pending_spans == 0) {
         return;
     }
     if (t->pending_spans >= t->max_batch || t->flush_asked) {
@@ -386,12 +417,12 @@ static void schedule(tracer_t *t)
     }
 }
 
-static void export_failed(tracer_t *t, const char *why)
+static void export_failed(tracer_t *t, size_t spans, const char *why)
 {
     uint64_t now = t->host->now_ms(t->host->io);
 
     t->stats.export_failures++;
-    t->stats.dropped += t->body_spans;
+    t->stats.dropped += spans;
     if (t->fail_logged_ms == 0 ||
         now - t->fail_logged_ms >= EXPORT_LOG_INTERVAL_MS) {
         char more[96] = "";
@@ -401,7 +432,7 @@ static void export_failed(tracer_t *t, const char *why)
                      "report)", t->fails_unlogged);
         }
         log_warn("tracing: export to %s failed: %s; %zu span(s) dropped%s",
-                 t->where, why, t->body_spans, more);
+                 t->where, why, spans, more);
         t->fail_logged_ms = now;
         t->fails_unlogged = 0;
     } else {
@@ -409,27 +440,36 @@ static void export_failed(tracer_t *t, const char *why)
     }
 }
 
+static void export_release(tracer_t *t, struct export *x)
+{
+    x->busy = 0;
+    t->busy--;
+    t->sending_bytes -= x->body.len;
+    x->body.len = 0;
+    x->spans = 0;
+}
+
 static void export_done(struct connector_transfer *transfer, int curl_code)
 {
-    tracer_t *t = (tracer_t *)((char *)transfer -
-                               offsetof(struct tracer, transfer));
+    struct export *x = (struct export *)(void *)((char *)transfer -
+                                                 offsetof(struct export,
+                                                          transfer));
+    tracer_t *t = x->t;
     long status = 0;
 
-    t->sending = 0;
     if (curl_code != CURLE_OK) {
-        export_failed(t, curl_easy_strerror((CURLcode)curl_code));
+        export_failed(t, x->spans, curl_easy_strerror((CURLcode)curl_code));
     } else {
-        curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+        curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
         if (status >= 200 && status < 300) {
-            t->stats.exported += t->body_spans;
+            t->stats.exported += x->spans;
         } else {
             char why[64];
             snprintf(why, sizeof(why), "the collector answered %ld", status);
-            export_failed(t, why);
+            export_failed(t, x->spans, why);
         }
     }
-    t->body_spans = 0;
-    t->body.len = 0;
+    export_release(t, x);
     schedule(t);
 }
 
@@ -451,25 +491,33 @@ static size_t fragments_end(const struct buf *b, size_t n)
     return (size_t)(p - b->data);
 }
 
-static void export_start(tracer_t *t)
+static struct export *export_free_slot(tracer_t *t)
+{
+    for (int i = 0; i < TRACE_EXPORTS; i++) {
+        if (!t->exports[i].busy) {
+            return &t->exports[i];
+        }
+    }
+    return NULL;
+}
+
+/* Sends the first max_batch pending spans on x. */
+static void export_start(tracer_t *t, struct export *x)
 {
     static const char suffix[] = "]}]}]}";
     size_t n = t->pending_spans < t->max_batch ? t->pending_spans
                                                 : t->max_batch;
     size_t bytes = n == t->pending_spans ? t->pending.len
                                          : fragments_end(&t->pending, n);
+    int ok;
 
     /* The fragments' last comma gives way to the closing brackets. */
-    t->body.len = 0;
-    if (buf_reserve(&t->body, t->prefix.len + bytes + sizeof(suffix)) != 0) {
-        t->body_spans = n;
-        export_failed(t, "out of memory");
-        t->body_spans = 0;
-    } else {
-        put(&t->body, t->prefix.data, t->prefix.len);
-        put(&t->body, t->pending.data, bytes - 1);
-        put(&t->body, suffix, sizeof(suffix) - 1);
-        t->body_spans = n;
+    x->body.len = 0;
+    ok = buf_reserve(&x->body, t->prefix.len + bytes + sizeof(suffix)) == 0;
+    if (ok) {
+        put(&x->body, t->prefix.data, t->prefix.len);
+        put(&x->body, t->pending.data, bytes - 1);
+        put(&x->body, suffix, sizeof(suffix) - 1);
     }
     memmove(t->pending.data, t->pending.data + bytes, t->pending.len - bytes);
     t->pending.len -= bytes;
@@ -477,30 +525,34 @@ static void export_start(tracer_t *t)
     if (t->pending_spans == 0) {
         t->flush_asked = 0;
     }
-    if (t->body_spans == 0) {
-        schedule(t);
+    if (!ok) {
+        x->body.len = 0;
+        export_failed(t, n, "out of memory");
         return;
     }
-    curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, t->body.data);
-    curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE_LARGE,
-                     (curl_off_t)t->body.len);
-    if (t->host->http_start(t->host->io, t->easy, &t->transfer) != 0) {
-        export_failed(t, "the transfer did not start");
-        t->body_spans = 0;
-        schedule(t);
-        return;
+    x->spans = n;
+    x->busy = 1;
+    t->busy++;
+    t->sending_bytes += x->body.len;
+    curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, x->body.data);
+    curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE,
+                     (curl_off_t)x->body.len);
+    if (t->host->http_start(t->host->io, x->easy, &x->transfer) != 0) {
+        export_failed(t, n, "the transfer did not start");
+        export_release(t, x);
     }
-    t->sending = 1;
 }
 
 static void timer_fired(void *arg)
 {
     tracer_t *t = arg;
+    struct export *x;
 
     t->timer_armed = 0;
-    if (!t->sending && t->pending_spans > 0) {
-        export_start(t);
+    if (t->pending_spans > 0 && (x = export_free_slot(t)) != NULL) {
+        export_start(t, x);
     }
+    schedule(t);
 }
 
 void tracer_emit(tracer_t *t, const struct trace_span *s)
@@ -517,7 +569,7 @@ void tracer_emit(tracer_t *t, const struct trace_span *s)
         return;
     }
     encode_span(&t->span, s);
-    if (t->pending.len + t->span.len > t->max_buffer ||
+    if (t->pending.len + t->sending_bytes + t->span.len > t->max_buffer ||
         buf_reserve(&t->pending, t->span.len) != 0) {
         t->stats.dropped++;
         return;
@@ -533,15 +585,17 @@ void tracer_flush(tracer_t *t)
     if (t->pending_spans == 0) {
         return;
     }
+    struct export *x;
+
     t->flush_asked = 1;
-    if (!t->sending) {
-        export_start(t);
+    while (t->pending_spans > 0 && (x = export_free_slot(t)) != NULL) {
+        export_start(t, x);
     }
 }
 
 int tracer_idle(const tracer_t *t)
 {
-    return !t->sending && t->pending_spans == 0;
+    return t->busy == 0 && t->pending_spans == 0;
 }
 
 void tracer_get_stats(const tracer_t *t, struct tracer_stats *out)
@@ -621,13 +675,11 @@ tracer_t *tracer_new(const struct tracer_options *o,
     t->max_batch = o->max_batch_spans > 0 ? o->max_batch_spans : 1;
     t->batch_delay_ms = o->batch_delay_ms;
     t->timeout_ms = o->timeout_ms;
-    t->transfer.done = export_done;
     endpoint_shown(o->endpoint, t->where, sizeof(t->where));
     if (getrandom(&t->rng, sizeof(t->rng), 0) != sizeof(t->rng)) {
         t->rng = (uint64_t)(uintptr_t)t ^ host->now_ms(host->io);
     }
     t->endpoint = strdup(o->endpoint);
-    t->easy = curl_easy_init();
     t->headers = curl_slist_append(NULL, "Content-Type: application/json");
     /* No 100-continue round trip before a large batch. */
     struct curl_slist *h =
@@ -636,20 +688,31 @@ tracer_t *tracer_new(const struct tracer_options *o,
         t->headers = h;
     }
     t->timer = host->timer_new(host->io, timer_fired, t);
-    if (t->endpoint == NULL || t->easy == NULL ||
-        h == NULL || t->timer == NULL || make_prefix(t, o) != 0) {
+    int easy_ok = 1;
+    for (int i = 0; i < TRACE_EXPORTS; i++) {
+        struct export *x = &t->exports[i];
+        x->t = t;
+        x->transfer.done = export_done;
+        x->easy = curl_easy_init();
+        easy_ok &= x->easy != NULL;
+    }
+    if (t->endpoint == NULL || !easy_ok || h == NULL || t->timer == NULL ||
+        make_prefix(t, o) != 0) {
         tracer_free(t);
         sl_error_set(err, "tracing: out of memory");
         return NULL;
     }
-    curl_easy_setopt(t->easy, CURLOPT_URL, t->endpoint);
-    curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, t->headers);
-    curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, (long)t->timeout_ms);
-    curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(t->easy, CURLOPT_NOPROXY, "*");
-    curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, discard);
-    curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(t->easy, CURLOPT_FOLLOWLOCATION, 0L);
+    for (int i = 0; i < TRACE_EXPORTS; i++) {
+        CURL *easy = t->exports[i].easy;
+        curl_easy_setopt(easy, CURLOPT_URL, t->endpoint);
+        curl_easy_setopt(easy, CURLOPT_HTTPHEADER, t->headers);
+        curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long)t->timeout_ms);
+        curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(easy, CURLOPT_NOPROXY, "*");
+        curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, discard);
+        curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+        curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+    }
     return t;
 }
 
@@ -658,21 +721,24 @@ void tracer_free(tracer_t *t)
     if (t == NULL) {
         return;
     }
-    if (t->sending) {
-        t->host->http_stop(t->host->io, t->easy);
-        t->stats.dropped += t->body_spans;
+    for (int i = 0; i < TRACE_EXPORTS; i++) {
+        struct export *x = &t->exports[i];
+        if (x->busy) {
+            t->host->http_stop(t->host->io, x->easy);
+            t->stats.dropped += x->spans;
+        }
+        if (x->easy != NULL) {
+            curl_easy_cleanup(x->easy);
+        }
+        free(x->body.data);
     }
     if (t->timer != NULL) {
         t->host->timer_free(t->host->io, t->timer);
-    }
-    if (t->easy != NULL) {
-        curl_easy_cleanup(t->easy);
     }
     curl_slist_free_all(t->headers);
     free(t->endpoint);
     free(t->prefix.data);
     free(t->pending.data);
     free(t->span.data);
-    free(t->body.data);
     free(t);
 }

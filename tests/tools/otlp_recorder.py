@@ -9,13 +9,16 @@
                      int), status_code, status_message, resource (key ->
                      value)
     r.requests       export requests received (answered or not)
+    r.span_count     spans received (count_only=True keeps only this)
     r.fail_with(503) answer every request with 503 (None: 200 again)
     r.delay(2.5)     wait that long before answering (0: no delay)
     r.stop()
 
 A request whose body is not OTLP JSON is answered 400 and counted in
-r.bad_requests. As a script: `otlp_recorder.py --port N` prints each
-span as a JSON line; `--self-test` checks the class against itself.
+r.bad_requests. GET / answers {"spans": N, "requests": M}. As a script:
+`otlp_recorder.py --port N` prints each span as a JSON line;
+`--count-only` (for the benchmark) counts spans without decoding them;
+`--self-test` checks the class against itself.
 """
 
 import argparse
@@ -79,9 +82,11 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 
 class OtlpRecorder:
-    def __init__(self, port=0, host="127.0.0.1", echo=None):
+    def __init__(self, port=0, host="127.0.0.1", echo=None, count_only=False):
         self._lock = threading.Lock()
         self._spans = []
+        self.span_count = 0
+        self._count_only = count_only
         self._status = None
         self._delay = 0.0
         self.requests = 0
@@ -91,6 +96,9 @@ class OtlpRecorder:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: with Nagle on, the
+            # body waits for the client's delayed ACK (40 ms a request).
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):
                 pass
@@ -99,6 +107,17 @@ class OtlpRecorder:
                 n = int(self.headers.get("Content-Length") or 0)
                 data = self.rfile.read(n)
                 recorder._take(self, data)
+
+            def do_GET(self):
+                with recorder._lock:
+                    body = json.dumps({"spans": recorder.span_count,
+                                       "requests": recorder.requests})
+                body = body.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
         self._server = _Server((host, port), Handler)
         self.port = self._server.server_address[1]
@@ -111,7 +130,12 @@ class OtlpRecorder:
             status, delay = self._status, self._delay
         if delay:
             time.sleep(delay)
-        if status is None:
+        if status is None and self._count_only:
+            # parentSpanId has a capital S: this counts spans only.
+            with self._lock:
+                self.span_count += data.count(b'"spanId"')
+            status = 200
+        elif status is None:
             try:
                 spans = flatten(json.loads(data))
             except (ValueError, KeyError, TypeError):
@@ -121,6 +145,7 @@ class OtlpRecorder:
             else:
                 with self._lock:
                     self._spans.extend(spans)
+                    self.span_count += len(spans)
                 if self._echo is not None:
                     for s in spans:
                         self._echo.write(json.dumps(s) + "\n")
@@ -191,11 +216,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--port", type=int, default=4318)
     ap.add_argument("--self-test", action="store_true")
+    ap.add_argument("--count-only", action="store_true")
     args = ap.parse_args()
     if args.self_test:
         _self_test()
         return
-    r = OtlpRecorder(port=args.port, echo=sys.stdout).start()
+    r = OtlpRecorder(port=args.port,
+                     echo=None if args.count_only else sys.stdout,
+                     count_only=args.count_only).start()
     print("listening on %s" % r.url, file=sys.stderr, flush=True)
     try:
         while True:
