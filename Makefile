@@ -98,8 +98,12 @@ $(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(BUILD)/libsluice.a
 unit: deps $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
+# The integration suite runs on PYTEST_WORKERS processes sharing one
+# broker (scripts/run-integration.sh); PYTEST_WORKERS=0 runs it in one.
+PYTEST_WORKERS ?= 2
+
 integration: all kafka-jars
-	cd tests/integration && $(PYTHON) -m pytest -q -x -p no:cacheprovider .
+	PYTHON=$(PYTHON) scripts/run-integration.sh $(PYTEST_WORKERS)
 
 # The example pipeline's transforms against its own test cases.
 pipeline-tests: all
@@ -132,7 +136,7 @@ asan:
 	    $(MAKE) BUILD=build/asan BIN=build/asan/bin integration-only
 
 integration-only: kafka-jars
-	cd tests/integration && $(PYTHON) -m pytest -q -x -p no:cacheprovider .
+	PYTHON=$(PYTHON) scripts/run-integration.sh $(PYTEST_WORKERS)
 
 docs: $(BIN)/sluice
 	$(BIN)/sluice reference > docs/pipeline-reference.md
