@@ -35,7 +35,7 @@ $(FLAGS_MK): scripts/install-deps.sh Makefile
 	     "$$(pkg-config --cflags $(PKGS))" "$$(pkg-config --libs $(PKGS))" \
 	     "$$lua_a" > $@.tmp && mv $@.tmp $@
 
-INCLUDES := -I. -Iworker -Iconnectors -Ilua -Istores
+INCLUDES := -I. -Icommon -Iworker -Iconnectors -Ilua -Istores
 CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -g $(WARN) $(SAN) -MMD -MP \
            $(INCLUDES) \
            -DSLUICE_LUA_LIB_DEFAULT='"$(CURDIR)/lua/lib"' $(PKG_CFLAGS)
@@ -48,7 +48,7 @@ LDFLAGS := $(SAN)
 
 WORKER_SRC := $(filter-out worker/main.c,$(wildcard worker/*.c)) \
               $(wildcard connectors/*.c) $(wildcard lua/*.c) \
-              $(wildcard stores/*.c)
+              $(wildcard stores/*.c) $(wildcard common/*.c)
 WORKER_OBJ := $(WORKER_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)

@@ -5,75 +5,17 @@
  * table, writes the values into the connector's context struct, and owns
  * every policy decision: a connector only starts a request and classifies
  * its outcome (ok, retry, reject); it never sleeps, loops or retries.
- * Connectors include nothing of the runtime but this header. */
+ * Connectors include nothing of the runtime but this header (and the
+ * common types it includes). */
 #ifndef SLUICE_CONNECTOR_H
 #define SLUICE_CONNECTOR_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-/* A caller-supplied error buffer so that error paths never allocate. */
-struct sl_error {
-    char msg[512];
-};
-
-/* Formats into err->msg (truncating). err may be NULL. Returns -1 so that
- * callers can write `return sl_error_set(err, ...)`. */
-int sl_error_set(struct sl_error *err, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-/* ---- Options: declared once, used for parsing, validation and docs ---- */
-
-enum opt_type {
-    OPT_STRING,      /* char *, owned by the context (freed by cfg_free) */
-    OPT_INT,         /* int64_t */
-    OPT_BOOL,        /* int, 0 or 1 */
-    OPT_DURATION,    /* int64_t milliseconds; text such as 500ms, 5s, 1m */
-    OPT_SIZE,        /* int64_t bytes; text such as 512KiB, 64MiB */
-    OPT_ENUM,        /* int, index into choices */
-    OPT_STRING_MAP,  /* struct opt_map */
-    OPT_STRING_LIST, /* struct opt_list; a YAML sequence or one scalar */
-    OPT_RATIO,       /* double in [0, 1]; text such as 0.25 or 25% */
-};
-
-enum {
-    OPT_REQUIRED = 1 << 0,
-    OPT_SECRET = 1 << 1, /* never echoed in errors, logs or status */
-    OPT_FILE = 1 << 2,   /* OPT_STRING: a file, relative to the pipeline
-                            file, that must be readable; stored resolved */
-    OPT_EMPTY = 1 << 3,  /* OPT_STRING_LIST: `[]` is a value (else a list
-                            needs an entry) */
-};
-
-struct opt_spec {
-    const char *name;
-    enum opt_type type;
-    int flags;
-    const char *def;             /* default as text; NULL: none */
-    size_t offset;               /* where the value goes in the context */
-    int64_t min, max;            /* limits for INT/DURATION/SIZE; 0,0: none */
-    const char *const *choices;  /* OPT_ENUM: NULL-terminated names */
-    const char *doc;
-};
-
-struct opt_map {
-    size_t count;
-    char **keys;
-    char **values;
-};
-
-struct opt_list {
-    size_t count;
-    char **items;
-};
+#include "common.h"
 
 /* ---- Messages, as a connector sees them ---- */
-
-struct connector_header {
-    const char *name; /* NUL-terminated */
-    const void *value;
-    size_t value_len;
-};
 
 /* Valid only during the send() call: a connector copies what it keeps. */
 struct connector_msg {
@@ -86,12 +28,12 @@ struct connector_msg {
     const void *value;
     size_t value_len;
     const char *dedupe_key; /* NUL-terminated, never NULL */
-    const struct connector_header *headers;
+    const struct sl_header *headers;
     size_t header_count;
     /* Set by the sink's transform; NULL/0 when it set none. */
     const char *method; /* replaces the sink's method */
     const char *path;   /* appended to the sink's URL */
-    const struct connector_header *request_headers; /* added; a name */
+    const struct sl_header *request_headers; /* added; a name */
     size_t request_header_count; /* also configured replaces that one */
     /* W3C trace context: the trace id (32 hex digits) for scripts, and
      * the traceparent/tracestate a request carries; NULL: none. */
@@ -117,7 +59,7 @@ struct connector_result {
     /* For retry policies, when a failed response arrived (NULL/0
      * otherwise); valid only during complete(). Header names are
      * lowercase; the body is at most CONNECTOR_BODY_MAX bytes. */
-    const struct connector_header *response_headers;
+    const struct sl_header *response_headers;
     size_t response_header_count;
     const char *body;
     size_t body_len;

@@ -564,7 +564,7 @@ static int overrides_check(const struct http_sink *sink,
                       shown(show, sizeof(show), msg->path));
     }
     for (size_t i = 0; i < msg->request_header_count; i++) {
-        const struct connector_header *h = &msg->request_headers[i];
+        const struct sl_header *h = &msg->request_headers[i];
         size_t at;
         if (!token(h->name)) {
             return reject(res, "invalid request header name `%s`",
@@ -751,7 +751,7 @@ static enum connector_status status_class(long status)
  * transport kept them only then) go into res as they are, and the body's
  * start, made printable, into its error. */
 static void classify_status(long status, int64_t retry_after_ms,
-                            const struct connector_header *headers,
+                            const struct sl_header *headers,
                             size_t header_count, const char *body,
                             size_t body_len, struct connector_result *res)
 {
@@ -1363,7 +1363,7 @@ static int http_send(void *ctx, const struct connector_msg *msg, void *token,
         lean_head(sink, &b, msg);
     }
     for (size_t i = 0; i < msg->request_header_count; i++) {
-        const struct connector_header *h = &msg->request_headers[i];
+        const struct sl_header *h = &msg->request_headers[i];
         header_add(&b, "", h->name, h->value ? h->value : "", h->value_len,
                    ENC_RAW);
     }
@@ -1392,7 +1392,7 @@ static int http_send(void *ctx, const struct connector_msg *msg, void *token,
     }
     if (sink->forward_headers) {
         for (size_t i = 0; i < msg->header_count; i++) {
-            const struct connector_header *h = &msg->headers[i];
+            const struct sl_header *h = &msg->headers[i];
             char name[1024];
             if (token_encode(name, sizeof(name), h->name) == 0) {
                 header_add(&b, "Kafka-Header-", name,

@@ -111,7 +111,7 @@ void http1_response_end(struct http1_response *r)
                (r->buf[r->used - 1] == ' ' || r->buf[r->used - 1] == '\t')) {
             r->used--;
         }
-        r->headers[r->header_count++] = (struct connector_header){
+        r->headers[r->header_count++] = (struct sl_header){
             .name = r->buf + r->start,
             .value = r->buf + r->value_at,
             .value_len = r->used - r->value_at,

@@ -31,7 +31,7 @@ struct http1_response {
      * counters come first: a 2xx touches nothing else. */
     size_t used, start, value_at;
     int in_field, in_value, dropping;
-    struct connector_header headers[HTTP1_HEADERS_MAX];
+    struct sl_header headers[HTTP1_HEADERS_MAX];
     char buf[HTTP1_HEADER_BYTES];
     char body[CONNECTOR_BODY_MAX + 1]; /* NUL-terminated by _end */
 };
@@ -66,7 +66,7 @@ struct http1_result {
     int64_t retry_after_ms; /* a failed response's; -1 when absent */
     /* A failed response's headers and body (NULL/0 on 2xx and errors).
      * They live in the connection: valid during done() only. */
-    const struct connector_header *headers;
+    const struct sl_header *headers;
     size_t header_count;
     const char *body;
     size_t body_len;

@@ -26,7 +26,7 @@
 
 #include <stddef.h>
 
-#include "connector.h"
+#include "common.h"
 
 struct lua_State;
 

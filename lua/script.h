@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "connector.h"
+#include "common.h"
 
 typedef struct script script_t;
 struct lua_State;

@@ -99,7 +99,7 @@ struct transform {
     /* transform_run's results */
     struct out_slot *outs;
     size_t nouts, outs_cap;
-    struct connector_header *hdrs;
+    struct sl_header *hdrs;
     size_t nhdrs, hdrs_cap;
 
     /* Encoded JSON: output i's in out_text[i], sink k's request's in
@@ -113,14 +113,14 @@ struct transform {
      * req_hdrs[req_hdr_first[k]] (pointers set at the end) */
     struct transform_shaped *shaped;
     size_t *req_hdr_first;
-    struct connector_header *req_hdrs;
+    struct sl_header *req_hdrs;
     size_t req_nhdrs, req_hdrs_cap;
 
     /* arguments of the protected calls */
     size_t call_sink, call_end, call_output;
     const struct connector_msg *call_msg;
     const struct transform_attempt *call_attempt;
-    struct transform_decision *call_decision;
+    struct sl_decision *call_decision;
 };
 
 static transform_t *from_upvalue(lua_State *L)
@@ -207,8 +207,8 @@ static void *grow_or_raise(lua_State *L, void *p, size_t *cap, size_t need,
     return p;
 }
 
-static struct connector_header *push_header(lua_State *L,
-                                            struct connector_header **arr,
+static struct sl_header *push_header(lua_State *L,
+                                            struct sl_header **arr,
                                             size_t *n, size_t *cap)
 {
     *arr = grow_or_raise(L, *arr, cap, *n + 1, sizeof(**arr));
@@ -253,7 +253,7 @@ static void push_headers_table(lua_State *L, const struct connector_msg *in)
     /* Room for a couple of added headers without a rehash. */
     lua_createtable(L, 0, (int)in->header_count + 2);
     for (size_t i = 0; i < in->header_count; i++) {
-        const struct connector_header *h = &in->headers[i];
+        const struct sl_header *h = &in->headers[i];
         size_t j = 0;
         while (j < i && strcmp(in->headers[j].name, h->name) != 0) {
             j++;
@@ -528,8 +528,8 @@ static void msg_reset(transform_t *t, const struct connector_msg *in,
  * of that name, whose bytes are reused where they are the same (nothing
  * to anchor), or NULL. */
 static void emit_header(lua_State *L, struct anchor *a,
-                        const struct connector_header *orig,
-                        struct connector_header **arr, size_t *n,
+                        const struct sl_header *orig,
+                        struct sl_header **arr, size_t *n,
                         size_t *cap)
 {
     const char *name = orig != NULL ? orig->name
@@ -551,7 +551,7 @@ static void emit_header(lua_State *L, struct anchor *a,
         }
         size_t len;
         const char *text = lua_tolstring(L, -1, &len); /* numbers too */
-        struct connector_header *h = push_header(L, arr, n, cap);
+        struct sl_header *h = push_header(L, arr, n, cap);
         h->name = name;
         if (orig != NULL && !is_list && len == orig->value_len &&
             (len == 0 || memcmp(text, orig->value, len) == 0)) {
@@ -570,7 +570,7 @@ static void emit_header(lua_State *L, struct anchor *a,
  * and input). */
 static void headers_from_table(transform_t *t, struct anchor *a, int idx,
                                const struct connector_msg *in,
-                               struct connector_header **arr, size_t *n,
+                               struct sl_header **arr, size_t *n,
                                size_t *cap)
 {
     lua_State *L = t->L;
@@ -629,7 +629,7 @@ static void headers_from_table(transform_t *t, struct anchor *a, int idx,
     }
 }
 
-static int value_is(lua_State *L, int idx, const struct connector_header *h)
+static int value_is(lua_State *L, int idx, const struct sl_header *h)
 {
     size_t len;
     const char *v;
@@ -642,14 +642,14 @@ static int value_is(lua_State *L, int idx, const struct connector_header *h)
 }
 
 /* Whether h[0, n) are in's headers, in order. */
-static int headers_same(const struct connector_header *h, size_t n,
+static int headers_same(const struct sl_header *h, size_t n,
                         const struct connector_msg *in)
 {
     if (n != in->header_count) {
         return 0;
     }
     for (size_t i = 0; i < n; i++) {
-        const struct connector_header *g = &in->headers[i];
+        const struct sl_header *g = &in->headers[i];
         if (h[i].value_len != g->value_len || strcmp(h[i].name, g->name) ||
             (g->value_len > 0 && memcmp(h[i].value, g->value, g->value_len))) {
             return 0;
@@ -680,7 +680,7 @@ static int headers_table_equal(lua_State *L, int idx,
 
     idx = lua_absindex(L, idx);
     for (size_t i = 0; i < in->header_count; i++) {
-        const struct connector_header *h = &in->headers[i];
+        const struct sl_header *h = &in->headers[i];
         size_t before = 0, total = 0;
         int ok;
 
@@ -1454,7 +1454,7 @@ static void set_integer(lua_State *L, const char *field, lua_Integer v)
 }
 
 /* The retry delay at idx into d; raises on anything but 0..1 day in ms. */
-static int retry_delay(lua_State *L, int idx, struct transform_decision *d,
+static int retry_delay(lua_State *L, int idx, struct sl_decision *d,
                        const char *name)
 {
     int ok;
@@ -1475,7 +1475,7 @@ static int retry_protected(lua_State *L)
     const struct transform_attempt *a = t->call_attempt;
     const struct connector_result *r = a->result;
     const struct connector_msg *m = a->msg;
-    struct transform_decision *d = t->call_decision;
+    struct sl_decision *d = t->call_decision;
     const struct cfg_delivery *cd = &t->cfg->delivery;
     const char *name = base_name(t->cfg->sinks[t->call_sink].retry);
 
@@ -1519,25 +1519,25 @@ static int retry_protected(lua_State *L)
     d->delay_ms = -1;
     d->reason[0] = '\0';
     if (lua_isnil(L, 1)) {
-        d->verdict = TRANSFORM_DEFAULT;
+        d->verdict = SL_VERDICT_DEFAULT;
         return 0;
     }
     if (lua_type(L, 1) == LUA_TNUMBER) { /* a delay alone: retry */
-        d->verdict = TRANSFORM_RETRY;
+        d->verdict = SL_VERDICT_RETRY;
         return retry_delay(L, 1, d, name);
     }
     const char *verdict =
         lua_type(L, 1) == LUA_TSTRING ? lua_tostring(L, 1) : "";
     if (strcmp(verdict, "retry") == 0) {
-        d->verdict = TRANSFORM_RETRY;
+        d->verdict = SL_VERDICT_RETRY;
         return lua_isnil(L, 2) ? 0 : retry_delay(L, 2, d, name);
     } else if (strcmp(verdict, "give_up") == 0) {
-        d->verdict = TRANSFORM_GIVE_UP;
+        d->verdict = SL_VERDICT_GIVE_UP;
         snprintf(d->reason, sizeof(d->reason), "%s",
                  lua_isstring(L, 2) ? lua_tostring(L, 2)
                                     : "the retry policy gave up");
     } else if (strcmp(verdict, "done") == 0) {
-        d->verdict = TRANSFORM_DONE;
+        d->verdict = SL_VERDICT_DONE;
     } else {
         return luaL_error(L, "%s: retry must return a delay in ms, \"retry\" "
                              "[, ms], \"give_up\" [, reason], \"done\" or nil",
@@ -1548,12 +1548,12 @@ static int retry_protected(lua_State *L)
 
 int transform_retry(transform_t *t, size_t sink,
                     const struct transform_attempt *a,
-                    struct transform_decision *d, struct sl_error *err)
+                    struct sl_decision *d, struct sl_error *err)
 {
     lua_State *L = t->L;
 
     if (t->retry_fn[sink] == LUA_NOREF) {
-        d->verdict = TRANSFORM_DEFAULT;
+        d->verdict = SL_VERDICT_DEFAULT;
         return 0;
     }
     t->script_path = t->cfg->sinks[sink].retry;

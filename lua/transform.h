@@ -50,7 +50,7 @@ struct transform_out {
     size_t key_len;
     const void *value;    /* NULL: no value (a tombstone) */
     size_t value_len;
-    const struct connector_header *headers;
+    const struct sl_header *headers;
     size_t header_count;
     /* NUL-terminated; NULL: the input's. Each part of a split has one
      * (the script's, else the input's with #1, #2, ...). */
@@ -92,7 +92,7 @@ struct transform_request {
     size_t body_len;
     const char *method; /* NULL: the sink's */
     const char *path;   /* NULL: none, the sink's URL as it is */
-    const struct connector_header *headers; /* request headers to add */
+    const struct sl_header *headers; /* request headers to add */
     size_t header_count;
 };
 
@@ -122,12 +122,6 @@ const struct transform_shaped *transform_shape_all(
 
 /* ---- retry policies ---- */
 
-enum transform_verdict {
-    TRANSFORM_DEFAULT, /* the script left it to the default policy */
-    TRANSFORM_RETRY,   /* after delay_ms; -1: the default policy's delay */
-    TRANSFORM_GIVE_UP, /* permanent: to the DLQ (until then: logged) */
-    TRANSFORM_DONE,    /* count as delivered (e.g. 409 already exists) */
-};
 
 struct transform_attempt {
     const char *sink;
@@ -137,18 +131,13 @@ struct transform_attempt {
     const struct connector_result *result;
 };
 
-struct transform_decision {
-    enum transform_verdict verdict;
-    int64_t delay_ms;  /* TRANSFORM_RETRY */
-    char reason[256]; /* TRANSFORM_GIVE_UP: why, for the log and the DLQ */
-};
 
 /* Asks sink's retry script about a failed attempt. 0 with d filled, or
  * -1 with err (a script error or a result it cannot read); the caller
  * then applies the default policy. */
 int transform_retry(transform_t *t, size_t sink,
                     const struct transform_attempt *a,
-                    struct transform_decision *d, struct sl_error *err);
+                    struct sl_decision *d, struct sl_error *err);
 
 /* Bytes the Lua state holds, for metrics and the benchmark. */
 size_t transform_memory(const transform_t *t);

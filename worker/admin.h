@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "connector.h"
+#include "common.h"
 #include "metrics.h"
 
 typedef struct admin admin_t;

@@ -6,6 +6,7 @@
  * where it is and what was expected. Scalars get ${ENV} expansion first.
  * Values that may hold secrets are never echoed in errors. */
 #include "cfg.h"
+#include "connector.h"
 
 #include <ctype.h>
 #include <errno.h>

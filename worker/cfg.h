@@ -13,7 +13,7 @@
 #include <sys/types.h>
 #include <yaml.h>
 
-#include "connector.h"
+#include "common.h"
 
 enum cfg_start { CFG_START_EARLIEST, CFG_START_LATEST };
 enum cfg_ordering {

@@ -841,7 +841,7 @@ int64_t consumer_high_watermark(consumer_t *c, const char *topic,
     return high;
 }
 
-size_t consumer_headers(void *handle, struct connector_header *out,
+size_t consumer_headers(void *handle, struct sl_header *out,
                         size_t cap)
 {
     rd_kafka_headers_t *hdrs;

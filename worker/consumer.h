@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 #include "cfg.h"
-#include "connector.h"
+#include "common.h"
 #include "loop.h"
 #include "metrics.h"
 
@@ -81,7 +81,7 @@ int consumer_commit(consumer_t *c, const struct consumer_commit *offsets,
 
 /* Fills out with up to cap headers of the record behind handle; returns
  * how many. Pointers stay valid until consumer_release(handle). */
-size_t consumer_headers(void *handle, struct connector_header *out,
+size_t consumer_headers(void *handle, struct sl_header *out,
                         size_t cap);
 
 /* Looks up one header's value by name; NULL when absent. */

@@ -439,7 +439,7 @@ int dlq_write(dlq_t *d, const struct dlq_record *r, void *token,
     job->token = token;
     job->cuts = 0;
     for (size_t i = 0; i < r->header_count; i++) {
-        const struct connector_header *h = &r->headers[i];
+        const struct sl_header *h = &r->headers[i];
         rd_kafka_header_add(hdrs, h->name, -1, h->value,
                             (ssize_t)h->value_len);
         meta += strlen(h->name) + h->value_len + 8;

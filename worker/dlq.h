@@ -18,7 +18,7 @@
 #include <stdint.h>
 
 #include "cfg.h"
-#include "connector.h"
+#include "common.h"
 #include "loop.h"
 
 #define DLQ_HEADER_PREFIX "sluice."
@@ -95,7 +95,7 @@ struct dlq_record {
     size_t key_len;
     const void *value; /* NULL: none */
     size_t value_len;
-    const struct connector_header *headers; /* original, then context */
+    const struct sl_header *headers; /* original, then context */
     size_t header_count;
     int64_t timestamp_ms; /* 0: now */
 };

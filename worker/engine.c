@@ -97,7 +97,7 @@ struct msg;
 struct copy {
     char *buf;
     size_t cap, used;
-    struct connector_header *headers;
+    struct sl_header *headers;
     size_t header_cap, header_count;
 };
 
@@ -310,7 +310,7 @@ struct engine {
     redact_t *redact;
     char worker_id[128];
     struct ratelog transform_log, dlq_log;
-    struct connector_header *dlq_headers; /* a DLQ record's, reused */
+    struct sl_header *dlq_headers; /* a DLQ record's, reused */
     size_t dlq_headers_cap;
     /* Replay (opts.replay): its own cfg (the DLQ as source, one sink) and
      * what became of the records. */
@@ -331,7 +331,7 @@ struct engine {
     struct msg *view_msg;
     struct connector_msg view;
     char dedupe[ENGINE_DEDUPE_MAX];
-    struct connector_header headers[HEADER_SCRATCH];
+    struct sl_header headers[HEADER_SCRATCH];
     /* Markers (cfg->dedupe.store): ops wait in `queued` for the next
      * flush, failed ones in `failed` for the retry timer; msgs wait in
      * the lookup FIFO so that they reach their sinks in order. */
@@ -934,7 +934,7 @@ static int copy_reserve(struct copy *c, size_t bytes, size_t headers)
         c->cap = bytes;
     }
     if (headers > c->header_cap) {
-        struct connector_header *h =
+        struct sl_header *h =
             realloc(c->headers, headers * sizeof(*h));
         if (h == NULL) {
             return -1;
@@ -961,7 +961,7 @@ static const void *copy_put(struct copy *c, const void *src, size_t len,
     return at;
 }
 
-static size_t headers_size(const struct connector_header *h, size_t n)
+static size_t headers_size(const struct sl_header *h, size_t n)
 {
     size_t bytes = 0;
 
@@ -971,7 +971,7 @@ static size_t headers_size(const struct connector_header *h, size_t n)
     return bytes;
 }
 
-static void copy_headers(struct copy *c, const struct connector_header *h,
+static void copy_headers(struct copy *c, const struct sl_header *h,
                          size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -1795,7 +1795,7 @@ static ssize_t dead_headers(engine_t *e, void *handle, size_t extra)
         }
         size_t cap = e->dlq_headers_cap ? e->dlq_headers_cap * 2
                                         : HEADER_SCRATCH + extra;
-        struct connector_header *h =
+        struct sl_header *h =
             realloc(e->dlq_headers, cap * sizeof(*h));
         if (h == NULL) {
             return -1;
@@ -1822,7 +1822,7 @@ static void dead_write(engine_t *e, struct delivery *d)
     struct sink *s = dead_sink(e, d);
     const struct connector_msg *v = msg_view(e, m);
     ssize_t count = dead_headers(e, origin->handle, DEAD_CONTEXT_HEADERS);
-    struct connector_header *h = e->dlq_headers;
+    struct sl_header *h = e->dlq_headers;
     char status[16], attempts[16], first[24], last[24], part[16], offset[24],
         ts[24], replays[16];
     struct dlq_record r = {.topic = dead_topic(e, d)};
@@ -1852,7 +1852,7 @@ static void dead_write(engine_t *e, struct delivery *d)
         }
     }
 #define PUT(name_, text_, len_)                                                \
-    h[n++] = (struct connector_header){(name_), (text_), (len_)}
+    h[n++] = (struct sl_header){(name_), (text_), (len_)}
 #define PUTS(name_, text_) PUT(name_, text_, strlen(text_))
     PUTS(DLQ_H_PIPELINE, e->cfg->pipeline);
     PUTS(DLQ_H_SINK, s != NULL ? s->cfg->name : DLQ_SINK_ALL);
@@ -2076,13 +2076,13 @@ static void dead_letter(engine_t *e, struct delivery *d, enum dead_kind kind,
  * it gave up. */
 static void decide(struct sink *s, struct delivery *d,
                    const struct connector_result *res,
-                   struct transform_decision *dec, const char **class)
+                   struct sl_decision *dec, const char **class)
 {
     engine_t *e = s->e;
     const struct cfg_delivery *cd = &e->cfg->delivery;
     int64_t elapsed = (int64_t)(loop_now(e->loop) - d->first_ms);
 
-    dec->verdict = TRANSFORM_DEFAULT;
+    dec->verdict = SL_VERDICT_DEFAULT;
     *class = DLQ_CLASS_GAVE_UP;
     if (e->tf != NULL && transform_has_retry(e->tf, s->idx)) {
         struct transform_attempt a = {
@@ -2104,30 +2104,30 @@ static void decide(struct sink *s, struct delivery *d,
                           (long long)d->msg->offset, err.msg,
                           (unsigned long long)s->policy_errors);
             }
-            dec->verdict = TRANSFORM_DEFAULT;
+            dec->verdict = SL_VERDICT_DEFAULT;
         }
     }
-    if (dec->verdict == TRANSFORM_DEFAULT) {
+    if (dec->verdict == SL_VERDICT_DEFAULT) {
         retry_default(cd->retry_backoff_ms, cd->retry_backoff_max_ms,
                       d->attempts, res, next_random(e), dec);
         *class = DLQ_CLASS_REJECTED;
-        if (dec->verdict == TRANSFORM_RETRY && cd->retry_max_attempts > 0 &&
+        if (dec->verdict == SL_VERDICT_RETRY && cd->retry_max_attempts > 0 &&
             d->attempts >= (uint64_t)cd->retry_max_attempts) {
-            dec->verdict = TRANSFORM_GIVE_UP;
+            dec->verdict = SL_VERDICT_GIVE_UP;
             *class = DLQ_CLASS_MAX_ATTEMPTS;
             snprintf(dec->reason, sizeof(dec->reason),
                      "%u attempts (retry_max_attempts), the last: %s",
                      d->attempts, res->error);
-        } else if (dec->verdict == TRANSFORM_RETRY &&
+        } else if (dec->verdict == SL_VERDICT_RETRY &&
                    cd->retry_deadline_ms > 0 &&
                    elapsed >= cd->retry_deadline_ms) {
-            dec->verdict = TRANSFORM_GIVE_UP;
+            dec->verdict = SL_VERDICT_GIVE_UP;
             *class = DLQ_CLASS_DEADLINE;
             snprintf(dec->reason, sizeof(dec->reason),
                      "failing for %lld ms (retry_deadline), the last: %s",
                      (long long)elapsed, res->error);
         }
-    } else if (dec->verdict == TRANSFORM_RETRY && dec->delay_ms < 0) {
+    } else if (dec->verdict == SL_VERDICT_RETRY && dec->delay_ms < 0) {
         dec->delay_ms = retry_backoff(cd->retry_backoff_ms,
                                       cd->retry_backoff_max_ms, d->attempts,
                                       next_random(e));
@@ -2180,7 +2180,7 @@ static void on_result(struct sink *s, struct delivery *d,
     engine_t *e = s->e;
     struct msg *m = d->msg;
     uint64_t now = loop_now(e->loop);
-    struct transform_decision dec = {.verdict = TRANSFORM_RETRY};
+    struct sl_decision dec = {.verdict = SL_VERDICT_RETRY};
     struct connector_result res;
     const char *class;
     int done;
@@ -2233,7 +2233,7 @@ static void on_result(struct sink *s, struct delivery *d,
     res = *given;
     res.status = status;
     decide(s, d, &res, &dec, &class);
-    if (dec.verdict == TRANSFORM_DONE) {
+    if (dec.verdict == SL_VERDICT_DONE) {
         s->done_by_policy++;
         log_event(LOG_DEBUG, MSG_FIELDS(m, s, res.http_status),
                   "sink %s: %s [%d] offset %lld counted as done by the "
@@ -2243,7 +2243,7 @@ static void on_result(struct sink *s, struct delivery *d,
         delivery_success(s, d);
         return;
     }
-    if (dec.verdict == TRANSFORM_GIVE_UP) {
+    if (dec.verdict == SL_VERDICT_GIVE_UP) {
         s->gave_up++;
         dead_letter(e, d, DEAD_LETTER, DLQ_STAGE_SINK, class, dec.reason,
                     &res);

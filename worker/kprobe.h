@@ -11,7 +11,7 @@
 #include <librdkafka/rdkafka.h>
 #include <stddef.h>
 
-#include "connector.h"
+#include "common.h"
 #include "loop.h"
 
 typedef struct kprobe kprobe_t;

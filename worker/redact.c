@@ -1,5 +1,6 @@
 /* redact.c -- replace configured secrets in text. */
 #include "redact.h"
+#include "connector.h"
 
 #include <stdlib.h>
 #include <string.h>

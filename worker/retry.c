@@ -20,15 +20,15 @@ int64_t retry_backoff(int64_t base_ms, int64_t max_ms, uint32_t attempt,
 
 void retry_default(int64_t base_ms, int64_t max_ms, uint32_t attempt,
                    const struct connector_result *r, uint64_t random,
-                   struct transform_decision *d)
+                   struct sl_decision *d)
 {
     if (r->status != CONNECTOR_RETRY) {
-        d->verdict = TRANSFORM_GIVE_UP;
+        d->verdict = SL_VERDICT_GIVE_UP;
         d->delay_ms = 0;
         snprintf(d->reason, sizeof(d->reason), "permanent: %s", r->error);
         return;
     }
-    d->verdict = TRANSFORM_RETRY;
+    d->verdict = SL_VERDICT_RETRY;
     d->reason[0] = '\0';
     d->delay_ms = retry_backoff(base_ms, max_ms, attempt, random);
     if (r->retry_after_ms > d->delay_ms) {

@@ -11,7 +11,6 @@
 #include <stdint.h>
 
 #include "connector.h"
-#include "transform.h"
 
 #define RETRY_AFTER_CAP_MS 300000
 
@@ -24,6 +23,6 @@ int64_t retry_backoff(int64_t base_ms, int64_t max_ms, uint32_t attempt,
  * policy; d->reason is filled when it gives up. */
 void retry_default(int64_t base_ms, int64_t max_ms, uint32_t attempt,
                    const struct connector_result *r, uint64_t random,
-                   struct transform_decision *d);
+                   struct sl_decision *d);
 
 #endif

@@ -1273,7 +1273,7 @@ struct tcase {
     const yaml_node_t *expect;
     struct connector_msg in; /* points into the document and below */
     char *value;             /* the input value when built as JSON */
-    struct connector_header *headers;
+    struct sl_header *headers;
     char dedupe[ENGINE_DEDUPE_MAX];
 };
 
@@ -1331,7 +1331,7 @@ static int load_input_headers(struct loader *l, struct tcase *c,
         for (size_t j = 0; j < nv; j++) {
             const yaml_node_t *one =
                 seq ? lnode(l, v->data.sequence.items.start[j]) : v;
-            struct connector_header *h = &c->headers[c->in.header_count++];
+            struct sl_header *h = &c->headers[c->in.header_count++];
             h->name = stext(k);
             if (ykind(one) != YK_NULL) { /* null: a header with no value */
                 h->value = stext(one);
@@ -1440,7 +1440,7 @@ static int load_input(struct loader *l, struct tcase *c, const yaml_node_t *n)
         .from = CFG_DEDUPE_HEADER, .arg = ENGINE_DEDUPE_HEADER};
     const struct cfg_dedupe *d =
         l->cfg != NULL ? &l->cfg->dedupe : &by_default;
-    const struct connector_header *id = NULL;
+    const struct sl_header *id = NULL;
     for (size_t i = 0; d->from == CFG_DEDUPE_HEADER &&
                        i < c->in.header_count; i++) {
         if (strcmp(c->in.headers[i].name, d->arg) == 0) {
@@ -1807,7 +1807,7 @@ static int name_eq(const char *a, const char *b, int nocase)
 
 /* A headers expectation: a subset, each name's values in order. */
 static void cmp_headers(struct cmp *c, const yaml_node_t *e,
-                        const struct connector_header *h, size_t n,
+                        const struct sl_header *h, size_t n,
                         int nocase)
 {
     for (yaml_node_pair_t *p = e->data.mapping.pairs.start;
@@ -1955,7 +1955,7 @@ static void show_request(struct runner *r, size_t sink, int rc,
                    show_text(&body));
         for (size_t i = 0; i < req->header_count; i++) {
             struct show hv = {0};
-            const struct connector_header *h = &req->headers[i];
+            const struct sl_header *h = &req->headers[i];
             if (h->value != NULL) {
                 show_bytes(&hv, h->value, h->value_len, 0);
             }

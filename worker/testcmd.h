@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
-#include "connector.h"
+#include "common.h"
 
 /* testcmd_run's results; they are also sluice's exit codes. */
 enum {

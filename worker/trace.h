@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../connectors/connector.h"
+#include "connector.h"
 
 struct trace_ctx {
     uint8_t trace_id[16];

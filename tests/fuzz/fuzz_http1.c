@@ -59,7 +59,7 @@ static void done(struct http1_request *req, const struct http1_result *res)
         memcpy(s->body, res->body, res->body_len + 1);
     }
     for (size_t i = 0; i < res->header_count; i++) {
-        const struct connector_header *h = &res->headers[i];
+        const struct sl_header *h = &res->headers[i];
         size_t nlen = strlen(h->name);
         for (size_t k = 0; k < nlen; k++) {
             if (h->name[k] >= 'A' && h->name[k] <= 'Z') {

@@ -215,7 +215,7 @@ static void run_pass(transform_t *t, const struct cfg *cfg,
                      const struct order *orders, size_t norders, long first,
                      long count, int shape, struct counts *c)
 {
-    struct connector_header hdr = {.name = "message-id"};
+    struct sl_header hdr = {.name = "message-id"};
     struct sl_error err;
 
     for (long m = first; m < first + count; m++) {

@@ -47,7 +47,7 @@ struct kept {
     char body[CONNECTOR_BODY_MAX + 1];
 };
 
-static void keep(struct kept *k, const struct connector_header *headers,
+static void keep(struct kept *k, const struct sl_header *headers,
                  size_t count, const char *body, size_t body_len)
 {
     size_t n = 0;
@@ -753,7 +753,7 @@ static void test_overrides_shape_the_request(void **state)
     struct outcome o;
     char req[8192], v[256];
     static const char trace[] = "a\tb \xc3\xbc!";
-    const struct connector_header add[] = {
+    const struct sl_header add[] = {
         {"authorization", "Bearer msg", 10},
         {"X-Trace", trace, sizeof(trace) - 1},
         {"Content-Type", "text/csv", 8},
@@ -830,17 +830,17 @@ static void test_invalid_overrides_rejected(void **state)
     struct connector_result res;
     struct outcome o;
     char req[8192];
-    static const struct connector_header bad_name = {"X Bad", "v", 1};
-    static const struct connector_header bad_crlf = {"X-Ok", "s3cret\r\nX: b",
+    static const struct sl_header bad_name = {"X Bad", "v", 1};
+    static const struct sl_header bad_crlf = {"X-Ok", "s3cret\r\nX: b",
                                                      12};
-    static const struct connector_header bad_lf = {"X-Lf", "a\nb", 3};
-    static const struct connector_header bad_nul = {"X-Nul", "a\0b", 3};
-    static const struct connector_header empty_name = {"", "v", 1};
-    static const struct connector_header framing = {"content-length", "1",
+    static const struct sl_header bad_lf = {"X-Lf", "a\nb", 3};
+    static const struct sl_header bad_nul = {"X-Nul", "a\0b", 3};
+    static const struct sl_header empty_name = {"", "v", 1};
+    static const struct sl_header framing = {"content-length", "1",
                                                     1};
     static const struct {
         const char *method, *path;
-        const struct connector_header *header;
+        const struct sl_header *header;
         const char *error; /* in the error text */
     } cases[] = {
         {"GE T", NULL, NULL, "method `GE T`"},

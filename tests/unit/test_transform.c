@@ -179,7 +179,7 @@ static void assert_bytes(const void *p, size_t len, const char *want)
 }
 
 /* Headers as "name=value;name=value" in their order. */
-static void assert_headers(const struct connector_header *h, size_t n,
+static void assert_headers(const struct sl_header *h, size_t n,
                            const char *want)
 {
     char text[1024];
@@ -277,7 +277,7 @@ static void test_no_scripts_pass_through(void **state)
                                    .retry_after_ms = -1};
     struct transform_attempt a = {.sink = "a", .msg = &in, .attempt = 1,
                                   .result = &res};
-    struct transform_decision d;
+    struct sl_decision d;
 
     (void)state;
     open_ok(NULL, NULL, NULL);
@@ -297,7 +297,7 @@ static void test_no_scripts_pass_through(void **state)
     assert_null(req.path);
     assert_int_equal(req.header_count, 0);
     assert_int_equal(transform_retry(tr, 0, &a, &d, &err), 0);
-    assert_int_equal(d.verdict, TRANSFORM_DEFAULT);
+    assert_int_equal(d.verdict, SL_VERDICT_DEFAULT);
     assert_int_equal(transform_memory(tr), 0);
 }
 
@@ -328,7 +328,7 @@ static const char read_api_lua[] =
 
 static void test_msg_read_api(void **state)
 {
-    static const struct connector_header hdrs[] = {
+    static const struct sl_header hdrs[] = {
         {"a", "1", 1},
         {"b", "x", 1},
         {"a", "2", 1},
@@ -362,7 +362,7 @@ static void test_msg_read_api(void **state)
 
 static void test_return_msg_is_unchanged(void **state)
 {
-    static const struct connector_header hdrs[] = {{"h", "v", 1}};
+    static const struct sl_header hdrs[] = {{"h", "v", 1}};
     struct connector_msg in = msg_of("{\"a\":1}");
     const struct transform_out *o;
 
@@ -417,7 +417,7 @@ static void test_reading_json_forwards_the_bytes(void **state)
  * order"). */
 static void test_reading_headers_is_unchanged(void **state)
 {
-    static const struct connector_header hdrs[] = {
+    static const struct sl_header hdrs[] = {
         {"a", "1", 1},
         {"b", "x", 1},
         {"a", "2", 1},
@@ -596,7 +596,7 @@ static void test_json_numbers_keep_their_text(void **state)
 
 static void test_change_headers(void **state)
 {
-    static const struct connector_header hdrs[] = {
+    static const struct sl_header hdrs[] = {
         {"h", "1", 1},
         {"keep", "k", 1},
         {"chg", "old", 3},
@@ -683,7 +683,7 @@ static void test_drop(void **state)
 
 static void test_split(void **state)
 {
-    static const struct connector_header hdrs[] = {{"h", "v", 1}};
+    static const struct sl_header hdrs[] = {{"h", "v", 1}};
     struct connector_msg in =
         msg_of("{\"order_id\":\"b-1\",\"items\":[1,2]}");
     const struct transform_out *o;
@@ -1038,7 +1038,7 @@ static void test_files_have_their_own_globals(void **state)
                                    .retry_after_ms = -1};
     struct transform_attempt a = {.sink = "a", .msg = &in, .attempt = 1,
                                   .result = &res};
-    struct transform_decision d;
+    struct sl_decision d;
 
     (void)state;
     write_file("t.lua", "function helper() return 'pipeline' end\n"
@@ -1069,7 +1069,7 @@ static void test_files_have_their_own_globals(void **state)
     struct connector_msg view = view_of(&in, 0);
     shape_body(0, 0, &view, &req, "sink101");
     assert_int_equal(transform_retry(tr, 0, &a, &d, &err), 0);
-    assert_int_equal(d.verdict, TRANSFORM_GIVE_UP);
+    assert_int_equal(d.verdict, SL_VERDICT_GIVE_UP);
     assert_string_equal(d.reason, "retry");
     o = run_one(&in);
     assert_bytes(o->value, o->value_len, "pipeline2table");
@@ -1415,7 +1415,7 @@ static void test_retry_verdicts(void **state)
                                    .http_status = 503,
                                    .retry_after_ms = -1};
     struct transform_attempt a = {.sink = "a", .msg = &in, .result = &res};
-    struct transform_decision d;
+    struct sl_decision d;
 
     (void)state;
     write_file("r.lua", "function retry(a)\n"
@@ -1438,19 +1438,19 @@ static void test_retry_verdicts(void **state)
 
     struct {
         int rc;
-        enum transform_verdict verdict;
+        enum sl_verdict verdict;
         int64_t delay;
         const char *reason; /* or the error */
     } want[] = {
-        {0, TRANSFORM_RETRY, 250, ""},
-        {0, TRANSFORM_RETRY, -1, ""},
-        {0, TRANSFORM_GIVE_UP, -1, "why"},
-        {0, TRANSFORM_DONE, -1, ""},
-        {0, TRANSFORM_DEFAULT, -1, ""},
+        {0, SL_VERDICT_RETRY, 250, ""},
+        {0, SL_VERDICT_RETRY, -1, ""},
+        {0, SL_VERDICT_GIVE_UP, -1, "why"},
+        {0, SL_VERDICT_DONE, -1, ""},
+        {0, SL_VERDICT_DEFAULT, -1, ""},
         {-1, 0, 0, "r.lua:8: boom"},
         {-1, 0, 0, "retry must return"},
-        {0, TRANSFORM_RETRY, 100, ""},
-        {0, TRANSFORM_GIVE_UP, -1, "the retry policy gave up"},
+        {0, SL_VERDICT_RETRY, 100, ""},
+        {0, SL_VERDICT_GIVE_UP, -1, "the retry policy gave up"},
         {-1, 0, 0, "the delay must be"},
         {-1, 0, 0, "instruction budget"},
     };
@@ -1467,10 +1467,10 @@ static void test_retry_verdicts(void **state)
             continue;
         }
         assert_int_equal(d.verdict, want[i].verdict);
-        if (d.verdict == TRANSFORM_RETRY) {
+        if (d.verdict == SL_VERDICT_RETRY) {
             assert_int_equal(d.delay_ms, want[i].delay);
         }
-        if (d.verdict == TRANSFORM_GIVE_UP) {
+        if (d.verdict == SL_VERDICT_GIVE_UP) {
             assert_string_equal(d.reason, want[i].reason);
         }
     }
@@ -1478,12 +1478,12 @@ static void test_retry_verdicts(void **state)
     assert_false(transform_has_retry(tr, 1));
     a.attempt = 1;
     assert_int_equal(transform_retry(tr, 1, &a, &d, &err), 0);
-    assert_int_equal(d.verdict, TRANSFORM_DEFAULT);
+    assert_int_equal(d.verdict, SL_VERDICT_DEFAULT);
 }
 
 static void test_retry_sees_the_attempt(void **state)
 {
-    static const struct connector_header resp[] = {
+    static const struct sl_header resp[] = {
         {"retry-after", "2", 1},
         {"x-request-id", "abc", 3},
     };
@@ -1499,7 +1499,7 @@ static void test_retry_sees_the_attempt(void **state)
     };
     struct transform_attempt a = {.sink = "a", .msg = &in, .attempt = 3,
                                   .elapsed_ms = 1234, .result = &res};
-    struct transform_decision d;
+    struct sl_decision d;
 
     (void)state;
     write_file("r.lua",
@@ -1521,7 +1521,7 @@ static void test_retry_sees_the_attempt(void **state)
     open_ok("delivery:\n  retry_backoff: 50ms\n  retry_backoff_max: 2s\n",
             "    retry: r.lua\n", NULL);
     assert_int_equal(transform_retry(tr, 0, &a, &d, &err), 0);
-    assert_int_equal(d.verdict, TRANSFORM_GIVE_UP);
+    assert_int_equal(d.verdict, SL_VERDICT_GIVE_UP);
     assert_string_equal(d.reason,
                         "a|3|1234|503|nil|retry-after=2,x-request-id=abc|9|"
                         "busy|2000|true|50|2000|orders|3|1041|tenant-07|"
@@ -1537,7 +1537,7 @@ static void test_retry_sees_the_attempt(void **state)
     a = (struct transform_attempt){.sink = "a", .msg = &in, .attempt = 1,
                                    .elapsed_ms = 0, .result = &refused};
     assert_int_equal(transform_retry(tr, 0, &a, &d, &err), 0);
-    assert_int_equal(d.verdict, TRANSFORM_GIVE_UP);
+    assert_int_equal(d.verdict, SL_VERDICT_GIVE_UP);
     assert_string_equal(d.reason,
                         "a|1|0|nil|connection refused||nil|nil|nil|true|50|"
                         "2000|orders|3|1041|nil|orders-3-1041");
@@ -1559,7 +1559,7 @@ static void test_retry_with_the_lua_default_policy(void **state)
                                    .retry_after_ms = -1};
     struct transform_attempt a = {.sink = "a", .msg = &in, .attempt = 2,
                                   .result = &res};
-    struct transform_decision d;
+    struct sl_decision d;
 
     (void)state;
     write_file("r.lua", "local policy = require('sluice.retry')\n"
@@ -1571,24 +1571,24 @@ static void test_retry_with_the_lua_default_policy(void **state)
             "    retry: r.lua\n", NULL);
     for (int i = 0; i < 20; i++) {
         assert_int_equal(transform_retry(tr, 0, &a, &d, &err), 0);
-        assert_int_equal(d.verdict, TRANSFORM_RETRY);
+        assert_int_equal(d.verdict, SL_VERDICT_RETRY);
         assert_in_range(d.delay_ms, 0, 100); /* 50 * 2^(2-1) */
     }
     res.retry_after_ms = 5000;
     assert_int_equal(transform_retry(tr, 0, &a, &d, &err), 0);
-    assert_int_equal(d.verdict, TRANSFORM_RETRY);
+    assert_int_equal(d.verdict, SL_VERDICT_RETRY);
     assert_int_equal(d.delay_ms, 5000);
 
     res = (struct connector_result){.status = CONNECTOR_REJECT,
                                     .http_status = 400,
                                     .retry_after_ms = -1};
     assert_int_equal(transform_retry(tr, 0, &a, &d, &err), 0);
-    assert_int_equal(d.verdict, TRANSFORM_GIVE_UP);
+    assert_int_equal(d.verdict, SL_VERDICT_GIVE_UP);
     assert_string_equal(d.reason, "HTTP 400: permanent");
 
     res.http_status = 409;
     assert_int_equal(transform_retry(tr, 0, &a, &d, &err), 0);
-    assert_int_equal(d.verdict, TRANSFORM_DONE);
+    assert_int_equal(d.verdict, SL_VERDICT_DONE);
 }
 
 /* ---- modules ---- */
@@ -1689,7 +1689,7 @@ static void test_hash_is_fnv1a_64(void **state)
  * names. */
 static void test_split_many_outputs(void **state)
 {
-    static const struct connector_header hdrs[] = {{"h", "v", 1}};
+    static const struct sl_header hdrs[] = {{"h", "v", 1}};
     struct connector_msg in = msg_of("v");
 
     (void)state;
@@ -1730,7 +1730,7 @@ static void test_retry_nan_delay(void **state)
                                    .http_status = 503,
                                    .retry_after_ms = -1};
     struct transform_attempt a = {.sink = "a", .msg = &in, .result = &res};
-    struct transform_decision d;
+    struct sl_decision d;
 
     (void)state;
     write_file("r.lua", "function retry(a)\n"

@@ -1,8 +1,8 @@
-/* errors.c -- the caller-supplied error buffer of connector.h. */
+/* errors.c -- the caller-supplied error buffer of common.h. */
 #include <stdarg.h>
 #include <stdio.h>
 
-#include "connector.h"
+#include "common.h"
 
 int sl_error_set(struct sl_error *err, const char *fmt, ...)
 {
