@@ -7,7 +7,7 @@
 CC      ?= cc
 PYTHON  := /usr/bin/python3
 PKGS    := rdkafka yaml-0.1 lua5.4 libcurl jansson libmicrohttpd sqlite3 \
-           hiredis
+           hiredis libcrypto
 # snprintf truncation is deliberate wherever we use it: not a warning.
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
            -Wmissing-prototypes -Wformat=2 -Wno-format-truncation

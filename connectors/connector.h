@@ -135,6 +135,11 @@ struct connector {
     void (*close)(void *ctx);
     /* Optional: fills *out for traces (called once, after open). */
     void (*describe)(const void *ctx, struct connector_about *out);
+    /* Optional: writes the request-target (path and query, never the
+     * scheme, host or userinfo) a send() of msg uses, NUL-terminated and
+     * cut to cap, for the outcome log; returns its length. After open. */
+    size_t (*target)(const void *ctx, const struct connector_msg *msg,
+                     char *out, size_t cap);
 };
 
 extern const struct connector http_connector;

@@ -1185,6 +1185,44 @@ static int curl_headers_open(struct http_sink *sink)
     return 0;
 }
 
+static size_t http_target(const void *ctx, const struct connector_msg *msg,
+                          char *out, size_t cap)
+{
+    const struct http_sink *sink = ctx;
+    size_t need = strlen(sink->base) + 3 +
+                  (sink->query != NULL ? strlen(sink->query) : 0) +
+                  (msg->path != NULL ? strlen(msg->path) : 0);
+    char stack[2048], *buf = need <= sizeof(stack) ? stack : malloc(need);
+    size_t n, skip = 0, len;
+
+    if (cap == 0) {
+        return 0;
+    }
+    if (buf == NULL) {
+        out[0] = '\0';
+        return 0;
+    }
+    n = url_join(buf, sink, msg->path);
+    buf[n] = '\0';
+    /* curl's base is the whole URL: the target starts after the host. */
+    const char *scheme = strstr(buf, "://");
+    if (sink->lean == NULL && scheme != NULL) {
+        skip = (size_t)(scheme + 3 - buf) + strcspn(scheme + 3, "/?");
+    }
+    len = 0;
+    if (buf[skip] != '/') {
+        out[len++] = '/';
+    }
+    size_t copy = n - skip < cap - 1 - len ? n - skip : cap - 1 - len;
+    memcpy(out + len, buf + skip, copy);
+    len += copy;
+    out[len] = '\0';
+    if (buf != stack) {
+        free(buf);
+    }
+    return len;
+}
+
 static void http_describe(const void *ctx, struct connector_about *out)
 {
     const struct http_sink *sink = ctx;
@@ -1532,6 +1570,7 @@ const struct connector http_connector = {
     .check = http_check,
     .open = http_open,
     .describe = http_describe,
+    .target = http_target,
     .send = http_send,
     .close = http_close,
 };

@@ -11,7 +11,7 @@ packages=(
     build-essential pkg-config
     librdkafka-dev libyaml-dev liblua5.4-dev libcurl4-openssl-dev
     libjansson-dev libmicrohttpd-dev libsqlite3-dev libhiredis-dev
-    libhttp-parser-dev
+    libhttp-parser-dev libssl-dev
     sqlite3 redis-server
     libcmocka-dev
     clang libclang-rt-14-dev

@@ -256,6 +256,8 @@ const struct opt_spec cfg_dedupe_options[] = {
     {0},
 };
 
+static const char *const mode_choices[] = {"run", "shadow", NULL};
+
 const struct opt_spec cfg_root_options[] = {
     {.name = "transform", .type = OPT_STRING, .flags = OPT_FILE,
      .offset = offsetof(struct cfg, transform),
@@ -263,6 +265,32 @@ const struct opt_spec cfg_root_options[] = {
             "`transform(msg)` runs on every message before the sinks: it "
             "returns the message, `nil` to drop it, or a list to split "
             "it. See docs/lua.md."},
+    {.name = "mode", .type = OPT_ENUM, .def = "run", .choices = mode_choices,
+     .offset = offsetof(struct cfg, mode),
+     .doc = "`run` delivers. `shadow` checks the pipeline against "
+            "production without side effects (docs/migration.md): it "
+            "consumes in its own group (`source.group` + `-shadow`), "
+            "runs every transform and shaping, sends nothing (a sink with "
+            "a `shadow_url` gets its requests there instead), writes no "
+            "marker and no DLQ record, and its outcome log says what "
+            "would have been sent. `sluice run --shadow` sets it too."},
+    {0},
+};
+
+const struct opt_spec cfg_outcomes_options[] = {
+    {.name = "path", .type = OPT_STRING, .flags = OPT_REQUIRED,
+     .offset = offsetof(struct cfg_outcomes, path),
+     .doc = "The NDJSON file (relative to this file) that gets one line "
+            "per terminal per-sink outcome: delivered, applied, "
+            "already handled, dead-lettered, or shadow "
+            "(docs/outcomes.md). Appended to; lines reach it before the "
+            "offset commit that passes their record."},
+    {.name = "bodies", .type = OPT_BOOL, .def = "true",
+     .offset = offsetof(struct cfg_outcomes, bodies),
+     .doc = "Also record the body sent (JSON as is, other bodies in "
+            "base64; bodies over 1 MiB by their hash alone), which "
+            "`sluice reconcile --ignore-field` needs. The SHA-256 of the "
+            "body is always recorded."},
     {0},
 };
 
@@ -312,6 +340,11 @@ const struct opt_spec cfg_sink_options[] = {
     {.name = "dlq_topic", .type = OPT_STRING,
      .offset = offsetof(struct cfg_sink, dlq_topic),
      .doc = "This sink's dead-letter topic. Default: `dlq.topic`."},
+    {.name = "shadow_url", .type = OPT_STRING,
+     .offset = offsetof(struct cfg_sink, shadow_url),
+     .doc = "In a shadow run (`mode: shadow`), where this sink's requests "
+            "go instead of its `url`; without it a shadow run sends this "
+            "sink nothing."},
     {.name = "retry_on", .type = OPT_STRING_LIST, .flags = OPT_EMPTY,
      .def = "transport, 408, 425, 429, 500, 502, 503, 504",
      .offset = offsetof(struct cfg_sink, retry_on),
@@ -1633,29 +1666,34 @@ static void walk_root(struct walker *w, struct cfg *cfg,
                 cfg->source.properties_line = (int)at->start_mark.line + 1;
                 cfg->source.properties_col = (int)at->start_mark.column + 1;
             }
+        } else if (strcmp(key, "mode") == 0) {
+            apply_value(w, &cfg_root_options[1], v, cfg, key);
         } else if (strcmp(key, "transform") == 0) {
             apply_value(w, &cfg_root_options[0], v, cfg, key);
             cfg->transform_line = (int)v->start_mark.line + 1;
             cfg->transform_col = (int)v->start_mark.column + 1;
         } else if (strcmp(key, "lua") == 0 || strcmp(key, "dlq") == 0 ||
                    strcmp(key, "admin") == 0 ||
-                   strcmp(key, "tracing") == 0) {
+                   strcmp(key, "tracing") == 0 ||
+                   strcmp(key, "outcomes") == 0) {
             int is_lua = key[0] == 'l', is_admin = key[0] == 'a',
-                is_tracing = key[0] == 't';
+                is_tracing = key[0] == 't', is_outcomes = key[0] == 'o';
             const struct opt_spec *table[1] = {
-                is_lua       ? cfg_lua_options
-                : is_admin   ? cfg_admin_options
-                : is_tracing ? cfg_tracing_options
-                             : cfg_dlq_options};
-            void *base[1] = {is_lua       ? (void *)&cfg->lua
-                             : is_admin   ? (void *)&cfg->admin
-                             : is_tracing ? (void *)&cfg->tracing
-                                          : (void *)&cfg->dlq};
+                is_lua        ? cfg_lua_options
+                : is_admin    ? cfg_admin_options
+                : is_tracing  ? cfg_tracing_options
+                : is_outcomes ? cfg_outcomes_options
+                              : cfg_dlq_options};
+            void *base[1] = {is_lua        ? (void *)&cfg->lua
+                             : is_admin    ? (void *)&cfg->admin
+                             : is_tracing  ? (void *)&cfg->tracing
+                             : is_outcomes ? (void *)&cfg->outcomes
+                                           : (void *)&cfg->dlq};
             if (is_lua) {
                 have_lua = 1;
             } else if (is_tracing) {
                 have_tracing = 1;
-            } else if (!is_admin) {
+            } else if (!is_admin && !is_outcomes) {
                 have_dlq = 1;
             }
             if (v->type != YAML_MAPPING_NODE) {
@@ -1670,7 +1708,19 @@ static void walk_root(struct walker *w, struct cfg *cfg,
                 node_error(w, find_key(w, v, "otlp_endpoint"),
                            "tracing.otlp_endpoint", "%s", why);
             }
-            if (is_admin || is_tracing) {
+            char *full;
+            if (is_outcomes && cfg->outcomes.path != NULL &&
+                cfg->outcomes.path[0] == '\0') {
+                node_error(w, find_key(w, v, "path"), "outcomes.path",
+                           "expected a file name, found an empty string");
+            } else if (is_outcomes && cfg->outcomes.path != NULL &&
+                       cfg->outcomes.path[0] != '/' &&
+                       asprintf(&full, "%s/%s", w->dir,
+                                cfg->outcomes.path) >= 0) {
+                free(cfg->outcomes.path);
+                cfg->outcomes.path = full;
+            }
+            if (is_admin || is_tracing || is_outcomes) {
                 continue;
             }
             if (!is_lua && cfg->dlq.topic != NULL) {
@@ -1717,7 +1767,8 @@ static void walk_root(struct walker *w, struct cfg *cfg,
                 {.name = "delivery"}, {.name = "sinks"},
                 {.name = "transform"}, {.name = "lua"}, {.name = "dlq"},
                 {.name = "dedupe"}, {.name = "admin"},
-                {.name = "tracing"}, {0}};
+                {.name = "tracing"}, {.name = "outcomes"},
+                {.name = "mode"}, {0}};
             const struct opt_spec *tables[1] = {root_keys};
             char msg[512];
             snprintf(msg, sizeof(msg), "unknown key");
@@ -2206,6 +2257,11 @@ struct cfg *cfg_load(const char *path, struct cfg_errors *errs)
         }
     }
     yaml_document_delete(&doc);
+    struct sl_error serr;
+    if (errs->count == errors_before && cfg->mode == CFG_MODE_SHADOW &&
+        cfg->source.group != NULL && cfg_make_shadow(cfg, &serr) != 0) {
+        cfg_errors_add(errs, path, 0, 0, "mode", "%s", serr.msg);
+    }
     if (errs->count != errors_before || cfg->path == NULL ||
         cfg->dir == NULL || cfg->source.group == NULL ||
         cfg->dlq.topic == NULL || cfg->dlq.brokers == NULL) {
@@ -2216,6 +2272,43 @@ struct cfg *cfg_load(const char *path, struct cfg_errors *errs)
         return NULL;
     }
     return cfg;
+}
+
+int cfg_make_shadow(struct cfg *cfg, struct sl_error *err)
+{
+    char *group;
+
+    if (asprintf(&group, "%s%s", cfg->source.group,
+                 CFG_SHADOW_GROUP_SUFFIX) < 0) {
+        return sl_error_set(err, "out of memory");
+    }
+    free(cfg->source.group);
+    cfg->source.group = group;
+    cfg->mode = CFG_MODE_SHADOW;
+    for (size_t i = 0; i < cfg->sink_count; i++) {
+        struct cfg_sink *s = &cfg->sinks[i];
+        const struct opt_spec *url = NULL;
+        if (s->shadow_url == NULL || s->connector == NULL) {
+            continue;
+        }
+        for (const struct opt_spec *o = s->connector->options; o->name; o++) {
+            if (strcmp(o->name, "url") == 0 && o->type == OPT_STRING) {
+                url = o;
+            }
+        }
+        if (url == NULL) {
+            return sl_error_set(err, "sinks.%s.shadow_url: a %s sink has no "
+                                "url to replace", s->name, s->type);
+        }
+        char **slot = (char **)((char *)s->ctx + url->offset);
+        char *copy = strdup(s->shadow_url);
+        if (copy == NULL) {
+            return sl_error_set(err, "out of memory");
+        }
+        free(*slot);
+        *slot = copy;
+    }
+    return 0;
 }
 
 void cfg_free(struct cfg *cfg)
@@ -2234,6 +2327,7 @@ void cfg_free(struct cfg *cfg)
     free_table(cfg_dedupe_options, &cfg->dedupe);
     free_table(cfg_admin_options, &cfg->admin);
     free_table(cfg_tracing_options, &cfg->tracing);
+    free_table(cfg_outcomes_options, &cfg->outcomes);
     for (size_t i = 0; i < cfg->sink_count; i++) {
         struct cfg_sink *s = &cfg->sinks[i];
         if (s->ctx != NULL) {

@@ -68,6 +68,18 @@ struct cfg_admin {
     char *listen; /* host:port of the admin server; NULL: off */
 };
 
+/* The outcome log (the `outcomes:` section; docs/outcomes.md). */
+struct cfg_outcomes {
+    char *path; /* resolved against the pipeline's directory; NULL: off */
+    int bodies; /* also record the body sent */
+};
+
+/* `mode:` how a run affects the world. */
+enum cfg_mode {
+    CFG_MODE_RUN,    /* deliveries, markers, DLQ writes, commits */
+    CFG_MODE_SHADOW, /* its own group; nothing sent but to shadow_urls */
+};
+
 /* How a sink's answers are classed (sinks.*.retry_on, permanent_on,
  * done_on); a status listed nowhere is ok when 2xx, else permanent. */
 enum cfg_answer {
@@ -130,6 +142,7 @@ struct cfg_sink {
     int64_t breaker_window_ms;
     int64_t breaker_cooldown_ms;
     int64_t park_after_ms; /* 0: off */
+    char *shadow_url; /* in shadow mode, the connector's url; NULL: none */
     const struct connector *connector;
     void *ctx; /* connector->ctx_size bytes, options filled in */
     int line, col;
@@ -148,6 +161,7 @@ struct cfg {
     char *pipeline;
     char *transform; /* the pipeline transform's resolved path, or NULL */
     int transform_line, transform_col; /* its YAML value; 0: not set */
+    int mode; /* enum cfg_mode */
     struct cfg_lua lua;
     struct cfg_source source;
     struct cfg_delivery delivery;
@@ -155,6 +169,7 @@ struct cfg {
     struct cfg_dedupe dedupe;
     struct cfg_admin admin;
     struct cfg_tracing tracing;
+    struct cfg_outcomes outcomes;
     struct cfg_sink *sinks;
     size_t sink_count;
     struct cfg_keypos *keypos; /* of every map key read, for errors */
@@ -214,6 +229,13 @@ extern const struct opt_spec cfg_dlq_options[];
 extern const struct opt_spec cfg_dedupe_options[];
 extern const struct opt_spec cfg_admin_options[];
 extern const struct opt_spec cfg_tracing_options[];
+extern const struct opt_spec cfg_outcomes_options[];
+
+/* Turns cfg into a shadow run's (`mode: shadow`, `run --shadow`): the
+ * consumer group gets CFG_SHADOW_GROUP_SUFFIX, and a sink with a
+ * shadow_url gets it as its connector's `url`. 0, or -1 with err. */
+#define CFG_SHADOW_GROUP_SUFFIX "-shadow"
+int cfg_make_shadow(struct cfg *cfg, struct sl_error *err);
 
 /* Levenshtein distance of a and b, for did-you-mean suggestions
  * (SIZE_MAX when b is 64 bytes or longer). */

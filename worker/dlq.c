@@ -477,7 +477,7 @@ int dlq_write(dlq_t *d, const struct dlq_record *r, void *token,
 
 size_t dlq_pending(const dlq_t *d)
 {
-    return d->pending;
+    return d != NULL ? d->pending : 0;
 }
 
 void dlq_destroy(dlq_t *d)

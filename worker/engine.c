@@ -37,6 +37,7 @@
 #include "recent.h"
 #include "redact.h"
 #include "retry.h"
+#include "outcomes.h"
 #include "store.h"
 #include "trace.h"
 #include "transform.h"
@@ -361,6 +362,9 @@ struct engine {
     uint64_t dlq_written;
     tracer_t *tracer; /* tracing.otlp_endpoint; NULL: no spans */
     struct connector_host trace_host;
+    outcomes_t *outcomes; /* outcomes.path; NULL: no outcome log */
+    struct ratelog outcomes_log;
+    int shadow; /* mode: shadow */
     char trace_hex[33]; /* the trace id of the view a script sees */
 };
 
@@ -633,6 +637,7 @@ static uint64_t hash_key(const void *key, size_t len)
 
 static void mark_flush(engine_t *e, struct msg *m);
 static void marks_flush_all(engine_t *e, const struct part *part);
+static void outcomes_sync(engine_t *e);
 
 /* A retry topic's partition: its msgs go to from->drain alone. */
 static int is_drain(const struct part *p)
@@ -861,6 +866,7 @@ static void commit_all(engine_t *e, int sync)
     if (e->opts.replay != NULL && e->opts.replay->dry_run) {
         return; /* a dry run works nothing */
     }
+    outcomes_sync(e);
     for (size_t k = 0; k <= e->nsinks; k++) {
         struct source *from = k == 0 ? &e->main : &e->sinks[k - 1].drain;
         if (from->consumer == NULL) {
@@ -1277,6 +1283,90 @@ static void delivery_finish_any(engine_t *e, struct delivery *d)
     }
 }
 
+/* ---- the outcome log ---- */
+
+static int ratelog_allow(struct ratelog *r, uint64_t now, uint64_t *suppressed);
+static uint64_t wall_ms(void);
+static const struct connector_msg *msg_view(engine_t *e, struct msg *m);
+
+/* Writes d's terminal outcome (kind: OUTCOME_*) to the outcome log; the
+ * request's method, target and body when one was (or, in a shadow run,
+ * would have been) sent (sent). status < 0 and attempts 0 are left out. s NULL: every sink gets the line (a
+ * record that failed before reaching any). */
+static void outcome_note(engine_t *e, struct sink *s, struct delivery *d,
+                         const char *kind, int sent, int status,
+                         uint32_t attempts, const char *error)
+{
+    struct msg *m = d->msg;
+    const struct connector_msg *view;
+    char target[2048];
+    uint64_t suppressed;
+
+    if (e->outcomes == NULL) {
+        return;
+    }
+    if (s == NULL) {
+        for (size_t i = 0; i < e->nsinks; i++) {
+            outcome_note(e, &e->sinks[i], d, kind, 0, status, attempts,
+                         error);
+        }
+        return;
+    }
+    view = msg_view(e, m);
+    struct outcome line = {
+        .wall_ms = wall_ms(),
+        .pipeline = e->cfg->pipeline,
+        .sink = s->cfg->name,
+        .key = m->dedupe,
+        .key_len = m->dedupe_len,
+        .kind = kind,
+        .status = status,
+        .attempts = attempts,
+        .topic = view->topic,
+        .partition = view->partition,
+        .offset = view->offset,
+        .error = error,
+    };
+    if (sent) {
+        struct connector_msg shaped = *view;
+        shaped.method = d->method;
+        shaped.path = d->path;
+        line.method = d->method != NULL ? d->method : s->about.method;
+        if (s->cfg->connector->target != NULL) {
+            size_t len = s->cfg->connector->target(s->cfg->ctx, &shaped,
+                                                   target, sizeof(target));
+            redact_apply(e->redact, target, &len, sizeof(target) - 1);
+            target[len] = '\0';
+            line.path = target;
+        }
+        line.body = d->body != NULL ? d->body : m->value;
+        line.body_len = d->body != NULL ? d->body_len : m->value_len;
+        if (line.body == NULL) {
+            line.body = "";
+        }
+    }
+    if (outcomes_write(e->outcomes, &line) != 0 &&
+        ratelog_allow(&e->outcomes_log, loop_now(e->loop), &suppressed)) {
+        log_warn("outcomes: the log %s cannot keep up (its file cannot be "
+                 "written): lines are dropped (%llu so far)",
+                 e->cfg->outcomes.path,
+                 (unsigned long long)outcomes_dropped(e->outcomes));
+    }
+}
+
+/* Before a commit: the outcomes of what it passes reach the file. */
+static void outcomes_sync(engine_t *e)
+{
+    struct sl_error err;
+    uint64_t suppressed;
+
+    if (e->outcomes != NULL && outcomes_flush(e->outcomes, &err) != 0 &&
+        ratelog_allow(&e->outcomes_log, loop_now(e->loop), &suppressed)) {
+        log_warn("outcomes: %s; the lines stay buffered (up to %zu MiB)",
+                 err.msg, OUTCOMES_BUFFER_MAX >> 20);
+    }
+}
+
 /* ---- sending ---- */
 
 static void on_result(struct sink *s, struct delivery *d,
@@ -1532,6 +1622,12 @@ static void send_one(struct sink *s, struct delivery *d)
     if (d->attempts == 0) {
         d->first_ms = loop_now(s->e->loop);
     }
+    if (s->e->shadow && s->cfg->shadow_url == NULL) {
+        res = (struct connector_result){.status = CONNECTOR_OK,
+                                        .retry_after_ms = -1};
+        on_result(s, d, &res);
+        return;
+    }
     s->inflight++;
     if (s->e->board != NULL) {
         d->sent_ns = metrics_now_ns();
@@ -1683,6 +1779,7 @@ static int already_sent(struct sink *s, struct delivery *d)
               "already handled, this worker delivered the key moments ago",
               s->cfg->name, m->part->topic, (int)m->part->partition,
               (long long)m->offset, m->dedupe);
+    outcome_note(s->e, s, d, OUTCOME_ALREADY_HANDLED, 0, -1, 0, NULL);
     delivery_finish(s, d);
     return 1;
 }
@@ -1807,6 +1904,8 @@ static ssize_t dead_headers(engine_t *e, void *handle, size_t extra)
 
 static void dlq_retry_fired(struct loop_timer *t);
 static void dead_failed(engine_t *e, struct delivery *d, const char *why);
+static void on_dlq_done(void *arg, void *token, const char *err,
+                        int32_t partition, int64_t offset);
 
 /* The context headers a DLQ record carries (see dlq.h). */
 #define DEAD_CONTEXT_HEADERS 20
@@ -1815,6 +1914,14 @@ static void dead_failed(engine_t *e, struct delivery *d, const char *why);
  * for any of ours) and the context headers of d->dead, or, kept by a
  * replay, the record as it is. A write that cannot even be queued is
  * tried again later. */
+/* A shadow run writes no DLQ record: its outcome line says it all. */
+static void shadow_dead_fired(struct loop_timer *t)
+{
+    struct delivery *d = container_of(t, struct delivery, retry);
+
+    on_dlq_done(d->dead->e, d, NULL, -1, -1);
+}
+
 static void dead_write(engine_t *e, struct delivery *d)
 {
     struct msg *m = d->msg, *origin = m->origin;
@@ -1829,6 +1936,11 @@ static void dead_write(engine_t *e, struct delivery *d)
     struct sl_error err;
     size_t n = 0;
 
+    if (e->shadow) {
+        d->retry.fn = shadow_dead_fired;
+        loop_timer_start(e->loop, &d->retry, 0);
+        return;
+    }
     if (count < 0) {
         dead_failed(e, d, "out of memory");
         return;
@@ -2030,6 +2142,10 @@ static void dead_letter(engine_t *e, struct delivery *d, enum dead_kind kind,
         redact_apply(e->redact, x->body, &x->body_len, DLQ_BODY_MAX);
     }
     d->dead = x;
+    if (kind == DEAD_LETTER) {
+        outcome_note(e, d->sink, d, OUTCOME_DEAD_LETTERED, d->attempts > 0,
+                     x->status > 0 ? x->status : -1, d->attempts, class);
+    }
     if (d->chain != NULL) {
         /* Out of the sink's order: the key's next message may go. */
         chain_advance(d->sink, d);
@@ -2191,8 +2307,17 @@ static void on_result(struct sink *s, struct delivery *d,
                        (given->http_status <= 0 || given->http_status >= 500),
                    given->http_status <= 0 && given->status != CONNECTOR_RETRY,
                    now);
+    /* A shadow run's sink without a shadow_url was sent nothing: its
+     * line has the request but no answer. */
+    int sent = !e->shadow || s->cfg->shadow_url != NULL;
     if (status == CONNECTOR_OK && done != 1) {
         s->delivered++;
+        outcome_note(e, s, d,
+                     e->shadow    ? OUTCOME_SHADOW
+                     : done == 2 ? OUTCOME_APPLIED
+                                 : OUTCOME_DELIVERED,
+                     1, sent ? given->http_status : -1,
+                     sent ? d->attempts + 1 : 0, NULL);
         if (done == 2) {
             s->applied++;
             log_event(LOG_DEBUG, MSG_FIELDS(m, s, given->http_status),
@@ -2211,6 +2336,8 @@ static void on_result(struct sink *s, struct delivery *d,
     }
     if (done) {
         s->done_by_policy++;
+        outcome_note(e, s, d, e->shadow ? OUTCOME_SHADOW : OUTCOME_APPLIED,
+                     1, given->http_status, d->attempts, NULL);
         delivery_success(s, d);
         return;
     }
@@ -2235,6 +2362,8 @@ static void on_result(struct sink *s, struct delivery *d,
     decide(s, d, &res, &dec, &class);
     if (dec.verdict == SL_VERDICT_DONE) {
         s->done_by_policy++;
+        outcome_note(e, s, d, e->shadow ? OUTCOME_SHADOW : OUTCOME_APPLIED,
+                     1, res.http_status, d->attempts, NULL);
         log_event(LOG_DEBUG, MSG_FIELDS(m, s, res.http_status),
                   "sink %s: %s [%d] offset %lld counted as done by the "
                   "retry policy after: %s",
@@ -2368,7 +2497,7 @@ static void park_fired(struct loop_timer *t)
 
     for (size_t i = 0; i < e->nsinks; i++) {
         struct sink *s = &e->sinks[i];
-        if (s->cfg->park_after_ms <= 0 || e->stopping) {
+        if (s->cfg->park_after_ms <= 0 || s->retry_topic == NULL || e->stopping) {
             continue;
         }
         if (s->parking) {
@@ -2560,6 +2689,7 @@ static void msg_release(engine_t *e, struct msg *m)
                       "already handled, its marker is in the store",
                       s->cfg->name, m->part->topic, (int)m->part->partition,
                       (long long)m->offset, m->dedupe);
+            outcome_note(e, s, d, OUTCOME_ALREADY_HANDLED, 0, -1, 0, NULL);
             finish[nfinish++] = d;
         } else if (delivery_enqueue(s, d) != 0) {
             e->fatal = 1;
@@ -3854,6 +3984,7 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
     }
     e->cfg = cfg;
     e->opts = *o;
+    e->shadow = cfg->mode == CFG_MODE_SHADOW;
     e->sigfd = -1;
     e->nsinks = cfg->sink_count;
     e->msg_size = sizeof(struct msg) + e->nsinks * sizeof(struct delivery);
@@ -3928,6 +4059,7 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
         s->cfg = &cfg->sinks[i];
         s->dlq_topic = cfg_sink_dlq_topic(cfg, i);
         if (s->cfg->park_after_ms > 0 && o->replay == NULL &&
+            cfg->mode != CFG_MODE_SHADOW &&
             asprintf(&s->retry_topic, "%s.retry.%s", cfg->pipeline,
                      s->cfg->name) < 0) {
             s->retry_topic = NULL;
@@ -3972,8 +4104,16 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
                    err) != 0) {
         goto fail;
     }
-    if (cfg->dedupe.store != NULL && store_open(e, err) != 0) {
+    /* A shadow run leaves production's markers alone. */
+    if (cfg->dedupe.store != NULL && !e->shadow && store_open(e, err) != 0) {
         goto fail;
+    }
+    if (cfg->outcomes.path != NULL && o->replay == NULL) {
+        e->outcomes = outcomes_open(cfg->outcomes.path, cfg->outcomes.bodies,
+                                    err);
+        if (e->outcomes == NULL) {
+            goto fail;
+        }
     }
     if (cfg->tracing.otlp_endpoint != NULL && tracer_open(e, err) != 0) {
         goto fail;
@@ -3992,11 +4132,13 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
             dlq_bootstrap = embedded_bootstrap(e->embedded);
         }
     }
-    e->dlq = dlq_new(cfg, dlq_bootstrap, e->loop, on_dlq_done, e, err);
-    if (e->dlq == NULL) {
+    e->dlq = e->shadow ? NULL
+                       : dlq_new(cfg, dlq_bootstrap, e->loop, on_dlq_done,
+                                 e, err);
+    if (e->dlq == NULL && !e->shadow) {
         goto fail;
     }
-    if (strcmp(cfg->dlq.brokers, "embedded") != 0) {
+    if (strcmp(cfg->dlq.brokers, "embedded") != 0 && !e->shadow) {
         const char **topics = calloc(2 * e->nsinks + 1, sizeof(*topics));
         size_t n = 0;
         if (topics == NULL) {
@@ -4044,9 +4186,12 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
     if (o->progress) {
         loop_timer_start(e->loop, &e->progress_timer, 1000);
     }
-    log_info("pipeline %s: consuming %zu topic(s) as group %s, %zu sink(s)",
+    log_info("pipeline %s: consuming %zu topic(s) as group %s, %zu sink(s)%s",
              cfg->pipeline, cfg->source.topics.count, cfg->source.group,
-             e->nsinks);
+             e->nsinks,
+             e->shadow ? "; a shadow run: nothing is sent but to shadow_urls, "
+                         "no marker or DLQ record is written"
+                       : "");
     return e;
 fail:
     engine_destroy(e);
@@ -4175,6 +4320,7 @@ void engine_destroy(engine_t *e)
     /* Before the msgs: its reports point at their deliveries, and so do
      * the store's answers. */
     dlq_destroy(e->dlq);
+    outcomes_close(e->outcomes);
     if (e->store != NULL) {
         e->store->close(e->store_ctx);
     }

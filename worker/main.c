@@ -59,6 +59,10 @@ static const char run_usage[] =
     "                           /pause, /resume there (admin.listen)\n"
     "  --log-level LEVEL        debug, info (default), warn, error\n"
     "  --log-format FORMAT      text (default) or json\n"
+    "  --shadow                 a shadow run (mode: shadow): its own group,\n"
+    "                           nothing sent but to shadow_urls, no markers,\n"
+    "                           no DLQ writes; the outcome log says what\n"
+    "                           would have been sent\n"
     "  -h, --help               show this help\n"
     "\n"
     "exit status: 0 stopped with everything consumed committed, 1 runtime\n"
@@ -200,10 +204,12 @@ static int cmd_run(int argc, char **argv)
         {"admin", required_argument, NULL, 'a'},
         {"log-level", required_argument, NULL, 'l'},
         {"log-format", required_argument, NULL, 'f'},
+        {"shadow", no_argument, NULL, 's'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct engine_options opts = {0};
+    int shadow = 0;
     struct sl_error err;
     struct cfg *cfg;
     engine_t *engine;
@@ -217,6 +223,9 @@ static int cmd_run(int argc, char **argv)
             break;
         case 'a':
             opts.admin_listen = optarg;
+            break;
+        case 's':
+            shadow = 1;
             break;
         case 'l':
             if (log_set_level(optarg) != 0) {
@@ -244,6 +253,12 @@ static int cmd_run(int argc, char **argv)
     }
     cfg = engine_load_config(argv[optind], stderr);
     if (cfg == NULL) {
+        return EXIT_USAGE;
+    }
+    if (shadow && cfg->mode != CFG_MODE_SHADOW &&
+        cfg_make_shadow(cfg, &err) != 0) {
+        fprintf(stderr, "sluice: %s: %s\n", argv[optind], err.msg);
+        cfg_free(cfg);
         return EXIT_USAGE;
     }
     engine = engine_new(cfg, &opts, &err);

@@ -176,6 +176,12 @@ void reference_write(FILE *out)
                  "transform); each request carries its span's "
                  "`traceparent`.\n\n");
     table(out, cfg_tracing_options);
+    fprintf(out, "## outcomes\n\n"
+                 "The outcome log (docs/outcomes.md): a line per terminal "
+                 "per-sink outcome, which `sluice reconcile` compares with "
+                 "another system's during a migration "
+                 "(docs/migration.md).\n\n");
+    table(out, cfg_outcomes_options);
     fprintf(out, "## sinks.<name>\n\n"
                  "Every sink takes these keys, then those of its type.\n\n");
     table(out, cfg_sink_options);
@@ -476,6 +482,9 @@ void reference_write_schema(FILE *out)
     fputs(",\n", out);
     schema_section(out, "tracing", "W3C trace context and OTLP spans.",
                    cfg_tracing_options);
+    fputs(",\n", out);
+    schema_section(out, "outcomes", "The outcome log (docs/outcomes.md).",
+                   cfg_outcomes_options);
     fprintf(out,
             ",\n"
             "    \"sinks\": {\n"
