@@ -1555,43 +1555,13 @@ static void check_dedupe_key(struct walker *w, struct cfg *cfg,
                              const yaml_node_t *root)
 {
     struct cfg_dedupe *d = &cfg->dedupe;
-    static const struct {
-        const char *prefix;
-        int from;
-    } kinds[] = {{"header:", CFG_DEDUPE_HEADER},
-                 {"json:", CFG_DEDUPE_JSON},
-                 {"lua:", CFG_DEDUPE_LUA}};
-    const char *why = NULL;
+    const char *why;
 
     if (d->key == NULL) {
         return;
     }
-    if (strcmp(d->key, "coordinates") == 0) {
-        d->from = CFG_DEDUPE_COORDINATES;
-        d->arg = d->key;
-    } else {
-        why = "expected `header:NAME`, `json:PATH`, `lua:FUNCTION` or "
-              "`coordinates`";
-        for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
-            size_t n = strlen(kinds[i].prefix);
-            if (strncmp(d->key, kinds[i].prefix, n) == 0) {
-                d->from = kinds[i].from;
-                d->arg = d->key + n;
-                why = d->arg[0] == '\0' ? "the name after the colon is "
-                                          "missing"
-                                        : NULL;
-                break;
-            }
-        }
-    }
-    if (why == NULL && d->from == CFG_DEDUPE_JSON) {
-        for (const char *c = d->arg; *c && why == NULL; c++) {
-            if (*c == '.' && (c == d->arg || c[1] == '.' || c[1] == '\0')) {
-                why = "a JSON path is field names joined by `.`, e.g. "
-                      "`meta.id`";
-            }
-        }
-    }
+    why = keysrc_parse(d->key, KEYSRC_ALLOW_LUA_COORDINATES, &d->from,
+                       &d->arg);
     if (why == NULL && d->from == CFG_DEDUPE_LUA && cfg->transform == NULL) {
         why = "`lua:` names a function of the pipeline's `transform` "
               "script, and there is none";

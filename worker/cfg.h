@@ -14,6 +14,7 @@
 #include <yaml.h>
 
 #include "common.h"
+#include "keysrc.h"
 
 enum cfg_start { CFG_START_EARLIEST, CFG_START_LATEST };
 enum cfg_ordering {
@@ -93,10 +94,10 @@ enum cfg_answer {
 
 /* Where a message's dedupe key comes from (dedupe.key). */
 enum cfg_dedupe_from {
-    CFG_DEDUPE_HEADER,      /* header:NAME, the last such header */
-    CFG_DEDUPE_JSON,        /* json:PATH, a string or integer field */
-    CFG_DEDUPE_LUA,         /* lua:FUNCTION of the pipeline's script */
-    CFG_DEDUPE_COORDINATES, /* topic-partition-offset */
+    CFG_DEDUPE_HEADER = KEYSRC_HEADER, /* header:NAME, the last such one */
+    CFG_DEDUPE_JSON = KEYSRC_JSON, /* json:PATH, a string or integer field */
+    CFG_DEDUPE_LUA = KEYSRC_LUA,   /* lua:FUNCTION of the pipeline's script */
+    CFG_DEDUPE_COORDINATES = KEYSRC_COORDINATES, /* topic-partition-offset */
 };
 /* What a message without a usable key gets (dedupe.missing). */
 enum cfg_dedupe_missing { CFG_MISSING_COORDINATES, CFG_MISSING_DEAD_LETTER };

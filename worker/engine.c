@@ -24,12 +24,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <jansson.h>
-
 #include "admin.h"
 #include "consumer.h"
 #include "dlq.h"
 #include "dlqcmd.h"
+#include "keysrc.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
@@ -1414,69 +1413,12 @@ static void record_view(engine_t *e, const struct consumer_record *rec,
     e->view_msg = NULL;
 }
 
-/* A key of len bytes that can serve: not empty, fits, no NUL byte (cut
- * there, two keys could collide). */
-static const char *usable_key(const void *key, size_t len, char *out,
-                              size_t cap)
-{
-    if (key == NULL || len == 0 || len >= cap ||
-        memchr(key, '\0', len) != NULL) {
-        return NULL;
-    }
-    memcpy(out, key, len);
-    out[len] = '\0';
-    return out;
-}
-
-/* The string or integer at path (field names joined by '.') of a JSON
- * object. */
-static const char *json_key(const char *path, const void *value,
-                            size_t value_len, char *out, size_t cap)
-{
-    json_error_t jerr;
-    json_t *root, *at;
-    const char *key = NULL;
-    char name[256];
-
-    if (value == NULL || value_len == 0) {
-        return NULL;
-    }
-    root = json_loadb(value, value_len, JSON_REJECT_DUPLICATES, &jerr);
-    at = root;
-    while (at != NULL && *path != '\0') {
-        size_t n = strcspn(path, ".");
-        if (n >= sizeof(name) || !json_is_object(at)) {
-            at = NULL;
-            break;
-        }
-        memcpy(name, path, n);
-        name[n] = '\0';
-        at = json_object_get(at, name);
-        path += n + (path[n] == '.');
-    }
-    if (json_is_string(at)) {
-        key = usable_key(json_string_value(at), json_string_length(at), out,
-                         cap);
-    } else if (json_is_integer(at)) {
-        snprintf(out, cap, "%" JSON_INTEGER_FORMAT, json_integer_value(at));
-        key = out;
-    }
-    json_decref(root);
-    return key;
-}
-
 const char *engine_pick_key(const struct cfg_dedupe *d, const void *header,
                             size_t header_len, const void *value,
                             size_t value_len, char *out, size_t cap)
 {
-    switch (d->from) {
-    case CFG_DEDUPE_HEADER:
-        return usable_key(header, header_len, out, cap);
-    case CFG_DEDUPE_JSON:
-        return json_key(d->arg, value, value_len, out, cap);
-    default:
-        return NULL;
-    }
+    return keysrc_pick(d->from, d->arg, header, header_len, value, value_len,
+                       out, cap, NULL);
 }
 
 /* The dedupe key of a record as it came, in e->dedupe: dedupe.key's, or
