@@ -595,7 +595,7 @@ void keyrule_destroy(keyrule_t *kr)
 static const char *pick(const struct keyrule_input *in, int from,
                         const char *arg, char *out, size_t cap, int *miss)
 {
-    const struct connector_header *hdr = NULL;
+    const struct sl_header *hdr = NULL;
 
     if (from == KEYSRC_HEADER) {
         for (size_t i = 0; i < in->header_count; i++) {

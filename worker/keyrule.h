@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "connector.h"
+#include "common.h"
 
 typedef struct keyrule keyrule_t;
 
@@ -82,7 +82,7 @@ struct keyrule_options {
  * regard to case; of several with the name, the last one counts. body is
  * the request body (JSON for json: sources). */
 struct keyrule_input {
-    const struct connector_header *headers;
+    const struct sl_header *headers;
     size_t header_count;
     const void *body;
     size_t body_len;

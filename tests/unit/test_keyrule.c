@@ -22,7 +22,7 @@
 
 /* A request: up to two headers and a body. */
 struct req {
-    struct connector_header h[2];
+    struct sl_header h[2];
     char v[2][512];
     char body[1024];
     struct keyrule_input in;
@@ -45,13 +45,13 @@ static const struct keyrule_input *req_hdr(struct req *r, const char *tenant,
 
     if (tenant != NULL) {
         snprintf(r->v[n], sizeof(r->v[n]), "%s", tenant);
-        r->h[n] = (struct connector_header){
+        r->h[n] = (struct sl_header){
             .name = "X-Tenant", .value = r->v[n], .value_len = strlen(tenant)};
         n++;
     }
     if (order != NULL) {
         snprintf(r->v[n], sizeof(r->v[n]), "%s", order);
-        r->h[n] = (struct connector_header){
+        r->h[n] = (struct sl_header){
             .name = "X-Order", .value = r->v[n], .value_len = strlen(order)};
         n++;
     }
@@ -171,7 +171,7 @@ static void test_header_key(void **state)
     struct keyrule_options o = {.key = "header:X-Tenant-Id"};
     struct sl_error err = {{0}};
     struct keyrule_decision d;
-    struct connector_header h[3] = {
+    struct sl_header h[3] = {
         {.name = "x-tenant-id", .value = "first", .value_len = 5},
         {.name = "Content-Type", .value = "a/b", .value_len = 3},
         {.name = "X-TENANT-ID", .value = "last!", .value_len = 4},
@@ -267,7 +267,7 @@ static void test_refusals(void **state)
     assert_non_null(kr);
     {
         static char huge[1 << 20];
-        struct connector_header h = {.name = "X-Tenant", .value = "a\0b",
+        struct sl_header h = {.name = "X-Tenant", .value = "a\0b",
                                      .value_len = 3};
         struct keyrule_input in = {.headers = &h, .header_count = 1};
         assert_int_equal(keyrule_apply(kr, &in, 0, &d, &err), -1);
