@@ -235,7 +235,7 @@ static void test_unknown_key_suggests(void **state)
     assert_error(e, "8:5", "sinks.a.ur: unknown key; did you mean `url`?");
     assert_error(e, "9:5", "sinks.a.colour: unknown key; expected one of: "
                            "type max_in_flight transform retry dlq_topic "
-                           "retry_on");
+                           "shadow_url retry_on");
     /* Missing required keys are reported at their mapping. */
     assert_error(e, "3:3", "source.topics: missing required key `topics`");
     assert_error(e, "7:5", "sinks.a.url: missing required key `url`");
