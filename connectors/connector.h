@@ -143,5 +143,6 @@ struct connector {
 };
 
 extern const struct connector http_connector;
+extern const struct connector kafka_connector;
 
 #endif

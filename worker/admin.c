@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "listener.h"
 #include "log.h"
 
 #define QUEUE_MAX 64           /* commands waiting for the lane */
@@ -293,64 +294,6 @@ static void on_mhd_log(void *arg, const char *fmt, va_list ap)
     log_warn("admin: %s", msg);
 }
 
-/* ---- listening ---- */
-
-static int open_listener(const char *listen_at, int *port,
-                         struct sl_error *err)
-{
-    char host[256];
-    const char *colon = strrchr(listen_at, ':');
-    const char *h = listen_at;
-    size_t hlen;
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
-                    *res = NULL;
-    int fd = -1, rc, one = 1;
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-
-    if (colon == NULL || colon[1] == '\0') {
-        return sl_error_set(err, "admin.listen: expected host:port, "
-                                 "found \"%s\"", listen_at);
-    }
-    hlen = (size_t)(colon - listen_at);
-    if (hlen >= 2 && h[0] == '[' && h[hlen - 1] == ']') {
-        h++;
-        hlen -= 2;
-    }
-    if (hlen >= sizeof(host)) {
-        return sl_error_set(err, "admin.listen: host name too long");
-    }
-    memcpy(host, h, hlen);
-    host[hlen] = '\0';
-    rc = getaddrinfo(hlen > 0 ? host : NULL, colon + 1, &hints, &res);
-    if (rc != 0) {
-        return sl_error_set(err, "admin.listen %s: %s", listen_at,
-                            gai_strerror(rc));
-    }
-    fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        freeaddrinfo(res);
-        return sl_error_set(err, "admin.listen %s: %s", listen_at,
-                            strerror(errno));
-    }
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 ||
-        listen(fd, 64) != 0 ||
-        getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {
-        int e = errno;
-        freeaddrinfo(res);
-        close(fd);
-        return sl_error_set(err, "admin.listen %s: %s", listen_at,
-                            strerror(e));
-    }
-    freeaddrinfo(res);
-    *port = ntohs(ss.ss_family == AF_INET6
-                      ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                      : ((struct sockaddr_in *)&ss)->sin_port);
-    return fd;
-}
-
 admin_t *admin_new(const char *listen_at, metrics_board_t *board,
                    const char *const *sink_names, size_t sink_count,
                    struct sl_error *err)
@@ -375,7 +318,7 @@ admin_t *admin_new(const char *listen_at, metrics_board_t *board,
         pthread_cond_init(&a->applied_cond, &attr);
         pthread_condattr_destroy(&attr);
     }
-    a->listen_fd = open_listener(listen_at, &a->port, err);
+    a->listen_fd = listener_open("admin.listen", listen_at, &a->port, err);
     if (a->listen_fd < 0) {
         admin_free(a);
         return NULL;

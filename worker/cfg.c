@@ -20,6 +20,7 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "keyrule.h"
 #include "store.h"
 #include "units.h"
 
@@ -61,6 +62,111 @@ const struct opt_spec cfg_source_options[] = {
      .doc = "librdkafka consumer properties passed through as they are "
             "(e.g. `session.timeout.ms`, `security.protocol`); they "
             "override sluice's defaults."},
+    {0},
+};
+
+static const char *const source_type_choices[] = {"kafka", "http", NULL};
+
+const struct opt_spec cfg_source_type_options[] = {
+    {.name = "type", .type = OPT_ENUM, .def = "kafka",
+     .offset = offsetof(struct cfg, source_type),
+     .choices = source_type_choices,
+     .doc = "`kafka` consumes topics as a consumer group. `http` is the "
+            "publisher (docs/migration.md): each request to `listen` "
+            "becomes a record produced by the pipeline's `kafka` sink, "
+            "and is answered 202 once Kafka acknowledged it; its other "
+            "sinks (e.g. the legacy endpoint) get the same request."},
+    {0},
+};
+
+const struct opt_spec cfg_http_source_options[] = {
+    {.name = "listen", .type = OPT_STRING, .flags = OPT_REQUIRED,
+     .offset = offsetof(struct cfg_http_source, listen),
+     .doc = "Where the publisher listens, `host:port` (`[v6]:port`; port "
+            "0 picks a free one, which the log says)."},
+    {.name = "path", .type = OPT_STRING, .def = "/",
+     .offset = offsetof(struct cfg_http_source, path),
+     .doc = "The endpoint: `POST` there publishes; any other path is 404, "
+            "any other method 405."},
+    {.name = "key", .type = OPT_STRING, .flags = OPT_REQUIRED,
+     .offset = offsetof(struct cfg_http_source, key),
+     .doc = "The record key: `json:PATH` (a string or integer field of the "
+            "JSON body, e.g. `json:tenant_id`) or `header:NAME`. A request "
+            "without it is answered 400. See docs/hot-keys.md."},
+    {.name = "shard_by", .type = OPT_STRING,
+     .offset = offsetof(struct cfg_http_source, shard_by),
+     .doc = "For hot keys: the field (`json:PATH` or `header:NAME`, e.g. "
+            "`json:order_id`) whose hash picks a hot key's shard, so each "
+            "entity's records keep one partition and their order."},
+    {.name = "shard_separator", .type = OPT_STRING, .def = "~",
+     .offset = offsetof(struct cfg_http_source, shard_separator),
+     .doc = "Between a hot key and its shard number (`tenant-42~3`). A "
+            "key that holds it is refused (400) while hot keys are on, so "
+            "that `msg.key_base` can always take the suffix off."},
+    {.name = "hot_keys", .type = OPT_STRING_MAP,
+     .offset = offsetof(struct cfg_http_source, hot_keys),
+     .doc = "Keys sharded always, with their shard count (2 to 256): "
+            "`{tenant-42: 8}`."},
+    {.name = "auto_shard", .type = OPT_BOOL, .def = "false",
+     .offset = offsetof(struct cfg_http_source, auto_shard),
+     .doc = "Find hot keys by themselves: a key taking more than "
+            "`auto_shard_share` of its partition's recent records (a "
+            "bounded top-k sketch, not a map of every key) is sharded "
+            "into `auto_shard_shards`."},
+    {.name = "auto_shard_share", .type = OPT_RATIO, .def = "20%",
+     .offset = offsetof(struct cfg_http_source, auto_shard_share),
+     .doc = "The share of its partition's recent records that makes a "
+            "key hot."},
+    {.name = "auto_shard_shards", .type = OPT_INT, .def = "8",
+     .offset = offsetof(struct cfg_http_source, auto_shard_shards),
+     .min = 2, .max = 256,
+     .doc = "Shards of a key found hot."},
+    {.name = "auto_shard_window", .type = OPT_INT, .def = "10000",
+     .offset = offsetof(struct cfg_http_source, auto_shard_window),
+     .min = 100, .max = 1000000000,
+     .doc = "Recent means: counts are halved every this many records."},
+    {.name = "auto_shard_capacity", .type = OPT_INT, .def = "64",
+     .offset = offsetof(struct cfg_http_source, auto_shard_capacity),
+     .min = 1, .max = 4096,
+     .doc = "Keys the sketch follows (and keys sharded at once) at most."},
+    {.name = "auto_shard_min_records", .type = OPT_INT, .def = "1000",
+     .offset = offsetof(struct cfg_http_source, auto_shard_min_records),
+     .min = 1, .max = 1000000000,
+     .doc = "Records in the window before any key is found hot, so that "
+            "a cold start does not shard everything."},
+    {.name = "auto_shard_hold", .type = OPT_DURATION, .def = "10m",
+     .offset = offsetof(struct cfg_http_source, auto_shard_hold_ms),
+     .min = 1, .max = 86400000,
+     .doc = "A key found hot stays sharded this long after it was last "
+            "hot, so that it does not flap between partitions."},
+    {.name = "max_body", .type = OPT_SIZE, .def = "1MiB",
+     .offset = offsetof(struct cfg_http_source, max_body),
+     .min = 1, .max = (int64_t)64 << 20,
+     .doc = "A larger request body is answered 413."},
+    {.name = "content_types", .type = OPT_STRING_LIST,
+     .def = "application/json",
+     .offset = offsetof(struct cfg_http_source, content_types),
+     .doc = "Media types a request may carry (parameters such as "
+            "`charset` aside); others are answered 415."},
+    {.name = "max_in_flight", .type = OPT_INT, .def = "10000",
+     .offset = offsetof(struct cfg_http_source, max_in_flight),
+     .min = 1, .max = 1000000,
+     .doc = "Requests accepted but not yet answered. Past it a request is "
+            "answered 429 with Retry-After at once: the publisher never "
+            "queues without limit."},
+    {.name = "timeout", .type = OPT_DURATION, .def = "10s",
+     .offset = offsetof(struct cfg_http_source, timeout_ms),
+     .min = 100, .max = 600000,
+     .doc = "A request not acknowledged by Kafka in this time is answered "
+            "503 with Retry-After (the record may still land: a client "
+            "retries with the same Idempotency-Key, which the consumers' "
+            "dedupe key reads). Keep the kafka sink's `timeout` at most "
+            "this."},
+    {.name = "drain_timeout", .type = OPT_DURATION, .def = "10s",
+     .offset = offsetof(struct cfg_http_source, drain_timeout_ms),
+     .min = 0, .max = 600000,
+     .doc = "At SIGTERM: how long requests under way may take to be "
+            "answered, after the listener closed."},
     {0},
 };
 
@@ -319,7 +425,7 @@ const struct opt_spec cfg_lua_options[] = {
 const struct opt_spec cfg_sink_options[] = {
     {.name = "type", .type = OPT_STRING, .flags = OPT_REQUIRED,
      .offset = offsetof(struct cfg_sink, type),
-     .doc = "The connector: `http`."},
+     .doc = "The connector: `http` or `kafka`."},
     {.name = "max_in_flight", .type = OPT_INT, .def = "64",
      .offset = offsetof(struct cfg_sink, max_in_flight),
      .min = 1, .max = 4096,
@@ -411,7 +517,8 @@ const struct opt_spec cfg_sink_options[] = {
     {0},
 };
 
-const struct connector *const cfg_connectors[] = {&http_connector, NULL};
+const struct connector *const cfg_connectors[] = {&http_connector,
+                                                  &kafka_connector, NULL};
 
 /* ---- errors ---- */
 
@@ -1581,6 +1688,106 @@ static void check_dedupe_key(struct walker *w, struct cfg *cfg,
     }
 }
 
+static void check_publisher(struct cfg *cfg, const char *path,
+                            struct cfg_errors *errs);
+
+/* The publisher's key rule is built once here (and thrown away) so that
+ * a bad key form, separator or hot key is reported at load time, at its
+ * YAML key. */
+static void check_http_source(struct walker *w, struct cfg *cfg,
+                              const yaml_node_t *v)
+{
+    const struct cfg_http_source *h = &cfg->http;
+    struct keyrule_static statics[64];
+    struct sl_error err;
+    keyrule_t *kr;
+
+    if (h->key == NULL || h->listen == NULL) {
+        return; /* reported as missing */
+    }
+    if (h->hot_keys.count > sizeof(statics) / sizeof(statics[0])) {
+        node_error(w, find_key(w, v, "hot_keys"), "source.hot_keys",
+                   "at most %zu keys", sizeof(statics) / sizeof(statics[0]));
+        return;
+    }
+    for (size_t i = 0; i < h->hot_keys.count; i++) {
+        char *end;
+        long long n = strtoll(h->hot_keys.values[i], &end, 10);
+        if (*h->hot_keys.values[i] == '\0' || *end != '\0' ||
+            n < KEYRULE_SHARDS_MIN || n > KEYRULE_SHARDS_MAX) {
+            char key[300];
+            snprintf(key, sizeof(key), "source.hot_keys.%s",
+                     h->hot_keys.keys[i]);
+            node_error(w, find_key(w, v, "hot_keys"), key,
+                       "expected a shard count from %d to %d, found `%s`",
+                       KEYRULE_SHARDS_MIN, KEYRULE_SHARDS_MAX,
+                       h->hot_keys.values[i]);
+            return;
+        }
+        statics[i] = (struct keyrule_static){h->hot_keys.keys[i], n};
+    }
+    if ((h->hot_keys.count > 0 || h->auto_shard) && h->shard_by == NULL) {
+        node_error(w, v, "source.shard_by",
+                   "hot keys need `shard_by` (e.g. json:order_id): it "
+                   "keeps each entity's records on one shard, in order");
+        return;
+    }
+    kr = cfg_http_keyrule(cfg, statics, NULL, NULL, &err);
+    if (kr == NULL) {
+        const char *at = strncmp(err.msg, "shard_by", 8) == 0 ? "shard_by"
+                         : strncmp(err.msg, "hot_keys", 8) == 0 ? "hot_keys"
+                         : strncmp(err.msg, "separator", 9) == 0
+                             ? "shard_separator"
+                             : "key";
+        char key[64];
+        snprintf(key, sizeof(key), "source.%s", at);
+        const yaml_node_t *n = find_key(w, v, at);
+        node_error(w, n != NULL ? n : v, key, "%s", err.msg);
+        return;
+    }
+    keyrule_destroy(kr);
+}
+
+keyrule_t *cfg_http_keyrule(const struct cfg *cfg,
+                            struct keyrule_static *statics,
+                            keyrule_partition_fn *partition_of, void *arg,
+                            struct sl_error *err)
+{
+    const struct cfg_http_source *h = &cfg->http;
+    struct keyrule_static local[64];
+    size_t n = h->hot_keys.count < 64 ? h->hot_keys.count : 64;
+
+    if (statics == NULL) {
+        statics = local;
+        for (size_t i = 0; i < n; i++) {
+            statics[i] = (struct keyrule_static){
+                h->hot_keys.keys[i], strtoll(h->hot_keys.values[i], NULL, 10)};
+        }
+    }
+    struct keyrule_options o = {
+        .key = h->key,
+        .shard_by = h->shard_by,
+        .separator = h->shard_separator,
+        .statics = statics,
+        .static_count = n,
+        .autos = {.enabled = h->auto_shard,
+                  .share = h->auto_shard_share,
+                  .capacity = h->auto_shard_capacity,
+                  .window = h->auto_shard_window,
+                  .min_records = h->auto_shard_min_records,
+                  .shards = h->auto_shard_shards,
+                  .hold_ms = h->auto_shard_hold_ms},
+        /* Load-time checks know no partitions: any count will do. */
+        .partitions = partition_of != NULL ? cfg->http_partitions : 1,
+        .partition_of = partition_of,
+        .partition_arg = arg,
+    };
+    if (partition_of == NULL) {
+        o.autos.enabled = 0;
+    }
+    return keyrule_new(&o, err);
+}
+
 static void walk_root(struct walker *w, struct cfg *cfg,
                       const yaml_node_t *root)
 {
@@ -1612,10 +1819,12 @@ static void walk_root(struct walker *w, struct cfg *cfg,
         } else if (strcmp(key, "source") == 0 ||
                    strcmp(key, "delivery") == 0) {
             int is_source = key[0] == 's';
-            const struct opt_spec *table[1] = {
-                is_source ? cfg_source_options : cfg_delivery_options};
-            void *base[1] = {is_source ? (void *)&cfg->source
-                                       : (void *)&cfg->delivery};
+            const struct opt_spec *table[2] = {
+                is_source ? cfg_source_type_options : cfg_delivery_options,
+                cfg_source_options};
+            void *base[2] = {is_source ? (void *)cfg
+                                       : (void *)&cfg->delivery,
+                             &cfg->source};
             if (is_source) {
                 have_source = 1;
             } else {
@@ -1626,8 +1835,21 @@ static void walk_root(struct walker *w, struct cfg *cfg,
                            node_type_name(v));
                 continue;
             }
-            walk_mapping(w, v, key, table, base, 1);
-            if (is_source) {
+            const yaml_node_t *type = is_source ? find_key(w, v, "type")
+                                                : NULL;
+            if (type != NULL && type->type == YAML_SCALAR_NODE &&
+                strcmp(scalar_text(type), "http") == 0) {
+                table[1] = cfg_http_source_options;
+                base[1] = &cfg->http;
+            }
+            walk_mapping(w, v, key, table, base, is_source ? 2 : 1);
+            if (is_source && cfg->source_type == CFG_SOURCE_HTTP) {
+                const yaml_node_t *hk = find_key(w, v, "hot_keys");
+                const yaml_node_t *at = hk != NULL ? hk : v;
+                cfg->http.hot_keys_line = (int)at->start_mark.line + 1;
+                cfg->http.hot_keys_col = (int)at->start_mark.column + 1;
+                check_http_source(w, cfg, v);
+            } else if (is_source) {
                 check_topics(w, v, "topics", "source",
                              (const char *const *)cfg->source.topics.items,
                              cfg->source.topics.count);
@@ -2200,6 +2422,12 @@ struct cfg *cfg_load(const char *path, struct cfg_errors *errs)
     if (cfg->dlq.brokers == NULL && cfg->source.brokers != NULL) {
         cfg->dlq.brokers = strdup(cfg->source.brokers);
     }
+    if (cfg->source_type == CFG_SOURCE_HTTP) {
+        check_publisher(cfg, path, errs);
+        if (cfg->dlq.brokers == NULL) {
+            cfg->dlq.brokers = strdup(""); /* the publisher has no DLQ */
+        }
+    }
     /* A DLQ topic that is also a source would feed failures back into the
      * pipeline, for ever. */
     for (size_t i = 0; cfg->dlq.topic != NULL && i < cfg->source.topics.count;
@@ -2242,6 +2470,53 @@ struct cfg *cfg_load(const char *path, struct cfg_errors *errs)
         return NULL;
     }
     return cfg;
+}
+
+/* What a publisher pipeline needs besides its source section: a kafka
+ * sink (the first is where records go), and none of what only a consumer
+ * has. */
+static void check_publisher(struct cfg *cfg, const char *path,
+                            struct cfg_errors *errs)
+{
+    cfg->publish_sink = -1;
+    for (size_t i = 0; i < cfg->sink_count; i++) {
+        if (strcmp(cfg->sinks[i].type, "kafka") == 0) {
+            cfg->publish_sink = (int)i;
+            break;
+        }
+    }
+    if (cfg->publish_sink < 0 && cfg->sink_count > 0) {
+        cfg_errors_add(errs, path, 0, 0, "sinks",
+                       "source.type http needs a sink of type kafka: where "
+                       "its records go");
+    }
+    if (cfg->transform != NULL) {
+        cfg_errors_add(errs, path, cfg->transform_line, cfg->transform_col,
+                       "transform",
+                       "not supported with source.type http: the publisher "
+                       "produces the request's body as it came");
+    }
+    for (size_t i = 0; i < cfg->sink_count; i++) {
+        if (cfg->sinks[i].transform != NULL) {
+            char key[300];
+            snprintf(key, sizeof(key), "sinks.%s.transform",
+                     cfg->sinks[i].name);
+            cfg_errors_add(errs, path, cfg->sinks[i].transform_line,
+                           cfg->sinks[i].transform_col, key,
+                           "not supported with source.type http");
+        }
+    }
+    if (cfg->dedupe.store != NULL) {
+        cfg_errors_add(errs, path, cfg->dedupe.key_line, cfg->dedupe.key_col,
+                       "dedupe.store",
+                       "not supported with source.type http: the consumers "
+                       "of the topic dedupe by the record's message-id");
+    }
+    if (cfg->mode == CFG_MODE_SHADOW) {
+        cfg_errors_add(errs, path, 0, 0, "mode",
+                       "a shadow run is a consumer's: not supported with "
+                       "source.type http");
+    }
 }
 
 int cfg_make_shadow(struct cfg *cfg, struct sl_error *err)
@@ -2287,6 +2562,7 @@ void cfg_free(struct cfg *cfg)
         return;
     }
     free_table(cfg_source_options, &cfg->source);
+    free_table(cfg_http_source_options, &cfg->http);
     free_table(cfg_delivery_options, &cfg->delivery);
     free_table(cfg_root_options, cfg);
     free_table(cfg_dlq_options, &cfg->dlq);

@@ -14,6 +14,7 @@
 #include <yaml.h>
 
 #include "common.h"
+#include "keyrule.h"
 #include "keysrc.h"
 
 enum cfg_start { CFG_START_EARLIEST, CFG_START_LATEST };
@@ -32,6 +33,31 @@ struct cfg_source {
     int64_t connect_timeout_ms; /* 0: keep trying */
     struct opt_map properties; /* passed to librdkafka as they are */
     int properties_line, properties_col;
+};
+
+enum cfg_source_type {
+    CFG_SOURCE_KAFKA, /* consume a topic as a consumer group */
+    CFG_SOURCE_HTTP,  /* the publisher: requests become records */
+};
+
+/* source.type: http, the publisher (worker/publisher.c). */
+struct cfg_http_source {
+    char *listen;
+    char *path;
+    char *key;      /* json:PATH or header:NAME */
+    char *shard_by; /* the same forms; NULL: none */
+    char *shard_separator;
+    struct opt_map hot_keys; /* key -> shards */
+    int auto_shard;
+    double auto_shard_share;
+    int64_t auto_shard_shards, auto_shard_window, auto_shard_capacity,
+        auto_shard_min_records, auto_shard_hold_ms;
+    int64_t max_body;
+    struct opt_list content_types;
+    int64_t max_in_flight;
+    int64_t timeout_ms;
+    int64_t drain_timeout_ms;
+    int hot_keys_line, hot_keys_col;
 };
 
 struct cfg_delivery {
@@ -164,7 +190,11 @@ struct cfg {
     int transform_line, transform_col; /* its YAML value; 0: not set */
     int mode; /* enum cfg_mode */
     struct cfg_lua lua;
-    struct cfg_source source;
+    int source_type; /* enum cfg_source_type */
+    struct cfg_source source;      /* source.type: kafka */
+    struct cfg_http_source http;   /* source.type: http */
+    int publish_sink;    /* source.type http: the kafka sink's index */
+    int64_t http_partitions; /* its topic's, once the publisher knows */
     struct cfg_delivery delivery;
     struct cfg_dlq dlq;
     struct cfg_dedupe dedupe;
@@ -222,6 +252,8 @@ char *cfg_expand_env(const char *text, struct sl_error *err);
 
 /* The option tables, for docs. */
 extern const struct opt_spec cfg_source_options[];
+extern const struct opt_spec cfg_source_type_options[];
+extern const struct opt_spec cfg_http_source_options[];
 extern const struct opt_spec cfg_delivery_options[];
 extern const struct opt_spec cfg_sink_options[];
 extern const struct opt_spec cfg_root_options[];
@@ -237,6 +269,14 @@ extern const struct opt_spec cfg_outcomes_options[];
  * shadow_url gets it as its connector's `url`. 0, or -1 with err. */
 #define CFG_SHADOW_GROUP_SUFFIX "-shadow"
 int cfg_make_shadow(struct cfg *cfg, struct sl_error *err);
+
+/* The publisher's key rule from cfg->http (keyrule.h); statics: room for
+ * the hot keys, or NULL. Without partition_of, hot_keys.auto is left off
+ * (load-time checks). NULL with err. */
+keyrule_t *cfg_http_keyrule(const struct cfg *cfg,
+                            struct keyrule_static *statics,
+                            keyrule_partition_fn *partition_of, void *arg,
+                            struct sl_error *err);
 
 /* Levenshtein distance of a and b, for did-you-mean suggestions
  * (SIZE_MAX when b is 64 bytes or longer). */

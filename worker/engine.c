@@ -3545,9 +3545,10 @@ struct cfg *engine_load_config(const char *path, FILE *errf)
     }
     cfg = cfg_load(path, errs);
     /* Both checks run, so that every bad property is reported at once. */
-    if (cfg != NULL && (consumer_check_config(cfg, errs) != 0) +
-                               (dlq_check_config(cfg, errs) != 0) >
-                           0) {
+    if (cfg != NULL && cfg->source_type == CFG_SOURCE_KAFKA &&
+        (consumer_check_config(cfg, errs) != 0) +
+                (dlq_check_config(cfg, errs) != 0) >
+            0) {
         cfg_free(cfg);
         cfg = NULL;
     }

@@ -12,6 +12,7 @@
 #include "cfg.h"
 #include "consumer.h"
 #include "dlqcmd.h"
+#include "publisher.h"
 #include "engine.h"
 #include "log.h"
 #include "reference.h"
@@ -254,6 +255,17 @@ static int cmd_run(int argc, char **argv)
     cfg = engine_load_config(argv[optind], stderr);
     if (cfg == NULL) {
         return EXIT_USAGE;
+    }
+    if (cfg->source_type == CFG_SOURCE_HTTP) {
+        if (shadow) {
+            fprintf(stderr, "sluice: %s: --shadow is a consumer's: not "
+                            "with source.type http\n", argv[optind]);
+            cfg_free(cfg);
+            return EXIT_USAGE;
+        }
+        rc = publisher_run(cfg);
+        cfg_free(cfg);
+        return rc;
     }
     if (shadow && cfg->mode != CFG_MODE_SHADOW &&
         cfg_make_shadow(cfg, &err) != 0) {

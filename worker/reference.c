@@ -128,7 +128,16 @@ void reference_write(FILE *out)
             "## source\n\n",
             (long long)(CFG_FILE_MAX >> 20), CFG_YAML_MAX_DEPTH,
             CFG_LIST_MAX, (long long)(CFG_SCRIPT_MAX >> 20));
+    table(out, cfg_source_type_options);
+    fprintf(out, "### type: kafka\n\nConsumes topics as a consumer group "
+                 "(the default).\n\n");
     table(out, cfg_source_options);
+    fprintf(out, "### type: http\n\nThe publisher (docs/migration.md): "
+                 "each `POST` becomes a record of the pipeline's `kafka` "
+                 "sink, answered 202 once Kafka acknowledged it. Its key "
+                 "follows `key` and the hot-key options "
+                 "(docs/hot-keys.md).\n\n");
+    table(out, cfg_http_source_options);
     fprintf(out, "## delivery\n\n");
     table(out, cfg_delivery_options);
     fprintf(out, "## transform\n\n");
@@ -437,6 +446,40 @@ static void schema_dedupe(FILE *out)
     fputs("\n      ]\n    }", out);
 }
 
+/* source: the kafka source's keys, or (type: http) the publisher's. */
+static void schema_source(FILE *out)
+{
+    const struct opt_spec *all[4] = {cfg_source_type_options,
+                                     cfg_source_options,
+                                     cfg_http_source_options, NULL};
+    const struct opt_spec *http[3] = {cfg_source_type_options,
+                                      cfg_http_source_options, NULL};
+    const struct opt_spec *kafka[3] = {cfg_source_type_options,
+                                       cfg_source_options, NULL};
+
+    fputs("    \"source\": {\n      \"description\": \"Where messages come "
+          "from: Kafka topics, or (type: http) requests to the "
+          "publisher.\",\n      \"type\": \"object\",\n      "
+          "\"properties\": {\n",
+          out);
+    schema_properties(out, all, "        ");
+    fputs("      },\n      \"if\": {\"required\": [\"type\"], "
+          "\"properties\": {\"type\": {\"const\": \"http\"}}},\n"
+          "      \"then\": {\n        \"additionalProperties\": false,\n"
+          "        ",
+          out);
+    schema_required(out, http);
+    fputs(",\n        \"properties\": {\n", out);
+    schema_properties(out, http, "          ");
+    fputs("        }\n      },\n      \"else\": {\n"
+          "        \"additionalProperties\": false,\n        ",
+          out);
+    schema_required(out, kafka);
+    fputs(",\n        \"properties\": {\n", out);
+    schema_properties(out, kafka, "          ");
+    fputs("        }\n      }\n    }", out);
+}
+
 void reference_write_schema(FILE *out)
 {
     fputs("{\n"
@@ -459,8 +502,7 @@ void reference_write_schema(FILE *out)
           "      \"pattern\": \"^[A-Za-z0-9_-]+$\"\n"
           "    },\n",
           out);
-    schema_section(out, "source", "Where messages come from.",
-                   cfg_source_options);
+    schema_source(out);
     fputs(",\n", out);
     schema_section(out, "delivery", "How messages are delivered.",
                    cfg_delivery_options);
