@@ -1,0 +1,366 @@
+"""The publisher (source.type: http -> a kafka sink) on the real broker:
+202 only for what Kafka has, 503/429 when it cannot, hot-key shards, and
+the kafka sink in a consuming pipeline (docs/migration.md)."""
+
+import collections
+import http.client
+import json
+import os
+import re
+import signal
+import threading
+import time
+
+from confluent_kafka import Consumer, TopicPartition
+
+import harness
+from harness import wait_until
+
+UUID7_RE = re.compile(
+    r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+
+def publisher_cfg(name, bootstrap, topic, port, **source):
+    src = {"type": "http", "listen": "127.0.0.1:%d" % port,
+           "path": "/orders", "key": "json:tenant_id"}
+    src.update(source)
+    return {
+        "pipeline": name,
+        "source": src,
+        "sinks": {"kafka": {"type": "kafka", "brokers": bootstrap,
+                            "topic": topic, "timeout": "5s"}},
+    }
+
+
+class Client:
+    """One keep-alive connection to the publisher."""
+
+    def __init__(self, port):
+        self.port = port
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def post(self, body, headers=None, path="/orders",
+             content_type="application/json"):
+        h = {"Content-Type": content_type}
+        h.update(headers or {})
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.conn.request("POST", path, body=data, headers=h)
+        r = self.conn.getresponse()
+        text = r.read()
+        return r.status, dict(r.getheaders()), json.loads(text) if text else None
+
+    def close(self):
+        self.conn.close()
+
+
+def start(sluice, cfg):
+    run = sluice(cfg, args=())
+    wait_until(lambda: "listening on" in open(run.stderr_path).read(), 30,
+               "the publisher to listen", alive=[run])
+    return run
+
+
+def read_topic(bootstrap, topic, partitions, expect, timeout=60):
+    """Every record of topic: (partition, offset, key, value, headers),
+    waiting until at least expect have come."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader",
+                  "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < expect and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None or m.error():
+                continue
+            out.append((m.partition(), m.offset(),
+                        m.key().decode() if m.key() else None,
+                        m.value(), dict(m.headers() or [])))
+        # Nothing more than expected either.
+        end = time.monotonic() + 1
+        while time.monotonic() < end:
+            m = c.poll(0.2)
+            if m is not None and not m.error():
+                out.append((m.partition(), m.offset(),
+                            m.key().decode() if m.key() else None,
+                            m.value(), dict(m.headers() or [])))
+    finally:
+        c.close()
+    return out
+
+
+def by_message_id(records):
+    out = collections.defaultdict(list)
+    for rec in records:
+        out[rec[4]["message-id"].decode()].append(rec)
+    return out
+
+
+def summary(run):
+    text = open(run.stderr_path).read()
+    m = re.findall(r"summary (.*)$", text, re.M)
+    assert m, text
+    return harness.parse_counters(m[-1])
+
+
+def test_every_202_is_in_the_topic_with_its_key_and_message_id(
+        kafka, topic_factory, names, sluice, tmp_path):
+    topic = topic_factory(8)
+    port = harness.free_port()
+    cfg = publisher_cfg(names.pipeline, kafka.bootstrap, topic, port,
+                        max_body="2KiB")
+    cfg["outcomes"] = {"path": str(tmp_path / "publisher.ndjson")}
+    run = start(sluice, cfg)
+    client = Client(port)
+    sent = {}
+    for i in range(200):
+        body = {"tenant_id": "t%d" % (i % 7), "order_id": "o%d" % i, "n": i}
+        headers = {"Idempotency-Key": "idem-%d" % i} if i % 2 else {}
+        if i == 3:
+            headers["traceparent"] = (
+                "00-0af7651916cd43dd8448eb211c00f0aa-b7ad6b7169203331-01")
+        status, h, answer = client.post(body, headers)
+        assert status == 202, (status, answer)
+        assert answer["key"] == body["tenant_id"]
+        mid = answer["message_id"]
+        if i % 2:
+            assert mid == "idem-%d" % i
+        else:
+            assert UUID7_RE.match(mid), mid
+        sent[mid] = body
+
+    # What is refused, and why.
+    assert client.post({"order_id": "x"})[0] == 400
+    assert client.post({"tenant_id": "t"}, content_type="text/plain")[0] == 415
+    assert client.post({"tenant_id": "t", "pad": "x" * 4096})[0] == 413
+    assert client.post({"tenant_id": "t"}, path="/other")[0] == 404
+    status, _, answer = client.post(
+        {"tenant_id": "t"}, {"Idempotency-Key": "has space"})
+    assert status == 400 and "Idempotency-Key" in answer["error"]
+    assert client.post(b"not json", content_type="application/json")[0] == 400
+    client.conn.request("GET", "/orders")
+    r = client.conn.getresponse()
+    r.read()
+    assert r.status == 405
+    client.close()
+
+    records = by_message_id(read_topic(kafka.bootstrap, topic, 8, len(sent)))
+    assert set(records) == set(sent)
+    for mid, body in sent.items():
+        [(part, off, key, value, headers)] = records[mid]
+        assert key == body["tenant_id"]
+        assert json.loads(value) == body
+        assert headers["content-type"] == b"application/json"
+    traced = records["idem-3"][0][4]
+    assert traced["traceparent"] == (
+        b"00-0af7651916cd43dd8448eb211c00f0aa-b7ad6b7169203331-01")
+    # The same key, the same partition (librdkafka's partitioner).
+    parts = collections.defaultdict(set)
+    for recs in records.values():
+        parts[recs[0][2]].add(recs[0][0])
+    assert all(len(p) == 1 for p in parts.values()), parts
+
+    run.terminate()
+    assert run.wait(30) == 0
+    counters = summary(run)
+    assert counters["accepted"] == 200 and counters["kafka"] == 200
+    assert counters["bad"] == 6  # 400 x3, 415, 404 and 405
+    assert counters["too_large"] == 1
+    lines = [json.loads(l) for l in open(tmp_path / "publisher.ndjson")]
+    assert {l["key"] for l in lines} == set(sent)
+    assert all(l["outcome"] == "delivered" and l["path"] == topic
+               for l in lines)
+
+
+def post_many(port, bodies, results, headers=None):
+    """Posts bodies in order on one connection; appends (status, answer)
+    to results; stops at the first connection error."""
+    client = Client(port)
+    try:
+        for body in bodies:
+            try:
+                status, h, answer = client.post(body, headers)
+            except (OSError, http.client.HTTPException):
+                results.append((None, None))
+                return
+            results.append((status, answer, h))
+    finally:
+        client.close()
+
+
+def test_kill_9_under_load_loses_no_answered_record(
+        kafka, topic_factory, names, sluice):
+    topic = topic_factory(4)
+    port = harness.free_port()
+    run = start(sluice, publisher_cfg(names.pipeline, kafka.bootstrap, topic,
+                                      port))
+    results = [[] for _ in range(4)]
+    threads = [threading.Thread(
+        target=post_many,
+        args=(port, ({"tenant_id": "t%d" % (i % 13), "i": i, "c": c}
+                     for i in range(100000)), results[c]))
+        for c in range(4)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: sum(len(r) for r in results) >= 1500, 60,
+               "1500 answers", alive=[run])
+    os.kill(run.proc.pid, signal.SIGKILL)
+    run.proc.wait()
+    for t in threads:
+        t.join(30)
+    accepted = [a["message_id"] for r in results for (s, a, *_) in r
+                if s == 202]
+    assert len(accepted) >= 1500
+    records = by_message_id(read_topic(kafka.bootstrap, topic, 4,
+                                       len(accepted)))
+    missing = [m for m in accepted if m not in records]
+    assert not missing, "%d of %d answered 202 are not in Kafka: %s" % (
+        len(missing), len(accepted), missing[:5])
+
+
+def test_broker_down_503_with_retry_after_and_no_202_lost(
+        kafka_broker, names, sluice):
+    broker = kafka_broker()
+    admin = harness.RealKafka(broker.bootstrap)
+    topic = names.topic()
+    admin.create_topic(topic, 2)
+    port = harness.free_port()
+    cfg = publisher_cfg(names.pipeline, broker.bootstrap, topic, port,
+                        timeout="3s")
+    cfg["sinks"]["kafka"]["timeout"] = "2s"
+    run = start(sluice, cfg)
+    before = []
+    post_many(port, [{"tenant_id": "t%d" % i} for i in range(30)], before)
+    assert [s for s, *_ in before] == [202] * 30
+
+    broker.stop()
+    during = [[] for _ in range(4)]
+    threads = [threading.Thread(target=post_many, args=(
+        port, [{"tenant_id": "d%d" % i} for i in range(3)], during[c]))
+        for c in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    answers = [x for r in during for x in r]
+    assert len(answers) == 12
+    for status, answer, headers in answers:
+        assert status in (503, 429), (status, answer)
+        assert int(headers["Retry-After"]) >= 1
+
+    broker.restart()
+    after = []
+
+    def accepted_again():
+        post_many(port, [{"tenant_id": "a"}], after)
+        return after[-1][0] == 202
+    wait_until(accepted_again, 90, "a 202 after the broker's restart",
+               interval=1, alive=[run])
+    post_many(port, [{"tenant_id": "a%d" % i} for i in range(20)], after)
+    ok = [a["message_id"] for s, a, *_ in before + after if s == 202]
+    assert len(ok) >= 51
+    records = by_message_id(read_topic(broker.bootstrap, topic, 2, len(ok)))
+    assert not [m for m in ok if m not in records]
+    run.terminate()
+    assert run.wait(30) == 0
+    admin.close()
+
+
+def hot_traffic(orders_per_thread, threads, events):
+    """Per thread: a list of bodies; 60% of the orders are tenant `big`'s,
+    each order's events in sequence (one thread sends one order)."""
+    out = []
+    for t in range(threads):
+        bodies = []
+        for o in range(orders_per_thread):
+            order = "o-%d-%d" % (t, o)
+            tenant = "big" if o % 5 < 3 else "small-%d" % ((t * 7 + o) % 40)
+            for seq in range(events):
+                bodies.append({"tenant_id": tenant, "order_id": order,
+                               "seq": seq})
+        out.append(bodies)
+    return out
+
+
+def spread(kafka, sluice, names, topic_factory, sharding, warmup=0):
+    topic = topic_factory(8)
+    port = harness.free_port()
+    cfg = publisher_cfg(names.pipeline, kafka.bootstrap, topic, port,
+                        shard_by="json:order_id", **sharding)
+    run = start(sluice, cfg)
+    if warmup:
+        warm = []
+        post_many(port, [{"tenant_id": "big", "order_id": "warm-%d" % i,
+                          "seq": 0} for i in range(warmup)], warm)
+        assert all(s == 202 for s, *_ in warm)
+    traffic = hot_traffic(60, 8, 5)
+    results = [[] for _ in traffic]
+    threads = [threading.Thread(target=post_many,
+                                args=(port, traffic[i], results[i]))
+               for i in range(len(traffic))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert all(s == 202 for r in results for s, *_ in r)
+    total = sum(len(b) for b in traffic)
+    records = read_topic(kafka.bootstrap, topic, 8, total + warmup)
+    run.terminate()
+    assert run.wait(30) == 0
+    measured = [r for r in records
+                if not json.loads(r[3])["order_id"].startswith("warm-")]
+    assert len(measured) == total
+    per_part = collections.Counter(r[0] for r in measured)
+    busiest = max(per_part.values()) / total
+    # Each order: one partition, its events in order there.
+    orders = collections.defaultdict(list)
+    for part, off, key, value, headers in sorted(measured,
+                                                 key=lambda r: (r[0], r[1])):
+        v = json.loads(value)
+        orders[v["order_id"]].append((part, v["seq"], key))
+    for order, events in orders.items():
+        assert len({p for p, _, _ in events}) == 1, (order, events)
+        assert [s for _, s, _ in events] == sorted(s for _, s, _ in events)
+    big_keys = {k for evs in orders.values() for _, _, k in evs
+                if k.startswith("big")}
+    return busiest, big_keys, summary(run)
+
+
+def test_hot_keys_static_and_auto_bring_the_busiest_partition_down(
+        kafka, topic_factory, names, sluice):
+    # Unsharded, tenant big alone is 60% of the records: one partition
+    # takes at least that. Sharded 8 ways, the busiest must fall under
+    # 35% (8 shard keys over 8 partitions collide a little).
+    busiest, keys, counters = spread(kafka, sluice, names, topic_factory, {})
+    assert busiest >= 0.6 and keys == {"big"}
+    busiest, keys, counters = spread(kafka, sluice, names, topic_factory,
+                                     {"hot_keys": {"big": 8}})
+    assert busiest < 0.35, busiest
+    assert keys == {"big~%d" % i for i in range(8)}
+    assert counters["sharded"] == 8 * 36 * 5
+    busiest, keys, counters = spread(
+        kafka, sluice, names, topic_factory,
+        {"auto_shard": True, "auto_shard_min_records": 200,
+         "auto_shard_window": 2000, "auto_shard_shards": 8}, warmup=400)
+    assert busiest < 0.35, busiest
+    assert keys == {"big~%d" % i for i in range(8)}
+
+
+def test_the_kafka_sink_in_a_consuming_pipeline(
+        kafka, topic_factory, names, sluice):
+    count = 300
+    source, target = topic_factory(2), topic_factory(3)
+    harness.produce_orders(kafka.bootstrap, source, count)
+    cfg = harness.pipeline(names.pipeline, kafka.bootstrap, source,
+                           names.group(),
+                           {"copy": {"type": "kafka",
+                                     "brokers": kafka.bootstrap,
+                                     "topic": target}})
+    run = sluice(cfg)
+    records = read_topic(kafka.bootstrap, target, 3, count)
+    run.terminate()
+    assert run.wait(60) == 0
+    assert len(records) == count
+    ids = collections.Counter(r[4]["message-id"] for r in records)
+    assert len(ids) == count
+    assert all(r[2] is not None for r in records)  # the record's key
