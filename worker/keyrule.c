@@ -702,10 +702,11 @@ int keyrule_apply(keyrule_t *kr, const struct keyrule_input *in,
                   struct sl_error *err)
 {
     char value[KEYRULE_KEY_MAX + 1];
+    const char *base, *shard_value = NULL;
     struct hot *e = NULL;
     uint64_t h;
     size_t len;
-    int miss;
+    int miss, shard_miss = KEYSRC_ABSENT, shard_picked = 0;
 
     d->key_len = d->base_len = 0;
     d->shard = -1;
@@ -718,8 +719,24 @@ int keyrule_apply(keyrule_t *kr, const struct keyrule_input *in,
     if (now_ms > kr->now_ms) {
         kr->now_ms = now_ms;
     }
-    if (pick(in, kr->key_from, kr->key_arg, d->key, KEYRULE_KEY_MAX + 1,
-             &miss) == NULL) {
+    if (kr->hot_keys && kr->key_from == KEYSRC_JSON &&
+        kr->shard_from == KEYSRC_JSON) {
+        /* Both from the body: parse it once. */
+        struct keysrc_json_pick p[2] = {
+            {.path = kr->key_arg, .out = d->key, .cap = KEYRULE_KEY_MAX + 1},
+            {.path = kr->shard_arg, .out = value, .cap = sizeof(value)},
+        };
+        keysrc_pick_json(in->body, in->body_len, p, 2);
+        base = p[0].key;
+        miss = p[0].miss;
+        shard_value = p[1].key;
+        shard_miss = p[1].miss;
+        shard_picked = 1;
+    } else {
+        base = pick(in, kr->key_from, kr->key_arg, d->key,
+                    KEYRULE_KEY_MAX + 1, &miss);
+    }
+    if (base == NULL) {
         return refuse(kr, err, miss);
     }
     len = strlen(d->key);
@@ -753,12 +770,16 @@ int keyrule_apply(keyrule_t *kr, const struct keyrule_input *in,
     }
     d->hot = e->is_static ? KEYRULE_STATIC : KEYRULE_AUTO;
     d->shards = e->shards;
-    if (pick(in, kr->shard_from, kr->shard_arg, value, sizeof(value),
-             &miss) != NULL) {
-        d->shard = keyrule_shard_of(value, strlen(value), e->shards);
+    if (!shard_picked) {
+        shard_value = pick(in, kr->shard_from, kr->shard_arg, value,
+                           sizeof(value), &shard_miss);
+    }
+    if (shard_value != NULL) {
+        d->shard = keyrule_shard_of(shard_value, strlen(shard_value),
+                                    e->shards);
     } else {
         d->shard = 0;
-        d->shard_by_missing = keysrc_miss_str(kr->shard_from, miss);
+        d->shard_by_missing = keysrc_miss_str(kr->shard_from, shard_miss);
         kr->st.missing_shard_by++;
     }
     put_shard(kr, d, d->shard);

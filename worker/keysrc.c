@@ -80,27 +80,15 @@ static const char *usable_key(const void *key, size_t len, char *out,
     return NULL;
 }
 
-/* The string or integer at path (field names joined by '.') of a JSON
- * object. */
-static const char *json_key(const char *path, const void *value,
-                            size_t value_len, char *out, size_t cap,
-                            int *miss)
+/* The string or integer at path (field names joined by '.') of a parsed
+ * JSON value. */
+static const char *json_key(const char *path, json_t *root, char *out,
+                            size_t cap, int *miss)
 {
-    json_error_t jerr;
-    json_t *root, *at;
+    json_t *at = root;
     const char *key = NULL;
     char name[256];
 
-    if (value == NULL || value_len == 0) {
-        *miss = KEYSRC_NOT_JSON;
-        return NULL;
-    }
-    root = json_loadb(value, value_len, JSON_REJECT_DUPLICATES, &jerr);
-    if (root == NULL) {
-        *miss = KEYSRC_NOT_JSON;
-        return NULL;
-    }
-    at = root;
     *miss = KEYSRC_ABSENT;
     while (at != NULL && *path != '\0') {
         size_t n = strcspn(path, ".");
@@ -128,8 +116,33 @@ static const char *json_key(const char *path, const void *value,
     } else if (at != NULL) {
         *miss = KEYSRC_TYPE;
     }
-    json_decref(root);
+    if (key != NULL) {
+        *miss = KEYSRC_OK;
+    }
     return key;
+}
+
+void keysrc_pick_json(const void *value, size_t value_len,
+                      struct keysrc_json_pick *picks, size_t n)
+{
+    json_error_t jerr;
+    json_t *root = NULL;
+
+    if (value != NULL && value_len > 0) {
+        root = json_loadb(value, value_len, JSON_REJECT_DUPLICATES, &jerr);
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct keysrc_json_pick *p = &picks[i];
+        p->key = NULL;
+        if (root == NULL) {
+            p->miss = KEYSRC_NOT_JSON;
+        } else if (p->cap == 0) {
+            p->miss = KEYSRC_TOO_LONG;
+        } else {
+            p->key = json_key(p->path, root, p->out, p->cap, &p->miss);
+        }
+    }
+    json_decref(root);
 }
 
 const char *keysrc_pick(int from, const char *arg, const void *header,
@@ -151,9 +164,13 @@ const char *keysrc_pick(int from, const char *arg, const void *header,
     case KEYSRC_HEADER:
         key = usable_key(header, header_len, out, cap, miss);
         break;
-    case KEYSRC_JSON:
-        key = json_key(arg, value, value_len, out, cap, miss);
+    case KEYSRC_JSON: {
+        struct keysrc_json_pick p = {.path = arg, .out = out, .cap = cap};
+        keysrc_pick_json(value, value_len, &p, 1);
+        key = p.key;
+        *miss = p.miss;
         break;
+    }
     default:
         break;
     }

@@ -49,6 +49,20 @@ const char *keysrc_pick(int from, const char *arg, const void *header,
                         size_t header_len, const void *value,
                         size_t value_len, char *out, size_t cap, int *miss);
 
+/* One json: path to pick for keysrc_pick_json(). */
+struct keysrc_json_pick {
+    const char *path; /* in: field names joined by '.' */
+    char *out;        /* in: where the key goes, cap bytes */
+    size_t cap;
+    const char *key;  /* out: out, or NULL when there is no usable key */
+    int miss;         /* out: enum keysrc_miss */
+};
+
+/* As keysrc_pick for each of picks[0, n), all json: sources of the same
+ * value, which is parsed once. */
+void keysrc_pick_json(const void *value, size_t value_len,
+                      struct keysrc_json_pick *picks, size_t n);
+
 /* A short phrase for a keysrc_miss of a source of kind from, e.g. "field
  * missing", "no such header"; never NULL. */
 const char *keysrc_miss_str(int from, int miss);
