@@ -243,6 +243,19 @@ static void test_refusals(void **state)
     r.in.body_len = strlen(r.body);
     assert_int_equal(keyrule_apply(kr, &r.in, 0, &d, &err), -1);
     assert_string_equal(err.msg, "key json:tenant_id: longer than 256 bytes");
+    /* A raw NUL byte in the body, inside the key or after the JSON. */
+    {
+        static const char nul_in[] = "{\"tenant_id\":\"a\0b\"}";
+        static const char nul_after[] = "{\"tenant_id\":\"a\"}\0x";
+        r.in = (struct keyrule_input){.body = nul_in,
+                                      .body_len = sizeof(nul_in) - 1};
+        assert_int_equal(keyrule_apply(kr, &r.in, 0, &d, &err), -1);
+        assert_string_equal(err.msg, "key json:tenant_id: the body is not "
+                                     "JSON");
+        r.in = (struct keyrule_input){.body = nul_after,
+                                      .body_len = sizeof(nul_after) - 1};
+        assert_int_equal(keyrule_apply(kr, &r.in, 0, &d, &err), -1);
+    }
     /* Deep nesting: jansson's depth limit, not the stack. */
     {
         size_t n = 100000;
@@ -257,7 +270,7 @@ static void test_refusals(void **state)
         free(deep);
     }
     keyrule_stats(kr, &st);
-    assert_int_equal(st.refused, sizeof(cases) / sizeof(cases[0]) + 2);
+    assert_int_equal(st.refused, sizeof(cases) / sizeof(cases[0]) + 4);
     assert_int_equal(st.records, 1);
     keyrule_destroy(kr);
 
