@@ -1,4 +1,5 @@
-/* main.c -- the sluice command line: run, validate, test, dlq, reference.
+/* main.c -- the sluice command line: run, validate, test, dlq, reconcile,
+ * reference.
  *
  * Only parses arguments and maps outcomes to exit codes (0 ok, 1 runtime
  * failure, 2 bad usage or configuration); the runtime lives in the
@@ -15,6 +16,7 @@
 #include "publisher.h"
 #include "engine.h"
 #include "log.h"
+#include "reconcile.h"
 #include "reference.h"
 #include "testcmd.h"
 
@@ -39,6 +41,8 @@ static const char usage_text[] =
     "                           print the pipeline reference\n"
     "  dlq stats|list|show|replay PIPELINE.yaml ...\n"
     "                           inspect and replay the dead-letter queue\n"
+    "  reconcile [options] LEFT RIGHT\n"
+    "                           compare two outcome logs (files or kafka://)\n"
     "\n"
     "options:\n"
     "  -h, --help               show help (also: sluice COMMAND --help)\n"
@@ -311,6 +315,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "test") == 0) {
         return cmd_test(argc - 1, argv + 1);
+    }
+    if (strcmp(argv[1], "reconcile") == 0) {
+        return reconcile_main(argc - 1, argv + 1);
     }
     if (strcmp(argv[1], "dlq") == 0) {
         /* replay sends to the sinks: curl is set up as for run. */
