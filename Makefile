@@ -57,7 +57,7 @@ TOOLS      := $(BIN)/sinkd $(BIN)/kafka-mock $(BIN)/bare-consumer \
 
 .PHONY: all deps tools test unit integration integration-only demo bench \
         asan docs docs-check clean kafka-start kafka-stop pipeline-tests \
-        kafka-jars
+        kafka-jars bench-reconcile
 all: deps $(BIN)/sluice tools
 
 deps:
@@ -117,6 +117,10 @@ demo: all
 # make bench BENCH_ARGS="--broker kafka" runs it on a real Apache Kafka.
 bench: all kafka-jars
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
+
+# sluice reconcile on two logs of 1M outcomes each (BENCH_ARGS="--lines N").
+bench-reconcile: all
+	$(PYTHON) bench/reconcile_bench.py --bin $(BIN) $(BENCH_ARGS)
 
 # A real Apache Kafka broker (tests/kafka) for trying sluice by hand.
 kafka-start: kafka-jars

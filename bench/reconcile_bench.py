@@ -46,13 +46,12 @@ sys.exit(os.waitstatus_to_exitcode(status))
 def body(i, total, sent_at, right):
     oid = "order-%08d" % i
     if right:  # other key order, other spacing: the same JSON
-        return ('{"total": %d, "order_id": "%s", "currency": "EUR", '
-                '"tenant": "t-%d", "items": [{"qty": 2, "sku": "sku-%d"}], '
-                '"meta": {"sent_at": "%s"}}'
-                % (total, oid, i % 50, i % 977, sent_at))
-    return ('{"order_id":"%s","tenant":"t-%d","total":%d,"currency":"EUR",'
-            '"items":[{"sku":"sku-%d","qty":2}],"meta":{"sent_at":"%s"}}'
-            % (oid, i % 50, total, i % 977, sent_at))
+        return ('{"total": %d, "order_id": "%s", "items": '
+                '[{"qty": 2, "sku": "sku-%d"}], "meta": {"sent_at": "%s"}}'
+                % (total, oid, i % 977, sent_at))
+    return ('{"order_id":"%s","total":%d,"items":[{"sku":"sku-%d",'
+            '"qty":2}],"meta":{"sent_at":"%s"}}'
+            % (oid, total, i % 977, sent_at))
 
 
 def line(i, right, mismatched):
@@ -66,12 +65,10 @@ def line(i, right, mismatched):
     total = 4200 + i % 1000 + (1 if mismatched else 0)
     b = body(i, total, sent_at, right)
     sha = hashlib.sha256(b.encode()).hexdigest()
-    return ('{"v":1,"ts":"%s","pipeline":"orders","sink":"%s",'
-            '"key":"order-%08d","outcome":"delivered","method":"POST",'
-            '"path":"/v1/%s/orders","status":200,"attempts":1,'
-            '"body_sha256":"%s","body":%s,'
-            '"source":{"topic":"orders","partition":%d,"offset":%d}}\n'
-            % (ts, sink, i, sink, sha, b, i % 12, i // 12))
+    return ('{"v":1,"ts":"%s","sink":"%s","key":"order-%08d",'
+            '"outcome":"delivered","method":"POST","path":"/v1/%s/orders",'
+            '"status":200,"body_sha256":"%s","body":%s}\n'
+            % (ts, sink, i, sink, sha, b))
 
 
 def generate(path, right, skip, mismatched):

@@ -564,21 +564,59 @@ int reconcile_first_diff(const json_t *l, const json_t *r,
     return diff_rec(l, r, path, strlen(path), sizeof(path), out, cap);
 }
 
-/* ---- the line parser ---- */
+/* ---- the line parser ----
+ *
+ * jansson builds a tree of every line (a malloc per value) and was 60% of
+ * the time: lines are scanned here instead, in one pass that validates
+ * the JSON as jansson would (UTF-8, escapes, surrogates, int64 integers,
+ * finite reals, depth), decodes the envelope's string fields and writes
+ * the body's canonical form straight into a buffer to hash: objects with
+ * their members sorted by key (the last of duplicate keys kept, as
+ * jansson keeps it) and ignored fields left out, integers as int64,
+ * reals as "%.17g" of their double, strings decoded. That form is only
+ * hashed; reconcile_canonical() gives the printable one. */
+
+#define SCAN_MAX_DEPTH 2048
+#define MAX_IGNORED 64
+
+struct member {
+    size_t key_off, key_len; /* in keys */
+    size_t val_off, val_len; /* in out */
+    size_t seq;
+};
 
 struct reconcile_parser {
     struct path *paths;
     size_t path_count;
-    json_t *root; /* the current line */
-    struct buf b; /* what is hashed */
+    json_t *root;        /* the line of an example (jansson) */
+    struct buf b;        /* what is hashed */
+    struct buf body;     /* the body's canonical form */
+    struct buf fields;   /* the envelope's decoded strings */
+    struct buf keys;     /* decoded member keys */
+    struct buf tmp;      /* members being reordered */
+    struct member *m;    /* members of the open objects */
+    size_t m_len, m_cap;
+};
+
+struct scan {
+    reconcile_parser_t *p;
+    const unsigned char *start, *at, *end;
+    struct buf *out; /* NULL: validate only */
+    const char *err;
+    int depth;
 };
 
 reconcile_parser_t *reconcile_parser_new(const char *const *ignore,
                                          size_t ignore_count,
                                          struct sl_error *err)
 {
-    reconcile_parser_t *p = calloc(1, sizeof(*p));
+    reconcile_parser_t *p;
 
+    if (ignore_count > MAX_IGNORED) {
+        sl_error_set(err, "more than %d --ignore-field", MAX_IGNORED);
+        return NULL;
+    }
+    p = calloc(1, sizeof(*p));
     if (p == NULL) {
         sl_error_set(err, "out of memory");
         return NULL;
@@ -599,7 +637,615 @@ void reconcile_parser_destroy(reconcile_parser_t *p)
     free_paths(p->paths, p->path_count);
     json_decref(p->root);
     free(p->b.p);
+    free(p->body.p);
+    free(p->fields.p);
+    free(p->keys.p);
+    free(p->tmp.p);
+    free(p->m);
     free(p);
+}
+
+static int scan_fail(struct scan *s, const char *why)
+{
+    if (s->err == NULL) {
+        s->err = why;
+    }
+    return -1;
+}
+
+static void skip_ws(struct scan *s)
+{
+    while (s->at < s->end && (*s->at == ' ' || *s->at == '\t' ||
+                              *s->at == '\n' || *s->at == '\r')) {
+        s->at++;
+    }
+}
+
+static int emit(struct scan *s, const void *data, size_t n)
+{
+    if (s->out != NULL && buf_add(s->out, data, n) != 0) {
+        return scan_fail(s, "out of memory");
+    }
+    return 0;
+}
+
+static int hex4(const unsigned char *h, uint32_t *v)
+{
+    *v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned c = h[i];
+        *v <<= 4;
+        if (c >= '0' && c <= '9') {
+            *v |= c - '0';
+        } else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') {
+            *v |= (c | 0x20) - 'a' + 10;
+        } else {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The length of the valid UTF-8 sequence at p (n bytes left), or 0. */
+static size_t utf8_valid(const unsigned char *p, size_t n)
+{
+    size_t len;
+    uint32_t v, min;
+
+    if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+        len = 2, v = p[0] & 0x1f, min = 0x80;
+    } else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+        len = 3, v = p[0] & 0x0f, min = 0x800;
+    } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+        len = 4, v = p[0] & 0x07, min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (n < len) {
+        return 0;
+    }
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xc0) != 0x80) {
+            return 0;
+        }
+        v = v << 6 | (p[i] & 0x3f);
+    }
+    if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff)) {
+        return 0;
+    }
+    return len;
+}
+
+/* The string at s->at (its opening quote) decoded into dst (NULL: only
+ * validated). */
+static int scan_string(struct scan *s, struct buf *dst)
+{
+    const unsigned char *p = s->at + 1, *end = s->end;
+
+    for (;;) {
+        const unsigned char *run = p;
+        while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' &&
+               *p != '\\') {
+            p++;
+        }
+        if (dst != NULL && p > run && buf_add(dst, run, (size_t)(p - run))) {
+            return scan_fail(s, "out of memory");
+        }
+        if (p >= end) {
+            s->at = p;
+            return scan_fail(s, "unterminated string");
+        }
+        if (*p == '"') {
+            s->at = p + 1;
+            return 0;
+        }
+        if (*p < 0x20) {
+            s->at = p;
+            return scan_fail(s, "control character in a string");
+        }
+        if (*p >= 0x80) {
+            size_t n = utf8_valid(p, (size_t)(end - p));
+            if (n == 0) {
+                s->at = p;
+                return scan_fail(s, "invalid UTF-8");
+            }
+            if (dst != NULL && buf_add(dst, p, n) != 0) {
+                return scan_fail(s, "out of memory");
+            }
+            p += n;
+            continue;
+        }
+        /* A backslash. */
+        unsigned char esc[4];
+        size_t n = 1;
+        uint32_t cp, lo;
+        if (p + 1 >= end) {
+            s->at = p;
+            return scan_fail(s, "unterminated string");
+        }
+        switch (p[1]) {
+        case '"': esc[0] = '"'; break;
+        case '\\': esc[0] = '\\'; break;
+        case '/': esc[0] = '/'; break;
+        case 'b': esc[0] = '\b'; break;
+        case 'f': esc[0] = '\f'; break;
+        case 'n': esc[0] = '\n'; break;
+        case 'r': esc[0] = '\r'; break;
+        case 't': esc[0] = '\t'; break;
+        case 'u':
+            if (end - p < 6 || hex4(p + 2, &cp) != 0) {
+                s->at = p;
+                return scan_fail(s, "invalid \\u escape");
+            }
+            if (cp >= 0xdc00 && cp <= 0xdfff) {
+                s->at = p;
+                return scan_fail(s, "invalid Unicode (a lone surrogate)");
+            }
+            if (cp >= 0xd800 && cp <= 0xdbff) {
+                if (end - p < 12 || p[6] != '\\' || p[7] != 'u' ||
+                    hex4(p + 8, &lo) != 0 || lo < 0xdc00 || lo > 0xdfff) {
+                    s->at = p;
+                    return scan_fail(s,
+                                     "invalid Unicode (a lone surrogate)");
+                }
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                p += 6;
+            }
+            if (cp < 0x80) {
+                esc[0] = (unsigned char)cp;
+            } else if (cp < 0x800) {
+                esc[0] = (unsigned char)(0xc0 | cp >> 6);
+                esc[1] = (unsigned char)(0x80 | (cp & 0x3f));
+                n = 2;
+            } else if (cp < 0x10000) {
+                esc[0] = (unsigned char)(0xe0 | cp >> 12);
+                esc[1] = (unsigned char)(0x80 | (cp >> 6 & 0x3f));
+                esc[2] = (unsigned char)(0x80 | (cp & 0x3f));
+                n = 3;
+            } else {
+                esc[0] = (unsigned char)(0xf0 | cp >> 18);
+                esc[1] = (unsigned char)(0x80 | (cp >> 12 & 0x3f));
+                esc[2] = (unsigned char)(0x80 | (cp >> 6 & 0x3f));
+                esc[3] = (unsigned char)(0x80 | (cp & 0x3f));
+                n = 4;
+            }
+            p += 4;
+            break;
+        default:
+            s->at = p;
+            return scan_fail(s, "invalid escape");
+        }
+        if (dst != NULL && buf_add(dst, esc, n) != 0) {
+            return scan_fail(s, "out of memory");
+        }
+        p += 2;
+    }
+}
+
+static int is_digit(const unsigned char *p, const unsigned char *end)
+{
+    return p < end && *p >= '0' && *p <= '9';
+}
+
+/* A number: "i" and the int64 in decimal, or "r" and "%.17g" of the
+ * double, then ';'. *is_one is set when it is the integer 1. */
+static int scan_number(struct scan *s, int *is_one)
+{
+    const unsigned char *p = s->at, *end = s->end, *begin = p;
+    int real = 0;
+    char text[64], out[40];
+
+    if (p < end && *p == '-') {
+        p++;
+    }
+    if (!is_digit(p, end)) {
+        return scan_fail(s, "invalid number");
+    }
+    if (*p == '0') {
+        p++;
+        if (is_digit(p, end)) {
+            return scan_fail(s, "invalid number (a leading zero)");
+        }
+    } else {
+        while (is_digit(p, end)) {
+            p++;
+        }
+    }
+    if (p < end && *p == '.') {
+        real = 1;
+        if (!is_digit(++p, end)) {
+            return scan_fail(s, "invalid number");
+        }
+        while (is_digit(p, end)) {
+            p++;
+        }
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        real = 1;
+        p++;
+        if (p < end && (*p == '+' || *p == '-')) {
+            p++;
+        }
+        if (!is_digit(p, end)) {
+            return scan_fail(s, "invalid number");
+        }
+        while (is_digit(p, end)) {
+            p++;
+        }
+    }
+    size_t n = (size_t)(p - begin);
+    s->at = p;
+    if (is_one != NULL) {
+        *is_one = !real && n == 1 && begin[0] == '1';
+    }
+    if (!real) {
+        /* At most 19 digits and a sign fit; -0 is 0. */
+        if (n >= sizeof(text) || n > 20) {
+            return scan_fail(s, "too big integer");
+        }
+        memcpy(text, begin, n);
+        text[n] = '\0';
+        errno = 0;
+        long long v = strtoll(text, NULL, 10);
+        if (errno == ERANGE) {
+            return scan_fail(s, "too big integer");
+        }
+        if (s->out == NULL) {
+            return 0;
+        }
+        int len = snprintf(out, sizeof(out), "i%lld;", v);
+        return emit(s, out, (size_t)len);
+    }
+    char *copy = n < sizeof(text) ? text : malloc(n + 1);
+    if (copy == NULL) {
+        return scan_fail(s, "out of memory");
+    }
+    memcpy(copy, begin, n);
+    copy[n] = '\0';
+    errno = 0;
+    double d = strtod(copy, NULL);
+    if (copy != text) {
+        free(copy);
+    }
+    if (errno == ERANGE && (d > 1.0 || d < -1.0)) {
+        return scan_fail(s, "real number overflow");
+    }
+    if (s->out == NULL) {
+        return 0;
+    }
+    int len = snprintf(out, sizeof(out), "r%.17g;", d);
+    return emit(s, out, (size_t)len);
+}
+
+static int scan_value(struct scan *s, uint64_t mask, size_t level);
+
+static int member_order(const void *a, const void *b, void *arg)
+{
+    const struct member *x = a, *y = b;
+    const char *keys = arg;
+    size_t n = x->key_len < y->key_len ? x->key_len : y->key_len;
+    int c = memcmp(keys + x->key_off, keys + y->key_off, n);
+
+    if (c != 0) {
+        return c;
+    }
+    if (x->key_len != y->key_len) {
+        return x->key_len < y->key_len ? -1 : 1;
+    }
+    return (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+/* Which of mask's ignored paths go on below key at level (bits), and
+ * whether one ends at it (*skip). */
+static uint64_t paths_below(const reconcile_parser_t *p, uint64_t mask,
+                            size_t level, const char *key, size_t n,
+                            int *skip)
+{
+    uint64_t below = 0;
+
+    *skip = 0;
+    for (size_t i = 0; mask != 0 && i < p->path_count; i++) {
+        const struct path *path = &p->paths[i];
+        if (!(mask >> i & 1) || strlen(path->comp[level]) != n ||
+            memcmp(path->comp[level], key, n) != 0) {
+            continue;
+        }
+        if (level + 1 == path->n) {
+            *skip = 1;
+        } else {
+            below |= (uint64_t)1 << i;
+        }
+    }
+    return below;
+}
+
+/* Writes the members of the object that starts at out offset obj (after
+ * its '{') in key order from p->m[base..]. */
+static int reorder_members(struct scan *s, size_t obj, size_t base)
+{
+    reconcile_parser_t *p = s->p;
+    struct member *m = p->m + base;
+    size_t n = p->m_len - base, region = s->out->len - obj;
+
+    if (n > 1) {
+        qsort_r(m, n, sizeof(*m), member_order, p->keys.p);
+    }
+    p->tmp.len = 0;
+    if (buf_add(&p->tmp, s->out->p + obj, region) != 0) {
+        return scan_fail(s, "out of memory");
+    }
+    s->out->len = obj;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t klen = (uint32_t)m[i].key_len;
+        if (i + 1 < n && m[i + 1].key_len == m[i].key_len &&
+            memcmp(p->keys.p + m[i + 1].key_off, p->keys.p + m[i].key_off,
+                   m[i].key_len) == 0) {
+            continue; /* the last of equal keys wins */
+        }
+        if (emit(s, "k", 1) || emit(s, &klen, sizeof(klen)) ||
+            emit(s, p->keys.p + m[i].key_off, m[i].key_len) ||
+            emit(s, p->tmp.p + (m[i].val_off - obj), m[i].val_len)) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int scan_object(struct scan *s, uint64_t mask, size_t level)
+{
+    reconcile_parser_t *p = s->p;
+    size_t base = p->m_len, keys_base = p->keys.len, seq = 0, obj = 0;
+
+    s->at++;
+    if (emit(s, "{", 1) != 0) {
+        return -1;
+    }
+    obj = s->out != NULL ? s->out->len : 0;
+    skip_ws(s);
+    if (s->at < s->end && *s->at == '}') {
+        s->at++;
+        return emit(s, "}", 1);
+    }
+    for (;;) {
+        size_t koff = p->keys.len;
+        uint64_t below = 0;
+        int skip = 0;
+        skip_ws(s);
+        if (s->at >= s->end || *s->at != '"') {
+            return scan_fail(s, "a string (an object key) expected");
+        }
+        if (scan_string(s, s->out != NULL ? &p->keys : NULL) != 0) {
+            return -1;
+        }
+        skip_ws(s);
+        if (s->at >= s->end || *s->at != ':') {
+            return scan_fail(s, "':' expected");
+        }
+        s->at++;
+        if (s->out != NULL && mask != 0) {
+            below = paths_below(p, mask, level, p->keys.p + koff,
+                                p->keys.len - koff, &skip);
+        }
+        if (s->out == NULL || skip) {
+            struct buf *out = s->out;
+            s->out = NULL;
+            int rc = scan_value(s, 0, level + 1);
+            s->out = out;
+            if (rc != 0) {
+                return -1;
+            }
+            p->keys.len = koff;
+        } else {
+            size_t voff = s->out->len;
+            if (scan_value(s, below, level + 1) != 0) {
+                return -1;
+            }
+            if (p->m_len == p->m_cap) {
+                size_t cap = p->m_cap ? p->m_cap * 2 : 64;
+                struct member *v = realloc(p->m, cap * sizeof(*v));
+                if (v == NULL) {
+                    return scan_fail(s, "out of memory");
+                }
+                p->m = v;
+                p->m_cap = cap;
+            }
+            p->m[p->m_len++] = (struct member){
+                koff, p->keys.len - koff, voff, s->out->len - voff, seq++};
+        }
+        skip_ws(s);
+        if (s->at < s->end && *s->at == ',') {
+            s->at++;
+            continue;
+        }
+        if (s->at < s->end && *s->at == '}') {
+            s->at++;
+            break;
+        }
+        return scan_fail(s, "',' or '}' expected");
+    }
+    if (s->out != NULL && reorder_members(s, obj, base) != 0) {
+        return -1;
+    }
+    p->m_len = base;
+    p->keys.len = keys_base;
+    return emit(s, "}", 1);
+}
+
+static int scan_literal(struct scan *s, const char *word, const char *code)
+{
+    size_t n = strlen(word);
+
+    if ((size_t)(s->end - s->at) < n || memcmp(s->at, word, n) != 0) {
+        return scan_fail(s, "invalid token");
+    }
+    s->at += n;
+    return emit(s, code, 1);
+}
+
+static int scan_value(struct scan *s, uint64_t mask, size_t level)
+{
+    int rc;
+
+    skip_ws(s);
+    if (s->at >= s->end) {
+        return scan_fail(s, "unexpected end of the line");
+    }
+    switch (*s->at) {
+    case '{':
+    case '[':
+        if (++s->depth > SCAN_MAX_DEPTH) {
+            return scan_fail(s, "too deeply nested");
+        }
+        if (*s->at == '{') {
+            rc = scan_object(s, mask, level);
+        } else {
+            s->at++;
+            rc = emit(s, "[", 1);
+            skip_ws(s);
+            if (rc == 0 && s->at < s->end && *s->at == ']') {
+                s->at++;
+            } else {
+                while (rc == 0) {
+                    rc = scan_value(s, 0, level + 1);
+                    skip_ws(s);
+                    if (rc != 0) {
+                        break;
+                    }
+                    if (s->at < s->end && *s->at == ',') {
+                        s->at++;
+                        continue;
+                    }
+                    if (s->at < s->end && *s->at == ']') {
+                        s->at++;
+                        break;
+                    }
+                    rc = scan_fail(s, "',' or ']' expected");
+                }
+            }
+            if (rc == 0) {
+                rc = emit(s, "]", 1);
+            }
+        }
+        s->depth--;
+        return rc;
+    case '"': {
+        if (s->out == NULL) {
+            return scan_string(s, NULL);
+        }
+        size_t at = s->out->len;
+        uint32_t n = 0;
+        if (emit(s, "s", 1) || emit(s, &n, sizeof(n)) ||
+            scan_string(s, s->out) != 0) {
+            return -1;
+        }
+        n = (uint32_t)(s->out->len - at - 1 - sizeof(n));
+        memcpy(s->out->p + at + 1, &n, sizeof(n));
+        return 0;
+    }
+    case 't':
+        return scan_literal(s, "true", "t");
+    case 'f':
+        return scan_literal(s, "false", "f");
+    case 'n':
+        return scan_literal(s, "null", "n");
+    default:
+        return scan_number(s, NULL);
+    }
+}
+
+/* The envelope's fields. */
+enum {
+    F_V, F_TS, F_SINK, F_KEY, F_OUTCOME, F_METHOD, F_PATH, F_SHA, F_ERROR,
+    F_BODY, F_COUNT
+};
+static const char *const field_names[F_COUNT] = {
+    "v", "ts", "sink", "key", "outcome", "method", "path", "body_sha256",
+    "error", "body"};
+
+enum { T_ABSENT, T_NULL, T_STRING, T_ONE, T_OTHER };
+
+struct field {
+    int type;
+    size_t off, len; /* T_STRING: in p->fields */
+};
+
+static int scan_envelope(struct scan *s, struct field *f)
+{
+    reconcile_parser_t *p = s->p;
+    uint64_t all = p->path_count == 64 ? UINT64_MAX
+                                       : ((uint64_t)1 << p->path_count) - 1;
+
+    s->at++;
+    skip_ws(s);
+    if (s->at < s->end && *s->at == '}') {
+        s->at++;
+        return 0;
+    }
+    for (;;) {
+        int k;
+        skip_ws(s);
+        if (s->at >= s->end || *s->at != '"') {
+            return scan_fail(s, "a string (an object key) expected");
+        }
+        p->keys.len = 0;
+        if (scan_string(s, &p->keys) != 0) {
+            return -1;
+        }
+        for (k = 0; k < F_COUNT; k++) {
+            if (strlen(field_names[k]) == p->keys.len &&
+                memcmp(field_names[k], p->keys.p, p->keys.len) == 0) {
+                break;
+            }
+        }
+        skip_ws(s);
+        if (s->at >= s->end || *s->at != ':') {
+            return scan_fail(s, "':' expected");
+        }
+        s->at++;
+        skip_ws(s);
+        s->out = NULL;
+        if (k == F_BODY) {
+            s->out = &p->body;
+            p->body.len = 0;
+            f[k].type = T_OTHER;
+            if (scan_value(s, all, 0) != 0) {
+                return -1;
+            }
+            s->out = NULL;
+        } else if (k < F_COUNT && s->at < s->end && *s->at == '"') {
+            f[k].type = T_STRING;
+            f[k].off = p->fields.len;
+            if (scan_string(s, &p->fields) != 0) {
+                return -1;
+            }
+            f[k].len = p->fields.len - f[k].off;
+        } else if (k == F_V && s->at < s->end &&
+                   (*s->at == '-' || (*s->at >= '0' && *s->at <= '9'))) {
+            int one = 0;
+            if (scan_number(s, &one) != 0) {
+                return -1;
+            }
+            f[k].type = one ? T_ONE : T_OTHER;
+        } else {
+            if (k < F_COUNT) {
+                f[k].type = s->at < s->end && *s->at == 'n' ? T_NULL
+                                                            : T_OTHER;
+            }
+            if (scan_value(s, 0, 1) != 0) {
+                return -1;
+            }
+        }
+        skip_ws(s);
+        if (s->at < s->end && *s->at == ',') {
+            s->at++;
+            continue;
+        }
+        if (s->at < s->end && *s->at == '}') {
+            s->at++;
+            return 0;
+        }
+        return scan_fail(s, "',' or '}' expected");
+    }
 }
 
 static const struct {
@@ -613,7 +1259,8 @@ static const struct {
     {"dead_lettered", RECONCILE_DEAD_LETTERED},
 };
 
-/* A string field: 1 (*s, *n set), 0 absent or null, -1 another type. */
+/* A string field of a jansson object: 1 (*s, *n set), 0 absent or null,
+ * -1 another type. */
 static int get_string(json_t *obj, const char *name, const char **s,
                       size_t *n)
 {
@@ -630,31 +1277,33 @@ static int get_string(json_t *obj, const char *name, const char **s,
     return 1;
 }
 
-static int required_string(json_t *obj, const char *name, const char **s,
-                           size_t *n, struct sl_error *err)
+/* A required non-empty string: 0 with *s, *n, or -1. */
+static int need_string(reconcile_parser_t *p, const struct field *f, int k,
+                       const char **s, size_t *n, struct sl_error *err)
 {
-    int rc = get_string(obj, name, s, n);
-
-    if (rc == 0) {
-        return sl_error_set(err, "missing field `%s`", name);
+    if (f[k].type == T_ABSENT || f[k].type == T_NULL) {
+        return sl_error_set(err, "missing field `%s`", field_names[k]);
     }
-    if (rc < 0 || *n == 0) {
-        return sl_error_set(err, "`%s` is not a non-empty string", name);
+    if (f[k].type != T_STRING || f[k].len == 0) {
+        return sl_error_set(err, "`%s` is not a non-empty string",
+                            field_names[k]);
     }
+    *s = p->fields.p + f[k].off;
+    *n = f[k].len;
     return 0;
 }
 
-static int optional_string(json_t *obj, const char *name, const char **s,
-                           size_t *n, struct sl_error *err)
+/* An optional string: 0 with *s (NULL when absent or null), or -1. */
+static int opt_string(reconcile_parser_t *p, const struct field *f, int k,
+                      const char **s, size_t *n, struct sl_error *err)
 {
-    int rc = get_string(obj, name, s, n);
-
-    if (rc < 0) {
-        return sl_error_set(err, "`%s` is not a string", name);
-    }
-    if (rc == 0) {
-        *s = NULL;
-        *n = 0;
+    *s = NULL;
+    *n = 0;
+    if (f[k].type == T_STRING) {
+        *s = p->fields.p + f[k].off;
+        *n = f[k].len;
+    } else if (f[k].type != T_ABSENT && f[k].type != T_NULL) {
+        return sl_error_set(err, "`%s` is not a string", field_names[k]);
     }
     return 0;
 }
@@ -674,28 +1323,30 @@ static int add_request(struct buf *b, const char *m, size_t mn,
                : 0;
 }
 
-static int parse_effect(reconcile_parser_t *p, struct reconcile_line *out,
-                        struct sl_error *err)
+static int parse_effect(reconcile_parser_t *p, const struct field *f,
+                        struct reconcile_line *out, struct sl_error *err)
 {
-    const char *method = NULL, *path = NULL, *sha = NULL;
-    size_t mn = 0, pn = 0, sn = 0;
+    const char *method, *path, *sha;
+    size_t mn, pn, sn;
     char lower[64];
     uint64_t h[2];
-    json_t *body;
 
-    if (optional_string(p->root, "method", &method, &mn, err) != 0 ||
-        optional_string(p->root, "path", &path, &pn, err) != 0) {
+    if (opt_string(p, f, F_METHOD, &method, &mn, err) != 0 ||
+        opt_string(p, f, F_PATH, &path, &pn, err) != 0) {
         return -1;
     }
-    if (get_string(p->root, "body_sha256", &sha, &sn) <= 0) {
-        return sl_error_set(err, "missing field `body_sha256` (required "
-                                 "for a %s line)",
+    if (f[F_SHA].type == T_ABSENT || f[F_SHA].type == T_NULL) {
+        return sl_error_set(err,
+                            "missing field `body_sha256` (required for a "
+                            "%s line)",
                             outcomes[out->outcome].name);
     }
-    if (sn != 64) {
+    if (f[F_SHA].type != T_STRING || f[F_SHA].len != 64) {
         return sl_error_set(err, "`body_sha256` is not 64 hex digits");
     }
-    for (size_t i = 0; i < 64; i++) {
+    sha = p->fields.p + f[F_SHA].off;
+    sn = f[F_SHA].len;
+    for (size_t i = 0; i < sn; i++) {
         char c = sha[i];
         if (c >= 'A' && c <= 'F') {
             c = (char)(c - 'A' + 'a');
@@ -710,14 +1361,10 @@ static int parse_effect(reconcile_parser_t *p, struct reconcile_line *out,
     }
     hash128(p->b.p, p->b.len, 2, h);
     out->sha_digest = h[0];
-    body = json_object_get(p->root, "body");
-    out->has_body = body != NULL;
-    if (body != NULL) {
-        for (size_t i = 0; i < p->path_count; i++) {
-            remove_path(body, &p->paths[i]);
-        }
+    out->has_body = f[F_BODY].type != T_ABSENT;
+    if (out->has_body) {
         p->b.len -= sizeof(lower);
-        if (canonical_add(&p->b, body) != 0) {
+        if (buf_add(&p->b, p->body.p, p->body.len) != 0) {
             return sl_error_set(err, "out of memory");
         }
         hash128(p->b.p, p->b.len, 3, out->digest);
@@ -729,47 +1376,48 @@ int reconcile_parse_line(reconcile_parser_t *p, const char *line,
                          size_t len, struct reconcile_line *out,
                          struct sl_error *err)
 {
+    struct field f[F_COUNT];
+    struct scan s = {p, (const unsigned char *)line,
+                     (const unsigned char *)line,
+                     (const unsigned char *)line + len, NULL, NULL, 0};
     const char *ts, *outcome;
     size_t tsn, on, i;
-    json_error_t jerr;
-    json_t *v;
 
     if (len > RECONCILE_LINE_MAX) {
         return sl_error_set(err, "line longer than %u MiB",
                             RECONCILE_LINE_MAX >> 20);
     }
-    for (i = 0; i < len; i++) {
-        char c = line[i];
-        if (c != ' ' && c != '\t' && c != '\r' && c != '\n') {
-            break;
-        }
-    }
-    if (i == len) {
+    skip_ws(&s);
+    if (s.at == s.end) {
         return 0;
     }
-    json_decref(p->root);
-    p->root = json_loadb(line, len, JSON_ALLOW_NUL, &jerr);
-    if (p->root == NULL) {
-        return sl_error_set(err, "not JSON: %s (column %d)", jerr.text,
-                            jerr.column);
-    }
-    if (!json_is_object(p->root)) {
+    if (*s.at != '{') {
         return sl_error_set(err, "not a JSON object");
     }
+    memset(f, 0, sizeof(f));
+    p->fields.len = 0;
+    p->m_len = 0;
+    if (scan_envelope(&s, f) == 0) {
+        skip_ws(&s);
+        if (s.at != s.end) {
+            scan_fail(&s, "end of the line expected");
+        }
+    }
+    if (s.err != NULL) {
+        return sl_error_set(err, "not JSON: %s (column %zu)", s.err,
+                            (size_t)(s.at - s.start) + 1);
+    }
     memset(out, 0, sizeof(*out));
-    v = json_object_get(p->root, "v");
-    if (v == NULL) {
+    if (f[F_V].type == T_ABSENT) {
         return sl_error_set(err, "missing field `v`");
     }
-    if (!json_is_integer(v) || json_integer_value(v) != 1) {
+    if (f[F_V].type != T_ONE) {
         return sl_error_set(err, "`v` is not 1 (the only version known)");
     }
-    if (required_string(p->root, "ts", &ts, &tsn, err) != 0 ||
-        required_string(p->root, "sink", &out->sink, &out->sink_len, err) !=
-            0 ||
-        required_string(p->root, "key", &out->key, &out->key_len, err) !=
-            0 ||
-        required_string(p->root, "outcome", &outcome, &on, err) != 0) {
+    if (need_string(p, f, F_TS, &ts, &tsn, err) != 0 ||
+        need_string(p, f, F_SINK, &out->sink, &out->sink_len, err) != 0 ||
+        need_string(p, f, F_KEY, &out->key, &out->key_len, err) != 0 ||
+        need_string(p, f, F_OUTCOME, &outcome, &on, err) != 0) {
         return -1;
     }
     if (reconcile_parse_day(ts, tsn, &out->day) != 0) {
@@ -800,14 +1448,29 @@ int reconcile_parse_line(reconcile_parser_t *p, const char *line,
         hash128(p->b.p, p->b.len, 1, out->pair);
     }
     if (out->effect) {
-        return parse_effect(p, out, err) == 0 ? 1 : -1;
+        return parse_effect(p, f, out, err) == 0 ? 1 : -1;
     }
     if (out->outcome == RECONCILE_DEAD_LETTERED &&
-        optional_string(p->root, "error", &out->error, &out->error_len,
-                        err) != 0) {
+        opt_string(p, f, F_ERROR, &out->error, &out->error_len, err) != 0) {
         return -1;
     }
     return 1;
+}
+
+/* The line's object as jansson reads it, the ignored fields removed from
+ * its body (owned by p, until the next call), or NULL. For examples. */
+static json_t *parser_tree(reconcile_parser_t *p, const char *line,
+                           size_t len)
+{
+    json_t *body;
+
+    json_decref(p->root);
+    p->root = json_loadb(line, len, JSON_ALLOW_NUL, NULL);
+    body = json_object_get(p->root, "body");
+    for (size_t i = 0; body != NULL && i < p->path_count; i++) {
+        remove_path(body, &p->paths[i]);
+    }
+    return p->root;
 }
 
 /* ---- reading lines ---- */
@@ -1676,7 +2339,8 @@ static json_t *example_line(struct run *run, int i, int64_t off,
                              run->ex_line[i].len, line, &err) != 1) {
         return NULL;
     }
-    return run->ex_parser[i]->root;
+    return parser_tree(run->ex_parser[i], run->ex_line[i].p,
+                       run->ex_line[i].len);
 }
 
 static void string_diff(char *out, size_t cap, const char *field, json_t *l,
