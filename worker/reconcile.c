@@ -219,8 +219,9 @@ int reconcile_parse_day(const char *s, size_t n, int32_t *day)
     if (i != n) {
         return -1;
     }
+    /* A leap second belongs to the day it ends. */
     int64_t secs = days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 +
-                   h * 3600 + mi * 60 + sec - off;
+                   h * 3600 + mi * 60 + (sec > 59 ? 59 : sec) - off;
     int64_t z = secs >= 0 ? secs / 86400 : -((-secs + 86399) / 86400);
     *day = (int32_t)z;
     return 0;
@@ -604,6 +605,7 @@ struct scan {
     struct buf *out; /* NULL: validate only */
     const char *err;
     int depth;
+    int nul; /* the last string held \u0000 */
 };
 
 reconcile_parser_t *reconcile_parser_new(const char *const *ignore,
@@ -791,6 +793,7 @@ static int scan_string(struct scan *s, struct buf *dst)
                 cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
                 p += 6;
             }
+            s->nul |= cp == 0;
             if (cp < 0x80) {
                 esc[0] = (unsigned char)cp;
             } else if (cp < 0x800) {
@@ -1014,8 +1017,12 @@ static int scan_object(struct scan *s, uint64_t mask, size_t level)
         if (s->at >= s->end || *s->at != '"') {
             return scan_fail(s, "a string (an object key) expected");
         }
+        s->nul = 0;
         if (scan_string(s, s->out != NULL ? &p->keys : NULL) != 0) {
             return -1;
+        }
+        if (s->nul) {
+            return scan_fail(s, "NUL byte in object key not supported");
         }
         skip_ws(s);
         if (s->at >= s->end || *s->at != ':') {
@@ -1188,8 +1195,12 @@ static int scan_envelope(struct scan *s, struct field *f)
             return scan_fail(s, "a string (an object key) expected");
         }
         p->keys.len = 0;
+        s->nul = 0;
         if (scan_string(s, &p->keys) != 0) {
             return -1;
+        }
+        if (s->nul) {
+            return scan_fail(s, "NUL byte in object key not supported");
         }
         for (k = 0; k < F_COUNT; k++) {
             if (strlen(field_names[k]) == p->keys.len &&
@@ -1379,7 +1390,7 @@ int reconcile_parse_line(reconcile_parser_t *p, const char *line,
     struct field f[F_COUNT];
     struct scan s = {p, (const unsigned char *)line,
                      (const unsigned char *)line,
-                     (const unsigned char *)line + len, NULL, NULL, 0};
+                     (const unsigned char *)line + len, NULL, NULL, 0, 0};
     const char *ts, *outcome;
     size_t tsn, on, i;
 
