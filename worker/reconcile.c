@@ -264,6 +264,9 @@ static int buf_reserve(struct buf *b, size_t more)
 
 static int buf_add(struct buf *b, const void *data, size_t n)
 {
+    if (n == 0) {
+        return 0; /* data may be NULL */
+    }
     if (buf_reserve(b, n) != 0) {
         return -1;
     }
@@ -1793,7 +1796,6 @@ struct opts {
 
 struct side {
     const char *spec; /* as given */
-    const char *name; /* "left" or "right" */
     int index;        /* 0 left, 1 right */
     const struct opts *o;
     int fd;           /* the file, or the spool */
@@ -3007,7 +3009,6 @@ int reconcile_main(int argc, char **argv)
     rc = EXIT_USAGE;
     for (int i = 0; i < 2; i++) {
         run.side[i].index = i;
-        run.side[i].name = i == 0 ? "left" : "right";
         run.side[i].o = &run.o;
         if (side_open(&run.side[i]) != 0) {
             fprintf(stderr, "sluice reconcile: %s\n", run.side[i].err.msg);
@@ -3033,8 +3034,14 @@ int reconcile_main(int argc, char **argv)
             goto out;
         }
     }
-    if (run.ex_parser[1] == NULL || map_sinks(&run) != 0 ||
-        compare(&run) != 0 || report_build(&run, &rep) != 0) {
+    if (map_sinks(&run) != 0) {
+        fprintf(stderr, "sluice reconcile: more than %d sinks in all, or "
+                        "out of memory\n",
+                MAX_SINKS);
+        goto out;
+    }
+    if (run.ex_parser[1] == NULL || compare(&run) != 0 ||
+        report_build(&run, &rep) != 0) {
         fprintf(stderr, "sluice reconcile: out of memory\n");
         goto out;
     }
