@@ -34,13 +34,13 @@ enum reconcile_outcome {
     RECONCILE_DEAD_LETTERED,
 };
 
-/* One parsed line. The pointers point into the parser's current line
- * and stay valid until the next reconcile_parse_line() or
- * reconcile_parser_destroy(). */
+/* One parsed line. The pointers (sink, key, error: decoded, not
+ * NUL-terminated) are owned by the parser and stay valid until the next
+ * reconcile_parse_line() or reconcile_parser_destroy(). */
 struct reconcile_line {
     enum reconcile_outcome outcome;
     int effect;           /* delivered, applied or shadow */
-    const char *sink;     /* not NUL-terminated when it holds a NUL */
+    const char *sink;
     size_t sink_len;
     const char *key;
     size_t key_len;
