@@ -101,6 +101,7 @@ struct publisher {
     struct loop_io event_io;
     int sigfd;
     struct loop_io sig_io;
+    struct loop_timer flush_timer; /* the outcome log, each second */
     atomic_long inflight; /* accepted, not yet answered */
     atomic_long live;     /* requests the loop still holds */
     struct req *live_head;
@@ -741,6 +742,19 @@ static void signal_ready(struct loop_io *io, uint32_t events)
 
 /* ---- start and stop ---- */
 
+#define FLUSH_INTERVAL_MS 1000
+
+static void flush_fired(struct loop_timer *t)
+{
+    struct publisher *p = container_of(t, struct publisher, flush_timer);
+    struct sl_error err;
+
+    if (outcomes_flush(p->outcomes, &err) != 0) {
+        log_warn("publisher: %s", err.msg);
+    }
+    loop_timer_start(p->loop, t, FLUSH_INTERVAL_MS);
+}
+
 static int partition_of(void *arg, const char *key, size_t len)
 {
     const struct publisher *p = arg;
@@ -888,6 +902,8 @@ int publisher_run(const struct cfg *cfg)
             log_error("cannot start: %s", err.msg);
             goto out;
         }
+        loop_timer_init(&p->flush_timer, flush_fired);
+        loop_timer_start(p->loop, &p->flush_timer, FLUSH_INTERVAL_MS);
     }
     for (size_t i = 0; i < p->nsinks; i++) {
         struct sink_state *s = &p->sinks[i];
@@ -1007,6 +1023,9 @@ out:
     }
     if (rc == 0) {
         summary(p);
+    }
+    if (p->outcomes != NULL) {
+        loop_timer_stop(p->loop, &p->flush_timer);
     }
     outcomes_close(p->outcomes);
     keyrule_destroy(p->keys);
