@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "json.h"
+#include "keyrule.h"
 #include "log.h"
 #include "script.h"
 
@@ -281,6 +282,22 @@ static void push_headers_table(lua_State *L, const struct connector_msg *in)
     }
 }
 
+/* msg.key: as set by the transform, else the record's; nil for none. */
+static void push_key(lua_State *L, struct lmsg *m)
+{
+    if (m->set & SET_KEY) {
+        lua_getiuservalue(L, 1, UV_KEY);
+        if (lua_type(L, -1) != LUA_TSTRING) {
+            lua_pop(L, 1);
+            lua_pushnil(L);
+        }
+    } else if (m->in->key != NULL) {
+        lua_pushlstring(L, m->in->key, m->in->key_len);
+    } else {
+        lua_pushnil(L);
+    }
+}
+
 static int msg_index(lua_State *L)
 {
     struct lmsg *m = check_msg(L);
@@ -291,16 +308,7 @@ static int msg_index(lua_State *L)
     switch (len) {
     case 3:
         if (memcmp(k, "key", 3) == 0) {
-            if (m->set & SET_KEY) {
-                lua_getiuservalue(L, 1, UV_KEY);
-                if (lua_type(L, -1) != LUA_TSTRING) {
-                    lua_pushnil(L);
-                }
-            } else if (in->key != NULL) {
-                lua_pushlstring(L, in->key, in->key_len);
-            } else {
-                lua_pushnil(L);
-            }
+            push_key(L, m);
             return 1;
         }
         break;
@@ -375,6 +383,19 @@ static int msg_index(lua_State *L)
         }
         break;
     case 8:
+        if (memcmp(k, "key_base", 8) == 0) {
+            /* The key without a publisher's hot-key shard suffix
+             * (docs/hot-keys.md): msg.key read, then cut. */
+            push_key(L, m);
+            if (lua_type(L, -1) == LUA_TSTRING) {
+                size_t klen, base;
+                const char *key = lua_tolstring(L, -1, &klen);
+                keyrule_key_base(key, klen, m->t->cfg->source.shard_separator,
+                                 &base);
+                lua_pushlstring(L, key, base);
+            }
+            return 1;
+        }
         if (memcmp(k, "trace_id", 8) == 0) {
             if (in->trace_id != NULL) {
                 lua_pushstring(L, in->trace_id);

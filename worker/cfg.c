@@ -26,7 +26,7 @@
 
 static const char *const start_choices[] = {"earliest", "latest", NULL};
 static const char *const ordering_choices[] = {"key", "partition", "none",
-                                               NULL};
+                                               "key_base", NULL};
 
 const struct opt_spec cfg_source_options[] = {
     {.name = "brokers", .type = OPT_STRING, .flags = OPT_REQUIRED,
@@ -57,6 +57,12 @@ const struct opt_spec cfg_source_options[] = {
             "find every topic before it gives up and exits with status 1, "
             "naming what failed. `0` keeps trying for ever. Later outages "
             "never stop it: it waits for the brokers to come back."},
+    {.name = "shard_separator", .type = OPT_STRING, .def = "~",
+     .offset = offsetof(struct cfg_source, shard_separator),
+     .doc = "What the publisher's `source.shard_separator` is, for "
+            "`msg.key_base` and `delivery.ordering: key_base`: a record "
+            "key ending in it and 1 to 3 digits has a hot-key shard "
+            "suffix (docs/hot-keys.md)."},
     {.name = "properties", .type = OPT_STRING_MAP,
      .offset = offsetof(struct cfg_source, properties),
      .doc = "librdkafka consumer properties passed through as they are "
@@ -178,7 +184,13 @@ const struct opt_spec cfg_delivery_options[] = {
             "or for the same partition (`partition`) go out one at a time "
             "in offset order, and a failing one holds back only those "
             "behind it; `none` sends everything at once. Under `key`, "
-            "records without a key are not ordered."},
+            "records without a key are not ordered. `key_base` is `key` "
+            "with a publisher's hot-key shard suffix taken off "
+            "(`tenant-42~3` orders with `tenant-42`; docs/hot-keys.md): "
+            "within a partition a hot key's records keep the order they "
+            "had before it was sharded, at the cost of parallelism, since "
+            "its shards that share a partition go one at a time. Across "
+            "partitions no order holds either way."},
     {.name = "max_in_flight", .type = OPT_INT, .def = "10000",
      .offset = offsetof(struct cfg_delivery, max_in_flight),
      .min = 1, .max = 10000000,

@@ -21,7 +21,8 @@ enum cfg_start { CFG_START_EARLIEST, CFG_START_LATEST };
 enum cfg_ordering {
     CFG_ORDERING_KEY,
     CFG_ORDERING_PARTITION,
-    CFG_ORDERING_NONE
+    CFG_ORDERING_NONE,
+    CFG_ORDERING_KEY_BASE /* key without a hot-key shard suffix */
 };
 
 struct cfg_source {
@@ -31,6 +32,7 @@ struct cfg_source {
     int start; /* enum cfg_start */
     int64_t embedded_partitions;
     int64_t connect_timeout_ms; /* 0: keep trying */
+    char *shard_separator; /* of the publisher's hot-key suffixes */
     struct opt_map properties; /* passed to librdkafka as they are */
     int properties_line, properties_col;
 };

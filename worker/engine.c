@@ -36,6 +36,7 @@
 #include "recent.h"
 #include "redact.h"
 #include "retry.h"
+#include "keyrule.h"
 #include "outcomes.h"
 #include "store.h"
 #include "trace.h"
@@ -192,6 +193,7 @@ struct msg {
     uint64_t consumed_ms; /* loop time it was consumed */
     const void *key;
     size_t key_len;
+    size_t order_len; /* of key, for ordering (key_base: the base's) */
     const void *value;
     size_t value_len;
     uint64_t key_hash;
@@ -1146,7 +1148,8 @@ static void msg_done(engine_t *e, struct msg *m)
  * the key plays no part. */
 static struct chain **chain_slot(struct sink *s, const struct msg *m)
 {
-    int by_key = s->e->cfg->delivery.ordering == CFG_ORDERING_KEY;
+    int by_key = s->e->cfg->delivery.ordering == CFG_ORDERING_KEY ||
+                 s->e->cfg->delivery.ordering == CFG_ORDERING_KEY_BASE;
     struct chain **slot = &s->buckets[(m->key_hash ^ (uintptr_t)m->part) &
                                       s->mask];
 
@@ -1154,8 +1157,8 @@ static struct chain **chain_slot(struct sink *s, const struct msg *m)
         struct chain *c = *slot;
         if (c->part == m->part &&
             (!by_key ||
-             (c->hash == m->key_hash && c->key_len == m->key_len &&
-              memcmp(c->key, m->key, m->key_len) == 0))) {
+             (c->hash == m->key_hash && c->key_len == m->order_len &&
+              memcmp(c->key, m->key, m->order_len) == 0))) {
             break;
         }
     }
@@ -1208,7 +1211,8 @@ static int delivery_enqueue(struct sink *s, struct delivery *d)
     d->chain = NULL;
     d->chain_next = NULL;
     if (e->cfg->delivery.ordering == CFG_ORDERING_NONE ||
-        (e->cfg->delivery.ordering == CFG_ORDERING_KEY && m->key == NULL)) {
+        (e->cfg->delivery.ordering != CFG_ORDERING_PARTITION &&
+         m->key == NULL)) {
         ready_push(s, d);
         return 0;
     }
@@ -1227,7 +1231,7 @@ static int delivery_enqueue(struct sink *s, struct delivery *d)
         return -1;
     }
     *c = (struct chain){.part = m->part, .hash = m->key_hash, .key = m->key,
-                        .key_len = m->key_len, .head = d, .tail = d};
+                        .key_len = m->order_len, .head = d, .tail = d};
     *slot = c;
     d->chain = c;
     ready_push(s, d);
@@ -2782,9 +2786,17 @@ static int msg_fill(engine_t *e, struct msg *m, const struct consumer_record *re
         copy_headers(&m->own, o->headers, o->header_count);
     }
     m->bytes = m->key_len + m->value_len;
+    m->order_len = m->key_len;
+    if (m->key != NULL &&
+        e->cfg->delivery.ordering == CFG_ORDERING_KEY_BASE) {
+        keyrule_key_base(m->key, m->key_len, e->cfg->source.shard_separator,
+                         &m->order_len);
+    }
     m->key_hash = m->key != NULL &&
-                          e->cfg->delivery.ordering == CFG_ORDERING_KEY
-                      ? hash_key(m->key, m->key_len)
+                          (e->cfg->delivery.ordering == CFG_ORDERING_KEY ||
+                           e->cfg->delivery.ordering ==
+                               CFG_ORDERING_KEY_BASE)
+                      ? hash_key(m->key, m->order_len)
                       : 0;
     return 0;
 }
