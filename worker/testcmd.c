@@ -119,6 +119,7 @@
 
 #include "cfg.h"
 #include "engine.h"
+#include "keyrule.h"
 #include "transform.h"
 
 #define DEPTH_MAX 100            /* nesting of a YAML value we walk */
@@ -1880,6 +1881,7 @@ static void cmp_headers(struct cmp *c, const yaml_node_t *e,
 struct runner {
     const struct cfg *cfg;
     transform_t *t;
+    keyrule_t *keys; /* source.type http: the publisher's key rule */
     int verbose;
     struct cmp cmp;
     struct buf shown; /* --verbose: what the sinks got */
@@ -2118,6 +2120,50 @@ static const char *count_text(int n, char *out, size_t size)
 }
 
 /* Runs one case; its differences are in r->cmp. */
+/* A publisher's case: the key its request gets (expect: key), or why it
+ * gets none (expect: error), by the function the publisher calls. The
+ * input's value is the request body and its headers the request's. */
+static void run_publish_case(struct runner *r, const struct tcase *tc)
+{
+    struct cmp *c = &r->cmp;
+    const yaml_node_t *e = tc->expect, *error, *key;
+    struct keyrule_decision d;
+    struct sl_error err = {{0}};
+    char line[1100];
+    struct keyrule_input in = {
+        .headers = tc->in.headers,
+        .header_count = tc->in.header_count,
+        .body = tc->in.value != NULL ? tc->in.value : "",
+        .body_len = tc->in.value_len,
+    };
+    int rc = keyrule_apply(r->keys, &in, 0, &d, &err);
+
+    if (rc != 0) {
+        one_line(err.msg, line, sizeof(line));
+    }
+    if ((error = map_get(c, e, "error")) != NULL) {
+        cmp_error(c, error, rc != 0 ? err.msg : NULL, line, "a key");
+        return;
+    }
+    if (rc != 0) {
+        diff(c, "expected a key, got an error: %s", line);
+        return;
+    }
+    if ((key = map_get(c, e, "key")) != NULL &&
+        (key->type != YAML_SCALAR_NODE ||
+         key->data.scalar.length != d.key_len ||
+         memcmp(stext(key), d.key, d.key_len) != 0)) {
+        struct show want = {0}, got = {0};
+        show_bytes(&want, stext(key), key->data.scalar.length, '"');
+        show_bytes(&got, d.key, d.key_len, '"');
+        diff(c, "key: expected %s, got %s", show_text(&want),
+             show_text(&got));
+    }
+    if (r->verbose) {
+        buf_printf(&r->shown, "key: %s\n", d.key);
+    }
+}
+
 static void run_case(struct runner *r, const struct tcase *tc)
 {
     struct cmp *c = &r->cmp;
@@ -2127,6 +2173,10 @@ static void run_case(struct runner *r, const struct tcase *tc)
     struct connector_msg in = tc->in;
     int n;
 
+    if (r->keys != NULL) {
+        run_publish_case(r, tc);
+        return;
+    }
     if (r->cfg->dedupe.from == CFG_DEDUPE_LUA &&
         transform_dedupe_key(r->t, &in, key, sizeof(key), &err) != NULL) {
         in.dedupe_key = key;
@@ -2338,6 +2388,14 @@ int testcmd_run(const struct testcmd_options *o)
         goto done;
     }
     r.cfg = cfg;
+    if (cfg->source_type == CFG_SOURCE_HTTP) {
+        /* Static hot keys only: auto_shard depends on the traffic. */
+        r.keys = cfg_http_keyrule(cfg, NULL, NULL, NULL, &err);
+        if (r.keys == NULL) {
+            fprintf(errf, "%s: %s\n", o->pipeline, err.msg);
+            goto done;
+        }
+    }
     r.t = transform_new(cfg, &err);
     if (r.t == NULL) {
         /* as sluice validate reports it */
@@ -2374,6 +2432,7 @@ int testcmd_run(const struct testcmd_options *o)
     fprintf(out, "%d passed, %d failed\n", passed, failed);
     rc = failed > 0 ? TESTCMD_FAILED : TESTCMD_PASSED;
 done:
+    keyrule_destroy(r.keys);
     transform_destroy(r.t);
     buf_free(&r.cmp.lines);
     buf_free(&r.shown);

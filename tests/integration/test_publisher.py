@@ -403,3 +403,48 @@ def test_key_base_reads_and_orders_by_the_key_without_its_shard(
     assert [json.loads(r.body)["i"] for r in big] == list(range(16))
     gaps = [b.ts_ms - a.ts_ms for a, b in zip(big, big[1:])]
     assert min(gaps) >= 90, gaps
+
+
+def test_sluice_test_shows_the_key_the_publisher_gives(
+        kafka, topic_factory, names, sluice, tmp_path):
+    """`sluice test` on a publisher pipeline asserts a request's record key
+    (or why it has none) with the same function the publisher calls."""
+    topic = topic_factory(4)
+    port = harness.free_port()
+    cfg = publisher_cfg(names.pipeline, kafka.bootstrap, topic, port,
+                        shard_by="json:order_id", hot_keys={"big": 8})
+    path = harness.write_yaml(str(tmp_path / "pub.yaml"), cfg)
+    run = sluice(path=path, args=())
+    wait_until(lambda: "listening on" in open(run.stderr_path).read(), 30,
+               "the publisher to listen", alive=[run])
+    client = Client(port)
+    got = {}
+    for order in ("o-1", "o-2", "o-3"):
+        status, _, answer = client.post({"tenant_id": "big",
+                                         "order_id": order})
+        assert status == 202
+        got[order] = answer["key"]
+    client.close()
+    run.terminate()
+    assert run.wait(30) == 0
+    assert all(k.startswith("big~") for k in got.values())
+
+    cases = {"tests": [
+        {"name": "order %s" % o,
+         "input": {"value": {"tenant_id": "big", "order_id": o}},
+         "expect": {"key": k}} for o, k in got.items()] + [
+        {"name": "a small tenant keeps its key",
+         "input": {"value": {"tenant_id": "t-1", "order_id": "o-9"}},
+         "expect": {"key": "t-1"}},
+        {"name": "no tenant, no key",
+         "input": {"value": {"order_id": "o-9"}},
+         "expect": {"error": "field missing"}},
+        {"name": "a wrong expectation fails",
+         "input": {"value": {"tenant_id": "big", "order_id": "o-1"}},
+         "expect": {"key": "big"}},
+    ]}
+    tests = harness.write_yaml(str(tmp_path / "pub.test.yaml"), cases)
+    p = harness.sluice_cmd(["test", path, tests])
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "5 passed, 1 failed" in p.stdout, p.stdout
+    assert 'key: expected "big", got "%s"' % got["o-1"] in p.stdout, p.stdout
