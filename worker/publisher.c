@@ -778,11 +778,11 @@ static void summary(const struct publisher *p)
     size_t n = (size_t)snprintf(
         line, sizeof(line),
         "summary requests=%lu accepted=%lu bad=%lu too_large=%lu busy=%lu "
-        "unavailable=%lu sharded=%lu",
+        "unavailable=%lu sharded=%lu turned_hot=%lu",
         atomic_load(&p->requests), atomic_load(&p->accepted),
         atomic_load(&p->bad), atomic_load(&p->too_large),
         atomic_load(&p->busy), atomic_load(&p->unavailable),
-        atomic_load(&p->sharded));
+        atomic_load(&p->sharded), atomic_load(&p->turned_hot));
     for (size_t i = 0; i < p->nsinks && n < sizeof(line); i++) {
         const struct sink_state *s = &p->sinks[i];
         n += (size_t)snprintf(line + n, sizeof(line) - n, " %s=%llu",
