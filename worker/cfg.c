@@ -396,13 +396,25 @@ const struct opt_spec cfg_root_options[] = {
 };
 
 const struct opt_spec cfg_outcomes_options[] = {
-    {.name = "path", .type = OPT_STRING, .flags = OPT_REQUIRED,
+    {.name = "path", .type = OPT_STRING,
      .offset = offsetof(struct cfg_outcomes, path),
      .doc = "The NDJSON file (relative to this file) that gets one line "
             "per terminal per-sink outcome: delivered, applied, "
             "already handled, dead-lettered, or shadow "
             "(docs/outcomes.md). Appended to; lines reach it before the "
-            "offset commit that passes their record."},
+            "offset commit that passes their record. One of `path` and "
+            "`topic`."},
+    {.name = "topic", .type = OPT_STRING,
+     .offset = offsetof(struct cfg_outcomes, topic),
+     .doc = "Or a Kafka topic that gets the same lines, one a record keyed "
+            "by the dedupe key (`sluice reconcile` reads "
+            "`kafka://BROKERS/TOPIC`). Lines are produced as they come "
+            "and not waited for before commits: a crash can lose the last "
+            "ones, which reconcile then reports missing."},
+    {.name = "brokers", .type = OPT_STRING,
+     .offset = offsetof(struct cfg_outcomes, brokers),
+     .doc = "The topic's Kafka. Default: `source.brokers` (a publisher's: "
+            "its kafka sink's `brokers`)."},
     {.name = "bodies", .type = OPT_BOOL, .def = "true",
      .offset = offsetof(struct cfg_outcomes, bodies),
      .doc = "Also record the body sent (JSON as is, other bodies in "
@@ -1924,6 +1936,11 @@ static void walk_root(struct walker *w, struct cfg *cfg,
                 free(cfg->outcomes.path);
                 cfg->outcomes.path = full;
             }
+            if (is_outcomes && (cfg->outcomes.path == NULL) ==
+                                   (cfg->outcomes.topic == NULL)) {
+                node_error(w, v, "outcomes",
+                           "expected one of `path` (a file) and `topic`");
+            }
             if (is_admin || is_tracing || is_outcomes) {
                 continue;
             }
@@ -2434,6 +2451,10 @@ struct cfg *cfg_load(const char *path, struct cfg_errors *errs)
     if (cfg->dlq.brokers == NULL && cfg->source.brokers != NULL) {
         cfg->dlq.brokers = strdup(cfg->source.brokers);
     }
+    if (cfg->outcomes.topic != NULL && cfg->outcomes.brokers == NULL &&
+        cfg->source.brokers != NULL) {
+        cfg->outcomes.brokers = strdup(cfg->source.brokers);
+    }
     if (cfg->source_type == CFG_SOURCE_HTTP) {
         check_publisher(cfg, path, errs);
         if (cfg->dlq.brokers == NULL) {
@@ -2495,6 +2516,16 @@ static void check_publisher(struct cfg *cfg, const char *path,
         if (strcmp(cfg->sinks[i].type, "kafka") == 0) {
             cfg->publish_sink = (int)i;
             break;
+        }
+    }
+    if (cfg->publish_sink >= 0 && cfg->outcomes.topic != NULL &&
+        cfg->outcomes.brokers == NULL) {
+        const struct cfg_sink *k = &cfg->sinks[cfg->publish_sink];
+        for (const struct opt_spec *o = k->connector->options; o->name; o++) {
+            if (strcmp(o->name, "brokers") == 0) {
+                const char *b = *(char **)((char *)k->ctx + o->offset);
+                cfg->outcomes.brokers = b != NULL ? strdup(b) : NULL;
+            }
         }
     }
     if (cfg->publish_sink < 0 && cfg->sink_count > 0) {

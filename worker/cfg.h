@@ -99,8 +99,10 @@ struct cfg_admin {
 
 /* The outcome log (the `outcomes:` section; docs/outcomes.md). */
 struct cfg_outcomes {
-    char *path; /* resolved against the pipeline's directory; NULL: off */
-    int bodies; /* also record the body sent */
+    char *path;    /* resolved against the pipeline's directory */
+    char *topic;   /* or a Kafka topic; both NULL: no outcome log */
+    char *brokers; /* of topic; default: the pipeline's Kafka */
+    int bodies;    /* also record the body sent */
 };
 
 /* `mode:` how a run affects the world. */

@@ -363,7 +363,7 @@ struct engine {
     uint64_t dlq_written;
     tracer_t *tracer; /* tracing.otlp_endpoint; NULL: no spans */
     struct connector_host trace_host;
-    outcomes_t *outcomes; /* outcomes.path; NULL: no outcome log */
+    outcomes_t *outcomes; /* outcomes: NULL: no outcome log */
     struct ratelog outcomes_log;
     int shadow; /* mode: shadow */
     char trace_hex[33]; /* the trace id of the view a script sees */
@@ -1352,7 +1352,7 @@ static void outcome_note(engine_t *e, struct sink *s, struct delivery *d,
         ratelog_allow(&e->outcomes_log, loop_now(e->loop), &suppressed)) {
         log_warn("outcomes: the log %s cannot keep up (its file cannot be "
                  "written): lines are dropped (%llu so far)",
-                 e->cfg->outcomes.path,
+                 outcomes_where(e->outcomes),
                  (unsigned long long)outcomes_dropped(e->outcomes));
     }
 }
@@ -4063,9 +4063,9 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
     if (cfg->dedupe.store != NULL && !e->shadow && store_open(e, err) != 0) {
         goto fail;
     }
-    if (cfg->outcomes.path != NULL && o->replay == NULL) {
-        e->outcomes = outcomes_open(cfg->outcomes.path, cfg->outcomes.bodies,
-                                    err);
+    if ((cfg->outcomes.path != NULL || cfg->outcomes.topic != NULL) &&
+        o->replay == NULL) {
+        e->outcomes = outcomes_new(cfg, err);
         if (e->outcomes == NULL) {
             goto fail;
         }

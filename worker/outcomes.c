@@ -1,9 +1,12 @@
 /* outcomes.c -- the outcome log's writer (outcomes.h). */
 #include "outcomes.h"
 
+#include "cfg.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <librdkafka/rdkafka.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +24,8 @@ struct outcomes {
     uint64_t written, dropped;
     size_t pending_lines; /* in buf */
     char *path;
+    rd_kafka_t *rk; /* a topic's log; NULL: a file's */
+    char *topic;
 };
 
 outcomes_t *outcomes_open(const char *path, int bodies, struct sl_error *err)
@@ -166,6 +171,8 @@ void outcomes_sha256_hex(const void *data, size_t len, char out[65])
     out[64] = '\0';
 }
 
+static int produce_line(outcomes_t *o, const char *key, size_t key_len);
+
 /* A JSON body goes in as sent, with its line breaks (only ever
  * whitespace between tokens in valid JSON) made spaces: one line. */
 static int body_is_json(const void *body, size_t len)
@@ -198,7 +205,7 @@ int outcomes_write(outcomes_t *o, const struct outcome *l)
         json_body = body_is_json(l->body, l->body_len);
         need += json_body ? l->body_len + 16 : (l->body_len + 2) / 3 * 4 + 24;
     }
-    if (o->len >= FLUSH_AT) {
+    if (o->len >= FLUSH_AT && o->rk == NULL) {
         outcomes_flush(o, NULL);
     }
     if (reserve(o, need) != 0) {
@@ -267,12 +274,103 @@ int outcomes_write(outcomes_t *o, const struct outcome *l)
     }
     put_raw(o, "}\n", 2);
     o->pending_lines++;
+    if (o->rk != NULL) {
+        return produce_line(o, l->key != NULL ? l->key : "", key_len);
+    }
+    return 0;
+}
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    outcomes_t *o = opaque;
+
+    (void)rk;
+    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        o->written++;
+    } else {
+        o->dropped++;
+    }
+}
+
+outcomes_t *outcomes_open_topic(const char *brokers, const char *topic,
+                                int bodies, struct sl_error *err)
+{
+    static const char *const conf_set[][2] = {
+        {"enable.idempotence", "true"},
+        {"acks", "all"},
+        {"linger.ms", "20"},
+        {"message.timeout.ms", "300000"},
+        {"client.software.name", "sluice"},
+    };
+    outcomes_t *o = calloc(1, sizeof(*o));
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char errstr[512];
+
+    if (o == NULL) {
+        rd_kafka_conf_destroy(conf);
+        sl_error_set(err, "out of memory");
+        return NULL;
+    }
+    o->fd = -1;
+    o->bodies = bodies;
+    o->topic = strdup(topic);
+    if (asprintf(&o->path, "kafka topic %s", topic) < 0) {
+        o->path = NULL;
+    }
+    if (o->topic == NULL || o->path == NULL ||
+        rd_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr,
+                          sizeof(errstr)) != RD_KAFKA_CONF_OK) {
+        sl_error_set(err, "outcomes.brokers: %s",
+                     o->topic == NULL || o->path == NULL ? "out of memory"
+                                                         : errstr);
+        rd_kafka_conf_destroy(conf);
+        outcomes_close(o);
+        return NULL;
+    }
+    for (size_t i = 0; i < sizeof(conf_set) / sizeof(conf_set[0]); i++) {
+        rd_kafka_conf_set(conf, conf_set[i][0], conf_set[i][1], errstr,
+                          sizeof(errstr));
+    }
+    rd_kafka_conf_set_opaque(conf, o);
+    rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+    o->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (o->rk == NULL) {
+        rd_kafka_conf_destroy(conf);
+        sl_error_set(err, "outcomes producer: %s", errstr);
+        outcomes_close(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* A topic's line goes out as it is written: the buffer holds one. */
+static int produce_line(outcomes_t *o, const char *key, size_t key_len)
+{
+    rd_kafka_resp_err_t e = rd_kafka_producev(
+        o->rk, RD_KAFKA_V_TOPIC(o->topic),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_KEY(key, key_len),
+        RD_KAFKA_V_VALUE(o->buf, o->len - 1), /* without its newline */
+        RD_KAFKA_V_END);
+
+    o->len = 0;
+    o->pending_lines = 0;
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        o->dropped++;
+        return -1;
+    }
     return 0;
 }
 
 int outcomes_flush(outcomes_t *o, struct sl_error *err)
 {
     size_t off = 0;
+
+    if (o->rk != NULL) {
+        rd_kafka_poll(o->rk, 0);
+        (void)err;
+        return 0;
+    }
 
     while (off < o->len) {
         ssize_t w = write(o->fd, o->buf + off, o->len - off);
@@ -293,6 +391,25 @@ int outcomes_flush(outcomes_t *o, struct sl_error *err)
     o->written += o->pending_lines;
     o->pending_lines = 0;
     return 0;
+}
+
+outcomes_t *outcomes_new(const struct cfg *cfg, struct sl_error *err)
+{
+    const struct cfg_outcomes *c = &cfg->outcomes;
+
+    if (c->topic != NULL) {
+        if (c->brokers == NULL || c->brokers[0] == '\0') {
+            sl_error_set(err, "outcomes.brokers: not set");
+            return NULL;
+        }
+        return outcomes_open_topic(c->brokers, c->topic, c->bodies, err);
+    }
+    return outcomes_open(c->path, c->bodies, err);
+}
+
+const char *outcomes_where(const outcomes_t *o)
+{
+    return o->path;
 }
 
 uint64_t outcomes_written(const outcomes_t *o)
@@ -316,7 +433,14 @@ void outcomes_close(outcomes_t *o)
         }
         close(o->fd);
     }
+    if (o->rk != NULL) {
+        /* Lines still queued get a bounded moment to go out. */
+        rd_kafka_flush(o->rk, 10000);
+        o->dropped += (uint64_t)rd_kafka_outq_len(o->rk);
+        rd_kafka_destroy(o->rk);
+    }
     free(o->buf);
+    free(o->topic);
     free(o->path);
     free(o);
 }

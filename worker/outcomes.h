@@ -53,13 +53,30 @@ struct outcome {
  * NULL with err filled. Free with outcomes_close(). */
 outcomes_t *outcomes_open(const char *path, int bodies, struct sl_error *err);
 
+/* The same log as records of topic on brokers (one line a record, keyed
+ * by the dedupe key; idempotent producer, acks=all). Lines are produced
+ * as they are written and not waited for: a line the brokers never
+ * acknowledge counts as dropped, and one still queued at a crash is
+ * lost (reconcile then reports the pair missing, never a false match).
+ * NULL with err filled. */
+outcomes_t *outcomes_open_topic(const char *brokers, const char *topic,
+                                int bodies, struct sl_error *err);
+
 /* Encodes one line into the buffer, writing the buffer out when it holds
  * 64 KiB or more. Returns 0, or -1 when the line was dropped (the buffer
  * is full because the file cannot be written). */
 int outcomes_write(outcomes_t *o, const struct outcome *line);
 
-/* Writes out everything buffered. 0, or -1 with err filled (what is not
- * written stays buffered for the next call). */
+/* The log cfg->outcomes asks for (a file, or a topic): NULL with err. */
+struct cfg;
+outcomes_t *outcomes_new(const struct cfg *cfg, struct sl_error *err);
+
+/* Where the log goes, for messages: the file, or "kafka topic T". */
+const char *outcomes_where(const outcomes_t *o);
+
+/* Writes out everything buffered (a topic's: serves its delivery
+ * reports). 0, or -1 with err filled (what is not written stays buffered
+ * for the next call). */
 int outcomes_flush(outcomes_t *o, struct sl_error *err);
 
 /* Lines written to the file, and lines dropped. */

@@ -895,9 +895,8 @@ int publisher_run(const struct cfg *cfg)
         log_error("cannot start: %s", err.msg);
         goto out;
     }
-    if (cfg->outcomes.path != NULL) {
-        p->outcomes = outcomes_open(cfg->outcomes.path, cfg->outcomes.bodies,
-                                    &err);
+    if (cfg->outcomes.path != NULL || cfg->outcomes.topic != NULL) {
+        p->outcomes = outcomes_new(cfg, &err);
         if (p->outcomes == NULL) {
             log_error("cannot start: %s", err.msg);
             goto out;

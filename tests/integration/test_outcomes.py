@@ -205,4 +205,38 @@ def test_mode_shadow_in_the_file_and_its_errors(
     p = harness.sluice_cmd(["validate", path])
     assert p.returncode == 2
     assert "bad.yaml:" in p.stderr and "mode" in p.stderr
-    assert "outcomes.path" in p.stderr and "missing required" in p.stderr
+    assert "outcomes: expected one of `path` (a file) and `topic`" in \
+        p.stderr
+
+
+def test_an_outcome_topic_reconciles_with_the_same_run_to_a_file(
+        kafka, topic_factory, names, sinkd, sluice, tmp_path):
+    count = 150
+    topic, log_topic = topic_factory(2), topic_factory(1)
+    harness.produce_orders(kafka.bootstrap, topic, count)
+    a = sinkd("a")
+    for where in ({"path": str(tmp_path / "a.ndjson")},
+                  {"topic": log_topic}):
+        cfg = harness.pipeline(names.pipeline, kafka.bootstrap, topic,
+                               names.group(), {"a": a.url()})
+        cfg["outcomes"] = where
+        run = sluice(cfg)
+        reader = harness.OffsetReader(kafka.bootstrap,
+                                      cfg["source"]["group"])
+        try:
+            harness.wait_commits_at_end(reader, topic, 2, alive=[run])
+        finally:
+            reader.close()
+        run.terminate()
+        assert run.wait(60) == 0
+    p = harness.sluice_cmd(["reconcile", "--output", "json",
+                            str(tmp_path / "a.ndjson"),
+                            "kafka://%s/%s" % (kafka.bootstrap, log_topic)])
+    assert p.returncode == 0, p.stdout + p.stderr
+    report = json.loads(p.stdout)
+    assert report["totals"]["matched"] == count
+
+    both = dict(cfg, outcomes={"path": "x", "topic": "y"})
+    path = harness.write_yaml(str(tmp_path / "both.yaml"), both)
+    p = harness.sluice_cmd(["validate", path])
+    assert p.returncode == 2 and "one of `path`" in p.stderr, p.stderr
