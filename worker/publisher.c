@@ -470,20 +470,21 @@ static void on_mhd_log(void *arg, const char *fmt, va_list ap)
 
 /* ---- the loop: producing and answering ---- */
 
-/* Sets r's answer and wakes its connection (once). */
-static void req_answer(struct publisher *p, struct req *r, unsigned status,
-                       const char *retry_after, const char *fmt, ...)
+/* Sets r's answer and wakes its connection: 1, or 0 when it was
+ * answered before (its deadline passed). */
+static int req_answer(struct publisher *p, struct req *r, unsigned status,
+                      const char *retry_after, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
-static void req_answer(struct publisher *p, struct req *r, unsigned status,
-                       const char *retry_after, const char *fmt, ...)
+static int req_answer(struct publisher *p, struct req *r, unsigned status,
+                      const char *retry_after, const char *fmt, ...)
 {
     va_list ap;
 
     pthread_mutex_lock(&p->lock);
     if (r->answered) {
         pthread_mutex_unlock(&p->lock);
-        return;
+        return 0;
     }
     r->status = status;
     r->retry_after = retry_after;
@@ -495,6 +496,7 @@ static void req_answer(struct publisher *p, struct req *r, unsigned status,
     loop_timer_stop(p->loop, &r->deadline);
     atomic_fetch_sub(&p->inflight, 1);
     MHD_resume_connection(r->conn);
+    return 1;
 }
 
 static void req_release(struct publisher *p, struct req *r)
@@ -519,11 +521,12 @@ static void deadline_fired(struct loop_timer *t)
 {
     struct req *r = container_of(t, struct req, deadline);
 
-    atomic_fetch_add(&r->p->unavailable, 1);
-    req_answer(r->p, r, MHD_HTTP_SERVICE_UNAVAILABLE, RETRY_AFTER_DOWN,
-               "{\"error\":\"Kafka did not acknowledge the record in "
-               "time\",\"message_id\":\"%s\"}",
-               r->message_id);
+    if (req_answer(r->p, r, MHD_HTTP_SERVICE_UNAVAILABLE, RETRY_AFTER_DOWN,
+                   "{\"error\":\"Kafka did not acknowledge the record in "
+                   "time\",\"message_id\":\"%s\"}",
+                   r->message_id)) {
+        atomic_fetch_add(&r->p->unavailable, 1);
+    }
 }
 
 static void outcome(struct publisher *p, struct pub_delivery *d,
@@ -589,12 +592,16 @@ static void on_result(struct publisher *p, struct pub_delivery *d,
     d->attempts++;
     if (d->sink == p->primary) {
         if (res->status == CONNECTOR_OK) {
+            /* Acknowledged after its deadline: in Kafka, though the
+             * client was told 503 (and may retry: the same message id). */
             s->delivered++;
-            atomic_fetch_add(&p->accepted, 1);
             char key[KEYRULE_RECORD_KEY_MAX * 6 + 1];
-            req_answer(p, r, MHD_HTTP_ACCEPTED, NULL,
-                       "{\"message_id\":\"%s\",\"key\":\"%s\"}",
-                       r->message_id, json_text(key, sizeof(key), r->key.key));
+            if (req_answer(p, r, MHD_HTTP_ACCEPTED, NULL,
+                           "{\"message_id\":\"%s\",\"key\":\"%s\"}",
+                           r->message_id,
+                           json_text(key, sizeof(key), r->key.key))) {
+                atomic_fetch_add(&p->accepted, 1);
+            }
             outcome(p, d, OUTCOME_DELIVERED, res);
         } else {
             s->failed++;
@@ -602,17 +609,22 @@ static void on_result(struct publisher *p, struct pub_delivery *d,
              * (no acknowledgement in time, brokers down) is 503. Either
              * way the record is not known to be in Kafka: never 202. */
             int busy = at_send && res->status == CONNECTOR_RETRY;
-            atomic_fetch_add(busy ? &p->busy : &p->unavailable, 1);
-            req_answer(p, r,
-                       busy ? MHD_HTTP_TOO_MANY_REQUESTS
-                       : res->status == CONNECTOR_RETRY
-                           ? MHD_HTTP_SERVICE_UNAVAILABLE
-                           : MHD_HTTP_UNPROCESSABLE_CONTENT,
-                       res->status == CONNECTOR_RETRY
-                           ? (busy ? RETRY_AFTER_BUSY : RETRY_AFTER_DOWN)
-                           : NULL,
-                       "{\"error\":\"%s\",\"message_id\":\"%s\"}",
-                       res->error, r->message_id);
+            unsigned status = busy ? MHD_HTTP_TOO_MANY_REQUESTS
+                              : res->status == CONNECTOR_RETRY
+                                  ? MHD_HTTP_SERVICE_UNAVAILABLE
+                                  : MHD_HTTP_UNPROCESSABLE_CONTENT;
+            const char *retry_after =
+                res->status != CONNECTOR_RETRY ? NULL
+                : busy                         ? RETRY_AFTER_BUSY
+                                               : RETRY_AFTER_DOWN;
+            char why[sizeof(res->error) * 6];
+            int answered = req_answer(
+                p, r, status, retry_after,
+                "{\"error\":\"%s\",\"message_id\":\"%s\"}",
+                json_text(why, sizeof(why), res->error), r->message_id);
+            if (answered) {
+                atomic_fetch_add(busy ? &p->busy : &p->unavailable, 1);
+            }
         }
         delivery_done(p, d);
         return;
