@@ -617,7 +617,7 @@ static void on_result(struct publisher *p, struct pub_delivery *d,
                 res->status != CONNECTOR_RETRY ? NULL
                 : busy                         ? RETRY_AFTER_BUSY
                                                : RETRY_AFTER_DOWN;
-            char why[sizeof(res->error) * 6];
+            char why[256]; /* fits r->answer with the id */
             int answered = req_answer(
                 p, r, status, retry_after,
                 "{\"error\":\"%s\",\"message_id\":\"%s\"}",
