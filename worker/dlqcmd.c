@@ -15,6 +15,7 @@
  * delimited, may hold NULs and be huge, so fields are cut and escaped
  * before they are printed, and a missing field shows as `?`. */
 #include "dlqcmd.h"
+#include "utf8.h"
 
 #include <getopt.h>
 #include <jansson.h>
@@ -199,42 +200,6 @@ char *dlqcmd_format_age(char *out, size_t cap, int64_t ms)
         snprintf(out, cap, "%lldd%lldh", s / 86400, s % 86400 / 3600);
     }
     return out;
-}
-
-/* The code point of a valid UTF-8 sequence at p (n bytes left) and its
- * length, or 0 when it is not one (overlong, surrogate, cut short). */
-static size_t utf8_decode(const unsigned char *p, size_t n, uint32_t *cp)
-{
-    size_t len;
-    uint32_t v, min;
-
-    if (p[0] < 0x80) {
-        *cp = p[0];
-        return 1;
-    }
-    if (p[0] >= 0xc2 && p[0] <= 0xdf) {
-        len = 2, v = p[0] & 0x1f, min = 0x80;
-    } else if (p[0] >= 0xe0 && p[0] <= 0xef) {
-        len = 3, v = p[0] & 0x0f, min = 0x800;
-    } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
-        len = 4, v = p[0] & 0x07, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (n < len) {
-        return 0;
-    }
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80) {
-            return 0;
-        }
-        v = v << 6 | (p[i] & 0x3f);
-    }
-    if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff)) {
-        return 0;
-    }
-    *cp = v;
-    return len;
 }
 
 /* The escaped form of the character at p (n >= 1 bytes left) into piece

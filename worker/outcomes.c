@@ -1,5 +1,6 @@
 /* outcomes.c -- the outcome log's writer (outcomes.h). */
 #include "outcomes.h"
+#include "utf8.h"
 
 #include "cfg.h"
 
@@ -76,32 +77,6 @@ static int reserve(outcomes_t *o, size_t more)
     return 0;
 }
 
-/* Length of the valid UTF-8 sequence at s (n bytes left), 0: invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    size_t len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2
-                : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
-    uint32_t cp;
-
-    if (len == 0 || len > n) {
-        return 0;
-    }
-    cp = len == 1 ? c : len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80) {
-            return 0;
-        }
-        cp = cp << 6 | (s[i] & 0x3f);
-    }
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
-        (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff)) {
-        return 0;
-    }
-    return len;
-}
-
 /* A JSON string of s[0, n). A byte that is not valid UTF-8 is written as
  * the code point of the same number (\u00XX), so that distinct keys stay
  * distinct and the line stays valid JSON. Room: 6 * n + 2. */
@@ -125,7 +100,7 @@ static size_t put_string(char *out, const char *s, size_t n)
         } else if (c < 0x80) {
             out[w++] = (char)c;
             i++;
-        } else if ((len = utf8_len(u + i, n - i)) != 0) {
+        } else if ((len = utf8_decode(u + i, n - i, NULL)) != 0) {
             memcpy(out + w, u + i, len);
             w += len;
             i += len;

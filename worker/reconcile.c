@@ -13,6 +13,7 @@
  * line; a later effect replaces a dead-lettered entry, later effects only
  * count as duplicates. */
 #include "reconcile.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -691,36 +692,6 @@ static int hex4(const unsigned char *h, uint32_t *v)
     return 0;
 }
 
-/* The length of the valid UTF-8 sequence at p (n bytes left), or 0. */
-static size_t utf8_valid(const unsigned char *p, size_t n)
-{
-    size_t len;
-    uint32_t v, min;
-
-    if (p[0] >= 0xc2 && p[0] <= 0xdf) {
-        len = 2, v = p[0] & 0x1f, min = 0x80;
-    } else if (p[0] >= 0xe0 && p[0] <= 0xef) {
-        len = 3, v = p[0] & 0x0f, min = 0x800;
-    } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
-        len = 4, v = p[0] & 0x07, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (n < len) {
-        return 0;
-    }
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80) {
-            return 0;
-        }
-        v = v << 6 | (p[i] & 0x3f);
-    }
-    if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff)) {
-        return 0;
-    }
-    return len;
-}
-
 /* The string at s->at (its opening quote) decoded into dst (NULL: only
  * validated). */
 static int scan_string(struct scan *s, struct buf *dst)
@@ -749,7 +720,7 @@ static int scan_string(struct scan *s, struct buf *dst)
             return scan_fail(s, "control character in a string");
         }
         if (*p >= 0x80) {
-            size_t n = utf8_valid(p, (size_t)(end - p));
+            size_t n = utf8_decode(p, (size_t)(end - p), NULL);
             if (n == 0) {
                 s->at = p;
                 return scan_fail(s, "invalid UTF-8");

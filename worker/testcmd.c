@@ -104,6 +104,7 @@
  * and `raw bytes` escaped, cut at about 200 characters. --verbose also
  * shows, for passing cases, what each sink would be sent. */
 #include "testcmd.h"
+#include "utf8.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -603,44 +604,6 @@ static const char *show_text(struct show *sh)
     return sh->s;
 }
 
-/* Length of the valid UTF-8 sequence at p (of n bytes), 0 if invalid. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-    size_t len;
-    uint32_t cp;
-
-    if (p[0] < 0x80) {
-        return 1;
-    }
-    if ((p[0] & 0xe0) == 0xc0) {
-        len = 2;
-        cp = p[0] & 0x1f;
-    } else if ((p[0] & 0xf0) == 0xe0) {
-        len = 3;
-        cp = p[0] & 0x0f;
-    } else if ((p[0] & 0xf8) == 0xf0) {
-        len = 4;
-        cp = p[0] & 0x07;
-    } else {
-        return 0;
-    }
-    if (len > n) {
-        return 0;
-    }
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80) {
-            return 0;
-        }
-        cp = (cp << 6) | (p[i] & 0x3f);
-    }
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
-        (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff)) {
-        return 0;
-    }
-    return len;
-}
-
 /* Bytes between quote characters (`"` or '`'), control characters and
  * invalid UTF-8 escaped; quote 0: none. */
 static void show_bytes(struct show *sh, const void *data, size_t n, char quote)
@@ -665,7 +628,7 @@ static void show_bytes(struct show *sh, const void *data, size_t n, char quote)
             esc[1] = (char)c;
             show_add(sh, esc, 2);
             i++;
-        } else if (c < 0x20 || c == 0x7f || (l = utf8_len(p + i, n - i)) == 0) {
+        } else if (c < 0x20 || c == 0x7f || (l = utf8_decode(p + i, n - i, NULL)) == 0) {
             snprintf(esc, sizeof(esc), "\\x%02x", c);
             show_add(sh, esc, 4);
             i++;

@@ -9,6 +9,7 @@
  * sent. A failed export is not retried: the collector being down must
  * cost the worker neither memory nor time. */
 #include "trace.h"
+#include "utf8.h"
 
 #include <curl/curl.h>
 #include <inttypes.h>
@@ -222,34 +223,6 @@ static void put_str(struct buf *b, const char *s)
     put(b, s, strlen(s));
 }
 
-/* Length of the valid UTF-8 sequence at s (n bytes left), or 0. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    size_t len;
-    uint32_t cp;
-
-    if (c < 0xc2 || c > 0xf4) {
-        return 0;
-    }
-    len = c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
-    if (n < len) {
-        return 0;
-    }
-    cp = c & (0xff >> (len + 1));
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80) {
-            return 0;
-        }
-        cp = cp << 6 | (s[i] & 0x3f);
-    }
-    if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-        (len == 4 && (cp < 0x10000 || cp > 0x10ffff))) {
-        return 0;
-    }
-    return len;
-}
-
 /* A JSON string of any bytes: quotes, backslashes and control bytes
  * escaped, a byte that is not valid UTF-8 replaced with U+FFFD. At most
  * 6 bytes per input byte plus 2. */
@@ -283,7 +256,7 @@ static void put_json_string(struct buf *b, const char *s, size_t n)
             o += 6;
             i++;
         } else {
-            size_t len = utf8_len(p + i, n - i);
+            size_t len = utf8_decode(p + i, n - i, NULL);
             if (len == 0) {
                 memcpy(o, "\xef\xbf\xbd", 3);
                 o += 3;

@@ -1,0 +1,14 @@
+/* utf8.h -- the one UTF-8 decoder of sluice. */
+#ifndef SLUICE_UTF8_H
+#define SLUICE_UTF8_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The length (1 to 4) of the valid UTF-8 sequence at p, n >= 1 bytes
+ * left, with its code point in *cp (cp may be NULL); 0 when it is not one:
+ * a stray continuation byte, an overlong form, a surrogate, past
+ * U+10FFFF, or cut short. */
+size_t utf8_decode(const unsigned char *p, size_t n, uint32_t *cp);
+
+#endif
