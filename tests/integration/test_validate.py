@@ -239,7 +239,7 @@ def test_control_characters_stay_on_one_line(tmp_path):
 
 KNOWN = {"$schema", "$comment", "title", "description", "default", "type",
          "properties", "additionalProperties", "required", "enum", "const",
-         "anyOf", "allOf", "if", "then", "pattern", "minimum", "maximum",
+         "anyOf", "allOf", "if", "then", "else", "pattern", "minimum", "maximum",
          "minItems", "maxItems", "items", "minProperties", "maxProperties",
          "propertyNames", "$ref", "minLength", "definitions"}
 TYPES = {"object": dict, "array": list, "string": str, "boolean": bool,
@@ -311,6 +311,11 @@ def schema_errors(value, schema, root, where="$"):
     if "anyOf" in schema and all(schema_errors(value, s, root, where)
                                  for s in schema["anyOf"]):
         errs.append("%s: matches none of anyOf" % where)
+    if "if" in schema:
+        branch = "else" if schema_errors(value, schema["if"], root,
+                                         where) else "then"
+        if branch in schema:
+            errs += schema_errors(value, schema[branch], root, where)
     for sub in schema.get("allOf", []):
         if "if" in sub:
             if not schema_errors(value, sub["if"], root, where):
@@ -360,6 +365,9 @@ def test_schema_refuses_what_the_loader_refuses(tmp_path):
         HEAD + "delivery: {ordering: random}\n" + SINKS,  # not an enum value
         HEAD + "sinks:\n  a: {type: ftp}\n",              # unknown type
         HEAD,                                             # sinks missing
+        "pipeline: p\nsource: {type: http, listen: ':1', key: 'json:a',"
+        " topics: [x]}\n" + SINKS,                        # kafka key in http
+        "pipeline: p\nsource: {type: http, key: 'json:a'}\n" + SINKS,
     ):
         path = write(tmp_path, "bad.yaml", bad)
         assert schema_errors(yaml.safe_load(bad), schema, schema), bad
