@@ -108,6 +108,7 @@ integration: all kafka-jars
 # The example pipeline's transforms against its own test cases.
 pipeline-tests: all
 	$(BIN)/sluice test pipelines/orders-fanout.yaml
+	$(BIN)/sluice test pipelines/orders-publisher.yaml
 
 test: all docs-check unit pipeline-tests fuzz-regress integration
 
