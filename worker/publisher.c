@@ -386,6 +386,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
                                         c, MHD_HEADER_KIND,
                                         MHD_HTTP_HEADER_CONTENT_TYPE))) {
             r->early_status = MHD_HTTP_UNSUPPORTED_MEDIA_TYPE;
+        } else {
+            /* A body announced too large is refused without keeping any
+             * of it. */
+            const char *cl = MHD_lookup_connection_value(
+                c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+            if (cl != NULL && strtoull(cl, NULL, 10) >
+                                  (unsigned long long)h->max_body) {
+                r->too_large = 1;
+            }
         }
         return MHD_YES;
     }

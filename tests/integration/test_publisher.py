@@ -448,3 +448,74 @@ def test_sluice_test_shows_the_key_the_publisher_gives(
     assert p.returncode == 1, p.stdout + p.stderr
     assert "5 passed, 1 failed" in p.stdout, p.stdout
     assert 'key: expected "big", got "%s"' % got["o-1"] in p.stdout, p.stdout
+
+
+def test_hostile_requests_get_4xx_and_lose_nothing(
+        kafka, topic_factory, names, sluice):
+    """Random garbage in bodies, headers and ids: every answer is a 202 or
+    a 4xx with a JSON reason, the publisher stays up, and every 202 is in
+    the topic."""
+    import random
+    import socket
+    rnd = random.Random(1234)
+    topic = topic_factory(2)
+    port = harness.free_port()
+    run = start(sluice, publisher_cfg(names.pipeline, kafka.bootstrap, topic,
+                                      port, max_body="4KiB",
+                                      shard_by="json:o",
+                                      hot_keys={"big": 4}))
+    accepted = []
+    for i in range(300):
+        kind = rnd.randrange(6)
+        headers = {}
+        if kind == 0:     # random bytes
+            body = bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 300)))
+        elif kind == 1:   # JSON with odd keys and values
+            body = json.dumps({"tenant_id": rnd.choice(
+                ["", "big", "a~1", "x" * 300, 12, None, [1], {"a": 1},
+                 "\u00e9\u4e2d", "big~2"]), "o": rnd.choice(["1", 2, None])
+            }).encode()
+        elif kind == 2:   # a bad Idempotency-Key
+            body = b'{"tenant_id":"t"}'
+            headers["Idempotency-Key"] = rnd.choice(
+                ["", " ", "a b", "x" * 201, "\u00e9", "ok-%d" % i])
+        elif kind == 3:   # deep nesting
+            body = b'{"tenant_id":' + b"[" * 5000 + b"]" * 5000 + b"}"
+        elif kind == 4:   # too large, announced
+            body = b'{"tenant_id":"t","pad":"' + b"x" * 5000 + b'"}'
+        else:             # fine
+            body = json.dumps({"tenant_id": "t%d" % (i % 5), "o": i}).encode()
+        client = Client(port)
+        try:
+            hdrs = {"Content-Type": "application/json"}
+            for k, v in headers.items():
+                hdrs[k] = v.encode("utf-8").decode("latin-1")
+            client.conn.request("POST", "/orders", body=body, headers=hdrs)
+            r = client.conn.getresponse()
+            text = r.read()
+        finally:
+            client.close()
+        assert r.status == 202 or 400 <= r.status < 500, (r.status, body[:80])
+        answer = json.loads(text)
+        if r.status == 202:
+            accepted.append(answer["message_id"])
+        else:
+            assert answer["error"]
+    # Raw garbage on the socket, then a header block far over the limit.
+    for junk in (b"\x00\xff garbage\r\n\r\n",
+                 b"POST /orders HTTP/1.1\r\nX: " + b"a" * 100000 + b"\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(junk)
+            try:
+                s.recv(1024)
+            except OSError:
+                pass
+    status, _, answer = Client(port).post({"tenant_id": "after"})
+    assert status == 202
+    accepted.append(answer["message_id"])
+    run.check_alive()
+    run.terminate()
+    assert run.wait(30) == 0
+    records = by_message_id(read_topic(kafka.bootstrap, topic, 2,
+                                       len(accepted)))
+    assert sorted(records) == sorted(accepted)
