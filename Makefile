@@ -56,6 +56,7 @@ TOOLS      := $(BIN)/sinkd $(BIN)/kafka-mock $(BIN)/bare-consumer \
               $(BIN)/transform-bench
 
 .PHONY: all deps tools test unit integration integration-only demo bench \
+        bench-publisher \
         asan docs docs-check clean kafka-start kafka-stop pipeline-tests \
         kafka-jars bench-reconcile
 all: deps $(BIN)/sluice tools
@@ -120,6 +121,10 @@ bench: all kafka-jars
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
 
 # sluice reconcile on two logs of 1M outcomes each (BENCH_ARGS="--lines N").
+# The publisher under wrk beside wrk against sinkd (bench/publisher_bench.py).
+bench-publisher: all kafka-jars
+	$(PYTHON) bench/publisher_bench.py $(BENCH_PUBLISHER_ARGS)
+
 bench-reconcile: all
 	$(PYTHON) bench/reconcile_bench.py --bin $(BIN) $(BENCH_ARGS)
 

@@ -144,23 +144,33 @@ static uint64_t wall_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+static uint64_t splitmix64(uint64_t x)
+{
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+/* A new UUIDv7. Its random bits come from a seed drawn once from the
+ * kernel, stepped per id through splitmix64 (a bijection: no two ids of a
+ * process share them), not from a getrandom() call per request. */
 static void new_message_id(char out[37])
 {
+    static _Thread_local uint64_t seed[2];
+    static _Thread_local int seeded;
     uint8_t rnd[10];
-    size_t got = 0;
 
-    while (got < sizeof(rnd)) {
-        ssize_t n = getrandom(rnd + got, sizeof(rnd) - got, 0);
-        if (n <= 0 && errno != EINTR) {
-            /* No entropy source at all: time and address still differ. */
-            uint64_t t = (uint64_t)clock();
-            memcpy(rnd, &t, sizeof(t));
-            rnd[8] = (uint8_t)(uintptr_t)out;
-            rnd[9] = (uint8_t)((uintptr_t)out >> 8);
-            break;
+    if (!seeded) {
+        if (getrandom(seed, sizeof(seed), 0) != (ssize_t)sizeof(seed)) {
+            seed[0] = wall_ms() ^ ((uint64_t)getpid() << 32);
+            seed[1] = (uint64_t)(uintptr_t)&seed ^ (uint64_t)clock();
         }
-        got += n > 0 ? (size_t)n : 0;
+        seeded = 1;
     }
+    seed[0] += 0x9e3779b97f4a7c15ULL;
+    uint64_t a = splitmix64(seed[0]), b = splitmix64(seed[1] ^ a);
+    memcpy(rnd, &a, 8);
+    memcpy(rnd + 8, &b, 2);
     publisher_uuid7(out, wall_ms(), rnd);
 }
 
@@ -348,11 +358,14 @@ static enum MHD_Result take(struct publisher *p, struct MHD_Connection *c,
     atomic_fetch_add(&r->refs, 1); /* the loop's */
     MHD_suspend_connection(c);
     pthread_mutex_lock(&p->lock);
+    int was_empty = p->queue_head == NULL;
     *p->queue_tail = r;
     p->queue_tail = &r->next;
     pthread_mutex_unlock(&p->lock);
+    /* One wake-up per batch: the loop takes the whole queue at once. */
     uint64_t one = 1;
-    if (write(p->event_fd, &one, sizeof(one)) < 0 && errno != EAGAIN) {
+    if (was_empty && write(p->event_fd, &one, sizeof(one)) < 0 &&
+        errno != EAGAIN) {
         log_warn("publisher: eventfd: %s", strerror(errno));
     }
     return MHD_YES;
@@ -962,7 +975,7 @@ int publisher_run(const struct cfg *cfg)
     }
     p->daemon = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO |
-            MHD_ALLOW_SUSPEND_RESUME,
+            MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO,
         0, NULL, NULL, on_request, p, MHD_OPTION_LISTEN_SOCKET, p->listen_fd,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, p,
         MHD_OPTION_CONNECTION_LIMIT, 4096u, MHD_OPTION_CONNECTION_TIMEOUT,

@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+"""publisher_bench.py -- the publisher under wrk load, beside the machine's
+HTTP ceiling, in one run (make bench-publisher).
+
+1. ceiling: wrk against a fresh bin/sinkd (answers 200 at once);
+2. publisher: the same wrk load against `sluice run` of a publisher
+   pipeline (source.type http -> a kafka sink, acks=all, idempotent) on a
+   real Apache Kafka broker (tests/kafka/kafka.sh), 8 partitions.
+
+Both get the same ~260-byte JSON orders over the same keep-alive
+connections (bench/publish.lua; 2 threads, 256 connections, 10 s after a
+3 s warm-up): with acks=all each answer waits for the brokers, so fewer
+connections measure the latency, not the publisher's rate. Reported: requests/s (the publisher's: 202s only),
+latency p50/p99, the publisher's CPU-us per request and peak RSS, and the
+ratio to the ceiling. After the run the topic must hold at least as many
+records as 202s were counted. Results go to bench/results/.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+BIN = os.environ.get("SLUICE_BIN_DIR") or os.path.join(REPO, "bin")
+KAFKA_SH = os.path.join(REPO, "tests", "kafka", "kafka.sh")
+SCRIPT = os.path.join(HERE, "publish.lua")
+PARTITIONS = 8
+
+
+def log(msg):
+    print("publisher-bench: %s" % msg, file=sys.stderr, flush=True)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_for(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise SystemExit("publisher-bench: timed out waiting for %s" % what)
+
+
+def parse_ms(text):
+    m = re.match(r"([0-9.]+)(us|ms|s)$", text)
+    v = float(m.group(1))
+    return v / 1000 if m.group(2) == "us" else v * 1000 if m.group(2) == "s" \
+        else v
+
+
+def wrk(port, threads, connections, seconds):
+    argv = ["wrk", "-t%d" % threads, "-c%d" % connections,
+            "-d%ds" % seconds, "--latency", "-s", SCRIPT,
+            "http://127.0.0.1:%d" % port]
+    out = subprocess.run(argv, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, timeout=seconds + 60,
+                         check=False).stdout.decode(errors="replace")
+    statuses = {int(a): int(b) for a, b in
+                re.findall(r"^status (\d+) (\d+)$", out, re.M)}
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    dur = re.search(r"requests in ([0-9.]+)(ms|s|m)", out)
+    if not statuses or not lat or not dur:
+        raise SystemExit("publisher-bench: wrk failed:\n" + out)
+    secs = float(dur.group(1)) * {"ms": 0.001, "s": 1, "m": 60}[dur.group(2)]
+    errors = re.search(r"Socket errors:.*", out)
+    return {"statuses": statuses, "seconds": secs,
+            "p50_ms": parse_ms(lat["50"]), "p99_ms": parse_ms(lat["99"]),
+            "socket_errors": errors.group(0) if errors else None}
+
+
+def cpu_ticks(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def peak_rss_mib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+def topic_records(bootstrap, topic):
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-count"})
+    try:
+        return sum(c.get_watermark_offsets(TopicPartition(topic, p),
+                                           timeout=10)[1]
+                   for p in range(PARTITIONS))
+    finally:
+        c.close()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--linger-ms", default="5")
+    ap.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP"))
+    a = ap.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("publisher-bench: wrk not found (apt-get install wrk)")
+    work = tempfile.mkdtemp(prefix="sluice-pubbench-")
+    procs, broker_dir = [], None
+    try:
+        bootstrap = a.bootstrap
+        if not bootstrap:
+            broker_dir = os.path.join(work, "kafka")
+            os.makedirs(broker_dir)
+            log("starting a real Kafka broker")
+            bootstrap = subprocess.run(
+                [KAFKA_SH, "start", broker_dir], check=True,
+                stdout=subprocess.PIPE).stdout.decode().strip()
+        from confluent_kafka.admin import AdminClient, NewTopic
+        topic = "pubbench-%d" % os.getpid()
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        for f in admin.create_topics([NewTopic(topic, PARTITIONS,
+                                               1)]).values():
+            f.result()
+        time.sleep(1)  # leaders elected
+
+        # 1. the ceiling: sinkd
+        port_file = os.path.join(work, "sinkd.port")
+        sinkd = subprocess.Popen([os.path.join(BIN, "sinkd"), "--port", "0",
+                                  "--port-file", port_file],
+                                 stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        procs.append(sinkd)
+        port = wait_for(lambda: os.path.exists(port_file) and
+                        open(port_file).read().strip() and
+                        int(open(port_file).read()), 10, "sinkd")
+        wrk(port, a.threads, a.connections, a.warmup)
+        ceiling = wrk(port, a.threads, a.connections, a.duration)
+        sinkd.terminate()
+        sinkd.wait()
+        procs.remove(sinkd)
+
+        # 2. the publisher
+        port = free_port()
+        cfg = os.path.join(work, "publisher.yaml")
+        with open(cfg, "w") as f:
+            json.dump({
+                "pipeline": "pubbench",
+                "source": {"type": "http",
+                           "listen": "127.0.0.1:%d" % port,
+                           "path": "/orders", "key": "json:tenant_id",
+                           "max_in_flight": 100000},
+                "sinks": {"kafka": {"type": "kafka", "brokers": bootstrap,
+                                    "topic": topic,
+                                    "properties": {
+                                        "linger.ms": a.linger_ms}}},
+            }, f)
+        err = open(os.path.join(work, "publisher.stderr"), "w")
+        pub = subprocess.Popen([os.path.join(BIN, "sluice"), "run", cfg],
+                               stdout=subprocess.DEVNULL, stderr=err)
+        procs.append(pub)
+        wait_for(lambda: "listening on" in open(err.name).read(), 30,
+                 "the publisher")
+        warm = wrk(port, a.threads, a.connections, a.warmup)
+        t0, c0 = time.monotonic(), cpu_ticks(pub.pid)
+        run = wrk(port, a.threads, a.connections, a.duration)
+        c1 = cpu_ticks(pub.pid)
+        rss = peak_rss_mib(pub.pid)
+        pub.terminate()
+        pub.wait(30)
+        procs.remove(pub)
+        accepted = run["statuses"].get(202, 0)
+        others = sum(v for k, v in run["statuses"].items() if k != 202)
+        if accepted == 0 or others > accepted // 1000:
+            raise SystemExit("publisher-bench: answers %s" % run["statuses"])
+        in_topic = topic_records(bootstrap, topic)
+        all_202 = accepted + warm["statuses"].get(202, 0)
+        if in_topic < all_202:
+            raise SystemExit("publisher-bench: %d records in the topic, %d "
+                             "answered 202" % (in_topic, all_202))
+        hz = os.sysconf("SC_CLK_TCK")
+        ceil_rps = sum(ceiling["statuses"].values()) / ceiling["seconds"]
+        pub_rps = accepted / run["seconds"]
+        result = {
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "wrk": {"threads": a.threads, "connections": a.connections,
+                    "seconds": a.duration, "body_bytes": 260},
+            "linger_ms": a.linger_ms,
+            "ceiling_sinkd": {"requests_per_s": round(ceil_rps),
+                              "p50_ms": ceiling["p50_ms"],
+                              "p99_ms": ceiling["p99_ms"]},
+            "publisher": {"requests_per_s": round(pub_rps),
+                          "p50_ms": run["p50_ms"], "p99_ms": run["p99_ms"],
+                          "cpu_us_per_request":
+                              round((c1 - c0) / hz * 1e6 / accepted, 1),
+                          "peak_rss_mib": rss,
+                          "answers": run["statuses"],
+                          "records_in_topic": in_topic,
+                          "answered_202_incl_warmup": all_202},
+            "ratio_to_ceiling": round(pub_rps / ceil_rps, 3),
+        }
+        print("| | requests/s | p50 ms | p99 ms | CPU-us/req | peak RSS MiB |")
+        print("|---|---|---|---|---|---|")
+        print("| wrk -> sinkd (ceiling) | %d | %.2f | %.2f | - | - |"
+              % (ceil_rps, ceiling["p50_ms"], ceiling["p99_ms"]))
+        print("| wrk -> publisher -> Kafka (acks=all) | %d | %.2f | %.2f | "
+              "%.1f | %.1f |"
+              % (pub_rps, run["p50_ms"], run["p99_ms"],
+                 result["publisher"]["cpu_us_per_request"], rss))
+        print("publisher / ceiling: %.1f%% (target: at least 50%%); "
+              "%d records in the topic for %d answered 202; linger.ms=%s"
+              % (100 * pub_rps / ceil_rps, in_topic, all_202, a.linger_ms))
+        os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+        with open(os.path.join(HERE, "results", "publisher-latest.json"),
+                  "w") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        if broker_dir is not None:
+            subprocess.run([KAFKA_SH, "stop", broker_dir], check=False,
+                           stdout=subprocess.DEVNULL)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
