@@ -519,3 +519,38 @@ def test_hostile_requests_get_4xx_and_lose_nothing(
     records = by_message_id(read_topic(kafka.bootstrap, topic, 2,
                                        len(accepted)))
     assert sorted(records) == sorted(accepted)
+
+
+def test_sigterm_under_load_answers_every_request_and_loses_no_202(
+        kafka, topic_factory, names, sluice):
+    """SIGTERM: the listener closes, requests under way get their answers
+    (202 once in Kafka), the process exits 0, and no 202'd record is
+    missing."""
+    topic = topic_factory(4)
+    port = harness.free_port()
+    run = start(sluice, publisher_cfg(names.pipeline, kafka.bootstrap, topic,
+                                      port))
+    results = [[] for _ in range(4)]
+    threads = [threading.Thread(
+        target=post_many,
+        args=(port, ({"tenant_id": "t%d" % (i % 13), "i": i, "c": c}
+                     for i in range(100000)), results[c]))
+        for c in range(4)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: sum(len(r) for r in results) >= 1000, 60,
+               "1000 answers", alive=[run])
+    run.terminate()
+    assert run.wait(30) == 0
+    for t in threads:
+        t.join(30)
+    answers = [x for r in results for x in r]
+    # Each client saw answers, then the connection close: nothing hangs.
+    assert all(r and r[-1][0] in (None, 202, 503) for r in results), \
+        [r[-1][:1] for r in results]
+    accepted = [a["message_id"] for s, a, *_ in answers if s == 202]
+    assert len(accepted) >= 1000
+    records = by_message_id(read_topic(kafka.bootstrap, topic, 4,
+                                       len(accepted)))
+    assert not [m for m in accepted if m not in records]
+    assert "summary requests=" in open(run.stderr_path).read()
