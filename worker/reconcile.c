@@ -941,7 +941,8 @@ static uint64_t paths_below(const reconcile_parser_t *p, uint64_t mask,
 static int reorder_members(struct scan *s, size_t obj, size_t base)
 {
     reconcile_parser_t *p = s->p;
-    struct member *m = p->m + base;
+    /* No member read yet: p->m may still be NULL (no offset on NULL). */
+    struct member *m = p->m != NULL ? p->m + base : NULL;
     size_t n = p->m_len - base, region = s->out->len - obj;
 
     if (n > 1) {
