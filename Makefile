@@ -116,17 +116,21 @@ test: all docs-check unit pipeline-tests fuzz-regress integration
 demo: all
 	scripts/demo.sh
 
-# make bench BENCH_ARGS="--broker kafka" runs it on a real Apache Kafka.
+# make bench BENCH_ARGS="--broker kafka" runs it on a real Apache Kafka;
+# then the migration tools' benchmarks.
 bench: all kafka-jars
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
+	$(PYTHON) bench/publisher_bench.py $(BENCH_PUBLISHER_ARGS)
+	$(PYTHON) bench/reconcile_bench.py --bin $(BIN) $(BENCH_RECONCILE_ARGS)
 
-# sluice reconcile on two logs of 1M outcomes each (BENCH_ARGS="--lines N").
 # The publisher under wrk beside wrk against sinkd (bench/publisher_bench.py).
 bench-publisher: all kafka-jars
 	$(PYTHON) bench/publisher_bench.py $(BENCH_PUBLISHER_ARGS)
 
+# sluice reconcile on two logs of 1M outcomes each
+# (BENCH_RECONCILE_ARGS="--lines N").
 bench-reconcile: all
-	$(PYTHON) bench/reconcile_bench.py --bin $(BIN) $(BENCH_ARGS)
+	$(PYTHON) bench/reconcile_bench.py --bin $(BIN) $(BENCH_RECONCILE_ARGS)
 
 # A real Apache Kafka broker (tests/kafka) for trying sluice by hand.
 kafka-start: kafka-jars
