@@ -172,7 +172,8 @@ const struct opt_spec cfg_http_source_options[] = {
      .offset = offsetof(struct cfg_http_source, drain_timeout_ms),
      .min = 0, .max = 600000,
      .doc = "At SIGTERM: how long requests under way may take to be "
-            "answered, after the listener closed."},
+            "answered, after the listener closed (with this source it is "
+            "the pipeline's `delivery.drain_timeout`)."},
     {0},
 };
 
@@ -1873,7 +1874,10 @@ static void walk_root(struct walker *w, struct cfg *cfg,
                 cfg->http.hot_keys_line = (int)at->start_mark.line + 1;
                 cfg->http.hot_keys_col = (int)at->start_mark.column + 1;
                 check_http_source(w, cfg, v);
-            } else if (is_source) {
+            } else if (!is_source) {
+                cfg->delivery_ordering_set =
+                    find_key(w, v, "ordering") != NULL;
+            } else {
                 check_topics(w, v, "topics", "source",
                              (const char *const *)cfg->source.topics.items,
                              cfg->source.topics.count);
@@ -2528,26 +2532,23 @@ static void check_publisher(struct cfg *cfg, const char *path,
             }
         }
     }
+    /* Concurrent requests have no order to keep, and a client that waits
+     * for each answer keeps its own; per-key chains would only make a hot
+     * tenant's requests wait for each other. */
+    if (!cfg->delivery_ordering_set) {
+        cfg->delivery.ordering = CFG_ORDERING_NONE;
+    }
+    /* A sink that stays down must not hold the requests up: the other
+     * sinks' retries end with the request's time unless told otherwise. */
+    if (cfg->delivery.retry_deadline_ms == 0 &&
+        cfg->delivery.retry_max_attempts == 0) {
+        cfg->delivery.retry_deadline_ms = cfg->http.timeout_ms;
+    }
+    cfg->delivery.drain_timeout_ms = cfg->http.drain_timeout_ms;
     if (cfg->publish_sink < 0 && cfg->sink_count > 0) {
         cfg_errors_add(errs, path, 0, 0, "sinks",
                        "source.type http needs a sink of type kafka: where "
                        "its records go");
-    }
-    if (cfg->transform != NULL) {
-        cfg_errors_add(errs, path, cfg->transform_line, cfg->transform_col,
-                       "transform",
-                       "not supported with source.type http: the publisher "
-                       "produces the request's body as it came");
-    }
-    for (size_t i = 0; i < cfg->sink_count; i++) {
-        if (cfg->sinks[i].transform != NULL) {
-            char key[300];
-            snprintf(key, sizeof(key), "sinks.%s.transform",
-                     cfg->sinks[i].name);
-            cfg_errors_add(errs, path, cfg->sinks[i].transform_line,
-                           cfg->sinks[i].transform_col, key,
-                           "not supported with source.type http");
-        }
     }
     if (cfg->dedupe.store != NULL) {
         cfg_errors_add(errs, path, cfg->dedupe.key_line, cfg->dedupe.key_col,

@@ -200,6 +200,7 @@ struct cfg {
     int publish_sink;    /* source.type http: the kafka sink's index */
     int64_t http_partitions; /* its topic's, once the publisher knows */
     struct cfg_delivery delivery;
+    int delivery_ordering_set; /* delivery.ordering was written */
     struct cfg_dlq dlq;
     struct cfg_dedupe dedupe;
     struct cfg_admin admin;

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <librdkafka/rdkafka.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -35,7 +36,7 @@ struct consumer {
     rd_kafka_t *rk;
     rd_kafka_queue_t *queue;
     loop_t *loop;
-    struct consumer_callbacks cb;
+    struct source_callbacks cb;
     int pipe_fds[2];
     struct loop_io io;
     struct loop_timer kick;
@@ -62,12 +63,13 @@ struct consumer {
     int64_t connect_timeout_ms;
     uint64_t down_since;
     char *brokers;
+    char *group;
     char **topic_names; /* the subscription, for the probe */
     size_t topic_name_count;
     char problem[640];    /* why the source is not usable; "" when it is */
     char last_reason[256]; /* librdkafka's last transport error */
     unsigned long commit_failures; /* in a row */
-    struct consumer_stats stats;
+    struct source_stats stats;
     /* When the async commits not yet answered were sent, oldest first:
      * librdkafka answers them in order. */
     uint64_t commit_sent_ns[32];
@@ -542,7 +544,7 @@ static void handle_message(consumer_t *c, rd_kafka_message_t *m)
         rd_kafka_message_destroy(m);
         return;
     }
-    struct consumer_record rec = {
+    struct source_record rec = {
         .handle = m,
         .part = part,
         .topic = topic,
@@ -657,7 +659,7 @@ int consumer_check_config(const struct cfg *cfg, struct cfg_errors *errs)
 }
 
 consumer_t *consumer_new(const struct cfg *cfg, const char *bootstrap,
-                         loop_t *loop, const struct consumer_callbacks *cb,
+                         loop_t *loop, const struct source_callbacks *cb,
                          struct sl_error *err)
 {
     consumer_t *c = calloc(1, sizeof(*c));
@@ -676,8 +678,9 @@ consumer_t *consumer_new(const struct cfg *cfg, const char *bootstrap,
     loop_timer_init(&c->deadline, deadline_fired);
     c->connect_timeout_ms = cfg->source.connect_timeout_ms;
     c->brokers = strdup(bootstrap != NULL ? bootstrap : cfg->source.brokers);
+    c->group = strdup(cfg->source.group != NULL ? cfg->source.group : "");
     c->topic_names = calloc(cfg->source.topics.count + 1, sizeof(char *));
-    if (c->brokers == NULL || c->topic_names == NULL) {
+    if (c->brokers == NULL || c->group == NULL || c->topic_names == NULL) {
         sl_error_set(err, "out of memory");
         consumer_destroy(c);
         return NULL;
@@ -780,7 +783,7 @@ void consumer_resume(consumer_t *c, const char *topic, int32_t partition)
     pause_resume(c, topic, partition, 0);
 }
 
-int consumer_commit(consumer_t *c, const struct consumer_commit *offsets,
+int consumer_commit(consumer_t *c, const struct source_commit *offsets,
                     size_t count, int sync)
 {
     rd_kafka_topic_partition_list_t *l;
@@ -823,7 +826,7 @@ int consumer_commit(consumer_t *c, const struct consumer_commit *offsets,
     return 0;
 }
 
-const struct consumer_stats *consumer_get_stats(const consumer_t *c)
+const struct source_stats *consumer_get_stats(const consumer_t *c)
 {
     return &c->stats;
 }
@@ -1050,6 +1053,7 @@ void consumer_destroy(consumer_t *c)
     }
     free(c->topic_names);
     free(c->brokers);
+    free(c->group);
     free(c);
 }
 
@@ -1067,3 +1071,105 @@ const char *consumer_library_version(void)
 {
     return rd_kafka_version_str();
 }
+
+/* ---- the kafka source (source.h) ---- */
+
+static void *kafka_open(const struct cfg *cfg, const char *bootstrap,
+                        loop_t *loop, const struct source_callbacks *cb,
+                        struct sl_error *err)
+{
+    return consumer_new(cfg, bootstrap, loop, cb, err);
+}
+
+static void kafka_suspend(void *src, int suspended)
+{
+    consumer_suspend(src, suspended);
+}
+
+static void kafka_pause(void *src, const char *topic, int32_t partition)
+{
+    consumer_pause(src, topic, partition);
+}
+
+static void kafka_resume(void *src, const char *topic, int32_t partition)
+{
+    consumer_resume(src, topic, partition);
+}
+
+static int kafka_commit(void *src, const struct source_commit *offsets,
+                        size_t count, int sync)
+{
+    return consumer_commit(src, offsets, count, sync);
+}
+
+static void kafka_close(void *src)
+{
+    consumer_close(src);
+}
+
+static void kafka_destroy(void *src)
+{
+    consumer_destroy(src);
+}
+
+static int kafka_reached(const void *src)
+{
+    return consumer_reached(src);
+}
+
+static const char *kafka_problem(const void *src)
+{
+    return consumer_problem(src);
+}
+
+static const struct source_stats *kafka_stats(const void *src)
+{
+    return consumer_get_stats(src);
+}
+
+static int64_t kafka_high_watermark(void *src, const char *topic,
+                                    int32_t partition)
+{
+    return consumer_high_watermark(src, topic, partition);
+}
+
+static int kafka_range(void *src, const char *topic, int32_t partition,
+                       int64_t *start, int64_t *end)
+{
+    return consumer_range(src, topic, partition, start, end);
+}
+
+static void kafka_describe(const void *src, char *out, size_t cap)
+{
+    const consumer_t *c = src;
+
+    snprintf(out, cap, "consuming %zu topic(s) as group %s",
+             c->topic_name_count, c->group);
+}
+
+const struct source kafka_source = {
+    .name = "kafka",
+    .doc = "Consumes `topics` as a member of the consumer group `group`: "
+           "records are committed once every sink is done with them (at "
+           "least once), and more workers of the pipeline share the "
+           "partitions.",
+    .options = cfg_source_options,
+    .check = consumer_check_config,
+    .open = kafka_open,
+    .suspend = kafka_suspend,
+    .pause = kafka_pause,
+    .resume = kafka_resume,
+    .commit = kafka_commit,
+    .headers = consumer_headers,
+    .header_find = consumer_header_find,
+    .payload = consumer_payload,
+    .release = consumer_release,
+    .close = kafka_close,
+    .destroy = kafka_destroy,
+    .reached = kafka_reached,
+    .problem = kafka_problem,
+    .stats = kafka_stats,
+    .high_watermark = kafka_high_watermark,
+    .range = kafka_range,
+    .describe = kafka_describe,
+};

@@ -1,5 +1,7 @@
 /* consumer.h -- the Kafka consumer-group member of one lane (librdkafka).
  *
+ * The kafka source (kafka_source in source.h; this header adds what only
+ * a Kafka consumer offers, which the engine's retry-topic drains use).
  * Wraps the high-level consumer so that the rest of the runtime never
  * sees librdkafka: records arrive through a callback on the loop thread,
  * partitions are paused and resumed by the engine's bounds, and commits
@@ -14,52 +16,15 @@
 #include "common.h"
 #include "loop.h"
 #include "metrics.h"
+#include "source.h"
 
 typedef struct consumer consumer_t;
-
-/* A consumed record. Pointers stay valid until consumer_release(handle). */
-struct consumer_record {
-    void *handle;
-    void *part; /* what on_assign returned for its partition */
-    const char *topic;
-    int32_t partition;
-    int64_t offset;
-    int64_t timestamp_ms; /* -1 when none */
-    const void *key;
-    size_t key_len;
-    const void *value;
-    size_t value_len;
-};
-
-struct consumer_commit {
-    const char *topic;
-    int32_t partition;
-    int64_t offset; /* the next offset to consume */
-};
-
-struct consumer_callbacks {
-    void *arg;
-    /* A partition was assigned; returns the engine's state for it (must
-     * not be NULL) which every record of it carries. */
-    void *(*on_assign)(void *arg, const char *topic, int32_t partition);
-    /* Partitions are being taken away. The engine lets their in-flight
-     * work finish (bounded), then fills offsets[i] with what to commit
-     * (-1: nothing) and forgets them. lost: another member may own them
-     * already, so nothing will be committed. */
-    void (*on_revoke)(void *arg, void **parts, size_t count, int lost,
-                      int64_t *offsets);
-    void (*on_record)(void *arg, const struct consumer_record *record);
-    /* The broker acknowledged a commit of offset for part. */
-    void (*on_committed)(void *arg, void *part, int64_t offset);
-    /* A fatal consumer error: the worker must stop. */
-    void (*on_fatal)(void *arg, const char *reason);
-};
 
 /* Creates the consumer from cfg->source (bootstrap: the brokers to use,
  * e.g. the embedded cluster's), subscribes, and watches its queue on
  * loop. Returns NULL with err filled. Free with consumer_destroy(). */
 consumer_t *consumer_new(const struct cfg *cfg, const char *bootstrap,
-                         loop_t *loop, const struct consumer_callbacks *cb,
+                         loop_t *loop, const struct source_callbacks *cb,
                          struct sl_error *err);
 
 /* Checks cfg->source.properties against librdkafka's names and values
@@ -76,7 +41,7 @@ void consumer_resume(consumer_t *c, const char *topic, int32_t partition);
 /* Commits offsets; sync waits for the broker. Acknowledged offsets are
  * reported through on_committed (for async commits, from a later poll).
  * Returns 0 or -1 (logged). */
-int consumer_commit(consumer_t *c, const struct consumer_commit *offsets,
+int consumer_commit(consumer_t *c, const struct source_commit *offsets,
                     size_t count, int sync);
 
 /* Fills out with up to cap headers of the record behind handle; returns
@@ -125,15 +90,7 @@ int consumer_reached(const consumer_t *c);
  * "topic ... does not exist ..."), or NULL when it is. */
 const char *consumer_problem(const consumer_t *c);
 
-/* What the consumer went through, for metrics. Counts only grow. */
-struct consumer_stats {
-    uint64_t assigns, revokes; /* rebalance events of each kind */
-    uint64_t commits, commit_failures; /* acknowledged, failed requests */
-    struct metrics_histogram commit_time;  /* commit to acknowledgement */
-    struct metrics_histogram revoke_time;  /* a revoke's drain and commit */
-    int assigned;                          /* an assignment ever came */
-};
-const struct consumer_stats *consumer_get_stats(const consumer_t *c);
+const struct source_stats *consumer_get_stats(const consumer_t *c);
 
 /* The high watermark of a partition as of the last fetch (no request:
  * librdkafka's cached value); -1 when not known yet. */

@@ -26,6 +26,7 @@
 
 #include "admin.h"
 #include "consumer.h"
+#include "source.h"
 #include "dlq.h"
 #include "dlqcmd.h"
 #include "keysrc.h"
@@ -68,15 +69,16 @@
 
 /* A consumer the lane reads: the pipeline's source, or the retry topic of
  * a sink that parks (its drain). */
-struct source {
+struct feed {
     engine_t *e;
-    consumer_t *consumer;
+    const struct source *src; /* kafka_source for a drain */
+    void *h;                  /* src's handle; NULL: not open */
     struct sink *drain; /* NULL: the pipeline's source */
     struct cfg *cfg;    /* a drain's own: the retry topic as its source */
 };
 
 struct part {
-    struct source *from;
+    struct feed *from;
     char *topic;
     int32_t partition;
     offsets_t *offsets;
@@ -167,6 +169,7 @@ struct delivery {
      * settled, it succeeded or is terminal (counted in msg->unsettled
      * until then). */
     int awaiting, settled;
+    int at_send; /* its send() failed before starting (on_result) */
     struct store_op mark; /* the op that marks it (maybe with others) */
     /* Its sink's pending list, oldest consumed first (the head's age is
      * how far behind the sink is); linked: on it. */
@@ -187,6 +190,10 @@ struct msg {
     struct part *part;
     struct msg *origin;
     unsigned outputs; /* origin: the record's msgs not yet complete */
+    /* origin, a source that answers its producer: msgs not yet at the
+     * acknowledging sink; acked: its verdict was given. */
+    unsigned ack_left;
+    int acked;
     uint64_t slot;
     int64_t offset;
     int64_t timestamp_ms;
@@ -276,7 +283,7 @@ struct sink {
     char *retry_topic;
     int64_t *park_max; /* per retry partition: the last parked offset */
     size_t park_max_cap;
-    struct source drain;
+    struct feed drain;
     int opened;
     /* Observability: paused through the admin API; the pending list;
      * request times; the last failure, as the connector said it. */
@@ -293,7 +300,7 @@ struct engine {
     struct engine_options opts;
     loop_t *loop;
     embedded_t *embedded;
-    struct source main; /* the pipeline's source */
+    struct feed main; /* the pipeline's source */
     struct loop_timer park_timer;
     struct sink *sinks;
     size_t nsinks;
@@ -366,6 +373,8 @@ struct engine {
     outcomes_t *outcomes; /* outcomes: NULL: no outcome log */
     struct ratelog outcomes_log;
     int shadow; /* mode: shadow */
+    int no_dlq; /* dead letters are outcome lines only: see engine_new */
+    int ack_sink; /* the sink whose outcome settles a record; -1: none */
     char trace_hex[33]; /* the trace id of the view a script sees */
 };
 
@@ -431,11 +440,13 @@ static int tracestate_ok(const unsigned char *v, size_t len)
 /* Reads the record's traceparent and tracestate into *t and, tracing
  * on, opens its process span: a child of the producer's span, or the
  * root of a new trace when it has none (tracing.new_traces). */
-static void trace_begin(engine_t *e, void *handle, struct rec_trace *t)
+static void trace_begin(engine_t *e, const struct source_record *rec,
+                        struct rec_trace *t)
 {
+    const struct source *src = ((const struct part *)rec->part)->from->src;
     struct trace_ctx parent;
     size_t len = 0;
-    const void *v = consumer_header_find(handle, "traceparent", &len);
+    const void *v = src->header_find(rec->handle, "traceparent", &len);
     int valid = v != NULL && trace_parse(v, len, &parent) == 0;
 
     memset(t, 0, sizeof(*t));
@@ -460,7 +471,7 @@ static void trace_begin(engine_t *e, void *handle, struct rec_trace *t)
     }
     t->traced = 1;
     if (valid &&
-        (v = consumer_header_find(handle, "tracestate", &len)) != NULL &&
+        (v = src->header_find(rec->handle, "tracestate", &len)) != NULL &&
         tracestate_ok(v, len)) {
         t->state = v;
         t->state_len = len;
@@ -499,8 +510,9 @@ static void trace_record_end(engine_t *e, const struct rec_trace *t,
     const char *group = e->cfg->source.group != NULL ? e->cfg->source.group
                                                      : "";
     int n = snprintf(partition, sizeof(partition), "%d", (int)p->partition);
+    const char *system = p->from->src->name;
     struct trace_attr attrs[] = {
-        TRACE_STRING("messaging.system", "kafka", 5),
+        TRACE_STRING("messaging.system", system, strlen(system)),
         TRACE_STRING("messaging.operation.type", "process", 7),
         TRACE_STRING("messaging.destination.name", p->topic,
                      strlen(p->topic)),
@@ -520,7 +532,12 @@ static void trace_record_end(engine_t *e, const struct rec_trace *t,
         .error = error != NULL,
         .status_message = trace_why(e, error, why, sizeof(why)),
         .attrs = attrs,
-        .attr_count = sizeof(attrs) / sizeof(attrs[0]),
+        /* Past the path, a source that is no consumer group has no
+         * attribute to give (the http source's partition and offsets
+         * are sluice's own count). */
+        .attr_count = p->from->src == &kafka_source
+                          ? sizeof(attrs) / sizeof(attrs[0])
+                          : 3,
     };
     tracer_emit(e->tracer, &span);
 }
@@ -646,6 +663,14 @@ static int is_drain(const struct part *p)
     return p->from->drain != NULL;
 }
 
+/* The high watermark of p as its source last saw it; -1: unknown. */
+static int64_t feed_high_watermark(struct feed *f, const struct part *p)
+{
+    return f->src->high_watermark != NULL
+               ? f->src->high_watermark(f->h, p->topic, p->partition)
+               : -1;
+}
+
 /* ---- pause and resume ---- */
 
 static void part_apply_pause(engine_t *e, struct part *p)
@@ -658,9 +683,9 @@ static void part_apply_pause(engine_t *e, struct part *p)
     }
     p->paused = want;
     if (want) {
-        consumer_pause(p->from->consumer, p->topic, p->partition);
+        p->from->src->pause(p->from->h, p->topic, p->partition);
     } else {
-        consumer_resume(p->from->consumer, p->topic, p->partition);
+        p->from->src->resume(p->from->h, p->topic, p->partition);
     }
 }
 
@@ -692,7 +717,7 @@ static void check_bounds_after_add(engine_t *e, struct part *p)
         (e->inflight >= (size_t)d->max_in_flight ||
          e->inflight_bytes >= (size_t)d->max_in_flight_bytes)) {
         e->global_paused = 1;
-        consumer_suspend(e->main.consumer, 1);
+        e->main.src->suspend(e->main.h, 1);
         loop_timer_start(e->loop, &e->hold_timer, HOLD_BEFORE_PAUSE_MS);
     }
 }
@@ -711,7 +736,7 @@ static void hold_fired(struct loop_timer *t)
     for (struct part *q = e->parts; q != NULL; q = q->next) {
         part_apply_pause(e, q);
     }
-    consumer_suspend(e->main.consumer, 0);
+    e->main.src->suspend(e->main.h, 0);
 }
 
 /* Resume below three quarters of a bound, so a partition at the bound
@@ -740,7 +765,7 @@ static void check_bounds_after_remove(engine_t *e, struct part *p)
             }
         }
         if (!e->stopping) {
-            consumer_suspend(e->main.consumer, 0);
+            e->main.src->suspend(e->main.h, 0);
         }
     }
 }
@@ -756,7 +781,7 @@ static void part_free(struct part *p)
 
 static void *on_assign(void *arg, const char *topic, int32_t partition)
 {
-    struct source *from = arg;
+    struct feed *from = arg;
     engine_t *e = from->e;
     struct part *p = calloc(1, sizeof(*p));
 
@@ -775,7 +800,7 @@ static void *on_assign(void *arg, const char *topic, int32_t partition)
     p->from = from;
     if (e->opts.replay != NULL) {
         e->replay_assigned = 1;
-        if (consumer_range(from->consumer, topic, partition, &p->start,
+        if (from->src->range(from->h, topic, partition, &p->start,
                            &p->end) != 0) {
             p->start = p->end = -1; /* never at its end: waits for a read */
         }
@@ -833,7 +858,7 @@ static void drain(engine_t *e, struct part **parts, size_t count)
 static void on_revoke(void *arg, void **parts, size_t count, int lost,
                       int64_t *offsets)
 {
-    struct source *from = arg;
+    struct feed *from = arg;
     engine_t *e = from->e;
     struct part **ps = (struct part **)parts;
 
@@ -861,7 +886,7 @@ static void on_revoke(void *arg, void **parts, size_t count, int lost,
 
 static void commit_all(engine_t *e, int sync)
 {
-    struct consumer_commit list[256];
+    struct source_commit list[256];
     size_t n = 0;
 
     if (e->opts.replay != NULL && e->opts.replay->dry_run) {
@@ -869,8 +894,8 @@ static void commit_all(engine_t *e, int sync)
     }
     outcomes_sync(e);
     for (size_t k = 0; k <= e->nsinks; k++) {
-        struct source *from = k == 0 ? &e->main : &e->sinks[k - 1].drain;
-        if (from->consumer == NULL) {
+        struct feed *from = k == 0 ? &e->main : &e->sinks[k - 1].drain;
+        if (from->h == NULL) {
             continue;
         }
         for (struct part *p = e->parts; p != NULL; p = p->next) {
@@ -880,13 +905,13 @@ static void commit_all(engine_t *e, int sync)
             }
             /* p->committed moves only when the broker acknowledges (see
              * on_committed): until then the offset is sent again. */
-            list[n++] = (struct consumer_commit){p->topic, p->partition, c};
+            list[n++] = (struct source_commit){p->topic, p->partition, c};
             if (n == sizeof(list) / sizeof(list[0])) {
-                consumer_commit(from->consumer, list, n, sync);
+                from->src->commit(from->h, list, n, sync);
                 n = 0;
             }
         }
-        consumer_commit(from->consumer, list, n, sync);
+        from->src->commit(from->h, list, n, sync);
         n = 0;
     }
 }
@@ -1030,6 +1055,8 @@ static struct msg *msg_alloc(engine_t *e)
     m->stuck = 0;
     m->replays = 0;
     m->src = NULL;
+    m->ack_left = 1;
+    m->acked = 0;
     m->consumed_ms = loop_now(e->loop);
     m->prev = NULL;
     m->next = e->live;
@@ -1115,7 +1142,7 @@ static void record_done(engine_t *e, struct msg *origin)
     }
     e->completed++;
     trace_record_end(e, &origin->trace, p, origin->offset, NULL);
-    consumer_release(origin->handle);
+    p->from->src->release(origin->handle);
     msg_free(e, origin);
     if (--p->refs == 0 && p->revoked) {
         part_free(p);
@@ -1257,6 +1284,45 @@ static void chain_advance(struct sink *s, struct delivery *d)
 
 static void delivery_settle(engine_t *e, struct delivery *d);
 
+/* Tells the source what became of origin's record (once). */
+static void settle(struct msg *origin, enum source_fate fate,
+                   const char *reason)
+{
+    const struct source *src = origin->part->from->src;
+
+    if (origin->acked || src->settle == NULL || origin->handle == NULL) {
+        return;
+    }
+    origin->acked = 1;
+    src->settle(origin->handle,
+                &(struct source_verdict){.fate = fate, .reason = reason});
+}
+
+/* d, of the acknowledging sink, succeeded (ok) or failed for good (res:
+ * the last answer; at_send: refused before it started). A record is
+ * delivered once all its msgs are; its first failure settles it. */
+static void ack_note(engine_t *e, struct delivery *d, int ok,
+                     const struct connector_result *res, int at_send,
+                     const char *reason)
+{
+    struct msg *origin = d->msg->origin;
+
+    if (d->sink == NULL || (int)d->sink->idx != e->ack_sink) {
+        return;
+    }
+    if (ok) {
+        if (origin->ack_left > 0 && --origin->ack_left == 0) {
+            settle(origin, SOURCE_DELIVERED, NULL);
+        }
+        return;
+    }
+    settle(origin,
+           res != NULL && res->status == CONNECTOR_RETRY
+               ? (at_send ? SOURCE_BUSY : SOURCE_UNAVAILABLE)
+               : SOURCE_REJECTED,
+           reason);
+}
+
 /* d reached a terminal state (delivered, or abandoned with its revoked
  * partition). */
 static void delivery_finish(struct sink *s, struct delivery *d)
@@ -1396,7 +1462,7 @@ static size_t record_headers(engine_t *e, const struct part *p,
 
 /* rec as a script sees it, its headers in e->headers (so e's cached
  * view is no longer any msg's). */
-static void record_view(engine_t *e, const struct consumer_record *rec,
+static void record_view(engine_t *e, const struct source_record *rec,
                         const char *dedupe, struct connector_msg *in)
 {
     const struct part *p = rec->part;
@@ -1428,7 +1494,7 @@ const char *engine_pick_key(const struct cfg_dedupe *d, const void *header,
 /* The dedupe key of a record as it came, in e->dedupe: dedupe.key's, or
  * its coordinates. NULL when it has no usable key and dedupe.missing
  * says dead_letter. */
-static const char *record_dedupe(engine_t *e, const struct consumer_record *rec)
+static const char *record_dedupe(engine_t *e, const struct source_record *rec)
 {
     const struct cfg_dedupe *d = &e->cfg->dedupe;
     const struct part *p = rec->part;
@@ -1437,8 +1503,8 @@ static const char *record_dedupe(engine_t *e, const struct consumer_record *rec)
     if (d->from == CFG_DEDUPE_HEADER || d->from == CFG_DEDUPE_JSON) {
         size_t id_len = 0;
         const void *id = d->from == CFG_DEDUPE_HEADER
-                             ? consumer_header_find(rec->handle, d->arg,
-                                                    &id_len)
+                             ? p->from->src->header_find(rec->handle, d->arg,
+                                                         &id_len)
                              : NULL;
         key = engine_pick_key(d, id, id_len, rec->value, rec->value_len,
                               e->dedupe, sizeof(e->dedupe));
@@ -1470,7 +1536,8 @@ static const char *record_dedupe(engine_t *e, const struct consumer_record *rec)
 static size_t record_headers(engine_t *e, const struct part *p,
                              void *handle)
 {
-    size_t n = consumer_headers(handle, e->headers, HEADER_SCRATCH), k = 0;
+    size_t n = p->from->src->headers(handle, e->headers, HEADER_SCRATCH);
+    size_t k = 0;
 
     if (e->opts.replay == NULL && !is_drain(p)) {
         return n;
@@ -1581,6 +1648,7 @@ static void send_one(struct sink *s, struct delivery *d)
     if (s->cfg->connector->send(s->cfg->ctx, view, d, &res) != 0) {
         s->inflight--;
         trace_request_end(s, d, &res);
+        d->at_send = 1; /* read (and cleared) by on_result */
         on_result(s, d, &res);
     }
 }
@@ -1726,6 +1794,7 @@ static int already_sent(struct sink *s, struct delivery *d)
               s->cfg->name, m->part->topic, (int)m->part->partition,
               (long long)m->offset, m->dedupe);
     outcome_note(s->e, s, d, OUTCOME_ALREADY_HANDLED, 0, -1, 0, NULL);
+    ack_note(s->e, d, 1, NULL, 0, NULL);
     delivery_finish(s, d);
     return 1;
 }
@@ -1826,11 +1895,15 @@ static const char *dead_topic(engine_t *e, const struct delivery *d)
 /* Every header of the record behind handle, plus room for extra more, in
  * the engine's reused scratch. Returns the count, or -1 when out of
  * memory. */
-static ssize_t dead_headers(engine_t *e, void *handle, size_t extra)
+static ssize_t dead_headers(engine_t *e, const struct msg *origin,
+                            size_t extra)
 {
+    const struct source *src = origin->part->from->src;
+    void *handle = origin->handle;
+
     for (;;) {
         size_t n = e->dlq_headers_cap > extra
-                       ? consumer_headers(handle, e->dlq_headers,
+                       ? src->headers(handle, e->dlq_headers,
                                           e->dlq_headers_cap - extra)
                        : 0;
         if (e->dlq_headers_cap > extra && n < e->dlq_headers_cap - extra) {
@@ -1860,7 +1933,8 @@ static void on_dlq_done(void *arg, void *token, const char *err,
  * for any of ours) and the context headers of d->dead, or, kept by a
  * replay, the record as it is. A write that cannot even be queued is
  * tried again later. */
-/* A shadow run writes no DLQ record: its outcome line says it all. */
+/* Without a DLQ (a shadow run, a source that answers its producer) no
+ * record is written: the outcome line says it all. */
 static void shadow_dead_fired(struct loop_timer *t)
 {
     struct delivery *d = container_of(t, struct delivery, retry);
@@ -1874,7 +1948,7 @@ static void dead_write(engine_t *e, struct delivery *d)
     struct dead *x = d->dead;
     struct sink *s = dead_sink(e, d);
     const struct connector_msg *v = msg_view(e, m);
-    ssize_t count = dead_headers(e, origin->handle, DEAD_CONTEXT_HEADERS);
+    ssize_t count = dead_headers(e, origin, DEAD_CONTEXT_HEADERS);
     struct sl_header *h = e->dlq_headers;
     char status[16], attempts[16], first[24], last[24], part[16], offset[24],
         ts[24], replays[16];
@@ -1882,7 +1956,7 @@ static void dead_write(engine_t *e, struct delivery *d)
     struct sl_error err;
     size_t n = 0;
 
-    if (e->shadow) {
+    if (e->no_dlq) {
         d->retry.fn = shadow_dead_fired;
         loop_timer_start(e->loop, &d->retry, 0);
         return;
@@ -1947,7 +2021,7 @@ static void dead_write(engine_t *e, struct delivery *d)
 #undef PUTS
 #undef PUT
 write:
-    consumer_payload(origin->handle, &r.key, &r.key_len, &r.value,
+    origin->part->from->src->payload(origin->handle, &r.key, &r.key_len, &r.value,
                      &r.value_len);
     r.headers = h;
     r.header_count = n;
@@ -2102,32 +2176,35 @@ static void dead_letter(engine_t *e, struct delivery *d, enum dead_kind kind,
         ratelog_allow(rl, loop_now(e->loop), &suppressed)) {
         const char *dedupe = msg_view(e, m)->dedupe_key;
         char more[64] = "";
+        const char *whither =
+            e->shadow   ? "a shadow run: no DLQ record, the outcome log has it"
+            : e->no_dlq ? "no DLQ with this source: the outcome log has it"
+                        : "to the dead-letter queue";
         if (suppressed > 0) {
             snprintf(more, sizeof(more), " (%llu more not logged)",
                      (unsigned long long)suppressed);
         }
         if (strcmp(stage, DLQ_STAGE_DEDUPE) == 0) {
             log_event(LOG_ERROR, MSG_FIELDS(m, d->sink, x->status),
-                      "%s [%d] offset %lld: %s; to the dead-letter queue%s",
+                      "%s [%d] offset %lld: %s; %s%s",
                       m->part->topic, (int)m->part->partition,
-                      (long long)m->offset, x->reason, more);
+                      (long long)m->offset, x->reason, whither, more);
         } else if (d->sink == NULL || strcmp(stage, DLQ_STAGE_SHAPE) == 0) {
             log_event(LOG_ERROR, MSG_FIELDS(m, d->sink, 0),
                       "%s%s%stransform failed on %s [%d] offset %lld: %s; "
-                      "to the dead-letter queue (dedupe key %s)%s",
+                      "%s (dedupe key %s)%s",
                       d->sink != NULL ? "sink " : "",
                       d->sink != NULL ? d->sink->cfg->name : "",
                       d->sink != NULL ? ": " : "", m->part->topic,
                       (int)m->part->partition, (long long)m->offset,
-                      x->reason, dedupe, more);
+                      x->reason, whither, dedupe, more);
         } else {
             log_event(LOG_ERROR, MSG_FIELDS(m, d->sink, x->status),
                       "sink %s: gave up on %s [%d] offset %lld (dedupe key "
-                      "%s) after %u attempt(s): %s; to the dead-letter queue "
-                      "as %s%s",
+                      "%s) after %u attempt(s): %s; %s as %s%s",
                       d->sink->cfg->name, m->part->topic,
                       (int)m->part->partition, (long long)m->offset, dedupe,
-                      d->attempts, x->reason, class, more);
+                      d->attempts, x->reason, whither, class, more);
         }
     }
     dead_write(e, d);
@@ -2247,7 +2324,9 @@ static void on_result(struct sink *s, struct delivery *d,
     const char *class;
     int done;
     enum connector_status status = classify(s, given, &done);
+    int at_send = d->at_send;
 
+    d->at_send = 0;
     breaker_record(s, d,
                    status == CONNECTOR_RETRY &&
                        (given->http_status <= 0 || given->http_status >= 500),
@@ -2306,6 +2385,12 @@ static void on_result(struct sink *s, struct delivery *d,
     res = *given;
     res.status = status;
     decide(s, d, &res, &dec, &class);
+    if ((int)s->idx == e->ack_sink && dec.verdict == SL_VERDICT_RETRY) {
+        /* The producer is told, and it tries again (with the same message
+         * id): a retry here too would only add a duplicate. */
+        dec.verdict = SL_VERDICT_GIVE_UP;
+        snprintf(dec.reason, sizeof(dec.reason), "%s", res.error);
+    }
     if (dec.verdict == SL_VERDICT_DONE) {
         s->done_by_policy++;
         outcome_note(e, s, d, e->shadow ? OUTCOME_SHADOW : OUTCOME_APPLIED,
@@ -2320,6 +2405,7 @@ static void on_result(struct sink *s, struct delivery *d,
     }
     if (dec.verdict == SL_VERDICT_GIVE_UP) {
         s->gave_up++;
+        ack_note(e, d, 0, &res, at_send, dec.reason);
         dead_letter(e, d, DEAD_LETTER, DLQ_STAGE_SINK, class, dec.reason,
                     &res);
         return;
@@ -2548,6 +2634,7 @@ static void delivery_success(struct sink *s, struct delivery *d)
 {
     engine_t *e = s->e;
 
+    ack_note(e, d, 1, NULL, 0, NULL);
     if (e->store == NULL) {
         delivery_finish(s, d);
         return;
@@ -2636,6 +2723,7 @@ static void msg_release(engine_t *e, struct msg *m)
                       s->cfg->name, m->part->topic, (int)m->part->partition,
                       (long long)m->offset, m->dedupe);
             outcome_note(e, s, d, OUTCOME_ALREADY_HANDLED, 0, -1, 0, NULL);
+            ack_note(e, d, 1, NULL, 0, NULL);
             finish[nfinish++] = d;
         } else if (delivery_enqueue(s, d) != 0) {
             e->fatal = 1;
@@ -2737,7 +2825,7 @@ static void on_store_done(void *engine, struct store_op *op, const char *err)
 
 /* Fills m from output o of record rec. A changed output is copied: the
  * script's strings live only until its next call. */
-static int msg_fill(engine_t *e, struct msg *m, const struct consumer_record *rec,
+static int msg_fill(engine_t *e, struct msg *m, const struct source_record *rec,
                     const struct transform_out *o, const char *dedupe)
 {
     m->part = rec->part;
@@ -2890,7 +2978,7 @@ static int msg_enqueue(engine_t *e, struct msg *m, size_t i)
  * to a DLQ topic as it is: terminal once that write is acknowledged.
  * NULL when out of memory (then the lane stops: rec stays uncommitted). */
 static struct delivery *carrier_new(engine_t *e,
-                                    const struct consumer_record *rec,
+                                    const struct source_record *rec,
                                     uint64_t slot, const char *dedupe)
 {
     struct part *p = rec->part;
@@ -2905,7 +2993,7 @@ static struct delivery *carrier_new(engine_t *e,
         if (m != NULL) {
             msg_free(e, m);
         }
-        consumer_release(rec->handle);
+        ((struct part *)rec->part)->from->src->release(rec->handle);
         return NULL;
     }
     m->handle = rec->handle;
@@ -2966,7 +3054,7 @@ static unsigned replays_of(void *handle)
 
 /* Writes rec back to the DLQ as it is (for this sink): it stays to be
  * worked, and the group may pass its old place. */
-static void replay_keep(engine_t *e, const struct consumer_record *rec,
+static void replay_keep(engine_t *e, const struct source_record *rec,
                         uint64_t slot)
 {
     struct delivery *d = carrier_new(e, rec, slot, NULL);
@@ -2989,13 +3077,13 @@ static void replay_keep(engine_t *e, const struct consumer_record *rec,
 }
 
 static struct replay_src *record_src(engine_t *e,
-                                     const struct consumer_record *rec);
+                                     const struct source_record *rec);
 
 /* Decides what becomes of DLQ record rec in a replay. Returns 0 when it
  * is replayed (*src filled, the caller's to free), 1 when it was dealt
  * with here: not this sink's (done), not selected or past max_replays
  * (kept for later), or shown by --dry-run. */
-static int replay_select(engine_t *e, const struct consumer_record *rec,
+static int replay_select(engine_t *e, const struct source_record *rec,
                          uint64_t slot, struct replay_src **src)
 {
     const struct dlq_replay_options *o = e->opts.replay;
@@ -3009,7 +3097,7 @@ static int replay_select(engine_t *e, const struct consumer_record *rec,
     if (strcmp(sink, sink_name) != 0 && strcmp(sink, DLQ_SINK_ALL) != 0) {
         e->replay_foreign++;
         offsets_done(p->offsets, slot);
-        consumer_release(h);
+        p->from->src->release(h);
         return 1;
     }
     ctx_header(h, DLQ_H_CLASS, class, sizeof(class));
@@ -3032,7 +3120,7 @@ static int replay_select(engine_t *e, const struct consumer_record *rec,
         e->replay_selected++;
         if (o->limit > 0 && e->replay_selected >= (uint64_t)o->limit) {
             e->replay_limited = 1;
-            consumer_suspend(e->main.consumer, 1);
+            e->main.src->suspend(e->main.h, 1);
         }
     }
     if (o->dry_run) {
@@ -3046,7 +3134,7 @@ static int replay_select(engine_t *e, const struct consumer_record *rec,
                (long long)ctx_number(h, DLQ_H_PARTITION, -1),
                (long long)ctx_number(h, DLQ_H_OFFSET, -1));
         offsets_done(p->offsets, slot);
-        consumer_release(h);
+        p->from->src->release(h);
         return 1;
     }
     if (selected != 1) {
@@ -3056,7 +3144,7 @@ static int replay_select(engine_t *e, const struct consumer_record *rec,
     struct replay_src *r = record_src(e, rec);
     if (r == NULL) {
         e->fatal = 1;
-        consumer_release(h);
+        p->from->src->release(h);
         return 1;
     }
     *src = r;
@@ -3065,7 +3153,7 @@ static int replay_select(engine_t *e, const struct consumer_record *rec,
 
 /* Where a DLQ or retry-topic record came from (its context headers);
  * NULL when out of memory. */
-static struct replay_src *record_src(engine_t *e, const struct consumer_record *rec)
+static struct replay_src *record_src(engine_t *e, const struct source_record *rec)
 {
     struct replay_src *r = calloc(1, sizeof(*r));
     void *h = rec->handle;
@@ -3106,7 +3194,7 @@ static int replay_pick(engine_t *e, int n, const struct replay_src *src)
  * dedupe.missing says dead_letter): the record goes to the pipeline's
  * DLQ (sink *, the given stage and class) and to no sink; it counts as
  * handled once the DLQ has it. */
-static void record_dead_letter(engine_t *e, const struct consumer_record *rec,
+static void record_dead_letter(engine_t *e, const struct source_record *rec,
                                uint64_t slot, const char *dedupe,
                                const char *stage, const char *class,
                                const char *why, struct replay_src *src)
@@ -3117,6 +3205,7 @@ static void record_dead_letter(engine_t *e, const struct consumer_record *rec,
         free(src);
         return;
     }
+    settle(d->msg, SOURCE_REJECTED, why);
     if (src != NULL) {
         d->msg->src = src;
         d->msg->replays = replays_of(rec->handle) +
@@ -3126,9 +3215,9 @@ static void record_dead_letter(engine_t *e, const struct consumer_record *rec,
     check_bounds_after_add(e, rec->part);
 }
 
-static void on_record(void *arg, const struct consumer_record *rec)
+static void on_record(void *arg, const struct source_record *rec)
 {
-    engine_t *e = ((struct source *)arg)->e;
+    engine_t *e = ((struct feed *)arg)->e;
     struct part *p = rec->part;
     struct msg *msgs[64], **out = msgs;
     uint64_t slot;
@@ -3147,7 +3236,7 @@ static void on_record(void *arg, const struct consumer_record *rec)
             p->self_paused = 1;
             part_apply_pause(e, p);
         }
-        consumer_release(rec->handle);
+        ((struct part *)rec->part)->from->src->release(rec->handle);
         return;
     }
     p->consumed = rec->offset + 1;
@@ -3165,7 +3254,7 @@ static void on_record(void *arg, const struct consumer_record *rec)
                       rec->topic, (int)rec->partition,
                       (long long)rec->offset);
         }
-        consumer_release(rec->handle);
+        ((struct part *)rec->part)->from->src->release(rec->handle);
         return;
     }
     if (is_drain(p)) {
@@ -3175,7 +3264,7 @@ static void on_record(void *arg, const struct consumer_record *rec)
             e->fatal = 1;
             log_error("out of memory draining %s [%d] offset %lld",
                       rec->topic, (int)rec->partition, (long long)rec->offset);
-            consumer_release(rec->handle);
+            ((struct part *)rec->part)->from->src->release(rec->handle);
             return;
         }
     } else {
@@ -3185,7 +3274,7 @@ static void on_record(void *arg, const struct consumer_record *rec)
         replay_select(e, rec, slot, &src) != 0) {
         return; /* not replayed: done with, or kept for later */
     }
-    trace_begin(e, rec->handle, &trace);
+    trace_begin(e, rec, &trace);
     if (src != NULL) {
         dedupe = src->dedupe;
     } else if ((dedupe = record_dedupe(e, rec)) == NULL) {
@@ -3233,8 +3322,13 @@ static void on_record(void *arg, const struct consumer_record *rec)
         if (n == 0) {
             e->dropped++;
             free(src);
+            if (p->from->src->settle != NULL) {
+                p->from->src->settle(rec->handle,
+                                     &(struct source_verdict){
+                                         .fate = SOURCE_DROPPED});
+            }
             offsets_done(p->offsets, slot);
-            consumer_release(rec->handle);
+            ((struct part *)rec->part)->from->src->release(rec->handle);
             return;
         }
         if (src != NULL && (only = replay_pick(e, n, src)) >= 0) {
@@ -3288,6 +3382,7 @@ static void on_record(void *arg, const struct consumer_record *rec)
         e->view_msg = out[0];
     }
     out[0]->outputs = (unsigned)n;
+    out[0]->ack_left = (unsigned)n;
     p->inflight++;
     if (!is_drain(p)) {
         e->inflight++;
@@ -3329,12 +3424,12 @@ oom:
     if (out != msgs) {
         free(out);
     }
-    consumer_release(rec->handle);
+    ((struct part *)rec->part)->from->src->release(rec->handle);
 }
 
 static void on_fatal(void *arg, const char *reason)
 {
-    engine_t *e = ((struct source *)arg)->e;
+    engine_t *e = ((struct feed *)arg)->e;
 
     log_error("fatal: %s", reason);
     e->fatal = 1;
@@ -3379,8 +3474,7 @@ static uint64_t lag_of(engine_t *e)
         if (is_drain(p) || p->committed < 0) {
             continue;
         }
-        high = consumer_high_watermark(e->main.consumer, p->topic,
-                                       p->partition);
+        high = feed_high_watermark(&e->main, p);
         if (high > p->committed) {
             lag += (uint64_t)(high - p->committed);
         }
@@ -3557,9 +3651,11 @@ struct cfg *engine_load_config(const char *path, FILE *errf)
     }
     cfg = cfg_load(path, errs);
     /* Both checks run, so that every bad property is reported at once. */
-    if (cfg != NULL && cfg->source_type == CFG_SOURCE_KAFKA &&
-        (consumer_check_config(cfg, errs) != 0) +
-                (dlq_check_config(cfg, errs) != 0) >
+    if (cfg != NULL &&
+        (source_of(cfg)->check != NULL &&
+         source_of(cfg)->check(cfg, errs) != 0) +
+                (cfg->source_type == CFG_SOURCE_KAFKA &&
+                 dlq_check_config(cfg, errs) != 0) >
             0) {
         cfg_free(cfg);
         cfg = NULL;
@@ -3610,14 +3706,14 @@ static struct cfg *dlq_source_cfg(const struct cfg *cfg, char **topics,
  * (`<group>.retry.<sink>`) on the DLQ's cluster. What it finds not yet
  * drained makes s start parked, so its keys stay in order. */
 static int drain_open(engine_t *e, struct sink *s, const char *bootstrap,
-                      const struct consumer_callbacks *cb,
+                      const struct source_callbacks *cb,
                       struct sl_error *err)
 {
     const struct cfg *cfg = e->cfg;
     struct cfg *dc;
     char *group = NULL;
     int64_t starts[1024], ends[1024];
-    struct consumer_callbacks dcb = *cb;
+    struct source_callbacks dcb = *cb;
 
     if (asprintf(&group, "%s.retry.%s", cfg->source.group, s->cfg->name) <
         0) {
@@ -3628,10 +3724,11 @@ static int drain_open(engine_t *e, struct sink *s, const char *bootstrap,
         free(group);
         return sl_error_set(err, "out of memory");
     }
-    s->drain = (struct source){.e = e, .drain = s, .cfg = dc};
+    s->drain = (struct feed){
+        .e = e, .src = &kafka_source, .drain = s, .cfg = dc};
     dcb.arg = &s->drain;
-    s->drain.consumer = consumer_new(dc, bootstrap, e->loop, &dcb, err);
-    if (s->drain.consumer == NULL) {
+    s->drain.h = consumer_new(dc, bootstrap, e->loop, &dcb, err);
+    if (s->drain.h == NULL) {
         return -1;
     }
     s->park_max_cap = 1024;
@@ -3642,7 +3739,7 @@ static int drain_open(engine_t *e, struct sink *s, const char *bootstrap,
     for (size_t r = 0; r < s->park_max_cap; r++) {
         s->park_max[r] = -1;
     }
-    int n = consumer_backlog(s->drain.consumer, s->retry_topic, starts, ends,
+    int n = consumer_backlog(s->drain.h, s->retry_topic, starts, ends,
                              1024, 10000);
     int64_t left = 0;
     for (int r = 0; r < n; r++) {
@@ -3719,9 +3816,8 @@ static void fill_sink(engine_t *e, const struct sink *s,
 /* Copies the lane's figures into a new snapshot for the admin thread. */
 static void metrics_publish(engine_t *e)
 {
-    const struct consumer_stats *cs =
-        e->main.consumer != NULL ? consumer_get_stats(e->main.consumer)
-                                 : NULL;
+    const struct source_stats *cs =
+        e->main.h != NULL ? e->main.src->stats(e->main.h) : NULL;
     struct metrics_snapshot *m;
     size_t nparts = 0, k = 0;
     uint64_t now = loop_now(e->loop);
@@ -3781,8 +3877,7 @@ static void metrics_publish(engine_t *e)
         mp->partition = p->partition;
         mp->committed = (double)p->committed;
         mp->consumed = (double)p->consumed;
-        high = consumer_high_watermark(e->main.consumer, p->topic,
-                                       p->partition);
+        high = feed_high_watermark(&e->main, p);
         mp->high_watermark = (double)high;
         mp->lag = high >= 0 && p->committed >= 0 && high >= p->committed
                       ? (double)(high - p->committed)
@@ -3940,6 +4035,12 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
     e->cfg = cfg;
     e->opts = *o;
     e->shadow = cfg->mode == CFG_MODE_SHADOW;
+    e->main = (struct feed){.e = e, .src = source_of(cfg)};
+    e->ack_sink = e->main.src->ack_sink != NULL ? e->main.src->ack_sink(cfg)
+                                                 : -1;
+    /* Without a DLQ: a shadow run (its outcome lines say it all) and a
+     * source that answers its producer (the answer does). */
+    e->no_dlq = e->shadow || e->ack_sink >= 0;
     e->sigfd = -1;
     e->nsinks = cfg->sink_count;
     e->msg_size = sizeof(struct msg) + e->nsinks * sizeof(struct delivery);
@@ -4073,7 +4174,11 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
     if (cfg->tracing.otlp_endpoint != NULL && tracer_open(e, err) != 0) {
         goto fail;
     }
-    const char *dlq_bootstrap = cfg->dlq.brokers;
+    const char *dlq_bootstrap = cfg->dlq.brokers != NULL ? cfg->dlq.brokers
+                                                         : "";
+    if (bootstrap == NULL) {
+        bootstrap = ""; /* a source without Kafka */
+    }
     if (strcmp(bootstrap, "embedded") == 0 ||
         strcmp(dlq_bootstrap, "embedded") == 0) {
         e->embedded = embedded_start(cfg, err);
@@ -4087,13 +4192,13 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
             dlq_bootstrap = embedded_bootstrap(e->embedded);
         }
     }
-    e->dlq = e->shadow ? NULL
+    e->dlq = e->no_dlq ? NULL
                        : dlq_new(cfg, dlq_bootstrap, e->loop, on_dlq_done,
                                  e, err);
-    if (e->dlq == NULL && !e->shadow) {
+    if (e->dlq == NULL && !e->no_dlq) {
         goto fail;
     }
-    if (strcmp(cfg->dlq.brokers, "embedded") != 0 && !e->shadow) {
+    if (strcmp(dlq_bootstrap, "embedded") != 0 && !e->no_dlq) {
         const char **topics = calloc(2 * e->nsinks + 1, sizeof(*topics));
         size_t n = 0;
         if (topics == NULL) {
@@ -4113,7 +4218,7 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
         dlq_ensure_topics(e->dlq, topics, n, 10000, parks);
         free(topics);
     }
-    struct consumer_callbacks cb = {
+    struct source_callbacks cb = {
         .arg = &e->main,
         .on_assign = on_assign,
         .on_revoke = on_revoke,
@@ -4129,10 +4234,8 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
             goto fail;
         }
     }
-    e->main.e = e;
-    e->main.consumer =
-        consumer_new(cfg, bootstrap, e->loop, &cb, err);
-    if (e->main.consumer == NULL) {
+    e->main.h = e->main.src->open(cfg, bootstrap, e->loop, &cb, err);
+    if (e->main.h == NULL) {
         goto fail;
     }
     loop_timer_start(e->loop, &e->park_timer, 200);
@@ -4141,8 +4244,11 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
     if (o->progress) {
         loop_timer_start(e->loop, &e->progress_timer, 1000);
     }
-    log_info("pipeline %s: consuming %zu topic(s) as group %s, %zu sink(s)%s",
-             cfg->pipeline, cfg->source.topics.count, cfg->source.group,
+    char fed[512] = "";
+    if (e->main.src->describe != NULL) {
+        e->main.src->describe(e->main.h, fed, sizeof(fed));
+    }
+    log_info("pipeline %s: %s, %zu sink(s)%s", cfg->pipeline, fed,
              e->nsinks,
              e->shadow ? "; a shadow run: nothing is sent but to shadow_urls, "
                          "no marker or DLQ record is written"
@@ -4183,10 +4289,13 @@ int engine_run(engine_t *e)
     }
     /* Stop taking records, let what is in flight finish (bounded), commit
      * what is done, then leave the group (which revokes everything). */
-    consumer_suspend(e->main.consumer, 1);
+    if (e->main.src->stopping != NULL) {
+        e->main.src->stopping(e->main.h);
+    }
+    e->main.src->suspend(e->main.h, 1);
     for (size_t i = 0; i < e->nsinks; i++) {
-        if (e->sinks[i].drain.consumer != NULL) {
-            consumer_suspend(e->sinks[i].drain.consumer, 1);
+        if (e->sinks[i].drain.h != NULL) {
+            e->sinks[i].drain.src->suspend(e->sinks[i].drain.h, 1);
         }
     }
     e->stopping = 1;
@@ -4209,11 +4318,11 @@ int engine_run(engine_t *e)
     commit_all(e, 1);
     trace_drain(e);
     for (size_t i = 0; i < e->nsinks; i++) {
-        if (e->sinks[i].drain.consumer != NULL) {
-            consumer_close(e->sinks[i].drain.consumer);
+        if (e->sinks[i].drain.h != NULL) {
+            kafka_source.close(e->sinks[i].drain.h);
         }
     }
-    consumer_close(e->main.consumer);
+    e->main.src->close(e->main.h);
     loop_timer_stop(e->loop, &e->progress_timer);
     if (e->opts.progress && isatty(STDERR_FILENO)) {
         fputc('\n', stderr);
@@ -4221,10 +4330,10 @@ int engine_run(engine_t *e)
     print_progress(e, 1);
     /* Stopped before the source ever answered: a failed start, whatever
      * stopped it, so that a supervisor or a script sees the failure. */
-    if (!e->fatal && !consumer_reached(e->main.consumer) &&
-        consumer_problem(e->main.consumer) != NULL) {
+    if (!e->fatal && !e->main.src->reached(e->main.h) &&
+        e->main.src->problem(e->main.h) != NULL) {
         log_error("stopped without ever consuming: %s",
-                  consumer_problem(e->main.consumer));
+                  e->main.src->problem(e->main.h));
         e->fatal = 1;
     }
     return e->fatal ? ENGINE_FATAL : left > 0 ? ENGINE_LEFT : ENGINE_OK;
@@ -4291,17 +4400,19 @@ void engine_destroy(engine_t *e)
         struct msg *m = e->live;
         e->live = m->next;
         if (m->handle != NULL) {
-            consumer_release(m->handle);
+            m->part->from->src->release(m->handle);
         }
         if (--m->part->refs == 0 && m->part->revoked) {
             part_free(m->part);
         }
         msg_destroy(e, m);
     }
-    consumer_destroy(e->main.consumer);
+    if (e->main.h != NULL) {
+        e->main.src->destroy(e->main.h);
+    }
     for (size_t i = 0; e->sinks != NULL && i < e->nsinks; i++) {
         struct sink *s = &e->sinks[i];
-        consumer_destroy(s->drain.consumer);
+        consumer_destroy(s->drain.h);
         if (s->drain.cfg != NULL) {
             free(s->drain.cfg->source.group);
             free(s->drain.cfg);

@@ -13,7 +13,6 @@
 #include "cfg.h"
 #include "consumer.h"
 #include "dlqcmd.h"
-#include "publisher.h"
 #include "engine.h"
 #include "log.h"
 #include "reconcile.h"
@@ -267,9 +266,6 @@ static int cmd_run(int argc, char **argv)
             cfg_free(cfg);
             return EXIT_USAGE;
         }
-        rc = publisher_run(cfg);
-        cfg_free(cfg);
-        return rc;
     }
     if (shadow && cfg->mode != CFG_MODE_SHADOW &&
         cfg_make_shadow(cfg, &err) != 0) {

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cfg.h"
+#include "source.h"
 #include "metrics.h"
 #include "store.h"
 
@@ -129,15 +130,11 @@ void reference_write(FILE *out)
             (long long)(CFG_FILE_MAX >> 20), CFG_YAML_MAX_DEPTH,
             CFG_LIST_MAX, (long long)(CFG_SCRIPT_MAX >> 20));
     table(out, cfg_source_type_options);
-    fprintf(out, "### type: kafka\n\nConsumes topics as a consumer group "
-                 "(the default).\n\n");
-    table(out, cfg_source_options);
-    fprintf(out, "### type: http\n\nThe publisher (docs/migration.md): "
-                 "each `POST` becomes a record of the pipeline's `kafka` "
-                 "sink, answered 202 once Kafka acknowledged it. Its key "
-                 "follows `key` and the hot-key options "
-                 "(docs/hot-keys.md).\n\n");
-    table(out, cfg_http_source_options);
+    for (size_t i = 0; source_types[i] != NULL; i++) {
+        fprintf(out, "### type: %s%s\n\n%s\n\n", source_types[i]->name,
+                i == 0 ? " (the default)" : "", source_types[i]->doc);
+        table(out, source_types[i]->options);
+    }
     fprintf(out, "## delivery\n\n");
     table(out, cfg_delivery_options);
     fprintf(out, "## transform\n\n");
@@ -450,12 +447,12 @@ static void schema_dedupe(FILE *out)
 static void schema_source(FILE *out)
 {
     const struct opt_spec *all[4] = {cfg_source_type_options,
-                                     cfg_source_options,
-                                     cfg_http_source_options, NULL};
+                                     kafka_source.options,
+                                     http_source.options, NULL};
     const struct opt_spec *http[3] = {cfg_source_type_options,
-                                      cfg_http_source_options, NULL};
+                                      http_source.options, NULL};
     const struct opt_spec *kafka[3] = {cfg_source_type_options,
-                                       cfg_source_options, NULL};
+                                       kafka_source.options, NULL};
 
     fputs("    \"source\": {\n      \"description\": \"Where messages come "
           "from: Kafka topics, or (type: http) requests to the "

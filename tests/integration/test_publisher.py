@@ -97,10 +97,15 @@ def by_message_id(records):
 
 
 def summary(run):
+    """The engine's summary (records, per-sink counts) and the HTTP
+    source's (requests and answers), merged."""
     text = open(run.stderr_path).read()
     m = re.findall(r"summary (.*)$", text, re.M)
     assert m, text
-    return harness.parse_counters(m[-1])
+    counters = {}
+    for line in m:
+        counters.update(harness.parse_counters(line))
+    return counters
 
 
 def test_every_202_is_in_the_topic_with_its_key_and_message_id(
@@ -554,3 +559,67 @@ def test_sigterm_under_load_answers_every_request_and_loses_no_202(
                                        len(accepted)))
     assert not [m for m in accepted if m not in records]
     assert "summary requests=" in open(run.stderr_path).read()
+
+
+def test_the_publisher_runs_on_the_pipelines_engine(
+        kafka, topic_factory, names, sluice, tmp_path):
+    """The HTTP source feeds the same engine as the Kafka one: its records
+    go through the pipeline transform (which can drop one: 202, or fail
+    it: 422 with the reason, and nothing in the topic), and its figures
+    are on the admin server's /metrics."""
+    from test_admin import scrape, value
+    topic = topic_factory(4)
+    port, admin = harness.free_port(), harness.free_port()
+    cfg = publisher_cfg(names.pipeline, kafka.bootstrap, topic, port)
+    cfg["admin"] = {"listen": "127.0.0.1:%d" % admin}
+    (tmp_path / "pub.lua").write_text(
+        "function transform(msg)\n"
+        "  local v = json.decode(msg.value)\n"
+        "  if v.drop then return nil end\n"
+        "  if v.bad then error('cannot price ' .. v.order_id) end\n"
+        "  v.seen_by = 'publisher'\n"
+        "  msg.value = json.encode(v)\n"
+        "  return msg\n"
+        "end\n")
+    cfg["transform"] = "pub.lua"
+    run = start(sluice, cfg)
+    client = Client(port)
+    kept = {}
+    for i in range(60):
+        body = {"tenant_id": "t%d" % (i % 5), "order_id": "o%d" % i,
+                "drop": i % 10 == 4, "bad": i % 10 == 7}
+        status, _, answer = client.post(body, {"Idempotency-Key": "k%d" % i})
+        if body["bad"]:
+            assert status == 422, (status, answer)
+            assert "cannot price o%d" % i in answer["error"]
+            assert answer["message_id"] == "k%d" % i
+        elif body["drop"]:
+            assert status == 202 and answer["dropped"] is True, answer
+        else:
+            assert status == 202 and "dropped" not in answer, answer
+            kept["k%d" % i] = body
+    client.close()
+
+    records = by_message_id(read_topic(kafka.bootstrap, topic, 4, len(kept)))
+    assert set(records) == set(kept)
+    for mid, body in kept.items():
+        [(_, _, key, value_, _)] = records[mid]
+        assert key == body["tenant_id"]
+        assert json.loads(value_) == dict(body, seen_by="publisher")
+
+    samples = {}
+
+    def scraped():
+        samples.update(scrape(admin)[0])
+        return value(samples, "sluice_sink_delivered_total",
+                     sink="kafka") == len(kept)
+    wait_until(scraped, 10, "the metrics to catch up", alive=[run])
+    assert value(samples, "sluice_records_consumed_total") == 60
+    assert value(samples, "sluice_transform_errors_total") == 6
+    assert value(samples, "sluice_ready") == 1
+
+    run.terminate()
+    assert run.wait(30) == 0
+    counters = summary(run)
+    assert counters["accepted"] == 54 and counters["rejected"] == 6
+    assert counters["kafka"] == 48 and counters["dropped"] == 6

@@ -1,12 +1,31 @@
-/* publisher.c -- `source.type: http` (publisher.h). */
-#include "publisher.h"
+/* http_source.c -- `source.type: http`: the publisher of the migration
+ * (http_source in source.h).
+ *
+ * Each POST to the source's endpoint becomes one record: the body is its
+ * value, the key rule (keyrule.h) gives its key, the request's
+ * Idempotency-Key (or a new UUIDv7) its `message-id` header, which is the
+ * dedupe key the consuming pipelines read. The engine takes it like any
+ * record (transforms, every sink, outcome log, metrics); the pipeline's
+ * kafka sink is its acknowledging sink, and the request is answered from
+ * that sink's verdict: 202 only once Kafka acknowledged the record
+ * (idempotent producer, acks=all), 429 when source.max_in_flight requests
+ * are under way or the producer's queue is full, 503 when Kafka did not
+ * acknowledge in source.timeout, both with Retry-After, 422 when the
+ * record can never be written. The other sinks (the legacy endpoint,
+ * during a dual-write) get the same record; their outcome goes to the
+ * outcome log, not into the answer.
+ *
+ * libmicrohttpd parses requests on its own thread and suspends each one;
+ * the lane's loop takes them in batches (one eventfd wake per batch) and
+ * resumes each connection with its answer. The records form one partition
+ * (topic: the endpoint's path) whose offsets count the requests taken. */
+#include "source.h"
 
 #include <errno.h>
 #include <librdkafka/rdkafka.h>
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdarg.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,7 +33,6 @@
 #include <strings.h>
 #include <sys/eventfd.h>
 #include <sys/random.h>
-#include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,33 +41,21 @@
 #include "listener.h"
 #include "log.h"
 #include "loop.h"
-#include "outcomes.h"
-#include "redact.h"
 
 #define IDEMPOTENCY_KEY_MAX 200
 #define HEADERS_MAX 64
+#define CONTENT_TYPE_MAX 128
 #define RETRY_AFTER_BUSY "1"
 #define RETRY_AFTER_DOWN "5"
-#define LEGACY_RETRY_MS 200
 
 #define container_of(ptr, type, member)                                        \
     ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
 
 struct publisher;
-struct req;
-
-/* One sink's delivery of one request. */
-struct pub_delivery {
-    struct req *r;
-    size_t sink;
-    uint32_t attempts;
-    uint64_t first_ms;
-    struct loop_timer retry;
-};
 
 /* A request, shared by libmicrohttpd's thread (which reads it and sends
- * the answer) and the loop (which produces it): refs counts the two; the
- * last to let go frees it. */
+ * the answer) and the loop (which hands it to the engine): refs counts
+ * the two; the last to let go frees it. */
 struct req {
     struct publisher *p;
     struct MHD_Connection *conn;
@@ -61,7 +67,11 @@ struct req {
     unsigned early_status; /* refused before the body: answer this */
     char message_id[IDEMPOTENCY_KEY_MAX + 1];
     char traceparent[64];
+    char tracestate[512];
+    char content_type[CONTENT_TYPE_MAX];
     struct keyrule_decision key;
+    struct sl_header headers[4]; /* the record's */
+    size_t header_count;
     /* the answer, set by the loop before it resumes the connection */
     unsigned status;
     const char *retry_after;
@@ -69,29 +79,17 @@ struct req {
     int answered; /* under p->lock */
     /* loop side */
     struct req *next;
-    struct req *live_prev, *live_next; /* p->live_head */
-    unsigned pending; /* sinks not yet terminal */
+    struct req *live_prev, *live_next; /* p->live_head: the engine's */
     struct loop_timer deadline;
-    struct pub_delivery *d; /* one per sink */
-};
-
-struct sink_state {
-    const struct cfg_sink *cfg;
-    struct connector_host host;
-    struct connector_about about;
-    int opened;
-    uint64_t delivered, applied, failed;
 };
 
 struct publisher {
     const struct cfg *cfg;
     loop_t *loop;
-    struct sink_state *sinks;
-    size_t nsinks;
-    size_t primary;
+    struct source_callbacks cb;
+    void *part; /* the engine's, for the one partition */
+    int64_t next_offset;
     keyrule_t *keys; /* MHD's thread only */
-    outcomes_t *outcomes;
-    redact_t *redact;
     struct MHD_Daemon *daemon;
     int listen_fd, port;
     /* MHD's thread -> the loop */
@@ -99,22 +97,21 @@ struct publisher {
     struct req *queue_head, **queue_tail;
     int event_fd;
     struct loop_io event_io;
-    int sigfd;
-    struct loop_io sig_io;
-    struct loop_timer flush_timer; /* the outcome log, each second */
+    struct loop_timer kick; /* takes the queue after a resume */
+    int suspended, paused;
+    atomic_int stopping;
     atomic_long inflight; /* accepted, not yet answered */
-    atomic_long live;     /* requests the loop still holds */
     struct req *live_head;
-    int stopping, forced;
-    uint64_t drain_deadline;
+    struct source_stats stats;
     /* counters (atomics: both threads count) */
-    atomic_ulong requests, accepted, bad, busy, unavailable, too_large;
+    atomic_ulong requests, accepted, bad, busy, unavailable, rejected,
+        too_large;
     atomic_ulong sharded, turned_hot;
 };
 
 /* ---- ids ---- */
 
-void publisher_uuid7(char out[37], uint64_t unix_ms, const uint8_t rnd[10])
+static void uuid7(char out[37], uint64_t unix_ms, const uint8_t rnd[10])
 {
     static const char hex[] = "0123456789abcdef";
     uint8_t b[16];
@@ -171,7 +168,7 @@ static void new_message_id(char out[37])
     uint64_t a = splitmix64(seed[0]), b = splitmix64(seed[1] ^ a);
     memcpy(rnd, &a, 8);
     memcpy(rnd + 8, &b, 2);
-    publisher_uuid7(out, wall_ms(), rnd);
+    uuid7(out, wall_ms(), rnd);
 }
 
 /* An Idempotency-Key a record can carry: printable ASCII, no space. */
@@ -196,7 +193,6 @@ static void req_unref(struct req *r)
 {
     if (atomic_fetch_sub(&r->refs, 1) == 1) {
         free(r->body);
-        free(r->d);
         free(r);
     }
 }
@@ -339,11 +335,30 @@ static enum MHD_Result take(struct publisher *p, struct MHD_Connection *c,
     } else {
         new_message_id(r->message_id);
     }
+    r->headers[r->header_count++] = (struct sl_header){
+        "message-id", r->message_id, strlen(r->message_id)};
+    v = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                    MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (v != NULL && strlen(v) < sizeof(r->content_type)) {
+        memcpy(r->content_type, v, strlen(v) + 1);
+        r->headers[r->header_count++] = (struct sl_header){
+            "content-type", r->content_type, strlen(r->content_type)};
+    }
+    /* The trace context goes on as the record's headers: the engine
+     * checks it as it does a consumed record's. */
     v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "traceparent");
     if (v != NULL && strlen(v) == 55) {
         memcpy(r->traceparent, v, 56);
+        r->headers[r->header_count++] = (struct sl_header){
+            "traceparent", r->traceparent, 55};
+        v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "tracestate");
+        if (v != NULL && strlen(v) < sizeof(r->tracestate)) {
+            memcpy(r->tracestate, v, strlen(v) + 1);
+            r->headers[r->header_count++] = (struct sl_header){
+                "tracestate", r->tracestate, strlen(r->tracestate)};
+        }
     }
-    if (p->stopping) {
+    if (atomic_load(&p->stopping)) {
         atomic_fetch_add(&p->unavailable, 1);
         return answer(c, MHD_HTTP_SERVICE_UNAVAILABLE, RETRY_AFTER_BUSY,
                       "{\"error\":\"stopping\"}");
@@ -490,7 +505,7 @@ static void on_mhd_log(void *arg, const char *fmt, va_list ap)
     log_warn("publisher: %s", msg);
 }
 
-/* ---- the loop: producing and answering ---- */
+/* ---- the loop: handing records to the engine, and answering ---- */
 
 /* Sets r's answer and wakes its connection: 1, or 0 when it was
  * answered before (its deadline passed). */
@@ -521,24 +536,6 @@ static int req_answer(struct publisher *p, struct req *r, unsigned status,
     return 1;
 }
 
-static void req_release(struct publisher *p, struct req *r)
-{
-    loop_timer_stop(p->loop, &r->deadline);
-    for (size_t i = 0; r->d != NULL && i < p->nsinks; i++) {
-        loop_timer_stop(p->loop, &r->d[i].retry);
-    }
-    if (r->live_prev != NULL) {
-        r->live_prev->live_next = r->live_next;
-    } else if (p->live_head == r) {
-        p->live_head = r->live_next;
-    }
-    if (r->live_next != NULL) {
-        r->live_next->live_prev = r->live_prev;
-    }
-    atomic_fetch_sub(&p->live, 1);
-    req_unref(r);
-}
-
 static void deadline_fired(struct loop_timer *t)
 {
     struct req *r = container_of(t, struct req, deadline);
@@ -551,156 +548,46 @@ static void deadline_fired(struct loop_timer *t)
     }
 }
 
-static void outcome(struct publisher *p, struct pub_delivery *d,
-                    const char *kind, const struct connector_result *res)
+/* Hands the queued requests to the engine, oldest first, unless it asked
+ * for none (suspended or paused: they wait, within max_in_flight). */
+static void take_queue(struct publisher *p)
 {
-    struct req *r = d->r;
-    struct sink_state *s = &p->sinks[d->sink];
-    char target[1024];
+    struct req *r;
 
-    if (p->outcomes == NULL) {
-        return;
-    }
-    struct connector_msg view = {.dedupe_key = r->message_id};
-    struct outcome line = {
-        .wall_ms = wall_ms(),
-        .pipeline = p->cfg->pipeline,
-        .sink = s->cfg->name,
-        .key = r->message_id,
-        .key_len = strlen(r->message_id),
-        .kind = kind,
-        .method = s->about.method,
-        .status = res->http_status > 0 ? res->http_status : -1,
-        .attempts = d->attempts,
-        .body = r->body,
-        .body_len = r->len,
-        .error = res->status == CONNECTOR_OK ? NULL : res->error,
-    };
-    if (s->cfg->connector->target != NULL) {
-        size_t len = s->cfg->connector->target(s->cfg->ctx, &view, target,
-                                               sizeof(target));
-        redact_apply(p->redact, target, &len, sizeof(target) - 1);
-        target[len] = '\0';
-        line.path = target;
-    }
-    outcomes_write(p->outcomes, &line);
-}
-
-static void send_one(struct publisher *p, struct pub_delivery *d);
-
-static void retry_fired(struct loop_timer *t)
-{
-    struct pub_delivery *d = container_of(t, struct pub_delivery, retry);
-
-    send_one(d->r->p, d);
-}
-
-static void delivery_done(struct publisher *p, struct pub_delivery *d)
-{
-    struct req *r = d->r;
-
-    if (--r->pending == 0) {
-        req_release(p, r);
-    }
-}
-
-static void on_result(struct publisher *p, struct pub_delivery *d,
-                      const struct connector_result *res, int at_send)
-{
-    struct req *r = d->r;
-    struct sink_state *s = &p->sinks[d->sink];
-    uint64_t now = loop_now(p->loop);
-
-    d->attempts++;
-    if (d->sink == p->primary) {
-        if (res->status == CONNECTOR_OK) {
-            /* Acknowledged after its deadline: in Kafka, though the
-             * client was told 503 (and may retry: the same message id). */
-            s->delivered++;
-            char key[KEYRULE_RECORD_KEY_MAX * 6 + 1];
-            if (req_answer(p, r, MHD_HTTP_ACCEPTED, NULL,
-                           "{\"message_id\":\"%s\",\"key\":\"%s\"}",
-                           r->message_id,
-                           json_text(key, sizeof(key), r->key.key))) {
-                atomic_fetch_add(&p->accepted, 1);
-            }
-            outcome(p, d, OUTCOME_DELIVERED, res);
-        } else {
-            s->failed++;
-            /* A full producer queue is back-pressure: 429. Anything else
-             * (no acknowledgement in time, brokers down) is 503. Either
-             * way the record is not known to be in Kafka: never 202. */
-            int busy = at_send && res->status == CONNECTOR_RETRY;
-            unsigned status = busy ? MHD_HTTP_TOO_MANY_REQUESTS
-                              : res->status == CONNECTOR_RETRY
-                                  ? MHD_HTTP_SERVICE_UNAVAILABLE
-                                  : MHD_HTTP_UNPROCESSABLE_CONTENT;
-            const char *retry_after =
-                res->status != CONNECTOR_RETRY ? NULL
-                : busy                         ? RETRY_AFTER_BUSY
-                                               : RETRY_AFTER_DOWN;
-            char why[256]; /* fits r->answer with the id */
-            int answered = req_answer(
-                p, r, status, retry_after,
-                "{\"error\":\"%s\",\"message_id\":\"%s\"}",
-                json_text(why, sizeof(why), res->error), r->message_id);
-            if (answered) {
-                atomic_fetch_add(busy ? &p->busy : &p->unavailable, 1);
+    while (!p->suspended && !p->paused) {
+        pthread_mutex_lock(&p->lock);
+        r = p->queue_head;
+        if (r != NULL) {
+            p->queue_head = r->next;
+            if (p->queue_head == NULL) {
+                p->queue_tail = &p->queue_head;
             }
         }
-        delivery_done(p, d);
-        return;
-    }
-    /* The other sinks (the legacy endpoint): retried while the request's
-     * time lasts, then recorded as failed. */
-    if (res->status == CONNECTOR_OK) {
-        s->delivered++;
-        outcome(p, d, OUTCOME_DELIVERED, res);
-    } else if (res->status == CONNECTOR_RETRY && !p->stopping &&
-               now - d->first_ms + LEGACY_RETRY_MS <
-                   (uint64_t)p->cfg->http.timeout_ms) {
-        loop_timer_start(p->loop, &d->retry, LEGACY_RETRY_MS);
-        return;
-    } else {
-        s->failed++;
-        outcome(p, d, OUTCOME_DEAD_LETTERED, res);
-    }
-    delivery_done(p, d);
-}
-
-static void on_complete(void *engine, void *token,
-                        const struct connector_result *result)
-{
-    on_result(engine, token, result, 0);
-}
-
-static void send_one(struct publisher *p, struct pub_delivery *d)
-{
-    struct req *r = d->r;
-    struct sink_state *s = &p->sinks[d->sink];
-    struct sl_header content_type = {"content-type", "application/json",
-                                     16};
-    struct connector_msg msg = {
-        .topic = p->cfg->http.path,
-        .partition = -1,
-        .offset = -1,
-        .timestamp_ms = (int64_t)wall_ms(),
-        .key = r->key.key,
-        .key_len = r->key.key_len,
-        .value = r->body,
-        .value_len = r->len,
-        .dedupe_key = r->message_id,
-        .headers = &content_type,
-        .header_count = 1,
-        .traceparent = r->traceparent[0] != '\0' ? r->traceparent : NULL,
-    };
-    struct connector_result res;
-
-    if (d->attempts == 0) {
-        d->first_ms = loop_now(p->loop);
-    }
-    if (s->cfg->connector->send(s->cfg->ctx, &msg, d, &res) != 0) {
-        on_result(p, d, &res, 1);
+        pthread_mutex_unlock(&p->lock);
+        if (r == NULL) {
+            return;
+        }
+        r->live_prev = NULL;
+        r->live_next = p->live_head;
+        if (p->live_head != NULL) {
+            p->live_head->live_prev = r;
+        }
+        p->live_head = r;
+        loop_timer_init(&r->deadline, deadline_fired);
+        loop_timer_start(p->loop, &r->deadline, p->cfg->http.timeout_ms);
+        struct source_record rec = {
+            .handle = r,
+            .part = p->part,
+            .topic = p->cfg->http.path,
+            .partition = 0,
+            .offset = p->next_offset++,
+            .timestamp_ms = (int64_t)wall_ms(),
+            .key = r->key.key,
+            .key_len = r->key.key_len,
+            .value = r->body,
+            .value_len = r->len,
+        };
+        p->cb.on_record(p->cb.arg, &rec);
     }
 }
 
@@ -708,90 +595,311 @@ static void event_ready(struct loop_io *io, uint32_t events)
 {
     struct publisher *p = container_of(io, struct publisher, event_io);
     uint64_t n;
-    struct req *r, *next;
 
     (void)events;
     if (read(p->event_fd, &n, sizeof(n)) < 0 && errno != EAGAIN) {
-        log_warn("publisher: eventfd: %s", strerror(errno));
+        log_warn("source: eventfd: %s", strerror(errno));
     }
+    take_queue(p);
+}
+
+static void kick_fired(struct loop_timer *t)
+{
+    take_queue(container_of(t, struct publisher, kick));
+}
+
+/* Answers every request not handed to the engine yet. */
+static void answer_queued(struct publisher *p, const char *why)
+{
     pthread_mutex_lock(&p->lock);
-    r = p->queue_head;
+    struct req *r = p->queue_head;
     p->queue_head = NULL;
     p->queue_tail = &p->queue_head;
+    for (struct req *q = r; q != NULL; q = q->next) {
+        q->status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        q->retry_after = RETRY_AFTER_BUSY;
+        snprintf(q->answer, sizeof(q->answer),
+                 "{\"error\":\"%s\",\"message_id\":\"%s\"}", why,
+                 q->message_id);
+        q->answered = 1;
+        atomic_fetch_sub(&p->inflight, 1);
+        atomic_fetch_add(&p->unavailable, 1);
+        MHD_resume_connection(q->conn);
+    }
     pthread_mutex_unlock(&p->lock);
-    for (; r != NULL; r = next) {
-        next = r->next;
-        atomic_fetch_add(&p->live, 1);
-        r->live_prev = NULL;
-        r->live_next = p->live_head;
-        if (p->live_head != NULL) {
-            p->live_head->live_prev = r;
-        }
-        p->live_head = r;
-        r->d = calloc(p->nsinks, sizeof(*r->d));
-        if (r->d == NULL) {
-            atomic_fetch_add(&p->unavailable, 1);
-            r->pending = 1;
-            req_answer(p, r, MHD_HTTP_SERVICE_UNAVAILABLE, RETRY_AFTER_BUSY,
-                       "{\"error\":\"out of memory\"}");
-            req_release(p, r);
-            continue;
-        }
-        loop_timer_init(&r->deadline, deadline_fired);
-        loop_timer_start(p->loop, &r->deadline, p->cfg->http.timeout_ms);
-        r->pending = (unsigned)p->nsinks;
-        for (size_t i = 0; i < p->nsinks; i++) {
-            r->d[i] = (struct pub_delivery){.r = r, .sink = i};
-            loop_timer_init(&r->d[i].retry, retry_fired);
-        }
-        /* The primary first: its answer is the one the client waits for. */
-        send_one(p, &r->d[p->primary]);
-        for (size_t i = 0; i < p->nsinks; i++) {
-            if (i != p->primary) {
-                send_one(p, &r->d[i]);
-            }
-        }
+    while (r != NULL) {
+        struct req *next = r->next;
+        req_unref(r); /* the loop's */
+        r = next;
     }
 }
 
-static void signal_ready(struct loop_io *io, uint32_t events)
+/* ---- the interface (source.h) ---- */
+
+static void http_suspend(void *src, int suspended)
 {
-    struct publisher *p = container_of(io, struct publisher, sig_io);
-    struct signalfd_siginfo si;
+    struct publisher *p = src;
 
-    (void)events;
-    while (read(io->fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-        if (p->stopping) {
-            log_warn("second signal: stopping without waiting for requests "
-                     "under way");
-            p->forced = 1;
-        } else {
-            log_info("signal %s: no new requests; answering those under "
-                     "way",
-                     strsignal((int)si.ssi_signo));
-            p->stopping = 1;
+    p->suspended = suspended;
+    if (!suspended) {
+        loop_timer_start(p->loop, &p->kick, 0);
+    }
+}
+
+static void http_pause(void *src, const char *topic, int32_t partition)
+{
+    (void)topic;
+    (void)partition;
+    ((struct publisher *)src)->paused = 1;
+}
+
+static void http_resume(void *src, const char *topic, int32_t partition)
+{
+    struct publisher *p = src;
+
+    (void)topic;
+    (void)partition;
+    p->paused = 0;
+    loop_timer_start(p->loop, &p->kick, 0);
+}
+
+/* Nothing to commit to: each request has its answer. The watermark is
+ * still reported, so the engine's figures (committed, lag) hold. */
+static int http_commit(void *src, const struct source_commit *offsets,
+                       size_t count, int sync)
+{
+    struct publisher *p = src;
+
+    (void)sync;
+    for (size_t i = 0; i < count; i++) {
+        p->cb.on_committed(p->cb.arg, p->part, offsets[i].offset);
+    }
+    return 0;
+}
+
+static size_t http_headers(void *handle, struct sl_header *out, size_t cap)
+{
+    const struct req *r = handle;
+    size_t n = r->header_count < cap ? r->header_count : cap;
+
+    memcpy(out, r->headers, n * sizeof(*out));
+    return n;
+}
+
+static const void *http_header_find(void *handle, const char *name,
+                                    size_t *len)
+{
+    const struct req *r = handle;
+
+    for (size_t i = r->header_count; i-- > 0;) {
+        if (strcmp(r->headers[i].name, name) == 0) {
+            *len = r->headers[i].value_len;
+            return r->headers[i].value;
         }
     }
+    return NULL;
 }
 
-/* ---- start and stop ---- */
-
-#define FLUSH_INTERVAL_MS 1000
-
-static void flush_fired(struct loop_timer *t)
+static void http_payload(void *handle, const void **key, size_t *key_len,
+                         const void **value, size_t *value_len)
 {
-    struct publisher *p = container_of(t, struct publisher, flush_timer);
-    struct sl_error err;
+    const struct req *r = handle;
 
-    if (outcomes_flush(p->outcomes, &err) != 0) {
-        log_warn("publisher: %s", err.msg);
-    }
-    loop_timer_start(p->loop, t, FLUSH_INTERVAL_MS);
+    *key = r->key.key;
+    *key_len = r->key.key_len;
+    *value = r->body;
+    *value_len = r->len;
 }
+
+/* The verdict is the answer: never 202 for a record that could be lost. */
+static void http_settle(void *handle, const struct source_verdict *v)
+{
+    struct req *r = handle;
+    struct publisher *p = r->p;
+    char key[KEYRULE_RECORD_KEY_MAX * 6 + 1], why[256];
+    const char *reason = v->reason != NULL ? v->reason : "";
+
+    switch (v->fate) {
+    case SOURCE_DELIVERED:
+    case SOURCE_DROPPED:
+        if (req_answer(p, r, MHD_HTTP_ACCEPTED, NULL,
+                       "{\"message_id\":\"%s\",\"key\":\"%s\"%s}",
+                       r->message_id,
+                       json_text(key, sizeof(key), r->key.key),
+                       v->fate == SOURCE_DROPPED ? ",\"dropped\":true"
+                                                 : "")) {
+            atomic_fetch_add(&p->accepted, 1);
+        }
+        return;
+    case SOURCE_BUSY:
+    case SOURCE_UNAVAILABLE:
+        if (req_answer(p, r,
+                       v->fate == SOURCE_BUSY ? MHD_HTTP_TOO_MANY_REQUESTS
+                                              : MHD_HTTP_SERVICE_UNAVAILABLE,
+                       v->fate == SOURCE_BUSY ? RETRY_AFTER_BUSY
+                                              : RETRY_AFTER_DOWN,
+                       "{\"error\":\"%s\",\"message_id\":\"%s\"}",
+                       json_text(why, sizeof(why), reason), r->message_id)) {
+            atomic_fetch_add(v->fate == SOURCE_BUSY ? &p->busy
+                                                    : &p->unavailable,
+                             1);
+        }
+        return;
+    case SOURCE_REJECTED:
+        if (req_answer(p, r, MHD_HTTP_UNPROCESSABLE_CONTENT, NULL,
+                       "{\"error\":\"%s\",\"message_id\":\"%s\"}",
+                       json_text(why, sizeof(why), reason), r->message_id)) {
+            atomic_fetch_add(&p->rejected, 1);
+        }
+        return;
+    }
+}
+
+static void http_release(void *handle)
+{
+    struct req *r = handle;
+    struct publisher *p = r->p;
+
+    /* Abandoned (a stop that did not wait for it): whether it is in
+     * Kafka is not known, so the client must try again. */
+    if (req_answer(p, r, MHD_HTTP_SERVICE_UNAVAILABLE, RETRY_AFTER_BUSY,
+                   "{\"error\":\"stopping\",\"message_id\":\"%s\"}",
+                   r->message_id)) {
+        atomic_fetch_add(&p->unavailable, 1);
+    }
+    loop_timer_stop(p->loop, &r->deadline);
+    if (r->live_prev != NULL) {
+        r->live_prev->live_next = r->live_next;
+    } else if (p->live_head == r) {
+        p->live_head = r->live_next;
+    }
+    if (r->live_next != NULL) {
+        r->live_next->live_prev = r->live_prev;
+    }
+    req_unref(r);
+}
+
+/* No new request from now: the listener closes (a balancer sends the
+ * next ones elsewhere), and those not taken yet are answered 503. */
+static void http_stopping(void *src)
+{
+    struct publisher *p = src;
+
+    if (atomic_exchange(&p->stopping, 1)) {
+        return;
+    }
+    if (p->daemon != NULL) {
+        MHD_socket fd = MHD_quiesce_daemon(p->daemon);
+        if (fd != MHD_INVALID_SOCKET) {
+            close(fd);
+        }
+    }
+    answer_queued(p, "stopping");
+}
+
+static void http_close(void *src)
+{
+    struct publisher *p = src;
+    int64_t offset = -1;
+
+    http_stopping(p);
+    if (p->part != NULL) {
+        void *parts[1] = {p->part};
+        p->cb.on_revoke(p->cb.arg, parts, 1, 0, &offset);
+        p->part = NULL;
+    }
+}
+
+static void summary(const struct publisher *p)
+{
+    log_info("summary requests=%lu accepted=%lu bad=%lu too_large=%lu "
+             "busy=%lu unavailable=%lu rejected=%lu sharded=%lu "
+             "turned_hot=%lu",
+             atomic_load(&p->requests), atomic_load(&p->accepted),
+             atomic_load(&p->bad), atomic_load(&p->too_large),
+             atomic_load(&p->busy), atomic_load(&p->unavailable),
+             atomic_load(&p->rejected), atomic_load(&p->sharded),
+             atomic_load(&p->turned_hot));
+}
+
+static void http_destroy(void *src)
+{
+    struct publisher *p = src;
+
+    if (p == NULL) {
+        return;
+    }
+    answer_queued(p, "stopping");
+    /* libmicrohttpd must resume every suspended connection before its
+     * stop; a moment lets the last answers go out. */
+    for (struct req *r = p->live_head; r != NULL; r = r->live_next) {
+        req_answer(p, r, MHD_HTTP_SERVICE_UNAVAILABLE, RETRY_AFTER_BUSY,
+                   "{\"error\":\"stopping\",\"message_id\":\"%s\"}",
+                   r->message_id);
+    }
+    if (p->daemon != NULL) {
+        if (atomic_load(&p->requests) > 0) {
+            usleep(100 * 1000);
+        }
+        MHD_stop_daemon(p->daemon);
+        summary(p);
+    }
+    while (p->live_head != NULL) {
+        http_release(p->live_head);
+    }
+    if (p->loop != NULL) {
+        loop_timer_stop(p->loop, &p->kick);
+        if (p->event_fd >= 0) {
+            loop_io_del(p->loop, &p->event_io);
+        }
+    }
+    keyrule_destroy(p->keys);
+    if (p->listen_fd >= 0) {
+        close(p->listen_fd);
+    }
+    if (p->event_fd >= 0) {
+        close(p->event_fd);
+    }
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}
+
+static int http_reached(const void *src)
+{
+    return ((const struct publisher *)src)->daemon != NULL;
+}
+
+static const char *http_problem(const void *src)
+{
+    (void)src;
+    return NULL;
+}
+
+static const struct source_stats *http_stats(const void *src)
+{
+    return &((const struct publisher *)src)->stats;
+}
+
+static int http_ack_sink(const struct cfg *cfg)
+{
+    return cfg->publish_sink;
+}
+
+static void http_describe(const void *src, char *out, size_t cap)
+{
+    const struct publisher *p = src;
+
+    snprintf(out, cap,
+             "listening on %s (port %d), POST %s; records go to sink %s",
+             p->cfg->http.listen, p->port, p->cfg->http.path,
+             p->cfg->sinks[p->cfg->publish_sink].name);
+}
+
+/* ---- start ---- */
 
 static int partition_of(void *arg, const char *key, size_t len)
 {
-    const struct publisher *p = arg;
+    const struct cfg *cfg = arg;
     /* librdkafka's default partitioner for a keyed record
      * (consistent_random): CRC32 of the key. */
     uint32_t crc = 0xffffffffu;
@@ -803,32 +911,7 @@ static int partition_of(void *arg, const char *key, size_t len)
         }
     }
     crc ^= 0xffffffffu;
-    return (int)(crc % (uint32_t)p->cfg->http_partitions);
-}
-
-static void summary(const struct publisher *p)
-{
-    char line[2048];
-    size_t n = (size_t)snprintf(
-        line, sizeof(line),
-        "summary requests=%lu accepted=%lu bad=%lu too_large=%lu busy=%lu "
-        "unavailable=%lu sharded=%lu turned_hot=%lu",
-        atomic_load(&p->requests), atomic_load(&p->accepted),
-        atomic_load(&p->bad), atomic_load(&p->too_large),
-        atomic_load(&p->busy), atomic_load(&p->unavailable),
-        atomic_load(&p->sharded), atomic_load(&p->turned_hot));
-    for (size_t i = 0; i < p->nsinks && n < sizeof(line); i++) {
-        const struct sink_state *s = &p->sinks[i];
-        n += (size_t)snprintf(line + n, sizeof(line) - n, " %s=%llu",
-                              s->cfg->name,
-                              (unsigned long long)s->delivered);
-        if (s->failed > 0 && n < sizeof(line)) {
-            n += (size_t)snprintf(line + n, sizeof(line) - n,
-                                  " %s_failed=%llu", s->cfg->name,
-                                  (unsigned long long)s->failed);
-        }
-    }
-    log_info("%s", line);
+    return (int)(crc % (uint32_t)cfg->http_partitions);
 }
 
 /* A string option of a sink's connector, by name (NULL: none). */
@@ -882,97 +965,63 @@ static int64_t topic_partitions(const struct cfg_sink *s)
     return n;
 }
 
-int publisher_run(const struct cfg *cfg)
+static void *http_open(const struct cfg *cfg, const char *bootstrap,
+                       loop_t *loop, const struct source_callbacks *cb,
+                       struct sl_error *err)
 {
     struct publisher *p = calloc(1, sizeof(*p));
-    struct sl_error err;
-    sigset_t mask;
-    int rc = 1;
 
+    (void)bootstrap;
     if (p == NULL) {
-        log_error("cannot start: out of memory");
-        return 1;
+        sl_error_set(err, "out of memory");
+        return NULL;
     }
     p->cfg = cfg;
-    p->nsinks = cfg->sink_count;
-    p->primary = (size_t)cfg->publish_sink;
-    p->listen_fd = p->event_fd = p->sigfd = -1;
+    p->loop = loop;
+    p->cb = *cb;
+    p->listen_fd = p->event_fd = -1;
     p->queue_tail = &p->queue_head;
     pthread_mutex_init(&p->lock, NULL);
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &mask, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
-    p->redact = redact_new(cfg);
-    p->sinks = calloc(p->nsinks, sizeof(*p->sinks));
-    p->loop = loop_new(&err);
-    if (p->redact == NULL || p->sinks == NULL || p->loop == NULL) {
-        log_error("cannot start: %s",
-                  p->loop == NULL ? err.msg : "out of memory");
-        goto out;
-    }
+    loop_timer_init(&p->kick, kick_fired);
     if (cfg->http.auto_shard) {
         ((struct cfg *)cfg)->http_partitions =
-            topic_partitions(&cfg->sinks[p->primary]);
+            topic_partitions(&cfg->sinks[cfg->publish_sink]);
         if (cfg->http_partitions <= 0) {
-            log_error("cannot start: source.auto_shard needs the kafka "
-                      "sink's topic to exist (its partition count)");
-            goto out;
+            sl_error_set(err, "source.auto_shard needs the kafka sink's "
+                              "topic to exist (its partition count)");
+            goto fail;
         }
     }
     p->keys = cfg_http_keyrule(cfg, NULL,
-                               cfg->http.auto_shard ? partition_of : NULL, p,
-                               &err);
+                               cfg->http.auto_shard ? partition_of : NULL,
+                               (void *)cfg, err);
     if (p->keys == NULL) {
-        log_error("cannot start: %s", err.msg);
-        goto out;
-    }
-    if (cfg->outcomes.path != NULL || cfg->outcomes.topic != NULL) {
-        p->outcomes = outcomes_new(cfg, &err);
-        if (p->outcomes == NULL) {
-            log_error("cannot start: %s", err.msg);
-            goto out;
-        }
-        loop_timer_init(&p->flush_timer, flush_fired);
-        loop_timer_start(p->loop, &p->flush_timer, FLUSH_INTERVAL_MS);
-    }
-    for (size_t i = 0; i < p->nsinks; i++) {
-        struct sink_state *s = &p->sinks[i];
-        s->cfg = &cfg->sinks[i];
-        s->host = (struct connector_host){
-            .sink_name = s->cfg->name,
-            .max_in_flight = (int)s->cfg->max_in_flight,
-            .complete = on_complete,
-            .engine = p,
-        };
-        loop_fill_host(p->loop, &s->host);
-        if (s->cfg->connector->open(s->cfg->ctx, &s->host, &err) != 0) {
-            log_error("cannot start: sink %s: %s", s->cfg->name, err.msg);
-            goto out;
-        }
-        s->opened = 1;
-        if (s->cfg->connector->describe != NULL) {
-            s->cfg->connector->describe(s->cfg->ctx, &s->about);
-        }
+        goto fail;
     }
     p->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    p->sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     p->event_io = (struct loop_io){.fd = p->event_fd, .fn = event_ready};
-    p->sig_io = (struct loop_io){.fd = p->sigfd, .fn = signal_ready};
-    if (p->event_fd < 0 || p->sigfd < 0 ||
-        loop_io_add(p->loop, &p->event_io, LOOP_READABLE) != 0 ||
-        loop_io_add(p->loop, &p->sig_io, LOOP_READABLE) != 0) {
-        log_error("cannot start: %s", strerror(errno));
-        goto out;
+    if (p->event_fd < 0 ||
+        loop_io_add(loop, &p->event_io, LOOP_READABLE) != 0) {
+        sl_error_set(err, "eventfd: %s", strerror(errno));
+        if (p->event_fd >= 0) {
+            close(p->event_fd);
+            p->event_fd = -1;
+        }
+        goto fail;
     }
     p->listen_fd = listener_open("source.listen", cfg->http.listen, &p->port,
-                                 &err);
+                                 err);
     if (p->listen_fd < 0) {
-        log_error("cannot start: %s", err.msg);
-        goto out;
+        goto fail;
     }
+    /* The one partition: assigned before the first request can come. */
+    p->part = cb->on_assign(cb->arg, cfg->http.path, 0);
+    if (p->part == NULL) {
+        sl_error_set(err, "out of memory");
+        goto fail;
+    }
+    p->stats.assigns = 1;
+    p->stats.assigned = 1;
     p->daemon = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO |
             MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO,
@@ -981,100 +1030,52 @@ int publisher_run(const struct cfg *cfg)
         MHD_OPTION_CONNECTION_LIMIT, 4096u, MHD_OPTION_CONNECTION_TIMEOUT,
         60u, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, p, MHD_OPTION_END);
     if (p->daemon == NULL) {
-        log_error("cannot start: source.listen %s: cannot start the server",
-                  cfg->http.listen);
-        goto out;
+        sl_error_set(err, "source.listen %s: cannot start the server",
+                     cfg->http.listen);
+        goto fail;
     }
     p->listen_fd = -1; /* the daemon's now */
-    log_info("publisher %s: listening on %s (port %d), POST %s; records go "
-             "to sink %s",
-             cfg->pipeline, cfg->http.listen, p->port, cfg->http.path,
-             cfg->sinks[p->primary].name);
-
-    while (!p->forced) {
-        if (p->stopping) {
-            if (p->drain_deadline == 0) {
-                MHD_socket fd = MHD_quiesce_daemon(p->daemon);
-                if (fd != MHD_INVALID_SOCKET) {
-                    close(fd);
-                }
-                p->drain_deadline = loop_now(p->loop) +
-                                    (uint64_t)cfg->http.drain_timeout_ms;
-            }
-            if (atomic_load(&p->live) == 0 ||
-                loop_now(p->loop) >= p->drain_deadline) {
-                break;
-            }
-        }
-        if (loop_run_once(p->loop, p->stopping ? 50 : 1000) != 0) {
-            log_error("event loop: %s", strerror(errno));
-            break;
-        }
+    return p;
+fail:
+    if (p->part != NULL) {
+        int64_t offset;
+        void *parts[1] = {p->part};
+        cb->on_revoke(cb->arg, parts, 1, 1, &offset);
     }
-    if (atomic_load(&p->live) > 0) {
-        log_warn("%ld request(s) still under way at exit: those not "
-                 "answered yet get 503 (their records may or may not be in "
-                 "Kafka)",
-                 atomic_load(&p->live));
-    }
-    rc = 0;
-out:
-    /* Every suspended connection is resumed (answered) before the stop,
-     * as libmicrohttpd requires; a moment lets the answers go out. */
-    for (struct req *r = p->live_head; r != NULL; r = r->live_next) {
-        req_answer(p, r, MHD_HTTP_SERVICE_UNAVAILABLE, RETRY_AFTER_BUSY,
-                   "{\"error\":\"stopping\",\"message_id\":\"%s\"}",
-                   r->message_id);
-    }
-    pthread_mutex_lock(&p->lock);
-    for (struct req *r = p->queue_head; r != NULL; r = r->next) {
-        r->status = MHD_HTTP_SERVICE_UNAVAILABLE;
-        r->retry_after = RETRY_AFTER_BUSY;
-        snprintf(r->answer, sizeof(r->answer), "{\"error\":\"stopping\"}");
-        r->answered = 1;
-        MHD_resume_connection(r->conn);
-    }
-    pthread_mutex_unlock(&p->lock);
-    if (p->daemon != NULL) {
-        if (p->live_head != NULL || p->queue_head != NULL) {
-            usleep(200 * 1000);
-        }
-        MHD_stop_daemon(p->daemon);
-    }
-    for (size_t i = 0; p->sinks != NULL && i < p->nsinks; i++) {
-        if (p->sinks[i].opened) {
-            p->sinks[i].cfg->connector->close(p->sinks[i].cfg->ctx);
-        }
-    }
-    /* What the sinks will never report on now. */
-    while (p->live_head != NULL) {
-        req_release(p, p->live_head);
-    }
-    for (struct req *r = p->queue_head, *next; r != NULL; r = next) {
-        next = r->next;
-        req_unref(r);
-    }
-    if (rc == 0) {
-        summary(p);
-    }
-    if (p->outcomes != NULL) {
-        loop_timer_stop(p->loop, &p->flush_timer);
-    }
-    outcomes_close(p->outcomes);
-    keyrule_destroy(p->keys);
-    if (p->listen_fd >= 0) {
-        close(p->listen_fd);
-    }
-    if (p->event_fd >= 0) {
-        close(p->event_fd);
-    }
-    if (p->sigfd >= 0) {
-        close(p->sigfd);
-    }
-    loop_destroy(p->loop);
-    redact_free(p->redact);
-    free(p->sinks);
-    pthread_mutex_destroy(&p->lock);
-    free(p);
-    return rc;
+    http_destroy(p);
+    return NULL;
 }
+
+const struct source http_source = {
+    .name = "http",
+    .doc = "The publisher (docs/migration.md): each `POST` to `listen` "
+           "and `path` becomes one record, which the pipeline handles as "
+           "it would a consumed one (transforms, every sink, the outcome "
+           "log, metrics). The request is answered 202 once the first "
+           "`kafka` sink has the record in Kafka; its other sinks (the "
+           "legacy endpoint, in a dual-write) do not change the answer. "
+           "Its key follows `key` and the hot-key options "
+           "(docs/hot-keys.md). With this source, `delivery.ordering` "
+           "defaults to `none` and `delivery.retry_deadline` to "
+           "`timeout`; there is no DLQ (the answer, and the outcome log, "
+           "say what failed).",
+    .options = cfg_http_source_options,
+    .open = http_open,
+    .suspend = http_suspend,
+    .pause = http_pause,
+    .resume = http_resume,
+    .commit = http_commit,
+    .headers = http_headers,
+    .header_find = http_header_find,
+    .payload = http_payload,
+    .settle = http_settle,
+    .release = http_release,
+    .stopping = http_stopping,
+    .close = http_close,
+    .destroy = http_destroy,
+    .reached = http_reached,
+    .problem = http_problem,
+    .stats = http_stats,
+    .ack_sink = http_ack_sink,
+    .describe = http_describe,
+};
