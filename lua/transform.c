@@ -1805,7 +1805,7 @@ static int load_function(transform_t *t, const char *path, const char *fn,
         while (lua_next(L, -2) != 0) {
             if (lua_type(L, -2) == LUA_TSTRING &&
                 lua_type(L, -1) == LUA_TFUNCTION) {
-                size_t d = cfg_edit_distance(fn, lua_tostring(L, -2));
+                size_t d = sl_edit_distance(fn, lua_tostring(L, -2));
                 if (d < best_dist) {
                     best_dist = d;
                     best = lua_tostring(L, -2); /* anchored by the env */
