@@ -58,7 +58,7 @@ TOOLS      := $(BIN)/sinkd $(BIN)/kafka-mock $(BIN)/bare-consumer \
 .PHONY: all deps tools test unit integration integration-only demo bench \
         bench-publisher \
         asan docs docs-check clean kafka-start kafka-stop pipeline-tests \
-        kafka-jars bench-reconcile
+        kafka-jars bench-reconcile layers
 all: deps $(BIN)/sluice tools
 
 deps:
@@ -111,7 +111,13 @@ pipeline-tests: all
 	$(BIN)/sluice test pipelines/orders-fanout.yaml
 	$(BIN)/sluice test pipelines/orders-publisher.yaml
 
-test: all docs-check unit pipeline-tests fuzz-regress integration
+# No file of lua/, connectors/, stores/ or common/ includes a header of a
+# higher floor (docs/ARCHITECTURE.md, Layout): with every directory on
+# -I, only this check can tell.
+layers:
+	@scripts/check-layers.sh
+
+test: layers all docs-check unit pipeline-tests fuzz-regress integration
 
 demo: all
 	scripts/demo.sh

@@ -20,6 +20,10 @@ struct sl_error {
 int sl_error_set(struct sl_error *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* Levenshtein distance of a and b, for did-you-mean hints in errors
+ * (SIZE_MAX when b is 64 bytes or longer). */
+size_t sl_edit_distance(const char *a, const char *b);
+
 /* ---- Options: declared once, used for parsing, validation and docs ---- */
 
 enum opt_type {

@@ -80,7 +80,8 @@ struct anchor {
 };
 
 struct transform {
-    const struct cfg *cfg;
+    struct transform_spec spec; /* a copy: its strings live in spec_mem */
+    void *spec_mem;
     script_t *script;
     lua_State *L;
     ljson_codec_t *codec;
@@ -390,7 +391,7 @@ static int msg_index(lua_State *L)
             if (lua_type(L, -1) == LUA_TSTRING) {
                 size_t klen, base;
                 const char *key = lua_tolstring(L, -1, &klen);
-                keyrule_key_base(key, klen, m->t->cfg->source.shard_separator,
+                keyrule_key_base(key, klen, m->t->spec.shard_separator,
                                  &base);
                 lua_pushlstring(L, key, base);
             }
@@ -1055,7 +1056,7 @@ static int run_protected(lua_State *L)
                 return luaL_error(L, "%s: transform returned a list whose "
                                      "item %d is a %s (expected a message "
                                      "or a table)",
-                                  base_name(t->cfg->transform), (int)i,
+                                  base_name(t->spec.transform), (int)i,
                                   luaL_typename(L, -1));
             }
             lua_pop(L, 1);
@@ -1065,7 +1066,7 @@ static int run_protected(lua_State *L)
     }
     return luaL_error(L, "%s: transform must return the message, nil (to "
                          "drop it) or a list of messages, not a %s",
-                      base_name(t->cfg->transform), luaL_typename(L, 2));
+                      base_name(t->spec.transform), luaL_typename(L, 2));
 }
 
 int transform_run(transform_t *t, const struct connector_msg *in,
@@ -1101,7 +1102,7 @@ int transform_run(transform_t *t, const struct connector_msg *in,
         return 1;
     }
     L = t->L;
-    t->script_path = t->cfg->transform;
+    t->script_path = t->spec.transform;
     msg_reset(t, in, 0);
     lua_pop(L, 1);
     anchor_begin(L, &t->run_anchor);
@@ -1141,7 +1142,7 @@ static int key_protected(lua_State *L)
     } else if (!lua_isnil(L, 1)) {
         return luaL_error(L, "%s: %s must return a string, an integer or "
                              "nil, not a %s",
-                          base_name(t->cfg->transform), t->cfg->dedupe.arg,
+                          base_name(t->spec.transform), t->spec.dedupe_fn,
                           luaL_typename(L, 1));
     }
     if (key != NULL && len > 0 && len < t->key_cap &&
@@ -1162,7 +1163,7 @@ const char *transform_dedupe_key(transform_t *t,
     if (t->key_fn == LUA_NOREF || cap == 0) {
         return NULL;
     }
-    t->script_path = t->cfg->transform;
+    t->script_path = t->spec.transform;
     t->key_out = out;
     t->key_cap = cap;
     out[0] = '\0';
@@ -1381,7 +1382,7 @@ static int shape_protected(lua_State *L)
             t->shaped[k] = (struct transform_shaped){0};
             continue;
         }
-        t->script_path = t->cfg->sinks[k].transform;
+        t->script_path = t->spec.sinks[k].transform;
         script_budget_reset(t->script);
         shape_one(t, 3);
     }
@@ -1497,8 +1498,7 @@ static int retry_protected(lua_State *L)
     const struct connector_result *r = a->result;
     const struct connector_msg *m = a->msg;
     struct sl_decision *d = t->call_decision;
-    const struct cfg_delivery *cd = &t->cfg->delivery;
-    const char *name = base_name(t->cfg->sinks[t->call_sink].retry);
+    const char *name = base_name(t->spec.sinks[t->call_sink].retry);
 
     lua_settop(L, 0);
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->retry_fn[t->call_sink]);
@@ -1526,8 +1526,8 @@ static int retry_protected(lua_State *L)
     if (r->body != NULL) {
         set_string(L, "body", r->body, r->body_len);
     }
-    set_integer(L, "backoff_ms", cd->retry_backoff_ms);
-    set_integer(L, "backoff_max_ms", cd->retry_backoff_max_ms);
+    set_integer(L, "backoff_ms", t->spec.retry_backoff_ms);
+    set_integer(L, "backoff_max_ms", t->spec.retry_backoff_max_ms);
     set_string(L, "topic", m->topic, strlen(m->topic));
     set_integer(L, "partition", m->partition);
     set_integer(L, "offset", m->offset);
@@ -1577,7 +1577,7 @@ int transform_retry(transform_t *t, size_t sink,
         d->verdict = SL_VERDICT_DEFAULT;
         return 0;
     }
-    t->script_path = t->cfg->sinks[sink].retry;
+    t->script_path = t->spec.sinks[sink].retry;
     t->call_sink = sink;
     t->call_attempt = a;
     t->call_decision = d;
@@ -1805,7 +1805,7 @@ static int load_function(transform_t *t, const char *path, const char *fn,
         while (lua_next(L, -2) != 0) {
             if (lua_type(L, -2) == LUA_TSTRING &&
                 lua_type(L, -1) == LUA_TFUNCTION) {
-                size_t d = cfg_edit_distance(fn, lua_tostring(L, -2));
+                size_t d = sl_edit_distance(fn, lua_tostring(L, -2));
                 if (d < best_dist) {
                     best_dist = d;
                     best = lua_tostring(L, -2); /* anchored by the env */
@@ -1824,49 +1824,130 @@ static int load_function(transform_t *t, const char *path, const char *fn,
     return 0;
 }
 
+/* Where transform_check's errors go; fn NULL: transform_new's build,
+ * which stops at the first error. */
+struct reporter {
+    transform_error_fn *fn;
+    void *arg;
+    int count;
+};
+
+/* "file:line:col: key: msg", or "file: key: msg" without a position. */
+static int error_at(struct sl_error *err, const char *file, int line,
+                    int col, const char *key, const char *msg)
+{
+    if (line > 0) {
+        return sl_error_set(err, "%s:%d:%d: %s: %s", file, line, col, key,
+                            msg);
+    }
+    return sl_error_set(err, "%s: %s: %s", file, key, msg);
+}
+
 /* load_function, with the error also placed at the YAML key that named
  * the script: "pipe.yaml:12:16: sinks.crm.transform: crm.lua:3: ...".
- * Into errs when given (every script is tried), else into err. */
+ * To rep when it has a function (every script is tried), and into err. */
 static int load_named(transform_t *t, const char *path, const char *fn,
                       int *ref, const char *key, int line, int col,
-                      struct cfg_errors *errs, struct sl_error *err)
+                      struct reporter *rep, struct sl_error *err)
 {
     struct sl_error e;
 
     if (load_function(t, path, fn, ref, &e) == 0) {
         return 0;
     }
-    if (errs != NULL) {
-        cfg_errors_add(errs, t->cfg->path, line, col, key, "%s", e.msg);
+    if (rep->fn != NULL) {
+        rep->fn(rep->arg, t->spec.path, line, col, key, e.msg);
+        rep->count++;
     }
-    return sl_error_set(err, "%s:%d:%d: %s: %s", t->cfg->path, line, col,
-                        key, e.msg);
+    return error_at(err, t->spec.path, line, col, key, e.msg);
 }
 
-static transform_t *build(const struct cfg *cfg, struct cfg_errors *errs,
-                          struct sl_error *err);
-
-transform_t *transform_new(const struct cfg *cfg, struct sl_error *err)
+/* Bytes of s with its NUL, in spec_copy's block; 0 for NULL. */
+static size_t str_room(const char *s)
 {
-    return build(cfg, NULL, err);
+    return s != NULL ? strlen(s) + 1 : 0;
 }
 
-int transform_check(const struct cfg *cfg, struct cfg_errors *errs)
+/* Copies s to *at and moves *at past it; NULL stays NULL. */
+static const char *str_keep(char **at, const char *s)
+{
+    char *p = *at;
+
+    if (s == NULL) {
+        return NULL;
+    }
+    size_t n = strlen(s) + 1;
+    memcpy(p, s, n);
+    *at += n;
+    return p;
+}
+
+/* spec into t->spec, its sinks and strings into one block (t->spec_mem,
+ * the sinks first so that they are aligned): the caller's spec may go
+ * once transform_new returns. 0 or -1 (no memory). */
+static int spec_copy(transform_t *t, const struct transform_spec *spec)
+{
+    size_t sinks = spec->sink_count * sizeof(*spec->sinks);
+    size_t room = sinks + str_room(spec->path) + str_room(spec->dir) +
+                  str_room(spec->transform) + str_room(spec->dedupe_fn) +
+                  str_room(spec->shard_separator);
+
+    for (size_t i = 0; i < spec->sink_count; i++) {
+        room += str_room(spec->sinks[i].name) +
+                str_room(spec->sinks[i].transform) +
+                str_room(spec->sinks[i].retry);
+    }
+    t->spec_mem = malloc(room > 0 ? room : 1);
+    if (t->spec_mem == NULL) {
+        return -1;
+    }
+    struct transform_sink_spec *copy = t->spec_mem;
+    char *at = (char *)t->spec_mem + sinks;
+    t->spec = *spec;
+    t->spec.path = str_keep(&at, spec->path);
+    t->spec.dir = str_keep(&at, spec->dir);
+    t->spec.transform = str_keep(&at, spec->transform);
+    t->spec.dedupe_fn = str_keep(&at, spec->dedupe_fn);
+    t->spec.shard_separator = str_keep(&at, spec->shard_separator);
+    for (size_t i = 0; i < spec->sink_count; i++) {
+        copy[i] = spec->sinks[i];
+        copy[i].name = str_keep(&at, spec->sinks[i].name);
+        copy[i].transform = str_keep(&at, spec->sinks[i].transform);
+        copy[i].retry = str_keep(&at, spec->sinks[i].retry);
+    }
+    t->spec.sinks = copy;
+    return 0;
+}
+
+static transform_t *build(const struct transform_spec *spec,
+                          struct reporter *rep, struct sl_error *err);
+
+transform_t *transform_new(const struct transform_spec *spec,
+                           struct sl_error *err)
+{
+    struct reporter none = {0};
+
+    return build(spec, &none, err);
+}
+
+int transform_check(const struct transform_spec *spec,
+                    transform_error_fn *report, void *arg)
 {
     struct sl_error err;
-    int before = errs->count;
-    transform_t *t = build(cfg, errs, &err);
+    struct reporter rep = {.fn = report, .arg = arg};
+    transform_t *t = build(spec, &rep, &err);
 
-    if (t == NULL && errs->count == before) {
-        cfg_errors_add(errs, cfg->path, 0, 0, "", "%s", err.msg);
+    /* A failure before any script (no memory): one error for the file. */
+    if (t == NULL && rep.count == 0) {
+        report(arg, spec->path, 0, 0, "", err.msg);
     }
     int rc = t != NULL ? 0 : -1;
     transform_destroy(t);
     return rc;
 }
 
-static transform_t *build(const struct cfg *cfg, struct cfg_errors *errs,
-                          struct sl_error *err)
+static transform_t *build(const struct transform_spec *spec,
+                          struct reporter *rep, struct sl_error *err)
 {
     transform_t *t = calloc(1, sizeof(*t));
     char lib[4096];
@@ -1875,10 +1956,14 @@ static transform_t *build(const struct cfg *cfg, struct cfg_errors *errs,
         sl_error_set(err, "out of memory");
         return NULL;
     }
-    t->cfg = cfg;
-    t->nsinks = cfg->sink_count;
     t->pipeline_fn = LUA_NOREF;
     t->key_fn = LUA_NOREF;
+    if (spec_copy(t, spec) != 0) {
+        sl_error_set(err, "out of memory");
+        goto fail;
+    }
+    spec = &t->spec;
+    t->nsinks = spec->sink_count;
     t->sink_fn = malloc((t->nsinks + 1) * sizeof(int));
     t->retry_fn = malloc((t->nsinks + 1) * sizeof(int));
     t->req_text = calloc(t->nsinks + 1, sizeof(*t->req_text));
@@ -1889,22 +1974,23 @@ static transform_t *build(const struct cfg *cfg, struct cfg_errors *errs,
         sl_error_set(err, "out of memory");
         goto fail;
     }
-    int any = cfg->transform != NULL;
+    int any = spec->transform != NULL;
     for (size_t i = 0; i < t->nsinks; i++) {
         t->sink_fn[i] = t->retry_fn[i] = LUA_NOREF;
-        any |= cfg->sinks[i].transform != NULL || cfg->sinks[i].retry != NULL;
+        any |= spec->sinks[i].transform != NULL ||
+               spec->sinks[i].retry != NULL;
     }
     if (!any) {
         return t;
     }
     lib_dir(lib, sizeof(lib));
-    const char *dirs[] = {cfg->dir, lib, NULL};
-    struct script_limits limits = {
-        .memory_bytes = (size_t)cfg->lua.memory_limit,
-        .instructions = cfg->lua.instruction_limit,
-        .time_limit_ms = cfg->lua.time_limit_ms,
-    };
-    t->script = script_new(&limits, dirs, err);
+    const char *dirs[3], **dir = dirs;
+    if (spec->dir != NULL) {
+        *dir++ = spec->dir;
+    }
+    *dir++ = lib;
+    *dir = NULL;
+    t->script = script_new(&spec->limits, dirs, err);
     if (t->script == NULL) {
         goto fail;
     }
@@ -1917,33 +2003,33 @@ static transform_t *build(const struct cfg *cfg, struct cfg_errors *errs,
         }
         goto fail;
     }
-    /* With errs, every script is loaded and every error reported. */
+    /* When reporting, every script is loaded and every error reported. */
+    int all = rep->fn != NULL;
     int failed = 0;
-    if (cfg->transform != NULL) {
-        failed += load_named(t, cfg->transform, "transform", &t->pipeline_fn,
-                             "transform", cfg->transform_line,
-                             cfg->transform_col, errs, err) != 0;
+    if (spec->transform != NULL) {
+        failed += load_named(t, spec->transform, "transform", &t->pipeline_fn,
+                             "transform", spec->transform_line,
+                             spec->transform_col, rep, err) != 0;
     }
-    if (cfg->transform != NULL && cfg->dedupe.from == CFG_DEDUPE_LUA &&
-        (failed == 0 || errs != NULL)) {
-        failed += load_named(t, cfg->transform, cfg->dedupe.arg, &t->key_fn,
-                             "dedupe.key", cfg->dedupe.key_line,
-                             cfg->dedupe.key_col, errs, err) != 0;
+    if (spec->transform != NULL && spec->dedupe_fn != NULL &&
+        (failed == 0 || all)) {
+        failed += load_named(t, spec->transform, spec->dedupe_fn, &t->key_fn,
+                             "dedupe.key", spec->dedupe_line,
+                             spec->dedupe_col, rep, err) != 0;
     }
-    for (size_t i = 0; i < t->nsinks && (failed == 0 || errs != NULL);
-         i++) {
-        const struct cfg_sink *s = &cfg->sinks[i];
+    for (size_t i = 0; i < t->nsinks && (failed == 0 || all); i++) {
+        const struct transform_sink_spec *s = &spec->sinks[i];
         char key[300];
         if (s->transform != NULL) {
             snprintf(key, sizeof(key), "sinks.%s.transform", s->name);
             failed += load_named(t, s->transform, "transform",
                                  &t->sink_fn[i], key, s->transform_line,
-                                 s->transform_col, errs, err) != 0;
+                                 s->transform_col, rep, err) != 0;
         }
-        if (s->retry != NULL && (failed == 0 || errs != NULL)) {
+        if (s->retry != NULL && (failed == 0 || all)) {
             snprintf(key, sizeof(key), "sinks.%s.retry", s->name);
             failed += load_named(t, s->retry, "retry", &t->retry_fn[i], key,
-                                 s->retry_line, s->retry_col, errs,
+                                 s->retry_line, s->retry_col, rep,
                                  err) != 0;
         }
     }
@@ -1978,6 +2064,7 @@ void transform_destroy(transform_t *t)
     free(t->req_text);
     free(t->shaped);
     free(t->req_hdr_first);
+    free(t->spec_mem);
     free(t);
 }
 

@@ -16,22 +16,64 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cfg.h"
 #include "connector.h"
+#include "script.h"
 
 typedef struct transform transform_t;
 
-/* Loads every script cfg names: cfg->transform, and each sink's
- * transform and retry. Fails with "path:line: message" on a syntax
- * error, and with "path: defines no function NAME" when the expected
- * function (transform, retry) is missing. Succeeds with no scripts at
- * all (then every call is a pass-through). NULL with err filled. */
-transform_t *transform_new(const struct cfg *cfg, struct sl_error *err);
+/* One sink's scripts. */
+struct transform_sink_spec {
+    const char *name;      /* in errors' keys: sinks.NAME.transform */
+    const char *transform; /* a path, or NULL */
+    const char *retry;     /* a path, or NULL */
+    /* Where the pipeline file names transform and retry (errors point
+     * there as well as into the script); 0: not known. */
+    int transform_line, transform_col, retry_line, retry_col;
+};
 
-/* Loads every script as transform_new does, for `validate`: each
- * error (all of them, not only the first) goes into errs at the YAML
- * key that named the script. 0 or -1. */
-int transform_check(const struct cfg *cfg, struct cfg_errors *errs);
+/* What a lane's scripts are and what they are shown: all lua/ knows of
+ * a pipeline. The worker fills it from its configuration
+ * (worker/cfgtransform.c), a test or a tool by hand. */
+struct transform_spec {
+    const char *path; /* the pipeline file, where errors point */
+    const char *dir;  /* its directory: require() looks here first */
+    const char *transform; /* the pipeline transform's path, or NULL */
+    int transform_line, transform_col;
+    /* dedupe.key's lua:FUNCTION, a function of the pipeline transform's
+     * file; NULL: dedupe does not ask Lua. */
+    const char *dedupe_fn;
+    int dedupe_line, dedupe_col;
+    /* msg.key_base cuts hot-key shard suffixes after this (keyrule.h);
+     * NULL: the default. */
+    const char *shard_separator;
+    /* The default policy's backoff, shown to retry scripts. */
+    int64_t retry_backoff_ms, retry_backoff_max_ms;
+    struct script_limits limits;
+    const struct transform_sink_spec *sinks;
+    size_t sink_count;
+};
+
+/* Where transform_check reports each error: at the pipeline file's
+ * line:col (0: none) and YAML key ("" for none). */
+typedef void transform_error_fn(void *arg, const char *file, int line,
+                                int col, const char *key, const char *msg);
+
+/* Loads every script spec names: the pipeline transform, and each
+ * sink's transform and retry. spec is copied, strings and all: it may go
+ * once this returns. Fails with "file:line:col: key: path:line:
+ * message" (at the YAML key that named the script) on a syntax error,
+ * and with "...: path: defines no function NAME" when the expected
+ * function (transform, retry, dedupe_fn) is missing. Succeeds with no
+ * scripts at all (then every call is a pass-through). NULL with err
+ * filled. */
+transform_t *transform_new(const struct transform_spec *spec,
+                           struct sl_error *err);
+
+/* Loads every script as transform_new does, for `validate`: each error
+ * (all of them, not only the first) goes to report(arg, ...), which
+ * runs at least once when this fails. 0 or -1. */
+int transform_check(const struct transform_spec *spec,
+                    transform_error_fn *report, void *arg);
 
 /* Frees the state; transform_destroy(NULL) is a no-op. */
 void transform_destroy(transform_t *t);

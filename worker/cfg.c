@@ -795,36 +795,6 @@ static const char *scalar_text(const yaml_node_t *node)
     return (const char *)node->data.scalar.value;
 }
 
-size_t cfg_edit_distance(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b), row[64];
-
-    if (lb >= 64) {
-        return SIZE_MAX;
-    }
-    for (size_t j = 0; j <= lb; j++) {
-        row[j] = j;
-    }
-    for (size_t i = 1; i <= la; i++) {
-        size_t diag = row[0];
-        row[0] = i;
-        for (size_t j = 1; j <= lb; j++) {
-            size_t up = row[j];
-            size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
-            size_t best = diag + cost;
-            if (up + 1 < best) {
-                best = up + 1;
-            }
-            if (row[j - 1] + 1 < best) {
-                best = row[j - 1] + 1;
-            }
-            row[j] = best;
-            diag = up;
-        }
-    }
-    return row[lb];
-}
-
 /* Whether a name at distance dist from key is likely what was meant. */
 static int close_enough(const char *key, size_t dist)
 {
@@ -839,7 +809,7 @@ const char *cfg_closest(const char *key, const char *const *names, size_t n)
     size_t best_dist = SIZE_MAX;
 
     for (size_t i = 0; i < n; i++) {
-        size_t d = cfg_edit_distance(key, names[i]);
+        size_t d = sl_edit_distance(key, names[i]);
         if (d < best_dist) {
             best_dist = d;
             best = names[i];
@@ -893,7 +863,7 @@ static void suggest(char *msg, size_t cap, const char *key,
 
     for (size_t t = 0; t < ntables; t++) {
         for (const struct opt_spec *s = tables[t]; s->name != NULL; s++) {
-            size_t d = cfg_edit_distance(key, s->name);
+            size_t d = sl_edit_distance(key, s->name);
             if (d < best_dist) {
                 best_dist = d;
                 best = s->name;

@@ -283,10 +283,6 @@ keyrule_t *cfg_http_keyrule(const struct cfg *cfg,
                             keyrule_partition_fn *partition_of, void *arg,
                             struct sl_error *err);
 
-/* Levenshtein distance of a and b, for did-you-mean suggestions
- * (SIZE_MAX when b is 64 bytes or longer). */
-size_t cfg_edit_distance(const char *a, const char *b);
-
 /* Sets *line and *col to where the YAML names key i of map (a map in
  * cfg) and returns 0; -1 when not known. */
 int cfg_map_key_position(const struct cfg *cfg, const struct opt_map *map,

@@ -41,7 +41,7 @@
 #include "outcomes.h"
 #include "store.h"
 #include "trace.h"
-#include "transform.h"
+#include "cfgtransform.h"
 
 #define HEADER_SCRATCH 64
 #define FAIL_LOG_INTERVAL_MS 5000
@@ -3663,7 +3663,7 @@ struct cfg *engine_load_config(const char *path, FILE *errf)
     if (cfg != NULL) {
         /* Load the scripts once: every syntax error or missing function
          * fails here, at start, at the YAML key and the script's line. */
-        if (transform_check(cfg, errs) != 0) {
+        if (cfg_transform_check(cfg, errs) != 0) {
             cfg_free(cfg);
             cfg = NULL;
         }
@@ -4071,7 +4071,7 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
         goto fail;
     }
     worker_id(cfg, e->worker_id, sizeof(e->worker_id));
-    e->tf = transform_new(cfg, err);
+    e->tf = cfg_transform_new(cfg, err);
     if (e->tf == NULL) {
         goto fail;
     }

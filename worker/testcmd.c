@@ -119,9 +119,9 @@
 #include <yaml.h>
 
 #include "cfg.h"
+#include "cfgtransform.h"
 #include "engine.h"
 #include "keyrule.h"
-#include "transform.h"
 
 #define DEPTH_MAX 100            /* nesting of a YAML value we walk */
 #define VISITS_MAX 1000000       /* nodes one value may expand to (aliases) */
@@ -2359,7 +2359,7 @@ int testcmd_run(const struct testcmd_options *o)
             goto done;
         }
     }
-    r.t = transform_new(cfg, &err);
+    r.t = cfg_transform_new(cfg, &err);
     if (r.t == NULL) {
         /* as sluice validate reports it */
         fprintf(errf, "%s\nsluice: 1 error(s) in %s\n", err.msg,

@@ -30,8 +30,8 @@
 #include <time.h>
 
 #include "cfg.h"
+#include "cfgtransform.h"
 #include "connector.h"
-#include "transform.h"
 #include "units.h"
 
 #define DEFAULT_ITERATIONS 200000L
@@ -318,7 +318,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s", errs.text);
         return 1;
     }
-    t = transform_new(cfg, &err);
+    t = cfg_transform_new(cfg, &err);
     if (t == NULL) {
         fprintf(stderr, "transform-bench: %s\n", err.msg);
         cfg_free(cfg);

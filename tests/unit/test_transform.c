@@ -3,7 +3,8 @@
  * changes (and that nothing changes when it only reads), drop and split,
  * sink requests, retry verdicts and the attempt a policy sees, the json,
  * log and sluice modules, the sandbox and its limits per call, and that
- * every error names file:line. Each test is what docs/lua.md promises. */
+ * every error names file:line; and a spec filled by hand, without a cfg.
+ * Each test is what docs/lua.md promises. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,7 +21,7 @@
 #include <unistd.h>
 
 #include "cfg.h"
-#include "transform.h"
+#include "cfgtransform.h"
 
 static char dir[64];
 static struct cfg *cfg;
@@ -104,7 +105,7 @@ static void load_cfg(const char *top, const char *sink_a, const char *sink_b)
 static void open_ok(const char *top, const char *sink_a, const char *sink_b)
 {
     load_cfg(top, sink_a, sink_b);
-    tr = transform_new(cfg, &err);
+    tr = cfg_transform_new(cfg, &err);
     if (tr == NULL) {
         fail_msg("transform_new: %s", err.msg);
     }
@@ -116,7 +117,7 @@ static const char *open_fails(const char *top, const char *sink_a,
 {
     load_cfg(top, sink_a, sink_b);
     memset(&err, 0, sizeof(err));
-    tr = transform_new(cfg, &err);
+    tr = cfg_transform_new(cfg, &err);
     assert_null(tr);
     return err.msg;
 }
@@ -1028,6 +1029,126 @@ static void test_load_missing_function(void **state)
     assert_contains(e, "r.lua: defines no function `retry`");
 }
 
+/* transform_check's reports, as "file:line:col: key: msg" lines. */
+struct reports {
+    char text[2048];
+    size_t len;
+    int count;
+};
+
+static void collect(void *arg, const char *file, int line, int col,
+                    const char *key, const char *msg)
+{
+    struct reports *r = arg;
+
+    r->len += (size_t)snprintf(r->text + r->len, sizeof(r->text) - r->len,
+                               "%s:%d:%d: %s: %s\n", file, line, col, key,
+                               msg);
+    assert_true(r->len < sizeof(r->text));
+    r->count++;
+}
+
+/* lua/ without a cfg: a spec filled by hand, copied by transform_new (its
+ * strings may go at once), and errors through the caller's callback. */
+static void test_spec_without_cfg(void **state)
+{
+    char path[256], *text;
+    struct transform_sink_spec sinks[2];
+    struct transform_spec spec;
+    struct reports r = {0};
+
+    (void)state;
+    close_pipeline();
+    write_file("t.lua", "function transform(msg)\n"
+                        "  msg.key = msg.key_base\n"
+                        "  return msg\n"
+                        "end\n"
+                        "function dedupe(msg) return 'd' end\n");
+    write_file("r.lua", "function retry(a)\n"
+                        "  return 'give_up', a.backoff_ms .. '/' ..\n"
+                        "    a.backoff_max_ms\n"
+                        "end\n");
+    snprintf(path, sizeof(path), "%s/t.lua", dir);
+    text = strdup(path);
+    assert_non_null(text);
+    snprintf(path, sizeof(path), "%s/r.lua", dir);
+    sinks[0] = (struct transform_sink_spec){.name = strdup("a")};
+    sinks[1] = (struct transform_sink_spec){.name = strdup("b"),
+                                            .retry = strdup(path)};
+    spec = (struct transform_spec){
+        .path = "p.yaml",
+        .dir = dir,
+        .transform = text,
+        .transform_line = 2,
+        .transform_col = 12,
+        .dedupe_fn = "dedupe",
+        .shard_separator = strdup("#"),
+        .retry_backoff_ms = 7,
+        .retry_backoff_max_ms = 70,
+        .sinks = sinks,
+        .sink_count = 2,
+    };
+    tr = transform_new(&spec, &err);
+    if (tr == NULL) {
+        fail_msg("transform_new: %s", err.msg);
+    }
+    /* Scribbled over and freed: the transform must hold its own copy. */
+    memset(text, 'x', strlen(text));
+    free(text);
+    free((void *)spec.shard_separator);
+    free((void *)sinks[0].name);
+    free((void *)sinks[1].name);
+    free((void *)sinks[1].retry);
+    memset(sinks, 0, sizeof(sinks));
+
+    struct connector_msg in = msg_of("v");
+    in.key = "tenant-07#12";
+    in.key_len = strlen(in.key);
+    assert_bytes(run_one(&in)->key, run_one(&in)->key_len, "tenant-07");
+
+    char key[16];
+    assert_string_equal(transform_dedupe_key(tr, &in, key, sizeof(key), &err),
+                        "d");
+
+    struct connector_result res = {.status = CONNECTOR_RETRY,
+                                   .http_status = 503,
+                                   .retry_after_ms = -1};
+    struct transform_attempt a = {.sink = "b", .msg = &in, .attempt = 1,
+                                  .result = &res};
+    struct sl_decision d;
+    assert_false(transform_has_retry(tr, 0));
+    assert_int_equal(transform_retry(tr, 1, &a, &d, &err), 0);
+    assert_int_equal(d.verdict, SL_VERDICT_GIVE_UP);
+    assert_string_equal(d.reason, "7/70");
+    transform_destroy(tr);
+    tr = NULL;
+
+    /* Every error, each at its key, through the callback. */
+    write_file("bad.lua", "function transfrom(msg) return msg end\n");
+    snprintf(path, sizeof(path), "%s/bad.lua", dir);
+    sinks[0] = (struct transform_sink_spec){.name = "a",
+                                            .transform = path,
+                                            .transform_line = 9,
+                                            .transform_col = 16};
+    sinks[1] = (struct transform_sink_spec){.name = "b",
+                                            .retry = path,
+                                            .retry_line = 12,
+                                            .retry_col = 12};
+    spec = (struct transform_spec){.path = "p.yaml", .sinks = sinks,
+                                   .sink_count = 2};
+    assert_int_equal(transform_check(&spec, collect, &r), -1);
+    assert_int_equal(r.count, 2);
+    assert_contains(r.text, "p.yaml:9:16: sinks.a.transform: ");
+    assert_contains(r.text, "bad.lua: defines no function `transform` (did "
+                            "you mean `transfrom`?)\n");
+    assert_contains(r.text, "p.yaml:12:12: sinks.b.retry: ");
+    assert_contains(r.text, "bad.lua: defines no function `retry`\n");
+
+    /* transform_new stops at the first, with the same text. */
+    assert_null(transform_new(&spec, &err));
+    assert_contains(err.msg, "p.yaml:9:16: sinks.a.transform: ");
+}
+
 static void test_files_have_their_own_globals(void **state)
 {
     struct connector_msg in = msg_of("v");
@@ -1911,6 +2032,7 @@ int main(void)
         T(test_sandbox_has_no_way_out),
         T(test_load_syntax_error),
         T(test_load_missing_function),
+        T(test_spec_without_cfg),
         T(test_files_have_their_own_globals),
         T(test_sink_request),
         T(test_sink_msg_is_read_only),
