@@ -73,9 +73,9 @@ def wrk(port, threads, connections, seconds):
                          check=False).stdout.decode(errors="replace")
     statuses = {int(a): int(b) for a, b in
                 re.findall(r"^status (\d+) (\d+)$", out, re.M)}
-    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
     dur = re.search(r"requests in ([0-9.]+)(ms|s|m)", out)
-    if not statuses or not lat or not dur:
+    if not statuses or len(lat) < 2 or not dur:
         raise SystemExit("publisher-bench: wrk failed:\n" + out)
     secs = float(dur.group(1)) * {"ms": 0.001, "s": 1, "m": 60}[dur.group(2)]
     errors = re.search(r"Socket errors:.*", out)
@@ -88,6 +88,14 @@ def cpu_ticks(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def machine_ticks():
+    """Busy CPU ticks of the whole machine (every core): /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    # user..steal, less idle and iowait (guest time is in user already)
+    return sum(v[:8]) - v[3] - v[4]
 
 
 def peak_rss_mib(pid):
@@ -150,7 +158,9 @@ def main():
                         open(port_file).read().strip() and
                         int(open(port_file).read()), 10, "sinkd")
         wrk(port, a.threads, a.connections, a.warmup)
+        m0 = machine_ticks()
         ceiling = wrk(port, a.threads, a.connections, a.duration)
+        ceiling_machine = machine_ticks() - m0
         sinkd.terminate()
         sinkd.wait()
         procs.remove(sinkd)
@@ -177,9 +187,17 @@ def main():
         wait_for(lambda: "listening on" in open(err.name).read(), 30,
                  "the publisher")
         warm = wrk(port, a.threads, a.connections, a.warmup)
+        broker_pid = None
+        if broker_dir is not None:
+            with open(os.path.join(broker_dir, "broker.pid")) as f:
+                broker_pid = int(f.read().strip())
         t0, c0 = time.monotonic(), cpu_ticks(pub.pid)
+        b0 = cpu_ticks(broker_pid) if broker_pid else 0
+        m0 = machine_ticks()
         run = wrk(port, a.threads, a.connections, a.duration)
         c1 = cpu_ticks(pub.pid)
+        b1 = cpu_ticks(broker_pid) if broker_pid else 0
+        pub_machine = machine_ticks() - m0
         rss = peak_rss_mib(pub.pid)
         pub.terminate()
         pub.wait(30)
@@ -213,6 +231,16 @@ def main():
                           "records_in_topic": in_topic,
                           "answered_202_incl_warmup": all_202},
             "ratio_to_ceiling": round(pub_rps / ceil_rps, 3),
+            # Where the machine's CPU goes per request: on a machine this
+            # loaded, the ratio cannot pass ceiling_us / publisher_us.
+            "machine_cpu_us_per_request": {
+                "ceiling": round(ceiling_machine / hz * 1e6 /
+                                 max(1, sum(ceiling["statuses"].values())),
+                                 1),
+                "publisher": round(pub_machine / hz * 1e6 / accepted, 1),
+                "of_which_broker": (round((b1 - b0) / hz * 1e6 / accepted, 1)
+                                    if broker_pid else None),
+            },
         }
         print("| | requests/s | p50 ms | p99 ms | CPU-us/req | peak RSS MiB |")
         print("|---|---|---|---|---|---|")
@@ -222,6 +250,10 @@ def main():
               "%.1f | %.1f |"
               % (pub_rps, run["p50_ms"], run["p99_ms"],
                  result["publisher"]["cpu_us_per_request"], rss))
+        mc = result["machine_cpu_us_per_request"]
+        print("machine CPU-us per request: ceiling %.1f, publisher %.1f "
+              "(of which the broker %s)"
+              % (mc["ceiling"], mc["publisher"], mc["of_which_broker"]))
         print("publisher / ceiling: %.1f%% (target: at least 50%%); "
               "%d records in the topic for %d answered 202; linger.ms=%s"
               % (100 * pub_rps / ceil_rps, in_topic, all_202, a.linger_ms))

@@ -118,6 +118,10 @@ struct connector {
     const char *doc;
     const struct opt_spec *options;
     size_t ctx_size; /* zeroed, filled from options before open() */
+    /* The sink's max_in_flight when its file says none; 0: the
+     * runtime's (64, for a remote service's sake). A producer batches
+     * records into few requests, so its bound is its own queue's. */
+    int max_in_flight_default;
     /* Optional: checks the option values together when the file is
      * loaded (sluice validate too), without touching the network.
      * Returns 0, or -1 with err filled and *option naming the culprit. */

@@ -393,9 +393,12 @@ const struct connector kafka_connector = {
     .doc = "Produces each message as a record of one Kafka topic, "
            "idempotently with acks=all: a send is delivered once the "
            "brokers acknowledged it. The publisher's sink "
-           "(docs/migration.md); a Kafka-to-Kafka pipeline can use it too.",
+           "(docs/migration.md); a Kafka-to-Kafka pipeline can use it too. "
+           "Its `max_in_flight` defaults to 4096 records under way (the "
+           "producer batches them into few requests).",
     .options = kafka_options,
     .ctx_size = sizeof(struct kafka_sink),
+    .max_in_flight_default = 4096,
     .check = kafka_check,
     .open = kafka_open,
     .send = kafka_send,

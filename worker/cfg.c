@@ -1582,6 +1582,10 @@ static void walk_sink(struct walker *w, struct cfg *cfg, const yaml_node_t *k,
     int errors_before = w->errs->count;
     walk_mapping(w, v, prefix, tables, bases, 2);
     build_answers(w, v, prefix, sink);
+    if (conn->max_in_flight_default > 0 &&
+        find_key(w, v, "max_in_flight") == NULL) {
+        sink->max_in_flight = conn->max_in_flight_default;
+    }
     const yaml_node_t *script = find_key(w, v, "transform");
     if (script != NULL) {
         sink->transform_line = (int)script->start_mark.line + 1;
