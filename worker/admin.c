@@ -284,15 +284,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
                        "/status; POST /pause, /resume [?sink=NAME]\n");
 }
 
-static void on_mhd_log(void *arg, const char *fmt, va_list ap)
-{
-    char msg[512];
-
-    (void)arg;
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    msg[strcspn(msg, "\n")] = '\0';
-    log_warn("admin: %s", msg);
-}
 
 admin_t *admin_new(const char *listen_at, metrics_board_t *board,
                    const char *const *sink_names, size_t sink_count,
@@ -336,7 +327,7 @@ admin_t *admin_new(const char *listen_at, metrics_board_t *board,
         NULL, NULL, on_request, a, MHD_OPTION_LISTEN_SOCKET, a->listen_fd,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTIONS_MAX,
         MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_EXTERNAL_LOGGER,
-        on_mhd_log, NULL, MHD_OPTION_END);
+        listener_mhd_log, "admin", MHD_OPTION_END);
     if (a->daemon == NULL) {
         sl_error_set(err, "admin.listen %s: cannot start the server",
                      listen_at);

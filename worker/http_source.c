@@ -500,15 +500,6 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     }
 }
 
-static void on_mhd_log(void *arg, const char *fmt, va_list ap)
-{
-    char msg[512];
-
-    (void)arg;
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    msg[strcspn(msg, "\n")] = '\0';
-    log_warn("publisher: %s", msg);
-}
 
 /* ---- the loop: handing records to the engine, and answering ---- */
 
@@ -1039,7 +1030,8 @@ static void *http_open(const struct cfg *cfg, const char *bootstrap,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, p,
         MHD_OPTION_CONNECTION_LIMIT, 4096u, MHD_OPTION_CONNECTION_TIMEOUT,
         60u, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_POOL,
-        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, p, MHD_OPTION_END);
+        MHD_OPTION_EXTERNAL_LOGGER, listener_mhd_log, "source",
+        MHD_OPTION_END);
     if (p->daemon == NULL) {
         sl_error_set(err, "source.listen %s: cannot start the server",
                      cfg->http.listen);

@@ -10,6 +10,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "log.h"
+
 int listener_open(const char *what, const char *listen_at, int *port,
                   struct sl_error *err)
 {
@@ -66,3 +68,12 @@ int listener_open(const char *what, const char *listen_at, int *port,
     return fd;
 }
 
+
+void listener_mhd_log(void *arg, const char *fmt, va_list ap)
+{
+    char msg[512];
+
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    msg[strcspn(msg, "\n")] = '\0';
+    log_warn("%s: %s", (const char *)arg, msg);
+}

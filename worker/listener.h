@@ -3,6 +3,8 @@
 #ifndef SLUICE_LISTENER_H
 #define SLUICE_LISTENER_H
 
+#include <stdarg.h>
+
 #include "common.h"
 
 /* Binds and listens on listen_at, `host:port` (`[v6]:port`, an empty
@@ -11,5 +13,9 @@
  * "admin.listen"). */
 int listener_open(const char *what, const char *listen_at, int *port,
                   struct sl_error *err);
+
+/* libmicrohttpd's MHD_OPTION_EXTERNAL_LOGGER for the servers: its message
+ * as one warning line, after the server's name (arg: a string). */
+void listener_mhd_log(void *arg, const char *fmt, va_list ap);
 
 #endif
