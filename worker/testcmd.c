@@ -2082,11 +2082,13 @@ static const char *count_text(int n, char *out, size_t size)
     return out;
 }
 
-/* Runs one case; its differences are in r->cmp. */
 /* A publisher's case: the key its request gets (expect: key), or why it
  * gets none (expect: error), by the function the publisher calls. The
- * input's value is the request body and its headers the request's. */
-static void run_publish_case(struct runner *r, const struct tcase *tc)
+ * input's value is the request body and its headers the request's. With
+ * a transform, a request that gets a key goes on as a consumed record
+ * would (*d: its key; returns 1), since the engine takes it the same. */
+static int run_publish_case(struct runner *r, const struct tcase *tc,
+                            struct keyrule_decision *dp)
 {
     struct cmp *c = &r->cmp;
     const yaml_node_t *e = tc->expect, *error, *key;
@@ -2101,16 +2103,20 @@ static void run_publish_case(struct runner *r, const struct tcase *tc)
     };
     int rc = keyrule_apply(r->keys, &in, 0, &d, &err);
 
+    if (rc == 0 && transform_active(r->t)) {
+        *dp = d;
+        return 1;
+    }
     if (rc != 0) {
         one_line(err.msg, line, sizeof(line));
     }
     if ((error = map_get(c, e, "error")) != NULL) {
         cmp_error(c, error, rc != 0 ? err.msg : NULL, line, "a key");
-        return;
+        return 0;
     }
     if (rc != 0) {
         diff(c, "expected a key, got an error: %s", line);
-        return;
+        return 0;
     }
     if ((key = map_get(c, e, "key")) != NULL &&
         (key->type != YAML_SCALAR_NODE ||
@@ -2125,6 +2131,7 @@ static void run_publish_case(struct runner *r, const struct tcase *tc)
     if (r->verbose) {
         buf_printf(&r->shown, "key: %s\n", d.key);
     }
+    return 0;
 }
 
 static void run_case(struct runner *r, const struct tcase *tc)
@@ -2134,11 +2141,16 @@ static void run_case(struct runner *r, const struct tcase *tc)
     struct sl_error err = {{0}};
     char line[1100], got[64], key[ENGINE_DEDUPE_MAX];
     struct connector_msg in = tc->in;
+    struct keyrule_decision pub;
     int n;
 
     if (r->keys != NULL) {
-        run_publish_case(r, tc);
-        return;
+        if (!run_publish_case(r, tc, &pub)) {
+            return;
+        }
+        in.key = pub.key;
+        in.key_len = pub.key_len;
+        in.topic = r->cfg->http.path;
     }
     if (r->cfg->dedupe.from == CFG_DEDUPE_LUA &&
         transform_dedupe_key(r->t, &in, key, sizeof(key), &err) != NULL) {

@@ -623,3 +623,45 @@ def test_the_publisher_runs_on_the_pipelines_engine(
     counters = summary(run)
     assert counters["accepted"] == 54 and counters["rejected"] == 6
     assert counters["kafka"] == 48 and counters["dropped"] == 6
+
+
+def test_sluice_test_runs_a_publishers_transform(names, tmp_path):
+    """With a transform, a publisher's case checks the record key, then the
+    request goes on as the engine takes it: the transform's output (with
+    the key and the endpoint's path as topic) is compared as any case's."""
+    (tmp_path / "pub.lua").write_text(
+        "function transform(msg)\n"
+        "  local v = json.decode(msg.value)\n"
+        "  if v.drop then return nil end\n"
+        "  v.topic, v.key = msg.topic, msg.key\n"
+        "  msg.value = json.encode(v)\n"
+        "  return msg\n"
+        "end\n")
+    cfg = {"pipeline": names.pipeline,
+           "source": {"type": "http", "listen": "127.0.0.1:0",
+                      "path": "/orders", "key": "json:tenant_id"},
+           "transform": "pub.lua",
+           "sinks": {"kafka": {"type": "kafka", "brokers": "127.0.0.1:9",
+                               "topic": "orders"}}}
+    path = harness.write_yaml(str(tmp_path / "pub.yaml"), cfg)
+    cases = {"tests": [
+        {"name": "the key, then the transform",
+         "input": {"value": {"tenant_id": "t1", "order_id": "o1"}},
+         "expect": {"key": "t1",
+                    "value": {"tenant_id": "t1", "order_id": "o1",
+                              "topic": "/orders", "key": "t1"}}},
+        {"name": "dropped",
+         "input": {"value": {"tenant_id": "t1", "drop": True}},
+         "expect": "drop"},
+        {"name": "no key: the publisher's error, before any transform",
+         "input": {"value": {"order_id": "o1"}},
+         "expect": {"error": "field missing"}},
+        {"name": "a wrong expectation fails",
+         "input": {"value": {"tenant_id": "t2", "order_id": "o2"}},
+         "expect": {"value": {"tenant_id": "t2", "order_id": "o2"}}},
+    ]}
+    tests = harness.write_yaml(str(tmp_path / "pub.test.yaml"), cases)
+    p = harness.sluice_cmd(["test", path, tests])
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "3 passed, 1 failed" in p.stdout, p.stdout
+    assert 'value.topic: unexpected "/orders"' in p.stdout, p.stdout
