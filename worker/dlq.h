@@ -58,6 +58,10 @@
 #define DLQ_CLASS_SHAPE "shape_error"
 #define DLQ_CLASS_PARKED "parked"
 #define DLQ_CLASS_NO_KEY "no_dedupe_key"
+/* The acknowledging sink of a source that answers its producer (the http
+ * source's kafka sink) failed transiently: the producer was told, and it
+ * is the one that tries again. Only in outcome lines: no DLQ there. */
+#define DLQ_CLASS_UNAVAILABLE "unavailable"
 
 #define DLQ_BODY_MAX 1024
 

@@ -825,7 +825,7 @@ static void part_detach(engine_t *e, struct part *p)
         p->next->prev = p->prev;
     }
     p->revoked = 1;
-    if (p->inflight > 0) {
+    if (p->inflight > 0 && e->ack_sink < 0) {
         log_warn("%zu message(s) of %s [%d] still in flight after the "
                  "drain: not committed, the next owner redelivers them",
                  p->inflight, p->topic, (int)p->partition);
@@ -1799,6 +1799,25 @@ static int already_sent(struct sink *s, struct delivery *d)
     return 1;
 }
 
+static void dead_letter(engine_t *e, struct delivery *d, enum dead_kind kind,
+                        const char *stage, const char *class,
+                        const char *reason,
+                        const struct connector_result *res);
+
+/* d of the acknowledging sink fails without an attempt (why). */
+static void fail_now(struct sink *s, struct delivery *d, const char *why)
+{
+    struct connector_result res = {.status = CONNECTOR_RETRY,
+                                   .retry_after_ms = -1};
+
+    snprintf(res.error, sizeof(res.error), "%s", why);
+    s->failed++;
+    s->gave_up++;
+    ack_note(s->e, d, 0, &res, 0, why);
+    dead_letter(s->e, d, DEAD_LETTER, DLQ_STAGE_SINK, DLQ_CLASS_UNAVAILABLE,
+                why, NULL);
+}
+
 static void sink_pump(struct sink *s)
 {
     while (s->park_head != NULL) {
@@ -1815,7 +1834,14 @@ static void sink_pump(struct sink *s)
     while (s->inflight < (int)s->cfg->max_in_flight && s->ready_head) {
         if (s->breaker == BREAKER_OPEN ||
             (s->breaker == BREAKER_HALF_OPEN && s->probe != NULL)) {
-            return; /* they wait: no attempt is used */
+            if ((int)s->idx != s->e->ack_sink) {
+                return; /* they wait: no attempt is used */
+            }
+            /* A producer waiting for its answer is told now, not at its
+             * timeout: it is the one that tries again. */
+            struct delivery *d = fifo_pop(&s->ready_head, &s->ready_tail);
+            fail_now(s, d, "the sink's circuit breaker is open");
+            continue;
         }
         struct delivery *d = fifo_pop(&s->ready_head, &s->ready_tail);
         if (d->msg->part->revoked) {
@@ -2390,6 +2416,7 @@ static void on_result(struct sink *s, struct delivery *d,
          * id): a retry here too would only add a duplicate. */
         dec.verdict = SL_VERDICT_GIVE_UP;
         snprintf(dec.reason, sizeof(dec.reason), "%s", res.error);
+        class = DLQ_CLASS_UNAVAILABLE;
     }
     if (dec.verdict == SL_VERDICT_DONE) {
         s->done_by_policy++;
@@ -4309,7 +4336,16 @@ int engine_run(engine_t *e)
         drain(e, NULL, 0);
     }
     size_t left = e->inflight;
-    if (left > 0) {
+    if (left > 0 && e->ack_sink >= 0) {
+        /* Nothing is redelivered to a source that answers its producer:
+         * each of these was (or is now) answered 503, and its producer
+         * tries again. Not a stop that left work behind. */
+        log_warn("%zu request(s) still under way at exit: those not "
+                 "answered yet get 503 (their records may or may not be in "
+                 "Kafka)",
+                 left);
+        left = 0;
+    } else if (left > 0) {
         log_warn("%zu message(s) still in flight at exit (%zu of them "
                  "waiting for the dead-letter queue): not committed, they "
                  "will be redelivered",

@@ -52,6 +52,7 @@
 #define CONNECTION_POOL (16 * 1024)
 #define RETRY_AFTER_BUSY "1"
 #define RETRY_AFTER_DOWN "5"
+#define SWEEP_MS 100
 
 #define container_of(ptr, type, member)                                        \
     ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
@@ -75,6 +76,7 @@ struct req {
     char tracestate[512];
     char content_type[CONTENT_TYPE_MAX];
     struct keyrule_decision key;
+    uint64_t arrived_ms; /* monotonic: its time runs from here */
     struct sl_header headers[4]; /* the record's */
     size_t header_count;
     /* the answer, set by the loop before it resumes the connection */
@@ -102,7 +104,8 @@ struct publisher {
     struct req *queue_head, **queue_tail;
     int event_fd;
     struct loop_io event_io;
-    struct loop_timer kick; /* takes the queue after a resume */
+    struct loop_timer kick;  /* takes the queue after a resume */
+    struct loop_timer sweep; /* while held: answers the expired */
     int suspended, paused;
     atomic_int stopping;
     atomic_long inflight; /* accepted, not yet answered */
@@ -143,6 +146,14 @@ static uint64_t wall_ms(void)
     struct timespec ts;
 
     clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
@@ -376,6 +387,7 @@ static enum MHD_Result take(struct publisher *p, struct MHD_Connection *c,
                       (long long)h->max_in_flight);
     }
     atomic_fetch_add(&r->refs, 1); /* the loop's */
+    r->arrived_ms = mono_ms();
     MHD_suspend_connection(c);
     pthread_mutex_lock(&p->lock);
     int was_empty = p->queue_head == NULL;
@@ -544,46 +556,84 @@ static void deadline_fired(struct loop_timer *t)
     }
 }
 
-/* Hands the queued requests to the engine, oldest first, unless it asked
- * for none (suspended or paused: they wait, within max_in_flight). */
+static void answer_late(struct publisher *p, struct req *r);
+
+/* Hands r to the engine: one record of the source's partition. Its
+ * timeout counts from its arrival: the time it waited in the queue while
+ * the lane was at its bound is part of it. */
+static void hand_over(struct publisher *p, struct req *r)
+{
+    uint64_t age = mono_ms() - r->arrived_ms;
+
+    if (age >= (uint64_t)p->cfg->http.timeout_ms) {
+        answer_late(p, r);
+        return;
+    }
+    r->live_prev = NULL;
+    r->live_next = p->live_head;
+    if (p->live_head != NULL) {
+        p->live_head->live_prev = r;
+    }
+    p->live_head = r;
+    loop_timer_init(&r->deadline, deadline_fired);
+    loop_timer_start(p->loop, &r->deadline,
+                     p->cfg->http.timeout_ms - (int64_t)age);
+    struct source_record rec = {
+        .handle = r,
+        .part = p->part,
+        .topic = p->cfg->http.path,
+        .partition = 0,
+        .offset = p->next_offset++,
+        .timestamp_ms = (int64_t)wall_ms(),
+        .key = r->key.key,
+        .key_len = r->key.key_len,
+        .value = r->body,
+        .value_len = r->len,
+    };
+    p->cb.on_record(p->cb.arg, &rec);
+}
+
+/* Hands the queued requests to the engine, oldest first, the whole queue
+ * at once (one lock per batch), unless it asked for none (suspended or
+ * paused: the rest goes back to the head of the queue and waits, within
+ * max_in_flight). */
 static void take_queue(struct publisher *p)
 {
-    struct req *r;
-
+    if ((p->suspended || p->paused) && !loop_timer_armed(&p->sweep)) {
+        loop_timer_start(p->loop, &p->sweep, SWEEP_MS);
+    }
     while (!p->suspended && !p->paused) {
         pthread_mutex_lock(&p->lock);
-        r = p->queue_head;
-        if (r != NULL) {
-            p->queue_head = r->next;
-            if (p->queue_head == NULL) {
-                p->queue_tail = &p->queue_head;
-            }
-        }
+        struct req *batch = p->queue_head;
+        p->queue_head = NULL;
+        p->queue_tail = &p->queue_head;
         pthread_mutex_unlock(&p->lock);
-        if (r == NULL) {
+        if (batch == NULL) {
             return;
         }
-        r->live_prev = NULL;
-        r->live_next = p->live_head;
-        if (p->live_head != NULL) {
-            p->live_head->live_prev = r;
+        while (batch != NULL) {
+            if (p->suspended || p->paused) {
+                struct req *last = batch;
+                while (last->next != NULL) {
+                    last = last->next;
+                }
+                pthread_mutex_lock(&p->lock);
+                last->next = p->queue_head;
+                if (p->queue_head == NULL) {
+                    p->queue_tail = &last->next;
+                }
+                p->queue_head = batch;
+                pthread_mutex_unlock(&p->lock);
+                if (!loop_timer_armed(&p->sweep)) {
+                    loop_timer_start(p->loop, &p->sweep, SWEEP_MS);
+                }
+                return;
+            }
+            struct req *r = batch;
+            batch = r->next;
+            r->next = NULL;
+            hand_over(p, r);
         }
-        p->live_head = r;
-        loop_timer_init(&r->deadline, deadline_fired);
-        loop_timer_start(p->loop, &r->deadline, p->cfg->http.timeout_ms);
-        struct source_record rec = {
-            .handle = r,
-            .part = p->part,
-            .topic = p->cfg->http.path,
-            .partition = 0,
-            .offset = p->next_offset++,
-            .timestamp_ms = (int64_t)wall_ms(),
-            .key = r->key.key,
-            .key_len = r->key.key_len,
-            .value = r->body,
-            .value_len = r->len,
-        };
-        p->cb.on_record(p->cb.arg, &rec);
     }
 }
 
@@ -627,6 +677,58 @@ static void answer_queued(struct publisher *p, const char *why)
         struct req *next = r->next;
         req_unref(r); /* the loop's */
         r = next;
+    }
+}
+
+/* A request whose time ran out before the engine took it: the lane was
+ * at its bound all along. Never in Kafka, so the client may try again. */
+static void answer_late(struct publisher *p, struct req *r)
+{
+    pthread_mutex_lock(&p->lock);
+    r->status = MHD_HTTP_SERVICE_UNAVAILABLE;
+    r->retry_after = RETRY_AFTER_BUSY;
+    snprintf(r->answer, sizeof(r->answer),
+             "{\"error\":\"the pipeline is at its bound: not taken in "
+             "time\",\"message_id\":\"%s\"}",
+             r->message_id);
+    r->answered = 1;
+    pthread_mutex_unlock(&p->lock);
+    atomic_fetch_sub(&p->inflight, 1);
+    atomic_fetch_add(&p->busy, 1);
+    MHD_resume_connection(r->conn);
+    req_unref(r); /* the loop's */
+}
+
+/* While the queue is held, its expired requests are answered: a held
+ * lane must not keep a client waiting past source.timeout. */
+static void sweep_fired(struct loop_timer *t)
+{
+    struct publisher *p = container_of(t, struct publisher, sweep);
+    uint64_t now = mono_ms();
+    struct req *late = NULL, **at;
+
+    pthread_mutex_lock(&p->lock);
+    at = &p->queue_head;
+    while (*at != NULL) {
+        struct req *r = *at;
+        if (now - r->arrived_ms >= (uint64_t)p->cfg->http.timeout_ms) {
+            *at = r->next;
+            r->next = late;
+            late = r;
+        } else {
+            at = &r->next;
+        }
+    }
+    p->queue_tail = at;
+    int waiting = p->queue_head != NULL;
+    pthread_mutex_unlock(&p->lock);
+    while (late != NULL) {
+        struct req *r = late;
+        late = r->next;
+        answer_late(p, r);
+    }
+    if (waiting && (p->suspended || p->paused)) {
+        loop_timer_start(p->loop, t, SWEEP_MS);
     }
 }
 
@@ -845,6 +947,7 @@ static void http_destroy(void *src)
     }
     if (p->loop != NULL) {
         loop_timer_stop(p->loop, &p->kick);
+        loop_timer_stop(p->loop, &p->sweep);
         if (p->event_fd >= 0) {
             loop_io_del(p->loop, &p->event_io);
         }
@@ -979,6 +1082,7 @@ static void *http_open(const struct cfg *cfg, const char *bootstrap,
     p->queue_tail = &p->queue_head;
     pthread_mutex_init(&p->lock, NULL);
     loop_timer_init(&p->kick, kick_fired);
+    loop_timer_init(&p->sweep, sweep_fired);
     if (cfg->http.auto_shard) {
         ((struct cfg *)cfg)->http_partitions =
             topic_partitions(&cfg->sinks[cfg->publish_sink]);

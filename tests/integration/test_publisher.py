@@ -665,3 +665,75 @@ def test_sluice_test_runs_a_publishers_transform(names, tmp_path):
     assert p.returncode == 1, p.stdout + p.stderr
     assert "3 passed, 1 failed" in p.stdout, p.stdout
     assert 'value.topic: unexpected "/orders"' in p.stdout, p.stdout
+
+
+def test_a_held_lane_answers_every_request_within_its_timeout(
+        names, sluice, tmp_path):
+    """Kafka unreachable and the pipeline's bound at 3 records: requests
+    past source.max_in_flight get 429 at once, those that wait in the
+    source's queue get their answer within source.timeout of arriving (503,
+    never 202), and the publisher stops cleanly."""
+    port = harness.free_port()
+    cfg = publisher_cfg(names.pipeline, "127.0.0.1:%d" % harness.free_port(),
+                        "orders", port, max_in_flight=12, timeout="2s")
+    cfg["sinks"]["kafka"].update(timeout="700ms", breaker_failures=0,
+                                 breaker_failure_percent=0)
+    cfg["delivery"] = {"max_in_flight": 3}
+    run = start(sluice, cfg)
+    results = []
+    lock = threading.Lock()
+
+    def one(i):
+        c = Client(port)
+        t0 = time.monotonic()
+        status, headers, answer = c.post(
+            {"tenant_id": "t%d" % i, "order_id": "o%d" % i})
+        with lock:
+            results.append((status, time.monotonic() - t0, headers, answer))
+        c.close()
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(results) == 20
+    statuses = collections.Counter(s for s, *_ in results)
+    assert set(statuses) <= {429, 503}, statuses
+    assert statuses[429] >= 8, statuses  # over max_in_flight: at once
+    for status, took, headers, answer in results:
+        assert took < 2 + 1.5, (status, took, answer)  # timeout + slack
+        assert int(headers["Retry-After"]) >= 1
+    late = [a for s, _, _, a in results if s == 503 and
+            "not taken in time" in a["error"]]
+    assert late, results  # some waited in the queue to the end
+
+    run.terminate()
+    assert run.wait(30) == 0
+    counters = summary(run)
+    assert counters.get("accepted", 0) == 0
+    assert counters["requests"] == 20
+
+
+def test_an_open_breaker_answers_at_once(names, sluice, tmp_path):
+    """Once the kafka sink's circuit breaker opens, a request is answered
+    503 at once, not at its timeout: its client is the one that retries."""
+    port = harness.free_port()
+    cfg = publisher_cfg(names.pipeline, "127.0.0.1:%d" % harness.free_port(),
+                        "orders", port, timeout="10s")
+    cfg["sinks"]["kafka"].update(timeout="300ms", breaker_failures=2,
+                                 breaker_cooldown="60s")
+    run = start(sluice, cfg)
+    client = Client(port)
+    for i in range(2):
+        status, _, answer = client.post({"tenant_id": "t", "order_id": i})
+        assert status == 503, answer
+    for i in range(5):
+        t0 = time.monotonic()
+        status, headers, answer = client.post({"tenant_id": "t",
+                                               "order_id": 10 + i})
+        assert status == 503 and "circuit breaker" in answer["error"], answer
+        assert time.monotonic() - t0 < 1, answer
+        assert int(headers["Retry-After"]) >= 1
+    client.close()
+    run.terminate()
+    assert run.wait(30) == 0
