@@ -2973,11 +2973,13 @@ static int msg_enqueue(engine_t *e, struct msg *m, size_t i)
             int rc = shaped[k].result;
             if (rc == TRANSFORM_SKIP) {
                 s->skipped++;
+                ack_note(e, d, 1, NULL, 0, NULL); /* nothing to write */
                 m->pending--;
                 continue;
             }
             if (rc != TRANSFORM_SEND) {
                 s->failed++;
+                ack_note(e, d, 0, NULL, 0, shaped[k].err.msg);
                 dead_letter(e, d, DEAD_LETTER, DLQ_STAGE_SHAPE,
                             DLQ_CLASS_SHAPE, shaped[k].err.msg, NULL);
                 continue;

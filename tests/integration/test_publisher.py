@@ -737,3 +737,40 @@ def test_an_open_breaker_answers_at_once(names, sluice, tmp_path):
     client.close()
     run.terminate()
     assert run.wait(30) == 0
+
+
+def test_the_kafka_sinks_transform_decides_the_answer_too(
+        kafka, topic_factory, names, sluice, tmp_path):
+    """The acknowledging sink's own transform: a request it skips has
+    nothing to write (202), one it fails on gets 422 and is not in the
+    topic; the others are."""
+    topic = topic_factory(2)
+    port = harness.free_port()
+    cfg = publisher_cfg(names.pipeline, kafka.bootstrap, topic, port)
+    (tmp_path / "k.lua").write_text(
+        "function transform(msg)\n"
+        "  local v = json.decode(msg.value)\n"
+        "  if v.skip then return nil end\n"
+        "  if v.bad then error('no shape for ' .. v.order_id) end\n"
+        "  return {}\n"
+        "end\n")
+    cfg["sinks"]["kafka"]["transform"] = "k.lua"
+    run = start(sluice, cfg)
+    client = Client(port)
+    kept = set()
+    for i in range(30):
+        body = {"tenant_id": "t", "order_id": "o%d" % i,
+                "skip": i % 3 == 1, "bad": i % 3 == 2}
+        status, _, answer = client.post(body, {"Idempotency-Key": "s%d" % i})
+        if body["bad"]:
+            assert status == 422 and "no shape for o%d" % i in \
+                answer["error"], answer
+        else:
+            assert status == 202, answer
+            if not body["skip"]:
+                kept.add("s%d" % i)
+    client.close()
+    records = by_message_id(read_topic(kafka.bootstrap, topic, 2, len(kept)))
+    assert set(records) == kept
+    run.terminate()
+    assert run.wait(30) == 0
