@@ -160,6 +160,14 @@ const struct opt_spec cfg_http_source_options[] = {
      .doc = "Requests accepted but not yet answered. Past it a request is "
             "answered 429 with Retry-After at once: the publisher never "
             "queues without limit."},
+    {.name = "max_in_flight_bytes", .type = OPT_SIZE, .def = "64MiB",
+     .offset = offsetof(struct cfg_http_source, max_in_flight_bytes),
+     .min = 64 * 1024, .max = (int64_t)1 << 40,
+     .doc = "The bodies of the requests accepted and not yet done with, "
+            "and of those being read. Past it a request is answered 429 "
+            "with Retry-After (a body announced larger than what is left "
+            "is not read into memory): with `max_in_flight`, the bound on "
+            "the publisher's memory whatever its clients send."},
     {.name = "timeout", .type = OPT_DURATION, .def = "10s",
      .offset = offsetof(struct cfg_http_source, timeout_ms),
      .min = 100, .max = 600000,

@@ -57,6 +57,7 @@ struct cfg_http_source {
     int64_t max_body;
     struct opt_list content_types;
     int64_t max_in_flight;
+    int64_t max_in_flight_bytes;
     int64_t timeout_ms;
     int64_t drain_timeout_ms;
     int hot_keys_line, hot_keys_col;

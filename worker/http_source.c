@@ -70,6 +70,8 @@ struct req {
     char *body;
     size_t len, cap;
     int too_large;
+    int over_bytes; /* the bodies held would pass max_in_flight_bytes */
+    size_t hint;    /* Content-Length, when it came and fits max_body */
     unsigned early_status; /* refused before the body: answer this */
     char message_id[IDEMPOTENCY_KEY_MAX + 1];
     char traceparent[64];
@@ -109,6 +111,7 @@ struct publisher {
     int suspended, paused;
     atomic_int stopping;
     atomic_long inflight; /* accepted, not yet answered */
+    atomic_llong held_bytes; /* body buffers of every request alive */
     struct req *live_head;
     struct source_stats stats;
     /* counters (atomics: both threads count) */
@@ -208,6 +211,7 @@ static int usable_id(const char *v)
 static void req_unref(struct req *r)
 {
     if (atomic_fetch_sub(&r->refs, 1) == 1) {
+        atomic_fetch_sub(&r->p->held_bytes, (long long)r->cap);
         free(r->body);
         free(r);
     }
@@ -436,9 +440,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
              * of it. */
             const char *cl = MHD_lookup_connection_value(
                 c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-            if (cl != NULL && strtoull(cl, NULL, 10) >
-                                  (unsigned long long)h->max_body) {
+            unsigned long long n = cl != NULL ? strtoull(cl, NULL, 10) : 0;
+            if (n > (unsigned long long)h->max_body) {
                 r->too_large = 1;
+            } else if (n > 0 && atomic_load(&p->held_bytes) + (long long)n >
+                                    h->max_in_flight_bytes) {
+                r->over_bytes = 1; /* nothing of it is kept */
+            } else {
+                r->hint = (size_t)n;
             }
         }
         return MHD_YES;
@@ -446,17 +455,33 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
     if (*upload_size > 0) {
         /* Read (and drop, when refused) the body so that the connection
          * stays usable for the next request. */
-        if (!r->early_status && !r->too_large) {
+        if (!r->early_status && !r->too_large && !r->over_bytes) {
             if (r->len + *upload_size > (size_t)h->max_body) {
                 r->too_large = 1;
             } else {
                 if (r->len + *upload_size > r->cap) {
-                    size_t cap = r->cap ? r->cap : 4096;
+                    size_t cap = r->cap ? r->cap * 2
+                                 : r->hint > 0 ? r->hint : 4096;
                     while (cap < r->len + *upload_size) {
                         cap *= 2;
                     }
+                    /* Memory stays bounded whatever the connections
+                     * send: past the bound, the rest is read and
+                     * dropped, and the answer is 429. */
+                    if (atomic_fetch_add(&p->held_bytes,
+                                         (long long)(cap - r->cap)) +
+                            (long long)(cap - r->cap) >
+                        h->max_in_flight_bytes) {
+                        atomic_fetch_sub(&p->held_bytes,
+                                         (long long)(cap - r->cap));
+                        r->over_bytes = 1;
+                        *upload_size = 0;
+                        return MHD_YES;
+                    }
                     char *b = realloc(r->body, cap);
                     if (b == NULL) {
+                        atomic_fetch_sub(&p->held_bytes,
+                                         (long long)(cap - r->cap));
                         return MHD_NO;
                     }
                     r->body = b;
@@ -489,6 +514,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
         return answer(c, 413, NULL,
                       "{\"error\":\"the body is over %lld bytes\"}",
                       (long long)h->max_body);
+    }
+    if (r->over_bytes) {
+        atomic_fetch_add(&p->busy, 1);
+        return answer(c, MHD_HTTP_TOO_MANY_REQUESTS, RETRY_AFTER_BUSY,
+                      "{\"error\":\"%lld bytes of requests under way: try "
+                      "again\"}",
+                      (long long)h->max_in_flight_bytes);
     }
     if (r->len == 0) {
         atomic_fetch_add(&p->bad, 1);

@@ -774,3 +774,41 @@ def test_the_kafka_sinks_transform_decides_the_answer_too(
     assert set(records) == kept
     run.terminate()
     assert run.wait(30) == 0
+
+
+def test_the_bodies_held_stay_under_max_in_flight_bytes(names, sluice):
+    """Kafka unreachable, so nothing is answered for a while: bodies of 20
+    KiB against a 64 KiB bound, three at most are held; the others get 429
+    with Retry-After at once (an announced one is not even kept)."""
+    port = harness.free_port()
+    cfg = publisher_cfg(names.pipeline, "127.0.0.1:%d" % harness.free_port(),
+                        "orders", port, max_body="64KiB",
+                        max_in_flight_bytes="64KiB", timeout="3s")
+    cfg["sinks"]["kafka"].update(timeout="2s", breaker_failures=0,
+                                 breaker_failure_percent=0)
+    run = start(sluice, cfg)
+    results = []
+    lock = threading.Lock()
+
+    def one(i):
+        c = Client(port)
+        t0 = time.monotonic()
+        status, headers, answer = c.post(
+            {"tenant_id": "t%d" % i, "pad": "x" * 20000})
+        with lock:
+            results.append((status, time.monotonic() - t0, headers, answer))
+        c.close()
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    statuses = collections.Counter(s for s, *_ in results)
+    assert statuses[429] >= 5 and set(statuses) <= {429, 503}, statuses
+    for status, took, headers, answer in results:
+        assert int(headers["Retry-After"]) >= 1
+        if status == 429:
+            assert "bytes of requests under way" in answer["error"], answer
+            assert took < 1.5, (took, answer)
+    run.terminate()
+    assert run.wait(30) == 0
