@@ -5,10 +5,8 @@
  * A key is usable when it is not empty, fits and holds no NUL byte. */
 #include "keysrc.h"
 
-#include <stdio.h>
+#include <stdint.h>
 #include <string.h>
-
-#include <jansson.h>
 
 const char *keysrc_parse(const char *spec, int allow, int *from,
                          const char **arg)
@@ -80,69 +78,846 @@ static const char *usable_key(const void *key, size_t len, char *out,
     return NULL;
 }
 
-/* The string or integer at path (field names joined by '.') of a parsed
- * JSON value. */
-static const char *json_key(const char *path, json_t *root, char *out,
-                            size_t cap, int *miss)
-{
-    json_t *at = root;
-    const char *key = NULL;
-    char name[256];
+/* The JSON scanner behind json: sources. It reads a value once, checks
+ * it exactly as jansson 2.14's json_loadb(JSON_REJECT_DUPLICATES) does
+ * (the verdict the keys picked before it had: tests/unit/test_keysrc.c
+ * and tests/fuzz/fuzz_keysrc.c hold jansson as the oracle), and picks
+ * the keys on the way, without building a tree or allocating: jansson
+ * and its mallocs were 12% of the publisher's CPU per request. About
+ * 24 KiB of stack: a container's offset per level, the open objects'
+ * keys (their hashes) to find a repeat as it comes.
+ *
+ * jansson's rules kept here: the top level is an object or an array;
+ * the whole value is valid UTF-8 (no overlong forms, surrogates or code
+ * points past U+10FFFF); strings hold no byte below 0x20, only the
+ * JSON escapes, \u surrogates only as a high-low pair, and no \u0000;
+ * no object holds the same (decoded) key twice; an integer (no fraction
+ * nor exponent) fits json_int_t, a real does not overflow a double;
+ * every value, scalars included, is at most JSON_PARSER_MAX_DEPTH deep;
+ * nothing but whitespace follows. */
 
-    *miss = KEYSRC_ABSENT;
-    while (at != NULL && *path != '\0') {
-        size_t n = strcspn(path, ".");
-        if (n >= sizeof(name) || !json_is_object(at)) {
-            *miss = n >= sizeof(name) ? KEYSRC_ABSENT : KEYSRC_NOT_FOUND;
-            at = NULL;
+#define SCAN_DEPTH 2048 /* jansson's JSON_PARSER_MAX_DEPTH */
+#define SCAN_KEYS 512   /* keys of the open objects checked as they come */
+#define SCAN_PICKS 8    /* picks per pass over the value */
+#define SCAN_NAME 256   /* json_key's name buffer: longer names miss */
+
+/* 2^1024 - 2^970: halfway between DBL_MAX and 2^1024; strtod rounds a
+ * real at or past it (ties to even) to infinity, which jansson refuses. */
+static const char real_limit[] =
+    "17976931348623158079372897140530341507993413271003782693617377898044"
+    "49682927647509466490179775872070963302864166928879109465555478519404"
+    "02630657488671505820681908902000708383676273854845817711531764475730"
+    "27006985557136695962284291481986083493647529271907416844436551070434"
+    "2711559699508093042880177904174497792";
+
+enum { PICK_NEXT, PICK_SEARCH, PICK_FIELD, PICK_DONE };
+
+/* Where one pick stands: the next value is where its path leads so far
+ * (NEXT); looking for the field name[0, len) in the open object at depth
+ * `depth` (SEARCH); reading the field, a string or an integer (FIELD);
+ * done, its key and miss set (DONE). */
+struct scan_pick {
+    int state;
+    size_t depth;
+    const char *name; /* the path's component being looked for */
+    size_t len;
+    const char *rest; /* the path after it */
+    struct keysrc_json_pick *p;
+};
+
+struct scan_key {
+    uint32_t hash;
+    size_t off; /* the key's first byte after its quote */
+};
+
+/* scan.flags[] of an open container. */
+#define SCAN_OBJECT 0x8000u   /* an object (else an array) */
+#define SCAN_OVERFLOW 0x4000u /* an object with keys beyond scan.keys */
+#define SCAN_BASE 0x3FFFu     /* where its keys in scan.keys start */
+
+struct scan {
+    const unsigned char *s, *p, *end;
+    size_t depth; /* open containers: start[1, depth] */
+    size_t nkeys; /* keys[0, nkeys) in use */
+    size_t start[SCAN_DEPTH + 1];    /* each open container's offset */
+    uint16_t flags[SCAN_DEPTH + 1];  /* SCAN_OBJECT... */
+    struct scan_key keys[SCAN_KEYS]; /* the open objects' keys */
+    struct scan_key spare[SCAN_KEYS / 2]; /* keys_repeat's table */
+    struct scan_pick picks[SCAN_PICKS];
+    size_t npicks;
+};
+
+static uint32_t hash_byte(uint32_t h, unsigned char c)
+{
+    return (h ^ c) * 16777619u; /* FNV-1a */
+}
+
+static int hex_value(int c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    c |= 0x20;
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* The code unit of the 4 hex digits at p[0, 4), or -1. */
+static long hex4(const unsigned char *p)
+{
+    long v = 0;
+    for (int i = 0; i < 4; i++) {
+        int d = hex_value(p[i]);
+        if (d < 0) {
+            return -1;
+        }
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+static size_t utf8_put(unsigned long cp, unsigned char *o)
+{
+    if (cp < 0x80) {
+        o[0] = (unsigned char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        o[0] = (unsigned char)(0xC0 | (cp >> 6));
+        o[1] = (unsigned char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        o[0] = (unsigned char)(0xE0 | (cp >> 12));
+        o[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+        o[2] = (unsigned char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    o[0] = (unsigned char)(0xF0 | (cp >> 18));
+    o[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+    o[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+    o[3] = (unsigned char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* The length of the valid UTF-8 sequence at p[0, end - p) that starts
+ * with a byte >= 0x80, or 0 (jansson's utf8_check_first/_full). */
+static size_t utf8_len(const unsigned char *p, const unsigned char *end)
+{
+    unsigned char u = p[0];
+    size_t n;
+    unsigned long v;
+
+    if (u >= 0xC2 && u <= 0xDF) {
+        n = 2, v = u & 0x1F;
+    } else if (u >= 0xE0 && u <= 0xEF) {
+        n = 3, v = u & 0x0F;
+    } else if (u >= 0xF0 && u <= 0xF4) {
+        n = 4, v = u & 0x07;
+    } else {
+        return 0;
+    }
+    if ((size_t)(end - p) < n) {
+        return 0;
+    }
+    for (size_t i = 1; i < n; i++) {
+        if (p[i] < 0x80 || p[i] > 0xBF) {
+            return 0;
+        }
+        v = (v << 6) | (p[i] & 0x3F);
+    }
+    if (v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF) ||
+        (n == 3 && v < 0x800) || (n == 4 && v < 0x10000)) {
+        return 0;
+    }
+    return n;
+}
+
+/* Decodes the escape at p (its backslash) of a string already checked:
+ * writes its bytes to o and returns the bytes of source it took. */
+static size_t unescape(const unsigned char *p, unsigned char *o, size_t *n)
+{
+    static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+    unsigned long cp;
+
+    if (p[1] != 'u') {
+        o[0] = (unsigned char)to[strchr(from, p[1]) - from];
+        *n = 1;
+        return 2;
+    }
+    cp = (unsigned long)hex4(p + 2);
+    if (cp >= 0xD800 && cp <= 0xDBFF) {
+        cp = 0x10000 + ((cp - 0xD800) << 10) +
+             ((unsigned long)hex4(p + 8) - 0xDC00);
+        *n = utf8_put(cp, o);
+        return 12;
+    }
+    *n = utf8_put(cp, o);
+    return 6;
+}
+
+/* Reads a checked string's decoded bytes one by one. */
+struct scan_dec {
+    const unsigned char *p; /* the next byte of source */
+    unsigned char buf[4];
+    size_t n, i;
+};
+
+/* The next decoded byte, or -1 at the closing quote. */
+static int dec_next(struct scan_dec *d)
+{
+    if (d->i < d->n) {
+        return d->buf[d->i++];
+    }
+    if (*d->p == '"') {
+        return -1;
+    }
+    if (*d->p != '\\') {
+        return *d->p++;
+    }
+    d->p += unescape(d->p, d->buf, &d->n);
+    d->i = 1;
+    return d->buf[0];
+}
+
+/* Whether the checked strings at a and b (after their quotes) decode to
+ * the same bytes. */
+static int str_eq(const unsigned char *a, const unsigned char *b)
+{
+    struct scan_dec da = {.p = a}, db = {.p = b};
+    int ca, cb;
+
+    do {
+        ca = dec_next(&da);
+        cb = dec_next(&db);
+    } while (ca == cb && ca >= 0);
+    return ca == cb;
+}
+
+/* Whether the checked string at a (after its quote) decodes to b[0, n). */
+static int str_eq_bytes(const unsigned char *a, const char *b, size_t n)
+{
+    struct scan_dec d = {.p = a};
+    int c;
+
+    for (size_t i = 0; i < n; i++) {
+        if (dec_next(&d) != (unsigned char)b[i]) {
+            return 0;
+        }
+    }
+    c = dec_next(&d);
+    return c < 0;
+}
+
+/* Checks the string at sc->p (just past its opening quote) and moves
+ * past its closing quote. Its decoded bytes: their number in *len, their
+ * hash in *hash, the first cap of them into out (when not NULL);
+ * *escaped says whether the source held an escape. -1: not JSON. */
+static int scan_string(struct scan *sc, uint32_t *hash, size_t *len,
+                       char *out, size_t cap, int *escaped)
+{
+    const unsigned char *p = sc->p, *end = sc->end;
+    uint32_t h = 2166136261u;
+    size_t n = 0;
+    unsigned char tmp[4];
+
+    *escaped = 0;
+    for (;;) {
+        const unsigned char *from = p;
+        size_t k;
+        while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' &&
+               *p != '\\') {
+            h = hash_byte(h, *p++);
+        }
+        k = (size_t)(p - from);
+        if (out != NULL && n < cap) {
+            memcpy(out + n, from, k < cap - n ? k : cap - n);
+        }
+        n += k;
+        if (p == end || *p < 0x20) {
+            return -1;
+        }
+        if (*p == '"') {
             break;
         }
-        memcpy(name, path, n);
-        name[n] = '\0';
-        at = json_object_get(at, name);
-        path += n + (path[n] == '.');
-    }
-    if (json_is_string(at)) {
-        key = usable_key(json_string_value(at), json_string_length(at), out,
-                         cap, miss);
-    } else if (json_is_integer(at)) {
-        int n = snprintf(out, cap, "%" JSON_INTEGER_FORMAT,
-                         json_integer_value(at));
-        if (n >= 0 && (size_t)n < cap) {
-            key = out;
-        } else {
-            *miss = KEYSRC_TOO_LONG;
+        if (*p >= 0x80) {
+            k = utf8_len(p, end);
+            if (k == 0) {
+                return -1;
+            }
+            memcpy(tmp, p, k);
+            p += k;
+        } else { /* a backslash */
+            *escaped = 1;
+            if (end - p < 2 || strchr("\"\\/bfnrtu", p[1]) == NULL ||
+                p[1] == '\0') {
+                return -1;
+            }
+            if (p[1] == 'u') {
+                long cp = end - p >= 6 ? hex4(p + 2) : -1;
+                if (cp <= 0 || (cp >= 0xDC00 && cp <= 0xDFFF)) {
+                    return -1; /* no hex, \u0000 or a lone low half */
+                }
+                if (cp >= 0xD800 && cp <= 0xDBFF) {
+                    long lo = end - p >= 12 && p[6] == '\\' && p[7] == 'u'
+                                  ? hex4(p + 8)
+                                  : -1;
+                    if (lo < 0xDC00 || lo > 0xDFFF) {
+                        return -1;
+                    }
+                }
+            }
+            p += unescape(p, tmp, &k);
         }
-    } else if (at != NULL) {
-        *miss = KEYSRC_TYPE;
+        for (size_t i = 0; i < k; i++) {
+            h = hash_byte(h, tmp[i]);
+            if (out != NULL && n + i < cap) {
+                out[n + i] = (char)tmp[i];
+            }
+        }
+        n += k;
     }
-    if (key != NULL) {
-        *miss = KEYSRC_OK;
+    sc->p = p + 1;
+    *hash = h;
+    *len = n;
+    return 0;
+}
+
+static int is_digit(const unsigned char *p, const unsigned char *end)
+{
+    return p < end && *p >= '0' && *p <= '9';
+}
+
+/* Whether the checked real s[0, e) overflows a double, as strtod rounds
+ * it: compares its digits with real_limit once it is scaled alike. */
+static int real_overflows(const unsigned char *s, const unsigned char *e)
+{
+    const long long big = 1000000000000000LL; /* beyond any body */
+    const unsigned char *p = s + (*s == '-'), *first = NULL;
+    long long exp = 0, at = 0, i;
+    int neg = 0;
+
+    /* at: the power of ten of the first nonzero digit, before exp. */
+    for (; p < e && *p >= '0' && *p <= '9'; p++) {
+        if (first == NULL && *p != '0') {
+            first = p;
+        }
     }
-    return key;
+    if (first != NULL) {
+        at = (long long)(p - first) - 1;
+    }
+    if (p < e && *p == '.') {
+        const unsigned char *fp = ++p;
+        for (; p < e && *p >= '0' && *p <= '9'; p++) {
+            if (first == NULL && *p != '0') {
+                first = p;
+                at = -(long long)(p - fp) - 1;
+            }
+        }
+    }
+    if (p < e) { /* e or E */
+        p++;
+        if (*p == '+' || *p == '-') {
+            neg = *p++ == '-';
+        }
+        for (; p < e; p++) {
+            exp = exp < big ? exp * 10 + (*p - '0') : big;
+        }
+    }
+    if (first == NULL) {
+        return 0; /* zero */
+    }
+    if (at > big) {
+        at = big;
+    }
+    at += neg ? -exp : exp;
+    if (at != 308) {
+        return at > 308;
+    }
+    p = first;
+    for (i = 0; real_limit[i] != '\0'; i++) {
+        int d = '0';
+        while (p < e && *p == '.') {
+            p++;
+        }
+        if (p < e && *p >= '0' && *p <= '9') {
+            d = *p++;
+        }
+        if (d != real_limit[i]) {
+            return d > real_limit[i];
+        }
+    }
+    return 1; /* equal to the limit or past it: rounds to infinity */
+}
+
+/* Checks the number at sc->p and moves past it: 1 an integer (fits
+ * json_int_t), 2 a real, -1 not JSON (jansson's lex_scan_number). */
+static int scan_number(struct scan *sc)
+{
+    const unsigned char *s = sc->p, *p = sc->p, *end = sc->end, *ds;
+    int real = 0;
+
+    if (*p == '-') {
+        p++;
+    }
+    ds = p;
+    if (!is_digit(p, end)) {
+        return -1;
+    }
+    if (*p == '0') {
+        p++;
+        if (is_digit(p, end)) {
+            return -1;
+        }
+    } else {
+        while (is_digit(p, end)) {
+            p++;
+        }
+    }
+    if (p < end && *p == '.') {
+        real = 1;
+        p++;
+        if (!is_digit(p, end)) {
+            return -1;
+        }
+        while (is_digit(p, end)) {
+            p++;
+        }
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        real = 1;
+        p++;
+        if (p < end && (*p == '+' || *p == '-')) {
+            p++;
+        }
+        if (!is_digit(p, end)) {
+            return -1;
+        }
+        while (is_digit(p, end)) {
+            p++;
+        }
+    }
+    sc->p = p;
+    if (real) {
+        return real_overflows(s, p) ? -1 : 2;
+    } else {
+        /* strtoll's range: 19 digits at most, then by value. */
+        size_t n = (size_t)(p - ds);
+        const char *max = *s == '-' ? "9223372036854775808"
+                                    : "9223372036854775807";
+        if (n > 19 || (n == 19 && memcmp(ds, max, 19) > 0)) {
+            return -1;
+        }
+    }
+    return 1;
+}
+
+/* Past the checked value at p (its first byte). */
+static const unsigned char *skip_value(const unsigned char *p,
+                                       const unsigned char *end)
+{
+    size_t open = 0;
+
+    do {
+        if (*p == '"') {
+            for (p++; *p != '"'; p += *p == '\\' ? 2 : 1) {
+            }
+            p++;
+        } else if (*p == '{' || *p == '[') {
+            open++;
+            p++;
+        } else if (*p == '}' || *p == ']') {
+            open--;
+            p++;
+        } else if (open > 0) {
+            p++; /* whitespace, , : or a scalar's byte */
+        } else { /* a scalar: to the next separator */
+            while (p < end && *p != ',' && *p != '}' && *p != ']' &&
+                   *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
+                p++;
+            }
+        }
+    } while (open > 0);
+    return p;
+}
+
+/* Past whitespace from p. */
+static const unsigned char *past_ws(const unsigned char *p,
+                                    const unsigned char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) {
+        p++;
+    }
+    return p;
+}
+
+static uint32_t str_hash(const unsigned char *a)
+{
+    struct scan_dec d = {.p = a};
+    uint32_t h = 2166136261u;
+    int c;
+
+    while ((c = dec_next(&d)) >= 0) {
+        h = hash_byte(h, (unsigned char)c);
+    }
+    return h;
+}
+
+/* Whether the checked object at s (its '{') holds a key twice: for an
+ * object whose keys did not all fit in scan.keys. Its keys go into tab
+ * (size slots, a power of two) a part at a time, split by hash, the
+ * object read again for each part: no allocation, and the work stays
+ * about (keys / size) times the object's length. Keys that share one
+ * hash beyond what a part holds are compared pairwise. */
+static int keys_repeat(const unsigned char *s, const unsigned char *end,
+                       struct scan_key *tab, size_t size)
+{
+    size_t parts = 2;
+
+retry:
+    for (size_t part = 0; part < parts; part++) {
+        size_t used = 0;
+        const unsigned char *p = past_ws(s + 1, end);
+        for (size_t i = 0; i < size; i++) {
+            tab[i].off = 0;
+        }
+        while (*p == '"') {
+            const unsigned char *k = p + 1;
+            uint32_t h = str_hash(k);
+            p = skip_value(p, end);
+            if (h % parts == part) {
+                size_t i = (h ^ (h >> 15)) & (size - 1);
+                while (tab[i].off != 0) {
+                    if (tab[i].hash == h && str_eq(s + tab[i].off, k)) {
+                        return 1;
+                    }
+                    i = (i + 1) & (size - 1);
+                }
+                if (++used == size) {
+                    if (parts > (size_t)(end - s)) { /* > its keys */
+                        goto pairwise;
+                    }
+                    parts *= 2;
+                    goto retry;
+                }
+                tab[i].hash = h;
+                tab[i].off = (size_t)(k - s);
+            }
+            p = past_ws(p, end) + 1; /* the colon */
+            p = past_ws(skip_value(past_ws(p, end), end), end);
+            if (*p == ',') {
+                p = past_ws(p + 1, end);
+            }
+        }
+    }
+    return 0;
+
+pairwise:
+    for (const unsigned char *a = past_ws(s + 1, end); *a == '"';) {
+        const unsigned char *b = a;
+        uint32_t h = str_hash(a + 1);
+        for (;;) {
+            b = past_ws(skip_value(b, end), end) + 1;
+            b = past_ws(skip_value(past_ws(b, end), end), end);
+            if (*b != ',') {
+                break;
+            }
+            b = past_ws(b + 1, end);
+            if (str_hash(b + 1) == h && str_eq(a + 1, b + 1)) {
+                return 1;
+            }
+        }
+        a = past_ws(skip_value(a, end), end) + 1;
+        a = past_ws(skip_value(past_ws(a, end), end), end);
+        a = *a == ',' ? past_ws(a + 1, end) : a;
+    }
+    return 0;
+}
+
+/* The value about to be read is the one pick sp walks to: decides what
+ * follows from its kind (the first byte) before it is read. */
+static void pick_at(struct scan_pick *sp, unsigned char kind, size_t depth)
+{
+    struct keysrc_json_pick *p = sp->p;
+    size_t n;
+
+    sp->state = PICK_DONE;
+    if (*sp->rest == '\0') {
+        /* The field itself: strings and integers wait for their bytes. */
+        if (kind == '"' || kind == '-' || (kind >= '0' && kind <= '9')) {
+            sp->state = PICK_FIELD;
+        } else {
+            p->miss = KEYSRC_TYPE;
+        }
+        return;
+    }
+    n = strcspn(sp->rest, ".");
+    if (n >= SCAN_NAME) {
+        p->miss = KEYSRC_ABSENT;
+    } else if (kind != '{') {
+        p->miss = KEYSRC_NOT_FOUND;
+    } else {
+        sp->state = PICK_SEARCH;
+        sp->depth = depth + 1;
+        sp->name = sp->rest;
+        sp->len = n;
+        sp->rest += n + (sp->rest[n] == '.');
+    }
+}
+
+/* A pick's field is the string at s (after its quote), of len decoded
+ * bytes. */
+static void pick_string(struct scan_pick *sp, const unsigned char *s,
+                        size_t len)
+{
+    struct keysrc_json_pick *p = sp->p;
+    struct scan_dec d = {.p = s};
+
+    sp->state = PICK_DONE;
+    if (len == 0) {
+        p->miss = KEYSRC_EMPTY;
+    } else if (len >= p->cap) {
+        p->miss = KEYSRC_TOO_LONG;
+    } else {
+        for (size_t i = 0; i < len; i++) {
+            p->out[i] = (char)dec_next(&d);
+        }
+        p->out[len] = '\0';
+        p->key = p->out;
+        p->miss = KEYSRC_OK;
+    }
+}
+
+/* A pick's field is the integer s[0, len): its decimal text, as
+ * printf gives it ("-0" is 0). */
+static void pick_integer(struct scan_pick *sp, const unsigned char *s,
+                         size_t len)
+{
+    struct keysrc_json_pick *p = sp->p;
+
+    sp->state = PICK_DONE;
+    if (len == 2 && s[0] == '-' && s[1] == '0') {
+        s++, len--;
+    }
+    if (len >= p->cap) {
+        p->miss = KEYSRC_TOO_LONG;
+    } else {
+        memcpy(p->out, s, len);
+        p->out[len] = '\0';
+        p->key = p->out;
+        p->miss = KEYSRC_OK;
+    }
+}
+
+/* Reads an object's key at sc->p (its quote): checks it is new to the
+ * object, and moves the picks that look for it to its value. */
+static int scan_key(struct scan *sc)
+{
+    size_t base = sc->flags[sc->depth] & SCAN_BASE;
+    const unsigned char *k = sc->p + 1;
+    uint32_t h;
+    size_t len;
+    int escaped;
+
+    sc->p++;
+    if (scan_string(sc, &h, &len, NULL, 0, &escaped) < 0) {
+        return -1;
+    }
+    for (size_t i = base; i < sc->nkeys; i++) {
+        if (sc->keys[i].hash == h && str_eq(sc->s + sc->keys[i].off, k)) {
+            return -1;
+        }
+    }
+    if (sc->nkeys < SCAN_KEYS) {
+        sc->keys[sc->nkeys].hash = h;
+        sc->keys[sc->nkeys++].off = (size_t)(k - sc->s);
+    } else {
+        sc->flags[sc->depth] |= SCAN_OVERFLOW;
+    }
+    for (size_t i = 0; i < sc->npicks; i++) {
+        struct scan_pick *sp = &sc->picks[i];
+        if (sp->state == PICK_SEARCH && sp->depth == sc->depth &&
+            sp->len == len &&
+            (escaped ? str_eq_bytes(k, sp->name, len)
+                     : memcmp(k, sp->name, len) == 0)) {
+            sp->state = PICK_NEXT; /* its value */
+        }
+    }
+    return 0;
+}
+
+/* Reads the value sc->s[0, sc->end) once, moving sc->picks on the way;
+ * -1 when it is not JSON (as jansson would say). */
+static int scan_value(struct scan *sc)
+{
+    const unsigned char *v;
+    int kind;
+
+    sc->p = past_ws(sc->p, sc->end);
+    if (sc->p == sc->end || (*sc->p != '{' && *sc->p != '[')) {
+        return -1;
+    }
+    sc->depth = 0;
+    sc->nkeys = 0;
+value: /* a value at sc->p (past whitespace), at depth sc->depth + 1 */
+    if (sc->p == sc->end || sc->depth >= SCAN_DEPTH) {
+        return -1;
+    }
+    kind = *sc->p;
+    for (size_t i = 0; i < sc->npicks; i++) {
+        if (sc->picks[i].state == PICK_NEXT) {
+            pick_at(&sc->picks[i], (unsigned char)kind, sc->depth);
+        }
+    }
+    v = sc->p;
+    if (kind == '{' || kind == '[') {
+        sc->depth++;
+        sc->start[sc->depth] = (size_t)(v - sc->s);
+        sc->flags[sc->depth] =
+            (uint16_t)(sc->nkeys | (kind == '{' ? SCAN_OBJECT : 0));
+        sc->p = past_ws(sc->p + 1, sc->end);
+        if (sc->p < sc->end && *sc->p == (kind == '{' ? '}' : ']')) {
+            sc->p++;
+            goto close;
+        }
+        if (kind == '[') {
+            goto value;
+        }
+        goto key;
+    }
+    if (kind == '"') {
+        uint32_t h;
+        size_t len;
+        int escaped;
+        sc->p++;
+        if (scan_string(sc, &h, &len, NULL, 0, &escaped) < 0) {
+            return -1;
+        }
+        for (size_t i = 0; i < sc->npicks; i++) {
+            if (sc->picks[i].state == PICK_FIELD) {
+                pick_string(&sc->picks[i], v + 1, len);
+            }
+        }
+    } else if (kind == '-' || (kind >= '0' && kind <= '9')) {
+        int num = scan_number(sc);
+        if (num < 0) {
+            return -1;
+        }
+        for (size_t i = 0; i < sc->npicks; i++) {
+            if (sc->picks[i].state != PICK_FIELD) {
+                continue;
+            }
+            if (num == 1) {
+                pick_integer(&sc->picks[i], v, (size_t)(sc->p - v));
+            } else {
+                sc->picks[i].state = PICK_DONE;
+                sc->picks[i].p->miss = KEYSRC_TYPE;
+            }
+        }
+    } else {
+        static const char *const words[] = {"true", "false", "null"};
+        size_t i = 0, n;
+        while (i < 3 && words[i][0] != kind) {
+            i++;
+        }
+        if (i == 3) {
+            return -1;
+        }
+        n = strlen(words[i]);
+        if ((size_t)(sc->end - sc->p) < n || memcmp(sc->p, words[i], n)) {
+            return -1;
+        }
+        sc->p += n;
+    }
+    goto next;
+
+key: /* an object's key at sc->p (past whitespace) */
+    if (sc->p == sc->end || *sc->p != '"' || scan_key(sc) < 0) {
+        return -1;
+    }
+    sc->p = past_ws(sc->p, sc->end);
+    if (sc->p == sc->end || *sc->p != ':') {
+        return -1;
+    }
+    sc->p = past_ws(sc->p + 1, sc->end);
+    goto value;
+
+next: /* a value read: what follows it */
+    sc->p = past_ws(sc->p, sc->end);
+    if (sc->depth == 0) {
+        return sc->p == sc->end ? 0 : -1;
+    }
+    if (sc->p == sc->end) {
+        return -1;
+    }
+    if (*sc->p == ',') {
+        sc->p = past_ws(sc->p + 1, sc->end);
+        if (sc->flags[sc->depth] & SCAN_OBJECT) {
+            goto key;
+        }
+        goto value;
+    }
+    if (*sc->p != (sc->flags[sc->depth] & SCAN_OBJECT ? '}' : ']')) {
+        return -1;
+    }
+    sc->p++;
+
+close: /* the container at sc->depth has just closed */
+    if (sc->flags[sc->depth] & SCAN_OBJECT) {
+        if ((sc->flags[sc->depth] & SCAN_OVERFLOW) &&
+            keys_repeat(sc->s + sc->start[sc->depth], sc->end, sc->spare,
+                        SCAN_KEYS / 2)) {
+            return -1;
+        }
+        for (size_t i = 0; i < sc->npicks; i++) {
+            if (sc->picks[i].state == PICK_SEARCH &&
+                sc->picks[i].depth == sc->depth) {
+                sc->picks[i].state = PICK_DONE;
+                sc->picks[i].p->miss = KEYSRC_ABSENT;
+            }
+        }
+        sc->nkeys = sc->flags[sc->depth] & SCAN_BASE;
+    }
+    sc->depth--;
+    goto next;
 }
 
 void keysrc_pick_json(const void *value, size_t value_len,
                       struct keysrc_json_pick *picks, size_t n)
 {
-    json_error_t jerr;
-    json_t *root = NULL;
+    struct scan sc;
 
-    if (value != NULL && value_len > 0) {
-        root = json_loadb(value, value_len, JSON_REJECT_DUPLICATES, &jerr);
-    }
-    for (size_t i = 0; i < n; i++) {
-        struct keysrc_json_pick *p = &picks[i];
-        p->key = NULL;
-        if (root == NULL) {
-            p->miss = KEYSRC_NOT_JSON;
-        } else if (p->cap == 0) {
+    /* A few picks per pass (callers have one or two): their state lives
+     * on the stack. */
+    for (size_t i = 0; i < n || i == 0; i += SCAN_PICKS) {
+        size_t m = n - i < SCAN_PICKS ? n - i : SCAN_PICKS;
+        int rc = -1;
+
+        sc.npicks = 0;
+        for (size_t j = i; j < i + m; j++) {
+            struct keysrc_json_pick *p = &picks[j];
+            p->key = NULL;
             p->miss = KEYSRC_TOO_LONG;
-        } else {
-            p->key = json_key(p->path, root, p->out, p->cap, &p->miss);
+            if (p->cap > 0) {
+                sc.picks[sc.npicks++] = (struct scan_pick){
+                    .state = PICK_NEXT, .rest = p->path, .p = p};
+            }
+        }
+        if (value != NULL && value_len > 0) {
+            sc.s = value;
+            sc.p = sc.s;
+            sc.end = sc.s + value_len;
+            rc = scan_value(&sc);
+        }
+        for (size_t j = i; j < i + m; j++) {
+            if (rc < 0) {
+                picks[j].key = NULL;
+                picks[j].miss = KEYSRC_NOT_JSON;
+            }
+        }
+        if (n == 0) {
+            break;
         }
     }
-    json_decref(root);
 }
 
 const char *keysrc_pick(int from, const char *arg, const void *header,
