@@ -94,7 +94,8 @@ static const char *usable_key(const void *key, size_t len, char *out,
  * no object holds the same (decoded) key twice; an integer (no fraction
  * nor exponent) fits json_int_t, a real does not overflow a double;
  * every value, scalars included, is at most JSON_PARSER_MAX_DEPTH deep;
- * nothing but whitespace follows. */
+ * nothing but whitespace follows. And one quirk: a NUL byte right after
+ * a number or true, false, null is skipped (see scan_value). */
 
 #define SCAN_DEPTH 2048 /* jansson's JSON_PARSER_MAX_DEPTH */
 #define SCAN_KEYS 512   /* keys of the open objects checked as they come */
@@ -147,9 +148,36 @@ struct scan {
     size_t npicks;
 };
 
-static uint32_t hash_byte(uint32_t h, unsigned char c)
+/* A key's decoded bytes hashed 8 at a time (keys are only hashed to
+ * find repeats: equal hashes are compared in full). */
+struct key_hash {
+    uint64_t h, word;
+    size_t n;
+};
+
+static void hash_word(struct key_hash *kh)
 {
-    return (h ^ c) * 16777619u; /* FNV-1a */
+    kh->h = (kh->h ^ kh->word) * 0x9E3779B97F4A7C15u;
+    kh->h ^= kh->h >> 29;
+    kh->word = 0;
+}
+
+static void hash_byte(struct key_hash *kh, unsigned char c)
+{
+    kh->word |= (uint64_t)c << (8 * (kh->n & 7));
+    if ((++kh->n & 7) == 0) {
+        hash_word(kh);
+    }
+}
+
+static uint32_t hash_end(struct key_hash *kh)
+{
+    if ((kh->n & 7) != 0) {
+        hash_word(kh);
+    }
+    kh->word = kh->n;
+    hash_word(kh);
+    return (uint32_t)(kh->h >> 32);
 }
 
 static int hex_value(int c)
@@ -309,14 +337,11 @@ static int str_eq_bytes(const unsigned char *a, const char *b, size_t n)
 }
 
 /* Checks the string at sc->p (just past its opening quote) and moves
- * past its closing quote. Its decoded bytes: their number in *len, their
- * hash in *hash, the first cap of them into out (when not NULL);
- * *escaped says whether the source held an escape. -1: not JSON. */
-static int scan_string(struct scan *sc, uint32_t *hash, size_t *len,
-                       char *out, size_t cap, int *escaped)
+ * past its closing quote: its decoded length into *len, whether its
+ * source holds an escape into *escaped. -1: not JSON. */
+static int scan_string(struct scan *sc, size_t *len, int *escaped)
 {
     const unsigned char *p = sc->p, *end = sc->end;
-    uint32_t h = 2166136261u;
     size_t n = 0;
     unsigned char tmp[4];
 
@@ -326,13 +351,9 @@ static int scan_string(struct scan *sc, uint32_t *hash, size_t *len,
         size_t k;
         while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' &&
                *p != '\\') {
-            h = hash_byte(h, *p++);
+            p++;
         }
-        k = (size_t)(p - from);
-        if (out != NULL && n < cap) {
-            memcpy(out + n, from, k < cap - n ? k : cap - n);
-        }
-        n += k;
+        n += (size_t)(p - from);
         if (p == end || *p < 0x20) {
             return -1;
         }
@@ -344,7 +365,6 @@ static int scan_string(struct scan *sc, uint32_t *hash, size_t *len,
             if (k == 0) {
                 return -1;
             }
-            memcpy(tmp, p, k);
             p += k;
         } else { /* a backslash */
             *escaped = 1;
@@ -368,16 +388,9 @@ static int scan_string(struct scan *sc, uint32_t *hash, size_t *len,
             }
             p += unescape(p, tmp, &k);
         }
-        for (size_t i = 0; i < k; i++) {
-            h = hash_byte(h, tmp[i]);
-            if (out != NULL && n + i < cap) {
-                out[n + i] = (char)tmp[i];
-            }
-        }
         n += k;
     }
     sc->p = p + 1;
-    *hash = h;
     *len = n;
     return 0;
 }
@@ -550,16 +563,30 @@ static const unsigned char *past_ws(const unsigned char *p,
     return p;
 }
 
-static uint32_t str_hash(const unsigned char *a)
+/* The hash of the checked string at a (after its quote); raw is the
+ * length of its source when it holds no escape, else SIZE_MAX. */
+static uint32_t str_hash(const unsigned char *a, size_t raw)
 {
+    struct key_hash kh = {0, 0, 0};
     struct scan_dec d = {.p = a};
-    uint32_t h = 2166136261u;
     int c;
 
-    while ((c = dec_next(&d)) >= 0) {
-        h = hash_byte(h, (unsigned char)c);
+    if (raw != SIZE_MAX) { /* the bytes are the source: words at once */
+        for (; kh.n + 8 <= raw; kh.n += 8) {
+            uint64_t w;
+            memcpy(&w, a + kh.n, 8);
+            kh.word = w; /* little-endian hosts; others hash alike too */
+            hash_word(&kh);
+        }
+        for (size_t i = kh.n; i < raw; i++) {
+            hash_byte(&kh, a[i]);
+        }
+        return hash_end(&kh);
     }
-    return h;
+    while ((c = dec_next(&d)) >= 0) {
+        hash_byte(&kh, (unsigned char)c);
+    }
+    return hash_end(&kh);
 }
 
 /* Whether the checked object at s (its '{') holds a key twice: for an
@@ -582,7 +609,7 @@ retry:
         }
         while (*p == '"') {
             const unsigned char *k = p + 1;
-            uint32_t h = str_hash(k);
+            uint32_t h = str_hash(k, SIZE_MAX);
             p = skip_value(p, end);
             if (h % parts == part) {
                 size_t i = (h ^ (h >> 15)) & (size - 1);
@@ -614,7 +641,7 @@ retry:
 pairwise:
     for (const unsigned char *a = past_ws(s + 1, end); *a == '"';) {
         const unsigned char *b = a;
-        uint32_t h = str_hash(a + 1);
+        uint32_t h = str_hash(a + 1, SIZE_MAX);
         for (;;) {
             b = past_ws(skip_value(b, end), end) + 1;
             b = past_ws(skip_value(past_ws(b, end), end), end);
@@ -622,7 +649,7 @@ pairwise:
                 break;
             }
             b = past_ws(b + 1, end);
-            if (str_hash(b + 1) == h && str_eq(a + 1, b + 1)) {
+            if (str_hash(b + 1, SIZE_MAX) == h && str_eq(a + 1, b + 1)) {
                 return 1;
             }
         }
@@ -719,9 +746,10 @@ static int scan_key(struct scan *sc)
     int escaped;
 
     sc->p++;
-    if (scan_string(sc, &h, &len, NULL, 0, &escaped) < 0) {
+    if (scan_string(sc, &len, &escaped) < 0) {
         return -1;
     }
+    h = str_hash(k, escaped ? SIZE_MAX : len);
     for (size_t i = base; i < sc->nkeys; i++) {
         if (sc->keys[i].hash == h && str_eq(sc->s + sc->keys[i].off, k)) {
             return -1;
@@ -785,11 +813,10 @@ value: /* a value at sc->p (past whitespace), at depth sc->depth + 1 */
         goto key;
     }
     if (kind == '"') {
-        uint32_t h;
         size_t len;
         int escaped;
         sc->p++;
-        if (scan_string(sc, &h, &len, NULL, 0, &escaped) < 0) {
+        if (scan_string(sc, &len, &escaped) < 0) {
             return -1;
         }
         for (size_t i = 0; i < sc->npicks; i++) {
@@ -797,6 +824,7 @@ value: /* a value at sc->p (past whitespace), at depth sc->depth + 1 */
                 pick_string(&sc->picks[i], v + 1, len);
             }
         }
+        goto next;
     } else if (kind == '-' || (kind >= '0' && kind <= '9')) {
         int num = scan_number(sc);
         if (num < 0) {
@@ -827,6 +855,12 @@ value: /* a value at sc->p (past whitespace), at depth sc->depth + 1 */
             return -1;
         }
         sc->p += n;
+    }
+    /* jansson reads one byte past a number or a literal and puts it back;
+     * a NUL byte put back reads as an empty buffer, and the byte after it
+     * comes next: one NUL there is skipped. */
+    if (sc->p < sc->end && *sc->p == '\0') {
+        sc->p++;
     }
     goto next;
 

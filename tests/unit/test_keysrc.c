@@ -155,6 +155,19 @@ static void test_not_json(void **state)
         {"{\"a\":1e}", "a", KEYSRC_NOT_JSON, NULL, 0},
         {"{\"a\":1e+}", "a", KEYSRC_NOT_JSON, NULL, 0},
         {"{\"a\":0x1}", "a", KEYSRC_NOT_JSON, NULL, 0},
+        /* jansson skips one NUL byte after a number or a literal (it
+         * puts back the byte after them, and a NUL put back is lost),
+         * nowhere else. Found by fuzz_keysrc. */
+        {"{\"a\":5\0}", "a", KEYSRC_OK, "5", 8},
+        {"{\"a\":-0\0 }", "a", KEYSRC_OK, "0", 10},
+        {"[1\0,true\0,null\0,false\0]", "a", KEYSRC_NOT_FOUND, NULL, 23},
+        {"{\"b\":2932.05\0}", "a", KEYSRC_ABSENT, NULL, 14},
+        {"[1\0\0]", "a", KEYSRC_NOT_JSON, NULL, 5},
+        {"[1 \0]", "a", KEYSRC_NOT_JSON, NULL, 5},
+        {"[\"s\"\0]", "a", KEYSRC_NOT_JSON, NULL, 6},
+        {"[[]\0]", "a", KEYSRC_NOT_JSON, NULL, 5},
+        {"{\"a\"\0:1}", "a", KEYSRC_NOT_JSON, NULL, 8},
+        {"[1.\0]", "a", KEYSRC_NOT_JSON, NULL, 5},
     };
 
     (void)state;
