@@ -84,7 +84,7 @@ static const char *usable_key(const void *key, size_t len, char *out,
  * and tests/fuzz/fuzz_keysrc.c hold jansson as the oracle), and picks
  * the keys on the way, without building a tree or allocating: jansson
  * and its mallocs were 12% of the publisher's CPU per request. About
- * 24 KiB of stack: a container's offset per level, the open objects'
+ * 33 KiB of stack: a container's offset per level, the open objects'
  * keys (their hashes) to find a repeat as it comes.
  *
  * jansson's rules kept here: the top level is an object or an array;
