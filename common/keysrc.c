@@ -6,6 +6,7 @@
 #include "keysrc.h"
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 const char *keysrc_parse(const char *spec, int allow, int *from,
@@ -84,8 +85,8 @@ static const char *usable_key(const void *key, size_t len, char *out,
  * and tests/fuzz/fuzz_keysrc.c hold jansson as the oracle), and picks
  * the keys on the way, without building a tree or allocating: jansson
  * and its mallocs were 12% of the publisher's CPU per request. About
- * 33 KiB of stack: a container's offset per level, the open objects'
- * keys (their hashes) to find a repeat as it comes.
+ * 27 KiB of stack (the open containers, the open objects' keys); the
+ * heap only for a body whose open objects hold over SCAN_KEYS keys.
  *
  * jansson's rules kept here: the top level is an object or an array;
  * the whole value is valid UTF-8 (no overlong forms, surrogates or code
@@ -128,22 +129,26 @@ struct scan_pick {
 
 struct scan_key {
     uint32_t hash;
-    size_t off; /* the key's first byte after its quote */
+    uint16_t depth; /* of its object */
+    size_t off;     /* the key's first byte after its quote */
 };
 
-/* scan.flags[] of an open container. */
-#define SCAN_OBJECT 0x8000u   /* an object (else an array) */
-#define SCAN_OVERFLOW 0x4000u /* an object with keys beyond scan.keys */
-#define SCAN_BASE 0x3FFFu     /* where its keys in scan.keys start */
 
 struct scan {
     const unsigned char *s, *p, *end;
-    size_t depth; /* open containers: start[1, depth] */
-    size_t nkeys; /* keys[0, nkeys) in use */
-    size_t start[SCAN_DEPTH + 1];    /* each open container's offset */
-    uint16_t flags[SCAN_DEPTH + 1];  /* SCAN_OBJECT... */
-    struct scan_key keys[SCAN_KEYS]; /* the open objects' keys */
-    struct scan_key spare[SCAN_KEYS / 2]; /* keys_repeat's table */
+    size_t depth;                   /* open containers: base[1, depth] */
+    size_t base[SCAN_DEPTH + 1];    /* where each one's keys start */
+    unsigned char object[SCAN_DEPTH + 1]; /* an object, else an array */
+    /* The open objects' keys, a stack: fixed[] first. Past SCAN_KEYS
+     * (a body's objects rarely hold that many keys at once) they move
+     * to the heap with a hash index over them, so that a body of many
+     * keys costs time in proportion, as in jansson's hash tables. */
+    struct scan_key *keys;
+    size_t nkeys, cap;
+    size_t *idx; /* NULL, or slots: keys' index + 1, 0 free, SIZE_MAX
+                    deleted */
+    size_t idx_size, idx_used;
+    struct scan_key fixed[SCAN_KEYS];
     struct scan_pick picks[SCAN_PICKS];
     size_t npicks;
 };
@@ -524,35 +529,6 @@ static int scan_number(struct scan *sc)
     return 1;
 }
 
-/* Past the checked value at p (its first byte). */
-static const unsigned char *skip_value(const unsigned char *p,
-                                       const unsigned char *end)
-{
-    size_t open = 0;
-
-    do {
-        if (*p == '"') {
-            for (p++; *p != '"'; p += *p == '\\' ? 2 : 1) {
-            }
-            p++;
-        } else if (*p == '{' || *p == '[') {
-            open++;
-            p++;
-        } else if (*p == '}' || *p == ']') {
-            open--;
-            p++;
-        } else if (open > 0) {
-            p++; /* whitespace, , : or a scalar's byte */
-        } else { /* a scalar: to the next separator */
-            while (p < end && *p != ',' && *p != '}' && *p != ']' &&
-                   *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
-                p++;
-            }
-        }
-    } while (open > 0);
-    return p;
-}
-
 /* Past whitespace from p. */
 static const unsigned char *past_ws(const unsigned char *p,
                                     const unsigned char *end)
@@ -587,77 +563,6 @@ static uint32_t str_hash(const unsigned char *a, size_t raw)
         hash_byte(&kh, (unsigned char)c);
     }
     return hash_end(&kh);
-}
-
-/* Whether the checked object at s (its '{') holds a key twice: for an
- * object whose keys did not all fit in scan.keys. Its keys go into tab
- * (size slots, a power of two) a part at a time, split by hash, the
- * object read again for each part: no allocation, and the work stays
- * about (keys / size) times the object's length. Keys that share one
- * hash beyond what a part holds are compared pairwise. */
-static int keys_repeat(const unsigned char *s, const unsigned char *end,
-                       struct scan_key *tab, size_t size)
-{
-    size_t parts = 2;
-
-retry:
-    for (size_t part = 0; part < parts; part++) {
-        size_t used = 0;
-        const unsigned char *p = past_ws(s + 1, end);
-        for (size_t i = 0; i < size; i++) {
-            tab[i].off = 0;
-        }
-        while (*p == '"') {
-            const unsigned char *k = p + 1;
-            uint32_t h = str_hash(k, SIZE_MAX);
-            p = skip_value(p, end);
-            if (h % parts == part) {
-                size_t i = (h ^ (h >> 15)) & (size - 1);
-                while (tab[i].off != 0) {
-                    if (tab[i].hash == h && str_eq(s + tab[i].off, k)) {
-                        return 1;
-                    }
-                    i = (i + 1) & (size - 1);
-                }
-                if (++used == size) {
-                    if (parts > (size_t)(end - s)) { /* > its keys */
-                        goto pairwise;
-                    }
-                    parts *= 2;
-                    goto retry;
-                }
-                tab[i].hash = h;
-                tab[i].off = (size_t)(k - s);
-            }
-            p = past_ws(p, end) + 1; /* the colon */
-            p = past_ws(skip_value(past_ws(p, end), end), end);
-            if (*p == ',') {
-                p = past_ws(p + 1, end);
-            }
-        }
-    }
-    return 0;
-
-pairwise:
-    for (const unsigned char *a = past_ws(s + 1, end); *a == '"';) {
-        const unsigned char *b = a;
-        uint32_t h = str_hash(a + 1, SIZE_MAX);
-        for (;;) {
-            b = past_ws(skip_value(b, end), end) + 1;
-            b = past_ws(skip_value(past_ws(b, end), end), end);
-            if (*b != ',') {
-                break;
-            }
-            b = past_ws(b + 1, end);
-            if (str_hash(b + 1, SIZE_MAX) == h && str_eq(a + 1, b + 1)) {
-                return 1;
-            }
-        }
-        a = past_ws(skip_value(a, end), end) + 1;
-        a = past_ws(skip_value(past_ws(a, end), end), end);
-        a = *a == ',' ? past_ws(a + 1, end) : a;
-    }
-    return 0;
 }
 
 /* The value about to be read is the one pick sp walks to: decides what
@@ -735,11 +640,90 @@ static void pick_integer(struct scan_pick *sp, const unsigned char *s,
     }
 }
 
+static size_t idx_slot(const struct scan *sc, uint32_t hash, size_t depth)
+{
+    uint64_t h = (hash ^ ((uint64_t)depth << 32)) * 0x9E3779B97F4A7C15u;
+    return (size_t)(h ^ (h >> 29)) & (sc->idx_size - 1);
+}
+
+static void idx_put(struct scan *sc, size_t i)
+{
+    size_t s = idx_slot(sc, sc->keys[i].hash, sc->keys[i].depth);
+
+    while (sc->idx[s] != 0) {
+        s = (s + 1) & (sc->idx_size - 1);
+    }
+    sc->idx[s] = i + 1;
+    sc->idx_used++;
+}
+
+/* (Re)builds the index over keys[0, nkeys), at most a quarter full
+ * with room for cap keys. -1: out of memory (where jansson fails too). */
+static int idx_build(struct scan *sc)
+{
+    size_t size = 2 * SCAN_KEYS;
+
+    while (size < 4 * sc->cap) {
+        size *= 2;
+    }
+    free(sc->idx);
+    sc->idx = calloc(size, sizeof(*sc->idx));
+    if (sc->idx == NULL) {
+        return -1;
+    }
+    sc->idx_size = size;
+    sc->idx_used = 0;
+    for (size_t i = 0; i < sc->nkeys; i++) {
+        idx_put(sc, i);
+    }
+    return 0;
+}
+
+/* Room for one more key. -1: out of memory. */
+static int keys_grow(struct scan *sc)
+{
+    if (sc->nkeys == sc->cap) {
+        struct scan_key *k;
+        if (sc->cap > SIZE_MAX / 2 / sizeof(*k)) {
+            return -1;
+        }
+        k = malloc(2 * sc->cap * sizeof(*k));
+        if (k == NULL) {
+            return -1;
+        }
+        memcpy(k, sc->keys, sc->nkeys * sizeof(*k));
+        if (sc->keys != sc->fixed) {
+            free(sc->keys);
+        }
+        sc->keys = k;
+        sc->cap *= 2;
+        return idx_build(sc);
+    }
+    if (sc->idx != NULL && sc->idx_used + 1 > sc->idx_size / 2) {
+        return idx_build(sc); /* too many deleted slots */
+    }
+    return 0;
+}
+
+/* Forgets the keys of the object at the top, which closes. */
+static void keys_pop(struct scan *sc)
+{
+    size_t base = sc->base[sc->depth];
+
+    for (size_t i = base; sc->idx != NULL && i < sc->nkeys; i++) {
+        size_t s = idx_slot(sc, sc->keys[i].hash, sc->keys[i].depth);
+        while (sc->idx[s] != i + 1) {
+            s = (s + 1) & (sc->idx_size - 1);
+        }
+        sc->idx[s] = SIZE_MAX;
+    }
+    sc->nkeys = base;
+}
+
 /* Reads an object's key at sc->p (its quote): checks it is new to the
  * object, and moves the picks that look for it to its value. */
 static int scan_key(struct scan *sc)
 {
-    size_t base = sc->flags[sc->depth] & SCAN_BASE;
     const unsigned char *k = sc->p + 1;
     uint32_t h;
     size_t len;
@@ -750,17 +734,32 @@ static int scan_key(struct scan *sc)
         return -1;
     }
     h = str_hash(k, escaped ? SIZE_MAX : len);
-    for (size_t i = base; i < sc->nkeys; i++) {
-        if (sc->keys[i].hash == h && str_eq(sc->s + sc->keys[i].off, k)) {
-            return -1;
+    if (sc->idx == NULL) {
+        for (size_t i = sc->base[sc->depth]; i < sc->nkeys; i++) {
+            if (sc->keys[i].hash == h &&
+                str_eq(sc->s + sc->keys[i].off, k)) {
+                return -1;
+            }
+        }
+    } else {
+        for (size_t s = idx_slot(sc, h, sc->depth); sc->idx[s] != 0;
+             s = (s + 1) & (sc->idx_size - 1)) {
+            const struct scan_key *e = &sc->keys[sc->idx[s] - 1];
+            if (sc->idx[s] != SIZE_MAX && e->hash == h &&
+                e->depth == sc->depth && str_eq(sc->s + e->off, k)) {
+                return -1;
+            }
         }
     }
-    if (sc->nkeys < SCAN_KEYS) {
-        sc->keys[sc->nkeys].hash = h;
-        sc->keys[sc->nkeys++].off = (size_t)(k - sc->s);
-    } else {
-        sc->flags[sc->depth] |= SCAN_OVERFLOW;
+    if (keys_grow(sc) < 0) {
+        return -1;
     }
+    sc->keys[sc->nkeys] = (struct scan_key){
+        .hash = h, .depth = (uint16_t)sc->depth, .off = (size_t)(k - sc->s)};
+    if (sc->idx != NULL) {
+        idx_put(sc, sc->nkeys);
+    }
+    sc->nkeys++;
     for (size_t i = 0; i < sc->npicks; i++) {
         struct scan_pick *sp = &sc->picks[i];
         if (sp->state == PICK_SEARCH && sp->depth == sc->depth &&
@@ -785,7 +784,6 @@ static int scan_value(struct scan *sc)
         return -1;
     }
     sc->depth = 0;
-    sc->nkeys = 0;
 value: /* a value at sc->p (past whitespace), at depth sc->depth + 1 */
     if (sc->p == sc->end || sc->depth >= SCAN_DEPTH) {
         return -1;
@@ -799,9 +797,8 @@ value: /* a value at sc->p (past whitespace), at depth sc->depth + 1 */
     v = sc->p;
     if (kind == '{' || kind == '[') {
         sc->depth++;
-        sc->start[sc->depth] = (size_t)(v - sc->s);
-        sc->flags[sc->depth] =
-            (uint16_t)(sc->nkeys | (kind == '{' ? SCAN_OBJECT : 0));
+        sc->base[sc->depth] = sc->nkeys;
+        sc->object[sc->depth] = kind == '{';
         sc->p = past_ws(sc->p + 1, sc->end);
         if (sc->p < sc->end && *sc->p == (kind == '{' ? '}' : ']')) {
             sc->p++;
@@ -885,23 +882,18 @@ next: /* a value read: what follows it */
     }
     if (*sc->p == ',') {
         sc->p = past_ws(sc->p + 1, sc->end);
-        if (sc->flags[sc->depth] & SCAN_OBJECT) {
+        if (sc->object[sc->depth]) {
             goto key;
         }
         goto value;
     }
-    if (*sc->p != (sc->flags[sc->depth] & SCAN_OBJECT ? '}' : ']')) {
+    if (*sc->p != (sc->object[sc->depth] ? '}' : ']')) {
         return -1;
     }
     sc->p++;
 
 close: /* the container at sc->depth has just closed */
-    if (sc->flags[sc->depth] & SCAN_OBJECT) {
-        if ((sc->flags[sc->depth] & SCAN_OVERFLOW) &&
-            keys_repeat(sc->s + sc->start[sc->depth], sc->end, sc->spare,
-                        SCAN_KEYS / 2)) {
-            return -1;
-        }
+    if (sc->object[sc->depth]) {
         for (size_t i = 0; i < sc->npicks; i++) {
             if (sc->picks[i].state == PICK_SEARCH &&
                 sc->picks[i].depth == sc->depth) {
@@ -909,7 +901,7 @@ close: /* the container at sc->depth has just closed */
                 sc->picks[i].p->miss = KEYSRC_ABSENT;
             }
         }
-        sc->nkeys = sc->flags[sc->depth] & SCAN_BASE;
+        keys_pop(sc);
     }
     sc->depth--;
     goto next;
@@ -940,7 +932,15 @@ void keysrc_pick_json(const void *value, size_t value_len,
             sc.s = value;
             sc.p = sc.s;
             sc.end = sc.s + value_len;
+            sc.keys = sc.fixed;
+            sc.nkeys = 0;
+            sc.cap = SCAN_KEYS;
+            sc.idx = NULL;
             rc = scan_value(&sc);
+            if (sc.keys != sc.fixed) {
+                free(sc.keys);
+            }
+            free(sc.idx);
         }
         for (size_t j = i; j < i + m; j++) {
             if (rc < 0) {

@@ -344,7 +344,8 @@ static void test_depth(void **state)
     }
 }
 
-/* Objects with more keys than the scanner tracks as it goes. */
+/* Open objects with more keys than the scanner keeps on the stack (then
+ * on the heap, with an index). */
 static void test_many_keys(void **state)
 {
     static char value[200000];
@@ -367,7 +368,26 @@ static void test_many_keys(void **state)
             both(value, len, "o.k2999.x", 64, &miss);
         }
     }
-    /* One repeat among many keys that all share a hash part. */
+    /* The same keys in an object and the object inside it: no repeat;
+     * a repeat after the inner object closed is one. */
+    for (int dup = 0; dup < 2; dup++) {
+        size_t len = (size_t)sprintf(value, "{");
+        for (int i = 0; i < 700; i++) {
+            len += (size_t)sprintf(value + len, "\"k%d\":1,", i);
+        }
+        len += (size_t)sprintf(value + len, "\"in\":{");
+        for (int i = 0; i < 700; i++) {
+            len += (size_t)sprintf(value + len, "\"k%d\":{\"k1\":2},", i);
+        }
+        len += (size_t)sprintf(value + len, "\"a\":\"in\"},\"k%d\":3,"
+                                            "\"a\":\"out\"}",
+                               dup ? 5 : 700);
+        both(value, len, "in.a", 64, &miss);
+        assert_int_equal(miss, dup ? KEYSRC_NOT_JSON : KEYSRC_OK);
+        both(value, len, "in.k699.k1", 64, &miss);
+        assert_int_equal(miss, dup ? KEYSRC_NOT_JSON : KEYSRC_OK);
+    }
+    /* One repeat among many escaped keys. */
     {
         size_t len = (size_t)sprintf(value, "{");
         for (int i = 0; i < 2000; i++) {
