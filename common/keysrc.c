@@ -99,7 +99,13 @@ static const char *usable_key(const void *key, size_t len, char *out,
  * a number or true, false, null is skipped (see scan_value). */
 
 #define SCAN_DEPTH 2048 /* jansson's JSON_PARSER_MAX_DEPTH */
-#define SCAN_KEYS 512   /* keys of the open objects checked as they come */
+/* Keys of the open objects kept on the stack. fuzz.mk makes it 4, so
+ * that fuzzing reaches the heap and its index with short inputs. */
+#ifdef KEYSRC_SCAN_KEYS
+#define SCAN_KEYS KEYSRC_SCAN_KEYS
+#else
+#define SCAN_KEYS 512
+#endif
 #define SCAN_PICKS 8    /* picks per pass over the value */
 #define SCAN_NAME 256   /* json_key's name buffer: longer names miss */
 
@@ -744,9 +750,13 @@ static int scan_key(struct scan *sc)
     } else {
         for (size_t s = idx_slot(sc, h, sc->depth); sc->idx[s] != 0;
              s = (s + 1) & (sc->idx_size - 1)) {
-            const struct scan_key *e = &sc->keys[sc->idx[s] - 1];
-            if (sc->idx[s] != SIZE_MAX && e->hash == h &&
-                e->depth == sc->depth && str_eq(sc->s + e->off, k)) {
+            const struct scan_key *e;
+            if (sc->idx[s] == SIZE_MAX) {
+                continue; /* deleted */
+            }
+            e = &sc->keys[sc->idx[s] - 1];
+            if (e->hash == h && e->depth == sc->depth &&
+                str_eq(sc->s + e->off, k)) {
                 return -1;
             }
         }
