@@ -139,7 +139,6 @@ struct scan_key {
     size_t off;     /* the key's first byte after its quote */
 };
 
-
 struct scan {
     const unsigned char *s, *p, *end;
     size_t depth;                   /* open containers: base[1, depth] */
