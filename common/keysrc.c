@@ -5,9 +5,13 @@
  * A key is usable when it is not empty, fits and holds no NUL byte. */
 #include "keysrc.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 const char *keysrc_parse(const char *spec, int allow, int *from,
                          const char **arg)
@@ -164,6 +168,23 @@ struct key_hash {
     uint64_t h, word;
     size_t n;
 };
+
+/* Drawn once per process: the bodies are the publisher's clients', and
+ * keys crafted to share an unseeded hash would make finding repeats
+ * quadratic (jansson seeds its hash tables for the same reason). */
+static uint64_t hash_seed;
+static pthread_once_t hash_seed_once = PTHREAD_ONCE_INIT;
+
+static void hash_seed_draw(void)
+{
+    if (getrandom(&hash_seed, sizeof(hash_seed), GRND_NONBLOCK) !=
+        (ssize_t)sizeof(hash_seed)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        hash_seed = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^
+                    ((uint64_t)getpid() << 40);
+    }
+}
 
 static void hash_word(struct key_hash *kh)
 {
@@ -550,6 +571,9 @@ static uint32_t str_hash(const unsigned char *a, size_t raw)
 {
     struct key_hash kh = {0, 0, 0};
     struct scan_dec d = {.p = a};
+
+    pthread_once(&hash_seed_once, hash_seed_draw);
+    kh.h = hash_seed;
     int c;
 
     if (raw != SIZE_MAX) { /* the bytes are the source: words at once */
