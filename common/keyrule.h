@@ -139,8 +139,8 @@ void keyrule_destroy(keyrule_t *kr);
  * "key json:tenant_id: field missing" (the publisher answers 400 with
  * it). Counts the record toward hot_keys.auto's sketch at time now_ms
  * (a clock that goes back is taken as standing still). Allocates
- * nothing, except what jansson allocates (and frees) parsing a json:
- * source's body. kr, in and d are not NULL; err may be. */
+ * nothing (a json: source's body is scanned, not parsed into a tree).
+ * kr, in and d are not NULL; err may be. */
 int keyrule_apply(keyrule_t *kr, const struct keyrule_input *in,
                   int64_t now_ms, struct keyrule_decision *d,
                   struct sl_error *err);
