@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "jsonnum.h"
+
 const char *keysrc_parse(const char *spec, int allow, int *from,
                          const char **arg)
 {
@@ -426,11 +428,6 @@ static int scan_string(struct scan *sc, size_t *len, int *escaped)
     return 0;
 }
 
-static int is_digit(const unsigned char *p, const unsigned char *end)
-{
-    return p < end && *p >= '0' && *p <= '9';
-}
-
 /* Whether the checked real s[0, e) overflows a double, as strtod rounds
  * it: compares its digits with real_limit once it is scaled alike. */
 static int real_overflows(const unsigned char *s, const unsigned char *e)
@@ -497,48 +494,12 @@ static int real_overflows(const unsigned char *s, const unsigned char *e)
  * json_int_t), 2 a real, -1 not JSON (jansson's lex_scan_number). */
 static int scan_number(struct scan *sc)
 {
-    const unsigned char *s = sc->p, *p = sc->p, *end = sc->end, *ds;
-    int real = 0;
+    const unsigned char *s = sc->p, *p, *ds;
+    const char *why;
+    int real;
 
-    if (*p == '-') {
-        p++;
-    }
-    ds = p;
-    if (!is_digit(p, end)) {
+    if ((p = jsonnum_end(sc->p, sc->end, &real, &ds, &why)) == NULL) {
         return -1;
-    }
-    if (*p == '0') {
-        p++;
-        if (is_digit(p, end)) {
-            return -1;
-        }
-    } else {
-        while (is_digit(p, end)) {
-            p++;
-        }
-    }
-    if (p < end && *p == '.') {
-        real = 1;
-        p++;
-        if (!is_digit(p, end)) {
-            return -1;
-        }
-        while (is_digit(p, end)) {
-            p++;
-        }
-    }
-    if (p < end && (*p == 'e' || *p == 'E')) {
-        real = 1;
-        p++;
-        if (p < end && (*p == '+' || *p == '-')) {
-            p++;
-        }
-        if (!is_digit(p, end)) {
-            return -1;
-        }
-        while (is_digit(p, end)) {
-            p++;
-        }
     }
     sc->p = p;
     if (real) {

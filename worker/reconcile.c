@@ -13,6 +13,7 @@
  * line; a later effect replaces a dead-lettered entry, later effects only
  * count as duplicates. */
 #include "reconcile.h"
+#include "jsonnum.h"
 #include "utf8.h"
 
 #include <errno.h>
@@ -799,56 +800,17 @@ static int scan_string(struct scan *s, struct buf *dst)
     }
 }
 
-static int is_digit(const unsigned char *p, const unsigned char *end)
-{
-    return p < end && *p >= '0' && *p <= '9';
-}
-
 /* A number: "i" and the int64 in decimal, or "r" and "%.17g" of the
  * double, then ';'. *is_one is set when it is the integer 1. */
 static int scan_number(struct scan *s, int *is_one)
 {
-    const unsigned char *p = s->at, *end = s->end, *begin = p;
-    int real = 0;
+    const unsigned char *p = s->at, *end = s->end, *begin = p, *digits;
+    const char *why;
+    int real;
     char text[64], out[40];
 
-    if (p < end && *p == '-') {
-        p++;
-    }
-    if (!is_digit(p, end)) {
-        return scan_fail(s, "invalid number");
-    }
-    if (*p == '0') {
-        p++;
-        if (is_digit(p, end)) {
-            return scan_fail(s, "invalid number (a leading zero)");
-        }
-    } else {
-        while (is_digit(p, end)) {
-            p++;
-        }
-    }
-    if (p < end && *p == '.') {
-        real = 1;
-        if (!is_digit(++p, end)) {
-            return scan_fail(s, "invalid number");
-        }
-        while (is_digit(p, end)) {
-            p++;
-        }
-    }
-    if (p < end && (*p == 'e' || *p == 'E')) {
-        real = 1;
-        p++;
-        if (p < end && (*p == '+' || *p == '-')) {
-            p++;
-        }
-        if (!is_digit(p, end)) {
-            return scan_fail(s, "invalid number");
-        }
-        while (is_digit(p, end)) {
-            p++;
-        }
+    if ((p = jsonnum_end(p, end, &real, &digits, &why)) == NULL) {
+        return scan_fail(s, why);
     }
     size_t n = (size_t)(p - begin);
     s->at = p;
