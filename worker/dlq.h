@@ -62,6 +62,8 @@
  * source's kafka sink) failed transiently: the producer was told, and it
  * is the one that tries again. Only in outcome lines: no DLQ there. */
 #define DLQ_CLASS_UNAVAILABLE "unavailable"
+/* ... refused at once (the producer's queue is full): back-pressure. */
+#define DLQ_CLASS_BUSY "busy"
 
 #define DLQ_BODY_MAX 1024
 

@@ -170,6 +170,7 @@ struct delivery {
      * until then). */
     int awaiting, settled;
     int at_send; /* its send() failed before starting (on_result) */
+    int failed;  /* it went the dead-letter way (dead_letter) */
     struct store_op mark; /* the op that marks it (maybe with others) */
     /* Its sink's pending list, oldest consumed first (the head's age is
      * how far behind the sink is); linked: on it. */
@@ -1298,37 +1299,28 @@ static void settle(struct msg *origin, enum source_fate fate,
                 &(struct source_verdict){.fate = fate, .reason = reason});
 }
 
-/* d, of the acknowledging sink, succeeded (ok) or failed for good (res:
- * the last answer; at_send: refused before it started). A record is
- * delivered once all its msgs are; its first failure settles it. */
-static void ack_note(engine_t *e, struct delivery *d, int ok,
-                     const struct connector_result *res, int at_send,
-                     const char *reason)
+/* d, of the acknowledging sink, succeeded: its record is delivered once
+ * all its msgs are. Failures settle in dead_letter, which every one of
+ * them passes through. */
+static void ack_delivered(engine_t *e, struct delivery *d)
 {
     struct msg *origin = d->msg->origin;
 
-    if (d->sink == NULL || (int)d->sink->idx != e->ack_sink) {
-        return;
+    if ((int)d->sink->idx == e->ack_sink && origin->ack_left > 0 &&
+        --origin->ack_left == 0) {
+        settle(origin, SOURCE_DELIVERED, NULL);
     }
-    if (ok) {
-        if (origin->ack_left > 0 && --origin->ack_left == 0) {
-            settle(origin, SOURCE_DELIVERED, NULL);
-        }
-        return;
-    }
-    settle(origin,
-           res != NULL && res->status == CONNECTOR_RETRY
-               ? (at_send ? SOURCE_BUSY : SOURCE_UNAVAILABLE)
-               : SOURCE_REJECTED,
-           reason);
 }
 
-/* d reached a terminal state (delivered, or abandoned with its revoked
- * partition). */
+/* d reached a terminal state: delivered, dead-lettered (failed), or
+ * abandoned with its revoked partition. */
 static void delivery_finish(struct sink *s, struct delivery *d)
 {
     struct msg *m = d->msg;
 
+    if (!d->failed && !m->part->revoked) {
+        ack_delivered(s->e, d);
+    }
     pending_unlink(s, d);
     if (!d->settled) {
         delivery_settle(s->e, d);
@@ -1794,7 +1786,6 @@ static int already_sent(struct sink *s, struct delivery *d)
               s->cfg->name, m->part->topic, (int)m->part->partition,
               (long long)m->offset, m->dedupe);
     outcome_note(s->e, s, d, OUTCOME_ALREADY_HANDLED, 0, -1, 0, NULL);
-    ack_note(s->e, d, 1, NULL, 0, NULL);
     delivery_finish(s, d);
     return 1;
 }
@@ -1807,13 +1798,8 @@ static void dead_letter(engine_t *e, struct delivery *d, enum dead_kind kind,
 /* d of the acknowledging sink fails without an attempt (why). */
 static void fail_now(struct sink *s, struct delivery *d, const char *why)
 {
-    struct connector_result res = {.status = CONNECTOR_RETRY,
-                                   .retry_after_ms = -1};
-
-    snprintf(res.error, sizeof(res.error), "%s", why);
     s->failed++;
     s->gave_up++;
-    ack_note(s->e, d, 0, &res, 0, why);
     dead_letter(s->e, d, DEAD_LETTER, DLQ_STAGE_SINK, DLQ_CLASS_UNAVAILABLE,
                 why, NULL);
 }
@@ -2189,6 +2175,18 @@ static void dead_letter(engine_t *e, struct delivery *d, enum dead_kind kind,
     }
     d->dead = x;
     if (kind == DEAD_LETTER) {
+        d->failed = 1;
+        /* A pipeline failure (no sink) or the acknowledging sink's
+         * settles the record: its producer is told, redacted. */
+        if (d->sink == NULL || (int)d->sink->idx == e->ack_sink) {
+            settle(m->origin,
+                   class == NULL                       ? SOURCE_REJECTED
+                   : strcmp(class, DLQ_CLASS_BUSY) == 0 ? SOURCE_BUSY
+                   : strcmp(class, DLQ_CLASS_UNAVAILABLE) == 0
+                       ? SOURCE_UNAVAILABLE
+                       : SOURCE_REJECTED,
+                   x->reason);
+        }
         outcome_note(e, d->sink, d, OUTCOME_DEAD_LETTERED, d->attempts > 0,
                      x->status > 0 ? x->status : -1, d->attempts, class);
     }
@@ -2416,7 +2414,7 @@ static void on_result(struct sink *s, struct delivery *d,
          * id): a retry here too would only add a duplicate. */
         dec.verdict = SL_VERDICT_GIVE_UP;
         snprintf(dec.reason, sizeof(dec.reason), "%s", res.error);
-        class = DLQ_CLASS_UNAVAILABLE;
+        class = at_send ? DLQ_CLASS_BUSY : DLQ_CLASS_UNAVAILABLE;
     }
     if (dec.verdict == SL_VERDICT_DONE) {
         s->done_by_policy++;
@@ -2432,7 +2430,6 @@ static void on_result(struct sink *s, struct delivery *d,
     }
     if (dec.verdict == SL_VERDICT_GIVE_UP) {
         s->gave_up++;
-        ack_note(e, d, 0, &res, at_send, dec.reason);
         dead_letter(e, d, DEAD_LETTER, DLQ_STAGE_SINK, class, dec.reason,
                     &res);
         return;
@@ -2661,7 +2658,6 @@ static void delivery_success(struct sink *s, struct delivery *d)
 {
     engine_t *e = s->e;
 
-    ack_note(e, d, 1, NULL, 0, NULL);
     if (e->store == NULL) {
         delivery_finish(s, d);
         return;
@@ -2750,7 +2746,6 @@ static void msg_release(engine_t *e, struct msg *m)
                       s->cfg->name, m->part->topic, (int)m->part->partition,
                       (long long)m->offset, m->dedupe);
             outcome_note(e, s, d, OUTCOME_ALREADY_HANDLED, 0, -1, 0, NULL);
-            ack_note(e, d, 1, NULL, 0, NULL);
             finish[nfinish++] = d;
         } else if (delivery_enqueue(s, d) != 0) {
             e->fatal = 1;
@@ -2964,6 +2959,7 @@ static int msg_enqueue(engine_t *e, struct msg *m, size_t i)
         d->attempts = 0;
         d->chain = NULL;
         d->dead = NULL;
+        d->failed = 0;
         d->shaped = 0;
         d->awaiting = 0;
         d->settled = 1;
@@ -2973,13 +2969,12 @@ static int msg_enqueue(engine_t *e, struct msg *m, size_t i)
             int rc = shaped[k].result;
             if (rc == TRANSFORM_SKIP) {
                 s->skipped++;
-                ack_note(e, d, 1, NULL, 0, NULL); /* nothing to write */
+                ack_delivered(e, d); /* nothing to write */
                 m->pending--;
                 continue;
             }
             if (rc != TRANSFORM_SEND) {
                 s->failed++;
-                ack_note(e, d, 0, NULL, 0, shaped[k].err.msg);
                 dead_letter(e, d, DEAD_LETTER, DLQ_STAGE_SHAPE,
                             DLQ_CLASS_SHAPE, shaped[k].err.msg, NULL);
                 continue;
@@ -3234,7 +3229,6 @@ static void record_dead_letter(engine_t *e, const struct source_record *rec,
         free(src);
         return;
     }
-    settle(d->msg, SOURCE_REJECTED, why);
     if (src != NULL) {
         d->msg->src = src;
         d->msg->replays = replays_of(rec->handle) +
