@@ -99,6 +99,7 @@ struct publisher {
     void *part; /* the engine's, for the one partition */
     int64_t next_offset;
     keyrule_t *keys; /* MHD's thread only */
+    int key_reads_headers; /* source.key or shard_by is header:NAME */
     struct MHD_Daemon *daemon;
     int listen_fd, port;
     /* MHD's thread -> the loop */
@@ -311,12 +312,16 @@ static enum MHD_Result take(struct publisher *p, struct MHD_Connection *c,
                             struct req *r)
 {
     const struct cfg_http_source *h = &p->cfg->http;
-    struct header_list headers = {.n = 0};
+    struct header_list headers; /* not zeroed: n counts what is set */
     struct sl_error err;
     char text[600];
     const char *v;
 
-    MHD_get_connection_values(c, MHD_HEADER_KIND, collect_header, &headers);
+    headers.n = 0;
+    if (p->key_reads_headers) {
+        MHD_get_connection_values(c, MHD_HEADER_KIND, collect_header,
+                                  &headers);
+    }
     struct keyrule_input in = {
         .headers = headers.h,
         .header_count = headers.n,
@@ -1124,6 +1129,10 @@ static void *http_open(const struct cfg *cfg, const char *bootstrap,
             goto fail;
         }
     }
+    p->key_reads_headers =
+        strncmp(cfg->http.key, "header:", 7) == 0 ||
+        (cfg->http.shard_by != NULL &&
+         strncmp(cfg->http.shard_by, "header:", 7) == 0);
     p->keys = cfg_http_keyrule(cfg, NULL,
                                cfg->http.auto_shard ? partition_of : NULL,
                                (void *)cfg, err);
