@@ -53,6 +53,27 @@ class Client:
         self.conn.close()
 
 
+def post_at_once(port, bodies):
+    """Each body POSTed on its own connection, all at once: a list of
+    (status, seconds taken, headers, answer)."""
+    results = []
+    lock = threading.Lock()
+
+    def one(body):
+        c = Client(port)
+        t0 = time.monotonic()
+        status, headers, answer = c.post(body)
+        with lock:
+            results.append((status, time.monotonic() - t0, headers, answer))
+        c.close()
+    threads = [threading.Thread(target=one, args=(b,)) for b in bodies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
+
+
 def start(sluice, cfg):
     run = sluice(cfg, args=())
     wait_until(lambda: "listening on" in open(run.stderr_path).read(), 30,
@@ -680,22 +701,8 @@ def test_a_held_lane_answers_every_request_within_its_timeout(
                                  breaker_failure_percent=0)
     cfg["delivery"] = {"max_in_flight": 3}
     run = start(sluice, cfg)
-    results = []
-    lock = threading.Lock()
-
-    def one(i):
-        c = Client(port)
-        t0 = time.monotonic()
-        status, headers, answer = c.post(
-            {"tenant_id": "t%d" % i, "order_id": "o%d" % i})
-        with lock:
-            results.append((status, time.monotonic() - t0, headers, answer))
-        c.close()
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    results = post_at_once(port, [{"tenant_id": "t%d" % i,
+                                   "order_id": "o%d" % i} for i in range(20)])
     assert len(results) == 20
     statuses = collections.Counter(s for s, *_ in results)
     assert set(statuses) <= {429, 503}, statuses
@@ -787,22 +794,8 @@ def test_the_bodies_held_stay_under_max_in_flight_bytes(names, sluice):
     cfg["sinks"]["kafka"].update(timeout="2s", breaker_failures=0,
                                  breaker_failure_percent=0)
     run = start(sluice, cfg)
-    results = []
-    lock = threading.Lock()
-
-    def one(i):
-        c = Client(port)
-        t0 = time.monotonic()
-        status, headers, answer = c.post(
-            {"tenant_id": "t%d" % i, "pad": "x" * 20000})
-        with lock:
-            results.append((status, time.monotonic() - t0, headers, answer))
-        c.close()
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    results = post_at_once(port, [{"tenant_id": "t%d" % i, "pad": "x" * 20000}
+                                  for i in range(8)])
     statuses = collections.Counter(s for s, *_ in results)
     assert statuses[429] >= 5 and set(statuses) <= {429, 503}, statuses
     for status, took, headers, answer in results:
@@ -810,5 +803,25 @@ def test_the_bodies_held_stay_under_max_in_flight_bytes(names, sluice):
         if status == 429:
             assert "bytes of requests under way" in answer["error"], answer
             assert took < 1.5, (took, answer)
+    run.terminate()
+    assert run.wait(30) == 0
+
+
+def test_a_key_from_a_header(kafka, topic_factory, names, sluice):
+    """key: header:NAME reads the request's header (the only key source
+    for which the publisher collects the headers)."""
+    topic = topic_factory(2)
+    port = harness.free_port()
+    cfg = publisher_cfg(names.pipeline, kafka.bootstrap, topic, port,
+                        key="header:X-Tenant")
+    run = start(sluice, cfg)
+    client = Client(port)
+    status, _, answer = client.post({"order_id": "o1"}, {"X-Tenant": "t-9"})
+    assert status == 202 and answer["key"] == "t-9", answer
+    status, _, answer = client.post({"order_id": "o2"})
+    assert status == 400, answer
+    client.close()
+    [(_, _, key, _, _)] = read_topic(kafka.bootstrap, topic, 2, 1)
+    assert key == "t-9"
     run.terminate()
     assert run.wait(30) == 0
