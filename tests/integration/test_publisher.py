@@ -825,3 +825,29 @@ def test_a_key_from_a_header(kafka, topic_factory, names, sluice):
     assert key == "t-9"
     run.terminate()
     assert run.wait(30) == 0
+
+
+def test_an_error_answered_to_the_client_carries_no_secret(
+        kafka, topic_factory, names, sluice, tmp_path):
+    """A failure's reason goes to the client as the DLQ and the logs would
+    have it: redacted. The legacy sink's token, echoed in a transform's
+    error, comes back as [redacted]."""
+    topic = topic_factory(1)
+    port = harness.free_port()
+    cfg = publisher_cfg(names.pipeline, kafka.bootstrap, topic, port)
+    cfg["sinks"]["legacy"] = {"type": "http", "url": "http://127.0.0.1:9/x",
+                              "headers": {"Authorization": "Bearer tok-8c1f"}}
+    (tmp_path / "t.lua").write_text(
+        "function transform(msg)\n"
+        "  error('the pricing call with Bearer tok-8c1f failed')\n"
+        "end\n")
+    cfg["transform"] = "t.lua"
+    run = start(sluice, cfg)
+    client = Client(port)
+    status, _, answer = client.post({"tenant_id": "t", "order_id": "o"})
+    client.close()
+    assert status == 422, answer
+    assert "tok-8c1f" not in json.dumps(answer), answer
+    assert "[redacted]" in answer["error"], answer
+    run.terminate()
+    assert run.wait(30) == 0
