@@ -691,6 +691,9 @@ static void kick_fired(struct loop_timer *t)
     take_queue(container_of(t, struct publisher, kick));
 }
 
+static void answer_unqueued(struct publisher *p, struct req *r,
+                            const char *why, atomic_ulong *count);
+
 /* Answers every request not handed to the engine yet. */
 static void answer_queued(struct publisher *p, const char *why)
 {
@@ -698,42 +701,40 @@ static void answer_queued(struct publisher *p, const char *why)
     struct req *r = p->queue_head;
     p->queue_head = NULL;
     p->queue_tail = &p->queue_head;
-    for (struct req *q = r; q != NULL; q = q->next) {
-        q->status = MHD_HTTP_SERVICE_UNAVAILABLE;
-        q->retry_after = RETRY_AFTER_BUSY;
-        snprintf(q->answer, sizeof(q->answer),
-                 "{\"error\":\"%s\",\"message_id\":\"%s\"}", why,
-                 q->message_id);
-        q->answered = 1;
-        atomic_fetch_sub(&p->inflight, 1);
-        atomic_fetch_add(&p->unavailable, 1);
-        MHD_resume_connection(q->conn);
-    }
     pthread_mutex_unlock(&p->lock);
     while (r != NULL) {
         struct req *next = r->next;
-        req_unref(r); /* the loop's */
+        answer_unqueued(p, r, why, &p->unavailable);
         r = next;
     }
 }
 
-/* A request whose time ran out before the engine took it: the lane was
- * at its bound all along. Never in Kafka, so the client may try again. */
-static void answer_late(struct publisher *p, struct req *r)
+/* Answers 503 a request the engine never took (taken off the queue by
+ * the caller): never in Kafka, so the client may try again; count says
+ * which figure it goes to. */
+static void answer_unqueued(struct publisher *p, struct req *r,
+                            const char *why, atomic_ulong *count)
 {
     pthread_mutex_lock(&p->lock);
     r->status = MHD_HTTP_SERVICE_UNAVAILABLE;
     r->retry_after = RETRY_AFTER_BUSY;
     snprintf(r->answer, sizeof(r->answer),
-             "{\"error\":\"the pipeline is at its bound: not taken in "
-             "time\",\"message_id\":\"%s\"}",
+             "{\"error\":\"%s\",\"message_id\":\"%s\"}", why,
              r->message_id);
     r->answered = 1;
     pthread_mutex_unlock(&p->lock);
     atomic_fetch_sub(&p->inflight, 1);
-    atomic_fetch_add(&p->busy, 1);
+    atomic_fetch_add(count, 1);
     MHD_resume_connection(r->conn);
     req_unref(r); /* the loop's */
+}
+
+/* A request whose time ran out before the engine took it: the lane was
+ * at its bound all along. */
+static void answer_late(struct publisher *p, struct req *r)
+{
+    answer_unqueued(p, r, "the pipeline is at its bound: not taken in time",
+                    &p->busy);
 }
 
 /* While the queue is held, its expired requests are answered: a held
