@@ -15,28 +15,24 @@
  * during a dual-write) get the same record; their outcome goes to the
  * outcome log, not into the answer.
  *
- * libmicrohttpd parses requests on its own thread and suspends each one;
- * the lane's loop takes them in batches (one eventfd wake per batch) and
- * resumes each connection with its answer. The records form one partition
- * (topic: the endpoint's path) whose offsets count the requests taken. */
+ * The requests are served on the lane's own loop (httpd.h): read, handed
+ * to the engine and answered by the one thread. The records form one
+ * partition (topic: the endpoint's path) whose offsets count the requests
+ * taken. */
 #include "source.h"
 
-#include <errno.h>
 #include <librdkafka/rdkafka.h>
-#include <microhttpd.h>
-#include <pthread.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "connector.h"
+#include "httpd.h"
 #include "keyrule.h"
 #include "listener.h"
 #include "log.h"
@@ -45,13 +41,13 @@
 #define IDEMPOTENCY_KEY_MAX 200
 #define HEADERS_MAX 64
 #define CONTENT_TYPE_MAX 128
-/* libmicrohttpd's per-connection pool (headers, read buffer; the body is
- * copied out as it comes): it zeroes the pool for every request, and its
- * 32 KiB default cost 5% of the publisher's CPU. 16 KiB still holds the
- * 8 KiB of headers a proxy usually allows. */
-#define CONNECTION_POOL (16 * 1024)
-#define RETRY_AFTER_BUSY "1"
-#define RETRY_AFTER_DOWN "5"
+/* The request line and headers: 16 KiB holds the 8 KiB of headers a
+ * proxy usually allows. */
+#define HEAD_MAX (16 * 1024)
+#define CONNECTIONS_MAX 4096
+#define IDLE_TIMEOUT_MS (60 * 1000)
+#define RETRY_AFTER_BUSY "Retry-After: 1\r\n"
+#define RETRY_AFTER_DOWN "Retry-After: 5\r\n"
 #define SWEEP_MS 100
 
 #define container_of(ptr, type, member)                                        \
@@ -59,35 +55,24 @@
 
 struct publisher;
 
-/* A request, shared by libmicrohttpd's thread (which reads it and sends
- * the answer) and the loop (which hands it to the engine): refs counts
- * the two; the last to let go frees it. */
+/* A request: read from its connection, then (once taken) a record of the
+ * engine's until it releases it. */
 struct req {
     struct publisher *p;
-    struct MHD_Connection *conn;
-    atomic_int refs;
-    /* read on MHD's thread */
+    httpd_conn_t *conn; /* NULL once answered */
     char *body;
     size_t len, cap;
-    int too_large;
-    int over_bytes; /* the bodies held would pass max_in_flight_bytes */
-    size_t hint;    /* Content-Length, when it came and fits max_body */
-    unsigned early_status; /* refused before the body: answer this */
+    size_t hint; /* Content-Length, when it came and fits max_body */
+    int answered;
     char message_id[IDEMPOTENCY_KEY_MAX + 1];
     char traceparent[64];
     char tracestate[512];
     char content_type[CONTENT_TYPE_MAX];
     struct keyrule_decision key;
-    uint64_t arrived_ms; /* monotonic: its time runs from here */
+    uint64_t arrived_ms; /* the loop's clock: its time runs from here */
     struct sl_header headers[4]; /* the record's */
     size_t header_count;
-    /* the answer, set by the loop before it resumes the connection */
-    unsigned status;
-    const char *retry_after;
-    char answer[512];
-    int answered; /* under p->lock */
-    /* loop side */
-    struct req *next;
+    struct req *next; /* on the queue */
     struct req *live_prev, *live_next; /* p->live_head: the engine's */
     struct loop_timer deadline;
 };
@@ -98,27 +83,21 @@ struct publisher {
     struct source_callbacks cb;
     void *part; /* the engine's, for the one partition */
     int64_t next_offset;
-    keyrule_t *keys; /* MHD's thread only */
+    keyrule_t *keys;
     int key_reads_headers; /* source.key or shard_by is header:NAME */
-    struct MHD_Daemon *daemon;
-    int listen_fd, port;
-    /* MHD's thread -> the loop */
-    pthread_mutex_t lock;
+    httpd_t *server;
+    int port;
+    /* taken, not handed to the engine yet (it is suspended or paused) */
     struct req *queue_head, **queue_tail;
-    int event_fd;
-    struct loop_io event_io;
     struct loop_timer kick;  /* takes the queue after a resume */
     struct loop_timer sweep; /* while held: answers the expired */
-    int suspended, paused;
-    atomic_int stopping;
-    atomic_long inflight; /* accepted, not yet answered */
-    atomic_llong held_bytes; /* body buffers of every request alive */
+    int suspended, paused, stopping;
+    int64_t inflight;   /* taken, not yet answered */
+    int64_t held_bytes; /* body buffers of every request alive */
     struct req *live_head;
     struct source_stats stats;
-    /* counters (atomics: both threads count) */
-    atomic_ulong requests, accepted, bad, busy, unavailable, rejected,
-        too_large;
-    atomic_ulong sharded, turned_hot;
+    unsigned long requests, accepted, bad, busy, unavailable, rejected,
+        too_large, sharded, turned_hot;
 };
 
 /* ---- ids ---- */
@@ -150,14 +129,6 @@ static uint64_t wall_ms(void)
     struct timespec ts;
 
     clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
@@ -207,49 +178,13 @@ static int usable_id(const char *v)
     return 1;
 }
 
-/* ---- requests ---- */
+/* ---- answers ---- */
 
-static void req_unref(struct req *r)
+static void req_free(struct req *r)
 {
-    if (atomic_fetch_sub(&r->refs, 1) == 1) {
-        atomic_fetch_sub(&r->p->held_bytes, (long long)r->cap);
-        free(r->body);
-        free(r);
-    }
-}
-
-static enum MHD_Result answer(struct MHD_Connection *c, unsigned status,
-                              const char *retry_after, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static enum MHD_Result answer(struct MHD_Connection *c, unsigned status,
-                              const char *retry_after, const char *fmt, ...)
-{
-    char body[768];
-    va_list ap;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(body, sizeof(body) - 1, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        n = 0;
-    } else if ((size_t)n >= sizeof(body) - 1) {
-        n = (int)sizeof(body) - 2;
-    }
-    body[n++] = '\n';
-    struct MHD_Response *res = MHD_create_response_from_buffer(
-        (size_t)n, body, MHD_RESPMEM_MUST_COPY);
-    if (res == NULL) {
-        return MHD_NO;
-    }
-    MHD_add_response_header(res, "Content-Type", "application/json");
-    if (retry_after != NULL) {
-        MHD_add_response_header(res, "Retry-After", retry_after);
-    }
-    enum MHD_Result rc = MHD_queue_response(c, status, res);
-    MHD_destroy_response(res);
-    return rc;
+    r->p->held_bytes -= (int64_t)r->cap;
+    free(r->body);
+    free(r);
 }
 
 /* A JSON string's contents (no quotes) of s, cut to fit. */
@@ -272,6 +207,64 @@ static const char *json_text(char *out, size_t cap, const char *s)
     return out;
 }
 
+static void vanswer(httpd_conn_t *conn, unsigned status, const char *extra,
+                    const char *fmt, va_list ap)
+{
+    char body[768];
+    int n = vsnprintf(body, sizeof(body) - 1, fmt, ap);
+
+    if (n < 0) {
+        n = 0;
+    } else if ((size_t)n >= sizeof(body) - 1) {
+        n = (int)sizeof(body) - 2;
+    }
+    body[n++] = '\n';
+    httpd_answer(conn, status, extra, body, (size_t)n);
+}
+
+/* Answers a request the engine never saw, and lets it go. */
+static void refuse(struct req *r, unsigned long *count, unsigned status,
+                   const char *extra, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static void refuse(struct req *r, unsigned long *count, unsigned status,
+                   const char *extra, const char *fmt, ...)
+{
+    va_list ap;
+
+    (*count)++;
+    va_start(ap, fmt);
+    vanswer(r->conn, status, extra, fmt, ap);
+    va_end(ap);
+    req_free(r);
+}
+
+/* Answers a taken request: 1, or 0 when it was answered before (its
+ * deadline passed). */
+static int req_answer(struct publisher *p, struct req *r, unsigned status,
+                      const char *extra, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static int req_answer(struct publisher *p, struct req *r, unsigned status,
+                      const char *extra, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (r->answered) {
+        return 0;
+    }
+    r->answered = 1;
+    va_start(ap, fmt);
+    vanswer(r->conn, status, extra, fmt, ap);
+    va_end(ap);
+    r->conn = NULL;
+    loop_timer_stop(p->loop, &r->deadline);
+    p->inflight--;
+    return 1;
+}
+
+/* ---- requests ---- */
+
 static int type_allowed(const struct cfg_http_source *h, const char *type)
 {
     size_t n;
@@ -289,56 +282,136 @@ static int type_allowed(const struct cfg_http_source *h, const char *type)
     return 0;
 }
 
-struct header_list {
-    struct sl_header h[HEADERS_MAX];
-    size_t n;
-};
-
-static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind,
-                                      const char *key, const char *value)
+/* A request's head: refused at once (its body is never kept), or a new
+ * request that reads its body. */
+static void *on_head(void *arg, httpd_conn_t *conn,
+                     const struct httpd_head *head)
 {
-    struct header_list *l = cls;
+    struct publisher *p = arg;
+    const struct cfg_http_source *h = &p->cfg->http;
+    struct req *r = malloc(sizeof(*r));
 
-    (void)kind;
-    if (l->n < HEADERS_MAX && value != NULL) {
-        l->h[l->n++] = (struct sl_header){key, value, strlen(value)};
+    p->requests++;
+    if (r == NULL) {
+        static const char oom[] = "{\"error\":\"out of memory\"}\n";
+        httpd_answer(conn, 503, RETRY_AFTER_BUSY, oom, sizeof(oom) - 1);
+        return NULL;
     }
-    return MHD_YES;
+    /* Not zeroed whole: the buffers are filled before they are read. */
+    r->p = p;
+    r->conn = conn;
+    r->body = NULL;
+    r->len = r->cap = r->hint = 0;
+    r->answered = 0;
+    r->header_count = 0;
+    r->next = r->live_prev = r->live_next = NULL;
+    if (strcmp(head->path, h->path) != 0) {
+        refuse(r, &p->bad, 404, NULL, "{\"error\":\"no such endpoint\"}");
+    } else if (strcmp(head->method, "POST") != 0) {
+        refuse(r, &p->bad, 405, "Allow: POST\r\n",
+               "{\"error\":\"POST only\"}");
+    } else if (!type_allowed(h, httpd_header(conn, "Content-Type"))) {
+        refuse(r, &p->bad, 415, NULL,
+               "{\"error\":\"unsupported Content-Type\"}");
+    } else if (head->content_length > h->max_body) {
+        refuse(r, &p->too_large, 413, NULL,
+               "{\"error\":\"the body is over %lld bytes\"}",
+               (long long)h->max_body);
+    } else if (head->content_length > 0 &&
+               p->held_bytes + head->content_length > h->max_in_flight_bytes) {
+        refuse(r, &p->busy, 429, RETRY_AFTER_BUSY,
+               "{\"error\":\"%lld bytes of requests under way: try "
+               "again\"}",
+               (long long)h->max_in_flight_bytes);
+    } else {
+        r->hint = head->content_length > 0 ? (size_t)head->content_length : 0;
+        return r;
+    }
+    return NULL;
 }
 
-/* The request is read: decide its key and id, then hand it to the loop
- * (suspended until its answer), or answer now. */
-static enum MHD_Result take(struct publisher *p, struct MHD_Connection *c,
-                            struct req *r)
+static void on_body(void *req, const char *data, size_t len)
 {
+    struct req *r = req;
+    struct publisher *p = r->p;
     const struct cfg_http_source *h = &p->cfg->http;
-    struct header_list headers; /* not zeroed: n counts what is set */
+
+    if (r->len + len > (size_t)h->max_body) {
+        refuse(r, &p->too_large, 413, NULL,
+               "{\"error\":\"the body is over %lld bytes\"}",
+               (long long)h->max_body);
+        return;
+    }
+    if (r->len + len > r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : r->hint > 0 ? r->hint : 4096;
+        while (cap < r->len + len) {
+            cap *= 2;
+        }
+        /* Memory stays bounded whatever the connections send. */
+        if (p->held_bytes + (int64_t)(cap - r->cap) > h->max_in_flight_bytes) {
+            refuse(r, &p->busy, 429, RETRY_AFTER_BUSY,
+                   "{\"error\":\"%lld bytes of requests under way: try "
+                   "again\"}",
+                   (long long)h->max_in_flight_bytes);
+            return;
+        }
+        char *b = realloc(r->body, cap);
+        if (b == NULL) {
+            refuse(r, &p->busy, 503, RETRY_AFTER_BUSY,
+                   "{\"error\":\"out of memory\"}");
+            return;
+        }
+        p->held_bytes += (int64_t)(cap - r->cap);
+        r->body = b;
+        r->cap = cap;
+    }
+    memcpy(r->body + r->len, data, len);
+    r->len += len;
+}
+
+static void on_abort(void *req)
+{
+    req_free(req);
+}
+
+static void hand_over(struct publisher *p, struct req *r);
+
+/* The request is read: decide its key and id, then hand it to the engine
+ * (or queue it while the engine takes none), or answer now. */
+static void on_complete(void *req)
+{
+    struct req *r = req;
+    struct publisher *p = r->p;
+    const struct cfg_http_source *h = &p->cfg->http;
+    struct sl_header headers[HEADERS_MAX];
+    size_t header_count = 0;
     struct sl_error err;
     char text[600];
     const char *v;
 
-    headers.n = 0;
+    if (r->len == 0) {
+        refuse(r, &p->bad, 400, NULL, "{\"error\":\"an empty body\"}");
+        return;
+    }
     if (p->key_reads_headers) {
-        MHD_get_connection_values(c, MHD_HEADER_KIND, collect_header,
-                                  &headers);
+        header_count = httpd_headers(r->conn, headers, HEADERS_MAX);
     }
     struct keyrule_input in = {
-        .headers = headers.h,
-        .header_count = headers.n,
-        .body = r->body != NULL ? r->body : "",
+        .headers = headers,
+        .header_count = header_count,
+        .body = r->body,
         .body_len = r->len,
     };
-    /* One thread runs this (MHD's), so the key rule needs no lock. */
     if (keyrule_apply(p->keys, &in, (int64_t)wall_ms(), &r->key, &err) != 0) {
-        atomic_fetch_add(&p->bad, 1);
-        return answer(c, MHD_HTTP_BAD_REQUEST, NULL, "{\"error\":\"%s\"}",
-                      json_text(text, sizeof(text), err.msg));
+        refuse(r, &p->bad, 400, NULL, "{\"error\":\"%s\"}",
+               json_text(text, sizeof(text), err.msg));
+        return;
     }
     if (r->key.shard >= 0) {
-        atomic_fetch_add(&p->sharded, 1);
+        p->sharded++;
     }
     if (r->key.turned_hot) {
-        atomic_fetch_add(&p->turned_hot, 1);
+        p->turned_hot++;
         log_info("publisher: key %.*s is hot (partition %d): sharded into "
                  "%d",
                  (int)r->key.base_len, r->key.key, r->key.partition,
@@ -347,13 +420,13 @@ static enum MHD_Result take(struct publisher *p, struct MHD_Connection *c,
         log_info("publisher: key %.*s is no longer hot: not sharded",
                  (int)r->key.base_len, r->key.key);
     }
-    v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Idempotency-Key");
+    v = httpd_header(r->conn, "Idempotency-Key");
     if (v != NULL && !usable_id(v)) {
-        atomic_fetch_add(&p->bad, 1);
-        return answer(c, MHD_HTTP_BAD_REQUEST, NULL,
-                      "{\"error\":\"Idempotency-Key: 1 to %d printable "
-                      "ASCII characters without spaces\"}",
-                      IDEMPOTENCY_KEY_MAX);
+        refuse(r, &p->bad, 400, NULL,
+               "{\"error\":\"Idempotency-Key: 1 to %d printable ASCII "
+               "characters without spaces\"}",
+               IDEMPOTENCY_KEY_MAX);
+        return;
     }
     if (v != NULL) {
         snprintf(r->message_id, sizeof(r->message_id), "%s", v);
@@ -362,8 +435,7 @@ static enum MHD_Result take(struct publisher *p, struct MHD_Connection *c,
     }
     r->headers[r->header_count++] = (struct sl_header){
         "message-id", r->message_id, strlen(r->message_id)};
-    v = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                    MHD_HTTP_HEADER_CONTENT_TYPE);
+    v = httpd_header(r->conn, "Content-Type");
     if (v != NULL && strlen(v) < sizeof(r->content_type)) {
         memcpy(r->content_type, v, strlen(v) + 1);
         r->headers[r->header_count++] = (struct sl_header){
@@ -371,236 +443,84 @@ static enum MHD_Result take(struct publisher *p, struct MHD_Connection *c,
     }
     /* The trace context goes on as the record's headers: the engine
      * checks it as it does a consumed record's. */
-    v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "traceparent");
+    v = httpd_header(r->conn, "traceparent");
     if (v != NULL && strlen(v) == 55) {
         memcpy(r->traceparent, v, 56);
         r->headers[r->header_count++] = (struct sl_header){
             "traceparent", r->traceparent, 55};
-        v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "tracestate");
+        v = httpd_header(r->conn, "tracestate");
         if (v != NULL && strlen(v) < sizeof(r->tracestate)) {
             memcpy(r->tracestate, v, strlen(v) + 1);
             r->headers[r->header_count++] = (struct sl_header){
                 "tracestate", r->tracestate, strlen(r->tracestate)};
         }
     }
-    if (atomic_load(&p->stopping)) {
-        atomic_fetch_add(&p->unavailable, 1);
-        return answer(c, MHD_HTTP_SERVICE_UNAVAILABLE, RETRY_AFTER_BUSY,
-                      "{\"error\":\"stopping\"}");
+    if (p->stopping) {
+        refuse(r, &p->unavailable, 503, RETRY_AFTER_BUSY,
+               "{\"error\":\"stopping\"}");
+        return;
     }
-    if (atomic_fetch_add(&p->inflight, 1) >= h->max_in_flight) {
-        atomic_fetch_sub(&p->inflight, 1);
-        atomic_fetch_add(&p->busy, 1);
-        return answer(c, MHD_HTTP_TOO_MANY_REQUESTS, RETRY_AFTER_BUSY,
-                      "{\"error\":\"%lld requests under way: try again\"}",
-                      (long long)h->max_in_flight);
+    if (p->inflight >= h->max_in_flight) {
+        refuse(r, &p->busy, 429, RETRY_AFTER_BUSY,
+               "{\"error\":\"%lld requests under way: try again\"}",
+               (long long)h->max_in_flight);
+        return;
     }
-    atomic_fetch_add(&r->refs, 1); /* the loop's */
-    r->arrived_ms = mono_ms();
-    MHD_suspend_connection(c);
-    pthread_mutex_lock(&p->lock);
-    int was_empty = p->queue_head == NULL;
-    *p->queue_tail = r;
-    p->queue_tail = &r->next;
-    pthread_mutex_unlock(&p->lock);
-    /* One wake-up per batch: the loop takes the whole queue at once. */
-    uint64_t one = 1;
-    if (was_empty && write(p->event_fd, &one, sizeof(one)) < 0 &&
-        errno != EAGAIN) {
-        log_warn("publisher: eventfd: %s", strerror(errno));
-    }
-    return MHD_YES;
-}
-
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
-                                  const char *url, const char *method,
-                                  const char *version, const char *upload,
-                                  size_t *upload_size, void **con_cls)
-{
-    struct publisher *p = cls;
-    const struct cfg_http_source *h = &p->cfg->http;
-    struct req *r = *con_cls;
-
-    (void)version;
-    if (r == NULL) {
-        r = calloc(1, sizeof(*r));
-        if (r == NULL) {
-            return MHD_NO;
+    p->inflight++;
+    r->arrived_ms = loop_now(p->loop);
+    loop_timer_init(&r->deadline, NULL);
+    if (p->suspended || p->paused || p->queue_head != NULL) {
+        *p->queue_tail = r;
+        p->queue_tail = &r->next;
+        if (!loop_timer_armed(&p->sweep)) {
+            loop_timer_start(p->loop, &p->sweep, SWEEP_MS);
         }
-        atomic_init(&r->refs, 1);
-        r->p = p;
-        r->conn = c;
-        *con_cls = r;
-        atomic_fetch_add(&p->requests, 1);
-        if (strcmp(url, h->path) != 0) {
-            r->early_status = MHD_HTTP_NOT_FOUND;
-        } else if (strcmp(method, MHD_HTTP_METHOD_POST) != 0) {
-            r->early_status = MHD_HTTP_METHOD_NOT_ALLOWED;
-        } else if (!type_allowed(h, MHD_lookup_connection_value(
-                                        c, MHD_HEADER_KIND,
-                                        MHD_HTTP_HEADER_CONTENT_TYPE))) {
-            r->early_status = MHD_HTTP_UNSUPPORTED_MEDIA_TYPE;
-        } else {
-            /* A body announced too large is refused without keeping any
-             * of it. */
-            const char *cl = MHD_lookup_connection_value(
-                c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-            unsigned long long n = cl != NULL ? strtoull(cl, NULL, 10) : 0;
-            if (n > (unsigned long long)h->max_body) {
-                r->too_large = 1;
-            } else if (n > 0 && atomic_load(&p->held_bytes) + (long long)n >
-                                    h->max_in_flight_bytes) {
-                r->over_bytes = 1; /* nothing of it is kept */
-            } else {
-                r->hint = (size_t)n;
-            }
-        }
-        return MHD_YES;
+        return;
     }
-    if (*upload_size > 0) {
-        /* Read (and drop, when refused) the body so that the connection
-         * stays usable for the next request. */
-        if (!r->early_status && !r->too_large && !r->over_bytes) {
-            if (r->len + *upload_size > (size_t)h->max_body) {
-                r->too_large = 1;
-            } else {
-                if (r->len + *upload_size > r->cap) {
-                    size_t cap = r->cap ? r->cap * 2
-                                 : r->hint > 0 ? r->hint : 4096;
-                    while (cap < r->len + *upload_size) {
-                        cap *= 2;
-                    }
-                    /* Memory stays bounded whatever the connections
-                     * send: past the bound, the rest is read and
-                     * dropped, and the answer is 429. */
-                    if (atomic_fetch_add(&p->held_bytes,
-                                         (long long)(cap - r->cap)) +
-                            (long long)(cap - r->cap) >
-                        h->max_in_flight_bytes) {
-                        atomic_fetch_sub(&p->held_bytes,
-                                         (long long)(cap - r->cap));
-                        r->over_bytes = 1;
-                        *upload_size = 0;
-                        return MHD_YES;
-                    }
-                    char *b = realloc(r->body, cap);
-                    if (b == NULL) {
-                        atomic_fetch_sub(&p->held_bytes,
-                                         (long long)(cap - r->cap));
-                        return MHD_NO;
-                    }
-                    r->body = b;
-                    r->cap = cap;
-                }
-                memcpy(r->body + r->len, upload, *upload_size);
-                r->len += *upload_size;
-            }
-        }
-        *upload_size = 0;
-        return MHD_YES;
-    }
-    pthread_mutex_lock(&p->lock);
-    int answered = r->answered;
-    pthread_mutex_unlock(&p->lock);
-    if (answered) {
-        return answer(c, r->status, r->retry_after, "%s", r->answer);
-    }
-    if (r->early_status) {
-        atomic_fetch_add(&p->bad, 1);
-        return answer(c, r->early_status, NULL, "{\"error\":\"%s\"}",
-                      r->early_status == MHD_HTTP_NOT_FOUND ? "no such "
-                      "endpoint"
-                      : r->early_status == MHD_HTTP_METHOD_NOT_ALLOWED
-                          ? "POST only"
-                          : "unsupported Content-Type");
-    }
-    if (r->too_large) {
-        atomic_fetch_add(&p->too_large, 1);
-        return answer(c, 413, NULL,
-                      "{\"error\":\"the body is over %lld bytes\"}",
-                      (long long)h->max_body);
-    }
-    if (r->over_bytes) {
-        atomic_fetch_add(&p->busy, 1);
-        return answer(c, MHD_HTTP_TOO_MANY_REQUESTS, RETRY_AFTER_BUSY,
-                      "{\"error\":\"%lld bytes of requests under way: try "
-                      "again\"}",
-                      (long long)h->max_in_flight_bytes);
-    }
-    if (r->len == 0) {
-        atomic_fetch_add(&p->bad, 1);
-        return answer(c, MHD_HTTP_BAD_REQUEST, NULL,
-                      "{\"error\":\"an empty body\"}");
-    }
-    return take(p, c, r);
+    hand_over(p, r);
 }
 
-static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
-                         enum MHD_RequestTerminationCode code)
-{
-    struct req *r = *con_cls;
-
-    (void)cls;
-    (void)c;
-    (void)code;
-    if (r != NULL) {
-        *con_cls = NULL;
-        req_unref(r);
-    }
-}
-
-
-/* ---- the loop: handing records to the engine, and answering ---- */
-
-/* Sets r's answer and wakes its connection: 1, or 0 when it was
- * answered before (its deadline passed). */
-static int req_answer(struct publisher *p, struct req *r, unsigned status,
-                      const char *retry_after, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-
-static int req_answer(struct publisher *p, struct req *r, unsigned status,
-                      const char *retry_after, const char *fmt, ...)
-{
-    va_list ap;
-
-    pthread_mutex_lock(&p->lock);
-    if (r->answered) {
-        pthread_mutex_unlock(&p->lock);
-        return 0;
-    }
-    r->status = status;
-    r->retry_after = retry_after;
-    va_start(ap, fmt);
-    vsnprintf(r->answer, sizeof(r->answer), fmt, ap);
-    va_end(ap);
-    r->answered = 1;
-    pthread_mutex_unlock(&p->lock);
-    loop_timer_stop(p->loop, &r->deadline);
-    atomic_fetch_sub(&p->inflight, 1);
-    MHD_resume_connection(r->conn);
-    return 1;
-}
+/* ---- the engine's side: handing records over, and answering ---- */
 
 static void deadline_fired(struct loop_timer *t)
 {
     struct req *r = container_of(t, struct req, deadline);
 
-    if (req_answer(r->p, r, MHD_HTTP_SERVICE_UNAVAILABLE, RETRY_AFTER_DOWN,
+    if (req_answer(r->p, r, 503, RETRY_AFTER_DOWN,
                    "{\"error\":\"Kafka did not acknowledge the record in "
                    "time\",\"message_id\":\"%s\"}",
                    r->message_id)) {
-        atomic_fetch_add(&r->p->unavailable, 1);
+        r->p->unavailable++;
     }
 }
 
-static void answer_late(struct publisher *p, struct req *r);
+/* Answers 503 a request the engine never took: never in Kafka, so the
+ * client may try again; count says which figure it goes to. */
+static void answer_unqueued(struct publisher *p, struct req *r,
+                            const char *why, unsigned long *count)
+{
+    if (req_answer(p, r, 503, RETRY_AFTER_BUSY,
+                   "{\"error\":\"%s\",\"message_id\":\"%s\"}", why,
+                   r->message_id)) {
+        (*count)++;
+    }
+    req_free(r);
+}
+
+/* A request whose time ran out before the engine took it: the lane was
+ * at its bound all along. */
+static void answer_late(struct publisher *p, struct req *r)
+{
+    answer_unqueued(p, r, "the pipeline is at its bound: not taken in time",
+                    &p->busy);
+}
 
 /* Hands r to the engine: one record of the source's partition. Its
  * timeout counts from its arrival: the time it waited in the queue while
  * the lane was at its bound is part of it. */
 static void hand_over(struct publisher *p, struct req *r)
 {
-    uint64_t age = mono_ms() - r->arrived_ms;
+    uint64_t age = loop_now(p->loop) - r->arrived_ms;
 
     if (age >= (uint64_t)p->cfg->http.timeout_ms) {
         answer_late(p, r);
@@ -630,60 +550,23 @@ static void hand_over(struct publisher *p, struct req *r)
     p->cb.on_record(p->cb.arg, &rec);
 }
 
-/* Hands the queued requests to the engine, oldest first, the whole queue
- * at once (one lock per batch), unless it asked for none (suspended or
- * paused: the rest goes back to the head of the queue and waits, within
- * max_in_flight). */
+/* Hands the queued requests to the engine, oldest first, until it asks
+ * for none (suspended or paused: the rest waits, within max_in_flight,
+ * and the sweep answers those whose time runs out). */
 static void take_queue(struct publisher *p)
 {
-    if ((p->suspended || p->paused) && !loop_timer_armed(&p->sweep)) {
+    while (!p->suspended && !p->paused && p->queue_head != NULL) {
+        struct req *r = p->queue_head;
+        p->queue_head = r->next;
+        if (p->queue_head == NULL) {
+            p->queue_tail = &p->queue_head;
+        }
+        r->next = NULL;
+        hand_over(p, r);
+    }
+    if (p->queue_head != NULL && !loop_timer_armed(&p->sweep)) {
         loop_timer_start(p->loop, &p->sweep, SWEEP_MS);
     }
-    while (!p->suspended && !p->paused) {
-        pthread_mutex_lock(&p->lock);
-        struct req *batch = p->queue_head;
-        p->queue_head = NULL;
-        p->queue_tail = &p->queue_head;
-        pthread_mutex_unlock(&p->lock);
-        if (batch == NULL) {
-            return;
-        }
-        while (batch != NULL) {
-            if (p->suspended || p->paused) {
-                struct req *last = batch;
-                while (last->next != NULL) {
-                    last = last->next;
-                }
-                pthread_mutex_lock(&p->lock);
-                last->next = p->queue_head;
-                if (p->queue_head == NULL) {
-                    p->queue_tail = &last->next;
-                }
-                p->queue_head = batch;
-                pthread_mutex_unlock(&p->lock);
-                if (!loop_timer_armed(&p->sweep)) {
-                    loop_timer_start(p->loop, &p->sweep, SWEEP_MS);
-                }
-                return;
-            }
-            struct req *r = batch;
-            batch = r->next;
-            r->next = NULL;
-            hand_over(p, r);
-        }
-    }
-}
-
-static void event_ready(struct loop_io *io, uint32_t events)
-{
-    struct publisher *p = container_of(io, struct publisher, event_io);
-    uint64_t n;
-
-    (void)events;
-    if (read(p->event_fd, &n, sizeof(n)) < 0 && errno != EAGAIN) {
-        log_warn("source: eventfd: %s", strerror(errno));
-    }
-    take_queue(p);
 }
 
 static void kick_fired(struct loop_timer *t)
@@ -691,17 +574,13 @@ static void kick_fired(struct loop_timer *t)
     take_queue(container_of(t, struct publisher, kick));
 }
 
-static void answer_unqueued(struct publisher *p, struct req *r,
-                            const char *why, atomic_ulong *count);
-
 /* Answers every request not handed to the engine yet. */
 static void answer_queued(struct publisher *p, const char *why)
 {
-    pthread_mutex_lock(&p->lock);
     struct req *r = p->queue_head;
+
     p->queue_head = NULL;
     p->queue_tail = &p->queue_head;
-    pthread_mutex_unlock(&p->lock);
     while (r != NULL) {
         struct req *next = r->next;
         answer_unqueued(p, r, why, &p->unavailable);
@@ -709,63 +588,25 @@ static void answer_queued(struct publisher *p, const char *why)
     }
 }
 
-/* Answers 503 a request the engine never took (taken off the queue by
- * the caller): never in Kafka, so the client may try again; count says
- * which figure it goes to. */
-static void answer_unqueued(struct publisher *p, struct req *r,
-                            const char *why, atomic_ulong *count)
-{
-    pthread_mutex_lock(&p->lock);
-    r->status = MHD_HTTP_SERVICE_UNAVAILABLE;
-    r->retry_after = RETRY_AFTER_BUSY;
-    snprintf(r->answer, sizeof(r->answer),
-             "{\"error\":\"%s\",\"message_id\":\"%s\"}", why,
-             r->message_id);
-    r->answered = 1;
-    pthread_mutex_unlock(&p->lock);
-    atomic_fetch_sub(&p->inflight, 1);
-    atomic_fetch_add(count, 1);
-    MHD_resume_connection(r->conn);
-    req_unref(r); /* the loop's */
-}
-
-/* A request whose time ran out before the engine took it: the lane was
- * at its bound all along. */
-static void answer_late(struct publisher *p, struct req *r)
-{
-    answer_unqueued(p, r, "the pipeline is at its bound: not taken in time",
-                    &p->busy);
-}
-
 /* While the queue is held, its expired requests are answered: a held
  * lane must not keep a client waiting past source.timeout. */
 static void sweep_fired(struct loop_timer *t)
 {
     struct publisher *p = container_of(t, struct publisher, sweep);
-    uint64_t now = mono_ms();
-    struct req *late = NULL, **at;
+    uint64_t now = loop_now(p->loop);
+    struct req **at = &p->queue_head;
 
-    pthread_mutex_lock(&p->lock);
-    at = &p->queue_head;
     while (*at != NULL) {
         struct req *r = *at;
         if (now - r->arrived_ms >= (uint64_t)p->cfg->http.timeout_ms) {
             *at = r->next;
-            r->next = late;
-            late = r;
+            answer_late(p, r);
         } else {
             at = &r->next;
         }
     }
     p->queue_tail = at;
-    int waiting = p->queue_head != NULL;
-    pthread_mutex_unlock(&p->lock);
-    while (late != NULL) {
-        struct req *r = late;
-        late = r->next;
-        answer_late(p, r);
-    }
-    if (waiting && (p->suspended || p->paused)) {
+    if (p->queue_head != NULL) {
         loop_timer_start(p->loop, t, SWEEP_MS);
     }
 }
@@ -858,34 +699,32 @@ static void http_settle(void *handle, const struct source_verdict *v)
     switch (v->fate) {
     case SOURCE_DELIVERED:
     case SOURCE_DROPPED:
-        if (req_answer(p, r, MHD_HTTP_ACCEPTED, NULL,
+        if (req_answer(p, r, 202, NULL,
                        "{\"message_id\":\"%s\",\"key\":\"%s\"%s}",
                        r->message_id,
                        json_text(key, sizeof(key), r->key.key),
                        v->fate == SOURCE_DROPPED ? ",\"dropped\":true"
                                                  : "")) {
-            atomic_fetch_add(&p->accepted, 1);
+            p->accepted++;
         }
         return;
     case SOURCE_BUSY:
     case SOURCE_UNAVAILABLE:
         if (req_answer(p, r,
-                       v->fate == SOURCE_BUSY ? MHD_HTTP_TOO_MANY_REQUESTS
-                                              : MHD_HTTP_SERVICE_UNAVAILABLE,
+                       v->fate == SOURCE_BUSY ? 429
+                                              : 503,
                        v->fate == SOURCE_BUSY ? RETRY_AFTER_BUSY
                                               : RETRY_AFTER_DOWN,
                        "{\"error\":\"%s\",\"message_id\":\"%s\"}",
                        json_text(why, sizeof(why), reason), r->message_id)) {
-            atomic_fetch_add(v->fate == SOURCE_BUSY ? &p->busy
-                                                    : &p->unavailable,
-                             1);
+            (*(v->fate == SOURCE_BUSY ? &p->busy : &p->unavailable))++;
         }
         return;
     case SOURCE_REJECTED:
-        if (req_answer(p, r, MHD_HTTP_UNPROCESSABLE_CONTENT, NULL,
+        if (req_answer(p, r, 422, NULL,
                        "{\"error\":\"%s\",\"message_id\":\"%s\"}",
                        json_text(why, sizeof(why), reason), r->message_id)) {
-            atomic_fetch_add(&p->rejected, 1);
+            p->rejected++;
         }
         return;
     }
@@ -898,10 +737,10 @@ static void http_release(void *handle)
 
     /* Abandoned (a stop that did not wait for it): whether it is in
      * Kafka is not known, so the client must try again. */
-    if (req_answer(p, r, MHD_HTTP_SERVICE_UNAVAILABLE, RETRY_AFTER_BUSY,
+    if (req_answer(p, r, 503, RETRY_AFTER_BUSY,
                    "{\"error\":\"stopping\",\"message_id\":\"%s\"}",
                    r->message_id)) {
-        atomic_fetch_add(&p->unavailable, 1);
+        p->unavailable++;
     }
     loop_timer_stop(p->loop, &r->deadline);
     if (r->live_prev != NULL) {
@@ -912,7 +751,7 @@ static void http_release(void *handle)
     if (r->live_next != NULL) {
         r->live_next->live_prev = r->live_prev;
     }
-    req_unref(r);
+    req_free(r);
 }
 
 /* No new request from now: the listener closes (a balancer sends the
@@ -921,15 +760,11 @@ static void http_stopping(void *src)
 {
     struct publisher *p = src;
 
-    if (atomic_exchange(&p->stopping, 1)) {
+    if (p->stopping) {
         return;
     }
-    if (p->daemon != NULL) {
-        MHD_socket fd = MHD_quiesce_daemon(p->daemon);
-        if (fd != MHD_INVALID_SOCKET) {
-            close(fd);
-        }
-    }
+    p->stopping = 1;
+    httpd_quiesce(p->server);
     answer_queued(p, "stopping");
 }
 
@@ -951,11 +786,8 @@ static void summary(const struct publisher *p)
     log_info("summary requests=%lu accepted=%lu bad=%lu too_large=%lu "
              "busy=%lu unavailable=%lu rejected=%lu sharded=%lu "
              "turned_hot=%lu",
-             atomic_load(&p->requests), atomic_load(&p->accepted),
-             atomic_load(&p->bad), atomic_load(&p->too_large),
-             atomic_load(&p->busy), atomic_load(&p->unavailable),
-             atomic_load(&p->rejected), atomic_load(&p->sharded),
-             atomic_load(&p->turned_hot));
+             p->requests, p->accepted, p->bad, p->too_large, p->busy,
+             p->unavailable, p->rejected, p->sharded, p->turned_hot);
 }
 
 static void http_destroy(void *src)
@@ -966,18 +798,15 @@ static void http_destroy(void *src)
         return;
     }
     answer_queued(p, "stopping");
-    /* libmicrohttpd must resume every suspended connection before its
-     * stop; a moment lets the last answers go out. */
     for (struct req *r = p->live_head; r != NULL; r = r->live_next) {
-        req_answer(p, r, MHD_HTTP_SERVICE_UNAVAILABLE, RETRY_AFTER_BUSY,
-                   "{\"error\":\"stopping\",\"message_id\":\"%s\"}",
-                   r->message_id);
-    }
-    if (p->daemon != NULL) {
-        if (atomic_load(&p->requests) > 0) {
-            usleep(100 * 1000);
+        if (req_answer(p, r, 503, RETRY_AFTER_BUSY,
+                       "{\"error\":\"stopping\",\"message_id\":\"%s\"}",
+                       r->message_id)) {
+            p->unavailable++;
         }
-        MHD_stop_daemon(p->daemon);
+    }
+    if (p->server != NULL) {
+        httpd_destroy(p->server);
         summary(p);
     }
     while (p->live_head != NULL) {
@@ -986,24 +815,14 @@ static void http_destroy(void *src)
     if (p->loop != NULL) {
         loop_timer_stop(p->loop, &p->kick);
         loop_timer_stop(p->loop, &p->sweep);
-        if (p->event_fd >= 0) {
-            loop_io_del(p->loop, &p->event_io);
-        }
     }
     keyrule_destroy(p->keys);
-    if (p->listen_fd >= 0) {
-        close(p->listen_fd);
-    }
-    if (p->event_fd >= 0) {
-        close(p->event_fd);
-    }
-    pthread_mutex_destroy(&p->lock);
     free(p);
 }
 
 static int http_reached(const void *src)
 {
-    return ((const struct publisher *)src)->daemon != NULL;
+    return ((const struct publisher *)src)->server != NULL;
 }
 
 static const char *http_problem(const void *src)
@@ -1116,9 +935,7 @@ static void *http_open(const struct cfg *cfg, const char *bootstrap,
     p->cfg = cfg;
     p->loop = loop;
     p->cb = *cb;
-    p->listen_fd = p->event_fd = -1;
     p->queue_tail = &p->queue_head;
-    pthread_mutex_init(&p->lock, NULL);
     loop_timer_init(&p->kick, kick_fired);
     loop_timer_init(&p->sweep, sweep_fired);
     if (cfg->http.auto_shard) {
@@ -1140,20 +957,9 @@ static void *http_open(const struct cfg *cfg, const char *bootstrap,
     if (p->keys == NULL) {
         goto fail;
     }
-    p->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    p->event_io = (struct loop_io){.fd = p->event_fd, .fn = event_ready};
-    if (p->event_fd < 0 ||
-        loop_io_add(loop, &p->event_io, LOOP_READABLE) != 0) {
-        sl_error_set(err, "eventfd: %s", strerror(errno));
-        if (p->event_fd >= 0) {
-            close(p->event_fd);
-            p->event_fd = -1;
-        }
-        goto fail;
-    }
-    p->listen_fd = listener_open("source.listen", cfg->http.listen, &p->port,
-                                 err);
-    if (p->listen_fd < 0) {
+    int listen_fd = listener_open("source.listen", cfg->http.listen,
+                                  &p->port, err);
+    if (listen_fd < 0) {
         goto fail;
     }
     /* The one partition: assigned before the first request can come. */
@@ -1164,26 +970,23 @@ static void *http_open(const struct cfg *cfg, const char *bootstrap,
     }
     p->stats.assigns = 1;
     p->stats.assigned = 1;
-    /* poll(), not epoll: every request is suspended and resumed, which
-     * with epoll costs two epoll_ctl calls; poll's scan of the
-     * connections is shared by all that are ready at once, and it cost
-     * 13% less CPU per request at 256 connections (docs/ARCHITECTURE.md,
-     * "The publisher's speed"). */
-    p->daemon = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
-            MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO,
-        0, NULL, NULL, on_request, p, MHD_OPTION_LISTEN_SOCKET, p->listen_fd,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, p,
-        MHD_OPTION_CONNECTION_LIMIT, 4096u, MHD_OPTION_CONNECTION_TIMEOUT,
-        60u, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_POOL,
-        MHD_OPTION_EXTERNAL_LOGGER, listener_mhd_log, "source",
-        MHD_OPTION_END);
-    if (p->daemon == NULL) {
-        sl_error_set(err, "source.listen %s: cannot start the server",
-                     cfg->http.listen);
+    struct httpd_limits limits = {
+        .max_connections = CONNECTIONS_MAX,
+        .max_head = HEAD_MAX,
+        .idle_timeout_ms = IDLE_TIMEOUT_MS,
+    };
+    struct httpd_handler handler = {
+        .arg = p,
+        .on_head = on_head,
+        .on_body = on_body,
+        .on_complete = on_complete,
+        .on_abort = on_abort,
+    };
+    p->server = httpd_new(loop, listen_fd, &limits, &handler, err);
+    if (p->server == NULL) {
+        close(listen_fd);
         goto fail;
     }
-    p->listen_fd = -1; /* the daemon's now */
     return p;
 fail:
     if (p->part != NULL) {

@@ -851,3 +851,191 @@ def test_an_error_answered_to_the_client_carries_no_secret(
     assert "[redacted]" in answer["error"], answer
     run.terminate()
     assert run.wait(30) == 0
+
+
+class Raw:
+    """One raw TCP connection to the publisher, for what http.client does
+    not send: pipelined requests, chunks, half-closes, byte-by-byte
+    heads."""
+
+    def __init__(self, port):
+        import socket
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=20)
+        self.buf = b""
+
+    def send(self, data):
+        self.s.sendall(data)
+
+    def _fill(self):
+        chunk = self.s.recv(65536)
+        if not chunk:
+            raise EOFError("closed")
+        self.buf += chunk
+
+    def response(self):
+        """(status, headers with lower-case names, body)."""
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            k, v = line.split(":", 1)
+            headers[k.strip().lower()] = v.strip()
+        n = int(headers.get("content-length", "0"))
+        while len(self.buf) < n:
+            self._fill()
+        body, self.buf = self.buf[:n], self.buf[n:]
+        return status, headers, body
+
+    def closed_by_peer(self):
+        """True when the server closed: EOF (or a reset) with nothing more."""
+        try:
+            return self.s.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+    def close(self):
+        self.s.close()
+
+
+def request(body, extra=b"", path=b"/orders", version=b"1.1"):
+    return (b"POST " + path + b" HTTP/" + version + b"\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: " +
+            str(len(body)).encode() + b"\r\n" + extra + b"\r\n" + body)
+
+
+def test_the_http_server_speaks_http_1_1(kafka, topic_factory, names,
+                                         sluice):
+    """The publisher's own HTTP/1.1 server (worker/httpd.c) through
+    sockets: pipelined requests answered in order, chunked bodies,
+    Expect: 100-continue, a head sent byte by byte, a half-closed client
+    still answered, HTTP/1.0 closed after its answer, a head over the
+    limit (431) and garbage (400) answered and closed, a large refused
+    body answered while the client is still sending, and clients that
+    vanish while their request waits. The server stays up, and every 202
+    is in the topic."""
+    import socket
+    topic = topic_factory(2)
+    port = harness.free_port()
+    run = start(sluice, publisher_cfg(names.pipeline, kafka.bootstrap, topic,
+                                      port, max_body="4KiB"))
+    accepted = []
+
+    def order(i):
+        return json.dumps({"tenant_id": "t%d" % (i % 3), "o": i}).encode()
+
+    def ok(status, body):
+        assert status == 202, (status, body)
+        answer = json.loads(body)
+        accepted.append(answer["message_id"])
+        return answer
+
+    # Three requests in one write: three answers, in their order.
+    c = Raw(port)
+    c.send(b"".join(request(order(i), b"Idempotency-Key: pipe-%d\r\n" % i)
+                    for i in range(3)))
+    for i in range(3):
+        status, _, body = c.response()
+        assert ok(status, body)["message_id"] == "pipe-%d" % i
+    # A chunked body, then the same connection again.
+    body = order(10)
+    c.send(b"POST /orders HTTP/1.1\r\nHost: x\r\n"
+           b"Content-Type: application/json\r\n"
+           b"Transfer-Encoding: chunked\r\n\r\n" +
+           b"%x\r\n%s\r\n" % (5, body[:5]) +
+           b"%x\r\n%s\r\n0\r\n\r\n" % (len(body) - 5, body[5:]))
+    status, _, answer = c.response()
+    assert ok(status, answer)["key"] == "t1"
+    # Expect: 100-continue: the interim answer comes before the body.
+    body = order(11)
+    head = request(body, b"Expect: 100-continue\r\n")[:-len(body)]
+    c.send(head)
+    assert c.response()[0] == 100
+    c.send(body)
+    ok(*c.response()[::2])
+    c.close()
+
+    # A head that comes one byte at a time.
+    c = Raw(port)
+    c.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for b in request(order(12)):
+        c.send(bytes([b]))
+    ok(*c.response()[::2])
+    # A client that half-closes after its request still gets its answer.
+    c.send(request(order(13)))
+    c.s.shutdown(socket.SHUT_WR)
+    ok(*c.response()[::2])
+    assert c.closed_by_peer()
+    c.close()
+
+    # HTTP/1.0 without keep-alive: answered, then closed.
+    c = Raw(port)
+    c.send(request(order(14), version=b"1.0"))
+    status, headers, body = c.response()
+    ok(status, body)
+    assert headers.get("connection") == "close"
+    assert c.closed_by_peer()
+    c.close()
+
+    # Refused before its body: 413 and 404 with a small body keep the
+    # connection; a large body is answered while the client still sends,
+    # and the connection closes after.
+    c = Raw(port)
+    c.send(request(b"x" * 5000))
+    assert c.response()[0] == 413
+    c.send(request(order(15), path=b"/other"))
+    assert c.response()[0] == 404
+    big = request(b"y" * 3000000)
+    sender = threading.Thread(target=lambda: c.send(big))
+    sender.start()
+    status, headers, body = c.response()
+    sender.join(30)
+    assert status == 413 and headers.get("connection") == "close", headers
+    assert json.loads(body)["error"]
+    c.close()
+
+    # A head over 16 KiB, and garbage: answered, then closed.
+    for junk, want in ((b"POST /orders HTTP/1.1\r\nX-Pad: " + b"a" * 20000 +
+                        b"\r\n\r\n", 431),
+                       (b"POST /orders HTTP/1.1\r\nContent-Length: zz\r\n\r\n",
+                        400),
+                       (b"\x00\xff garbage\r\n\r\n", 400)):
+        c = Raw(port)
+        c.send(junk)
+        status, headers, body = c.response()
+        assert status == want and headers.get("connection") == "close"
+        assert json.loads(body)["error"]
+        assert c.closed_by_peer()
+        c.close()
+
+    # Clients that vanish while their request waits for Kafka (a close,
+    # and a reset): the server lets them go and serves the next.
+    for reset in (False, True):
+        for i in range(20):
+            c = Raw(port)
+            c.send(request(order(100 + i)))
+            if reset:
+                c.s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                               b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            c.close()
+        # and some that leave in the middle of their body
+        for i in range(5):
+            c = Raw(port)
+            c.send(request(order(200 + i))[:-5])
+            c.close()
+    c = Raw(port)
+    c.send(request(order(300)))
+    ok(*c.response()[::2])
+    c.close()
+
+    run.check_alive()
+    run.terminate()
+    assert run.wait(30) == 0
+    got = by_message_id(read_topic(kafka.bootstrap, topic, 2,
+                                   len(accepted) + 40))
+    assert set(accepted) <= set(got)
+    assert all(len(v) == 1 for v in got.values())
+    counters = summary(run)
+    assert counters["requests"] >= len(accepted) + 40 + 10, counters
