@@ -357,6 +357,8 @@ static int on_headers_complete(http_parser *hp)
         .content_length = (hp->flags & F_CHUNKED) ||
                                   hp->content_length == ULLONG_MAX
                               ? -1
+                          : hp->content_length > INT64_MAX
+                              ? INT64_MAX
                               : (int64_t)hp->content_length,
     };
     c->req = d->h.on_head(d->h.arg, c, &head);
@@ -430,7 +432,9 @@ static void conn_feed(struct httpd_conn *c, const char *data, size_t len)
                 continue; /* answered early: on to the next */
             }
             if (len > 0) {
-                c->in = malloc(STASH_MAX);
+                if (c->in == NULL) {
+                    c->in = malloc(STASH_MAX);
+                }
                 if (c->in == NULL) {
                     c->broken = 1;
                     conn_kick(c);

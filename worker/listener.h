@@ -1,5 +1,5 @@
 /* listener.h -- a listening TCP socket for the servers sluice runs (the
- * admin server, the publisher). */
+ * admin server, the publisher's httpd). */
 #ifndef SLUICE_LISTENER_H
 #define SLUICE_LISTENER_H
 
@@ -14,8 +14,8 @@
 int listener_open(const char *what, const char *listen_at, int *port,
                   struct sl_error *err);
 
-/* libmicrohttpd's MHD_OPTION_EXTERNAL_LOGGER for the servers: its message
- * as one warning line, after the server's name (arg: a string). */
+/* libmicrohttpd's MHD_OPTION_EXTERNAL_LOGGER for the admin server: its
+ * message as one warning line, after the server's name (arg: a string). */
 void listener_mhd_log(void *arg, const char *fmt, va_list ap);
 
 #endif
