@@ -63,9 +63,11 @@ static const struct opt_spec kafka_options[] = {
     {.name = "properties", .type = OPT_STRING_MAP,
      .offset = offsetof(struct kafka_sink, properties),
      .doc = "librdkafka producer properties (e.g. `compression.type`, "
-            "`security.protocol`). `enable.idempotence` and `acks=all` "
-            "are sluice's and cannot be overridden: a delivered record is "
-            "durable and never written twice by one producer."},
+            "`security.protocol`, `linger.ms`: librdkafka's 5 ms, the "
+            "batching that costs the broker least per record). "
+            "`enable.idempotence` and `acks=all` are sluice's and cannot be "
+            "overridden: a delivered record is durable and never written "
+            "twice by one producer."},
     {0},
 };
 
@@ -90,7 +92,6 @@ static rd_kafka_conf_t *build_conf(const struct kafka_sink *k,
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     char errstr[512], timeout[32];
     static const char *const defaults[][2] = {
-        {"linger.ms", "2"},
         {"log.connection.close", "false"},
         {"client.software.name", "sluice"},
     };
