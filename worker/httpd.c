@@ -136,8 +136,8 @@ static const char *date_line(httpd_t *d)
     if (now != d->date_at) {
         struct tm tm;
         gmtime_r(&now, &tm);
-        strftime(d->date, sizeof(d->date), "Date: %a, %d %b %Y %H:%M:%S GMT\r\n",
-                 &tm);
+        strftime(d->date, sizeof(d->date),
+                 "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
         d->date_at = now;
     }
     return d->date;
@@ -875,7 +875,8 @@ httpd_t *httpd_new(loop_t *loop, int listen_fd,
     d->settings.on_headers_complete = on_headers_complete;
     d->settings.on_body = on_body;
     d->settings.on_message_complete = on_message_complete;
-    d->listen_watch = d->host.watch_new(d->host.io, listen_fd, accept_ready, d);
+    d->listen_watch =
+        d->host.watch_new(d->host.io, listen_fd, accept_ready, d);
     d->accept_pause = d->host.timer_new(d->host.io, accept_resume, d);
     if (d->listen_watch == NULL || d->accept_pause == NULL ||
         d->host.watch_set(d->host.io, d->listen_watch, CONNECTOR_READABLE) !=
