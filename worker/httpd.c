@@ -199,6 +199,13 @@ static void conn_kick(struct httpd_conn *c)
 
 static int head_put(struct httpd_conn *c, const char *at, size_t len)
 {
+    /* The head is kept as C strings: a NUL inside one (http-parser lets
+     * it through in a header value) would cut it short for one reader
+     * and not for another. RFC 9110 has such a request refused. */
+    if (memchr(at, '\0', len) != NULL) {
+        c->status_err = 400;
+        return -1;
+    }
     if (c->head_len + len + 1 > c->d->lim.max_head) {
         c->status_err = 431;
         return -1;

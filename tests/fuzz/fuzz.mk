@@ -17,7 +17,7 @@ FUZZ_TIME    ?= 60
 FUZZ_BUILD   := build/fuzz
 FUZZ_DIR     := tests/fuzz
 FUZZ_TARGETS := fuzz_cfg fuzz_json fuzz_http1 fuzz_testfile fuzz_reconcile \
-                fuzz_keysrc
+                fuzz_keysrc fuzz_httpd
 FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/%)
 # UBSan reports stay recoverable in the build, so that one known report
 # can be silenced at run time (UBSAN_OPTIONS=suppressions=...), but

@@ -1001,6 +1001,11 @@ def test_the_http_server_speaks_http_1_1(kafka, topic_factory, names,
                         b"\r\n\r\n", 431),
                        (b"POST /orders HTTP/1.1\r\nContent-Length: zz\r\n\r\n",
                         400),
+                       # a NUL opening a header value, which http-parser
+                       # lets through (found by fuzz_httpd)
+                       (b"POST /orders HTTP/1.1\r\nX-Tenant:\x00t\r\n"
+                        b"Content-Type:\x00application/json\r\n"
+                        b"Content-Length: 2\r\n\r\n{}", 400),
                        (b"\x00\xff garbage\r\n\r\n", 400)):
         c = Raw(port)
         c.send(junk)
