@@ -33,7 +33,11 @@
 
 #define HEADERS_MAX 64
 #define READ_CHUNK (64 * 1024)
-#define STASH_MAX READ_CHUNK   /* input kept while a request waits */
+/* What a client sends behind a request that waits is kept, up to
+ * STASH_MAX a connection (more when one read brought it) and STASH_TOTAL
+ * for them all; past that it stays in the socket, unread. */
+#define STASH_MAX (16 * 1024)
+#define STASH_TOTAL (16 * 1024 * 1024)
 #define DRAIN_MAX (64 * 1024)  /* a refused body read to keep the connection */
 #define LINGER_MS 2000         /* reading what a closed request still sends */
 #define ACCEPT_BATCH 64
@@ -77,7 +81,8 @@ struct httpd_conn {
     int in_value;
     /* input read behind a request that waits */
     char *in;
-    size_t in_len;
+    size_t in_len, in_cap;
+    int stash_full; /* no room: the socket is not read until the answer */
     /* output not sent yet */
     char *out;
     size_t out_len, out_off, out_cap;
@@ -94,6 +99,7 @@ struct httpd {
     void *accept_pause;
     size_t nconns;
     struct httpd_conn *conns;
+    size_t stashed; /* bytes of every connection's stash */
     http_parser_settings settings;
     time_t date_at;
     char date[48];
@@ -416,8 +422,38 @@ static void conn_refuse(struct httpd_conn *c, unsigned status)
     httpd_answer(c, status, NULL, body, (size_t)n);
 }
 
+/* Makes room for need bytes in c's stash: 0, or -1 past the bounds. */
+static int stash_reserve(struct httpd_conn *c, size_t need)
+{
+    httpd_t *d = c->d;
+
+    if (c->in_cap >= need) {
+        return 0;
+    }
+    if (d->stashed - c->in_cap + need > STASH_TOTAL) {
+        return -1;
+    }
+    char *b = realloc(c->in, need);
+    if (b == NULL) {
+        return -1;
+    }
+    d->stashed = d->stashed - c->in_cap + need;
+    c->in = b;
+    c->in_cap = need;
+    return 0;
+}
+
+static void stash_free(struct httpd_conn *c)
+{
+    c->d->stashed -= c->in_cap;
+    free(c->in);
+    c->in = NULL;
+    c->in_len = c->in_cap = 0;
+}
+
 /* Parses data (not c->in): stops at the end of a request, whose rest is
- * kept in c->in until it is answered. */
+ * kept in c->in until it is answered, or (no room for it) dropped, and
+ * the connection closes after the answer. */
 static void conn_feed(struct httpd_conn *c, const char *data, size_t len)
 {
     httpd_t *d = c->d;
@@ -439,16 +475,13 @@ static void conn_feed(struct httpd_conn *c, const char *data, size_t len)
                 continue; /* answered early: on to the next */
             }
             if (len > 0) {
-                if (c->in == NULL) {
-                    c->in = malloc(STASH_MAX);
+                if (stash_reserve(c, len > STASH_MAX ? len : STASH_MAX) ==
+                    0) {
+                    memcpy(c->in, data, len);
+                    c->in_len = len;
+                } else {
+                    c->close_after = 1;
                 }
-                if (c->in == NULL) {
-                    c->broken = 1;
-                    conn_kick(c);
-                    return;
-                }
-                memcpy(c->in, data, len);
-                c->in_len = len;
             }
             c->waiting = 1;
             d->h.on_complete(c->req);
@@ -473,9 +506,7 @@ static void conn_resume(struct httpd_conn *c)
         return;
     }
     memcpy(d->rbuf, c->in, len);
-    free(c->in);
-    c->in = NULL;
-    c->in_len = 0;
+    stash_free(c);
     conn_feed(c, d->rbuf, len);
 }
 
@@ -510,14 +541,13 @@ static void conn_readable(struct httpd_conn *c)
     }
     if (c->waiting) {
         /* Behind a request that waits: keep what comes, bounded. */
-        if (c->in == NULL) {
-            c->in = malloc(STASH_MAX);
-            if (c->in == NULL) {
-                conn_close(c);
-                return;
-            }
+        if ((c->in_cap == 0 && stash_reserve(c, STASH_MAX) != 0) ||
+            c->in_len == c->in_cap) {
+            c->stash_full = 1; /* the rest waits in the socket */
+            conn_watch(c);
+            return;
         }
-        n = recv(c->fd, c->in + c->in_len, STASH_MAX - c->in_len, 0);
+        n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
         if (n > 0) {
             c->in_len += (size_t)n;
         } else if (n == 0) {
@@ -561,9 +591,7 @@ static void conn_linger(struct httpd_conn *c)
         return;
     }
     c->lingering = 1;
-    free(c->in);
-    c->in = NULL;
-    c->in_len = 0;
+    stash_free(c);
     shutdown(c->fd, SHUT_WR);
     d->host.timer_set(d->host.io, c->idle, LINGER_MS);
     conn_watch(c);
@@ -610,7 +638,7 @@ static void conn_watch(struct httpd_conn *c)
         events |= CONNECTOR_WRITABLE;
     }
     if (c->lingering ||
-        (!c->peer_eof && (!c->waiting || c->in_len < STASH_MAX))) {
+        (!c->peer_eof && (!c->waiting || !c->stash_full))) {
         events |= CONNECTOR_READABLE;
     }
     c->d->host.watch_set(c->d->host.io, c->watch, events);
@@ -683,7 +711,7 @@ static void conn_free(struct httpd_conn *c)
     d->host.timer_free(d->host.io, c->idle);
     d->host.timer_free(d->host.io, c->kick);
     free(c->head);
-    free(c->in);
+    stash_free(c);
     free(c->out);
     free(c);
 }
@@ -813,6 +841,7 @@ void httpd_answer(httpd_conn_t *c, unsigned status, const char *extra,
     int early = !c->waiting; /* before the request was read */
     c->answered = 1;
     c->waiting = 0;
+    c->stash_full = 0;
     if (early && c->in_message) {
         /* The rest of the body is read and dropped when it is small and
          * its size known; otherwise the connection closes after this.
@@ -847,6 +876,8 @@ void httpd_answer(httpd_conn_t *c, unsigned status, const char *extra,
     }
     if (c->close_after || c->in_len > 0 || c->peer_eof) {
         conn_kick(c); /* closes, or parses what came behind */
+    } else {
+        conn_watch(c); /* reads again, if a full stash had stopped it */
     }
 }
 

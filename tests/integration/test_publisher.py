@@ -939,6 +939,17 @@ def test_the_http_server_speaks_http_1_1(kafka, topic_factory, names,
     for i in range(3):
         status, _, body = c.response()
         assert ok(status, body)["message_id"] == "pipe-%d" % i
+    # 100 KiB of requests in one write: more than a connection keeps
+    # behind a waiting request, so the rest waits in the socket, unread,
+    # and each is still answered, in order.
+    pad = "p" * 1600
+    c.send(b"".join(request(json.dumps({"tenant_id": "t", "o": i,
+                                        "pad": pad}).encode(),
+                            b"Idempotency-Key: bulk-%d\r\n" % i)
+                    for i in range(60)))
+    for i in range(60):
+        status, _, body = c.response()
+        assert ok(status, body)["message_id"] == "bulk-%d" % i
     # A chunked body, then the same connection again.
     body = order(10)
     c.send(b"POST /orders HTTP/1.1\r\nHost: x\r\n"
