@@ -65,6 +65,7 @@ struct httpd_conn {
     unsigned waiting : 1;    /* read: the handler owes its answer */
     unsigned keep_alive : 1;
     unsigned expect : 1;     /* Expect: 100-continue */
+    unsigned head_only : 1;  /* a HEAD: its answer has no body */
     unsigned continued : 1;  /* 100 Continue sent */
     unsigned close_after : 1; /* close once the output is sent */
     unsigned peer_eof : 1;
@@ -361,6 +362,7 @@ static int on_headers_complete(http_parser *hp)
     }
     c->head[strcspn(c->head, "?#")] = '\0'; /* the path alone */
     c->keep_alive = http_should_keep_alive(hp) != 0;
+    c->head_only = hp->method == HTTP_HEAD;
     const char *expect = httpd_header(c, "Expect");
     c->expect = expect != NULL && strcasecmp(expect, "100-continue") == 0 &&
                 hp->http_minor >= 1;
@@ -864,7 +866,8 @@ void httpd_answer(httpd_conn_t *c, unsigned status, const char *extra,
                  extra != NULL ? extra : "",
                  c->close_after ? "Connection: close\r\n" : "");
     if (n < 0 || (size_t)n >= sizeof(head) ||
-        out_put(c, head, (size_t)n) != 0 || out_put(c, body, len) != 0 ||
+        out_put(c, head, (size_t)n) != 0 ||
+        (!c->head_only && out_put(c, body, len) != 0) ||
         out_flush(c) != 0) {
         c->broken = 1;
         conn_kick(c);
