@@ -413,7 +413,16 @@ static void conn_refuse(struct httpd_conn *c, unsigned status)
     char body[128];
     int n;
 
-    if (c->in_message && !c->answered && c->req != NULL) {
+    if (c->in_message && c->answered) {
+        /* Answered before its body went wrong: one answer is all a
+         * request gets, so the connection just closes after it. */
+        c->close_after = 1;
+        if (!out_pending(c)) {
+            conn_kick(c);
+        }
+        return;
+    }
+    if (c->in_message && c->req != NULL) {
         c->answered = 1;
         c->d->h.on_abort(c->req);
     }
