@@ -3,6 +3,7 @@
  * Each event is formatted into one buffer and written with one write(2),
  * so lines from librdkafka's threads never interleave with ours. */
 #include "log.h"
+#include "utf8.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -99,25 +100,6 @@ int log_set_format(const char *name)
     return -1;
 }
 
-static size_t json_escape(char *out, size_t cap, const char *in)
-{
-    size_t n = 0;
-
-    for (; *in != '\0' && n + 7 < cap; in++) {
-        unsigned char c = (unsigned char)*in;
-        if (c == '"' || c == '\\') {
-            out[n++] = '\\';
-            out[n++] = (char)c;
-        } else if (c < 0x20) {
-            n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
-        } else {
-            out[n++] = (char)c;
-        }
-    }
-    out[n] = '\0';
-    return n;
-}
-
 int log_json(void)
 {
     return json_format;
@@ -167,11 +149,11 @@ static size_t put_fields(char *out, size_t cap, const struct log_fields *f)
         }                                                                      \
     } while (0)
     if (f->sink != NULL) {
-        json_escape(esc, sizeof(esc), f->sink);
+        utf8_json_escape(esc, sizeof(esc), f->sink);
         PUT(",\"sink\":\"%s\"", esc);
     }
     if (f->topic != NULL) {
-        json_escape(esc, sizeof(esc), f->topic);
+        utf8_json_escape(esc, sizeof(esc), f->topic);
         PUT(",\"topic\":\"%s\",\"partition\":%d,\"offset\":%lld", esc,
             f->partition, f->offset);
     }
@@ -203,7 +185,7 @@ static void vlog(enum log_level level, const struct log_fields *f,
     timestamp(when);
     if (json_format) {
         char escaped[4096], fields[700];
-        json_escape(escaped, sizeof(escaped), msg);
+        utf8_json_escape(escaped, sizeof(escaped), msg);
         put_fields(fields, sizeof(fields), f);
         if (suppressed > 0) {
             snprintf(more, sizeof(more), ",\"suppressed\":%llu", suppressed);
@@ -252,7 +234,7 @@ void log_write_object(enum log_level level, const char *msg,
         return;
     }
     timestamp(when);
-    json_escape(escaped, sizeof(escaped), msg);
+    utf8_json_escape(escaped, sizeof(escaped), msg);
     cap = strlen(fields) + sizeof(escaped) + 128;
     line = malloc(cap);
     if (line == NULL) {

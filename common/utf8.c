@@ -1,5 +1,7 @@
-/* utf8.c -- the UTF-8 decoder (utf8.h). */
+/* utf8.c -- the UTF-8 decoder, and JSON string escaping (utf8.h). */
 #include "utf8.h"
+
+#include <stdio.h>
 
 size_t utf8_decode(const unsigned char *p, size_t n, uint32_t *cp)
 {
@@ -37,4 +39,23 @@ out:
         *cp = v;
     }
     return len;
+}
+
+size_t utf8_json_escape(char *out, size_t cap, const char *in)
+{
+    size_t n = 0;
+
+    for (; *in != '\0' && n + 7 < cap; in++) {
+        unsigned char c = (unsigned char)*in;
+        if (c == '"' || c == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char)c;
+        } else if (c < 0x20 || c == 0x7f) {
+            n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
+        } else {
+            out[n++] = (char)c;
+        }
+    }
+    out[n] = '\0';
+    return n;
 }

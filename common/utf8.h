@@ -1,4 +1,5 @@
-/* utf8.h -- the one UTF-8 decoder of sluice. */
+/* utf8.h -- the one UTF-8 decoder of sluice, and the JSON string escape
+ * of the short texts it writes (log lines, the publisher's answers). */
 #ifndef SLUICE_UTF8_H
 #define SLUICE_UTF8_H
 
@@ -10,5 +11,11 @@
  * a stray continuation byte, an overlong form, a surrogate, past
  * U+10FFFF, or cut short. */
 size_t utf8_decode(const unsigned char *p, size_t n, uint32_t *cp);
+
+/* The NUL-terminated in as the contents of a JSON string (no quotes):
+ * '"' and '\\' escaped, control bytes and DEL as \u00XX, other bytes as
+ * they are; cut at a whole piece to fit cap (>= 1) with its NUL. Returns
+ * the length written. */
+size_t utf8_json_escape(char *out, size_t cap, const char *in);
 
 #endif

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,6 +38,7 @@
 #include "listener.h"
 #include "log.h"
 #include "loop.h"
+#include "utf8.h"
 
 #define IDEMPOTENCY_KEY_MAX 200
 #define HEADERS_MAX 64
@@ -45,6 +47,10 @@
  * proxy usually allows. */
 #define HEAD_MAX (16 * 1024)
 #define CONNECTIONS_MAX 4096
+/* Descriptors left to the rest of the process (the producer's brokers,
+ * the other sinks' connections, the outcome log): clients must not be
+ * able to take them all. */
+#define FDS_RESERVED 128
 #define IDLE_TIMEOUT_MS (60 * 1000)
 #define RETRY_AFTER_BUSY "Retry-After: 1\r\n"
 #define RETRY_AFTER_DOWN "Retry-After: 5\r\n"
@@ -63,7 +69,6 @@ struct req {
     char *body;
     size_t len, cap;
     size_t hint; /* Content-Length, when it came and fits max_body */
-    int answered;
     char message_id[IDEMPOTENCY_KEY_MAX + 1];
     char traceparent[64];
     char tracestate[512];
@@ -187,26 +192,6 @@ static void req_free(struct req *r)
     free(r);
 }
 
-/* A JSON string's contents (no quotes) of s, cut to fit. */
-static const char *json_text(char *out, size_t cap, const char *s)
-{
-    size_t w = 0;
-
-    for (; *s != '\0' && w + 7 < cap; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            out[w++] = '\\';
-            out[w++] = (char)c;
-        } else if (c < 0x20 || c == 0x7f) {
-            w += (size_t)snprintf(out + w, cap - w, "\\u%04x", c);
-        } else {
-            out[w++] = (char)c;
-        }
-    }
-    out[w] = '\0';
-    return out;
-}
-
 static void vanswer(httpd_conn_t *conn, unsigned status, const char *extra,
                     const char *fmt, va_list ap)
 {
@@ -250,10 +235,9 @@ static int req_answer(struct publisher *p, struct req *r, unsigned status,
 {
     va_list ap;
 
-    if (r->answered) {
+    if (r->conn == NULL) {
         return 0;
     }
-    r->answered = 1;
     va_start(ap, fmt);
     vanswer(r->conn, status, extra, fmt, ap);
     va_end(ap);
@@ -302,7 +286,6 @@ static void *on_head(void *arg, httpd_conn_t *conn,
     r->conn = conn;
     r->body = NULL;
     r->len = r->cap = r->hint = 0;
-    r->answered = 0;
     r->header_count = 0;
     r->next = r->live_prev = r->live_next = NULL;
     if (strcmp(head->path, h->path) != 0) {
@@ -403,8 +386,8 @@ static void on_complete(void *req)
         .body_len = r->len,
     };
     if (keyrule_apply(p->keys, &in, (int64_t)wall_ms(), &r->key, &err) != 0) {
-        refuse(r, &p->bad, 400, NULL, "{\"error\":\"%s\"}",
-               json_text(text, sizeof(text), err.msg));
+        utf8_json_escape(text, sizeof(text), err.msg);
+        refuse(r, &p->bad, 400, NULL, "{\"error\":\"%s\"}", text);
         return;
     }
     if (r->key.shard >= 0) {
@@ -694,39 +677,24 @@ static void http_settle(void *handle, const struct source_verdict *v)
     struct req *r = handle;
     struct publisher *p = r->p;
     char key[KEYRULE_RECORD_KEY_MAX * 6 + 1], why[256];
-    const char *reason = v->reason != NULL ? v->reason : "";
+    int busy = v->fate == SOURCE_BUSY, down = v->fate == SOURCE_UNAVAILABLE;
 
-    switch (v->fate) {
-    case SOURCE_DELIVERED:
-    case SOURCE_DROPPED:
+    if (v->fate == SOURCE_DELIVERED || v->fate == SOURCE_DROPPED) {
+        utf8_json_escape(key, sizeof(key), r->key.key);
         if (req_answer(p, r, 202, NULL,
                        "{\"message_id\":\"%s\",\"key\":\"%s\"%s}",
-                       r->message_id,
-                       json_text(key, sizeof(key), r->key.key),
-                       v->fate == SOURCE_DROPPED ? ",\"dropped\":true"
-                                                 : "")) {
+                       r->message_id, key,
+                       v->fate == SOURCE_DROPPED ? ",\"dropped\":true" : "")) {
             p->accepted++;
         }
         return;
-    case SOURCE_BUSY:
-    case SOURCE_UNAVAILABLE:
-        if (req_answer(p, r,
-                       v->fate == SOURCE_BUSY ? 429
-                                              : 503,
-                       v->fate == SOURCE_BUSY ? RETRY_AFTER_BUSY
-                                              : RETRY_AFTER_DOWN,
-                       "{\"error\":\"%s\",\"message_id\":\"%s\"}",
-                       json_text(why, sizeof(why), reason), r->message_id)) {
-            (*(v->fate == SOURCE_BUSY ? &p->busy : &p->unavailable))++;
-        }
-        return;
-    case SOURCE_REJECTED:
-        if (req_answer(p, r, 422, NULL,
-                       "{\"error\":\"%s\",\"message_id\":\"%s\"}",
-                       json_text(why, sizeof(why), reason), r->message_id)) {
-            p->rejected++;
-        }
-        return;
+    }
+    utf8_json_escape(why, sizeof(why), v->reason != NULL ? v->reason : "");
+    if (req_answer(p, r, busy ? 429 : down ? 503 : 422,
+                   busy ? RETRY_AFTER_BUSY : down ? RETRY_AFTER_DOWN : NULL,
+                   "{\"error\":\"%s\",\"message_id\":\"%s\"}", why,
+                   r->message_id)) {
+        (*(busy ? &p->busy : down ? &p->unavailable : &p->rejected))++;
     }
 }
 
@@ -921,6 +889,38 @@ static int64_t topic_partitions(const struct cfg_sink *s)
     return n;
 }
 
+/* How many client connections the server may hold, as Redis sizes its
+ * maxclients: CONNECTIONS_MAX when the descriptor limit can be raised to
+ * hold them and FDS_RESERVED more, fewer (and said) when it cannot. */
+static size_t connection_limit(void)
+{
+    const rlim_t want = CONNECTIONS_MAX + FDS_RESERVED;
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        return CONNECTIONS_MAX;
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+        struct rlimit up = rl;
+        up.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want
+                          ? want
+                          : rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &up) == 0) {
+            rl = up;
+        }
+    }
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= want) {
+        return CONNECTIONS_MAX;
+    }
+    size_t n = rl.rlim_cur > 2 * FDS_RESERVED
+                   ? (size_t)(rl.rlim_cur - FDS_RESERVED)
+                   : (size_t)rl.rlim_cur / 2;
+    log_warn("source: at most %zu client connections: the descriptor "
+             "limit (ulimit -n) is %llu",
+             n, (unsigned long long)rl.rlim_cur);
+    return n;
+}
+
 static void *http_open(const struct cfg *cfg, const char *bootstrap,
                        loop_t *loop, const struct source_callbacks *cb,
                        struct sl_error *err)
@@ -971,7 +971,7 @@ static void *http_open(const struct cfg *cfg, const char *bootstrap,
     p->stats.assigns = 1;
     p->stats.assigned = 1;
     struct httpd_limits limits = {
-        .max_connections = CONNECTIONS_MAX,
+        .max_connections = connection_limit(),
         .max_head = HEAD_MAX,
         .idle_timeout_ms = IDLE_TIMEOUT_MS,
     };

@@ -1064,3 +1064,49 @@ def test_the_http_server_speaks_http_1_1(kafka, topic_factory, names,
     assert all(len(v) == 1 for v in got.values())
     counters = summary(run)
     assert counters["requests"] >= len(accepted) + 40 + 10, counters
+
+
+def test_clients_cannot_take_the_descriptors_the_sinks_need(
+        kafka, topic_factory, names, sinkd, tmp_path):
+    """Under `ulimit -n 300`, 400 idle client connections: the publisher
+    holds only as many as leave descriptors to the rest of the process
+    (it closes the others at once), so a request still reaches the
+    legacy sink, which opens its connection only then. Before, the
+    clients took every descriptor and the legacy sink could not
+    connect."""
+    import socket
+    import subprocess
+    topic = topic_factory(1)
+    port = harness.free_port()
+    legacy = sinkd("legacy")
+    cfg = publisher_cfg(names.pipeline, kafka.bootstrap, topic, port)
+    cfg["sinks"]["legacy"] = {"type": "http", "url": legacy.url("/apply")}
+    path = tmp_path / "publisher.json"
+    path.write_text(json.dumps(cfg))
+    err = open(tmp_path / "publisher.stderr", "w")
+    proc = subprocess.Popen(["prlimit", "--nofile=300:300",
+                             harness.binary("sluice"), "run", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=err)
+    clients = []
+    try:
+        wait_until(lambda: "listening on" in
+                   open(tmp_path / "publisher.stderr").read(), 30,
+                   "the publisher to listen")
+        first = Raw(port)
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=10)
+                   for _ in range(400)]
+        time.sleep(1)  # accepted, or accepted and closed
+        first.send(request(json.dumps({"tenant_id": "t"}).encode()))
+        status, _, body = first.response()
+        assert status == 202, body
+        wait_until(lambda: legacy.records(), 15,
+                   "the legacy sink to get the request")
+        log = open(tmp_path / "publisher.stderr").read()
+        assert "at most 172 client connections" in log, log
+        first.close()
+    finally:
+        for c in clients:
+            c.close()
+        proc.terminate()
+        assert proc.wait(30) == 0
+
