@@ -2543,6 +2543,15 @@ static void check_publisher(struct cfg *cfg, const char *path,
                        "a shadow run is a consumer's: not supported with "
                        "source.type http");
     }
+    for (size_t i = 0; i < cfg->sink_count; i++) {
+        if (cfg->sinks[i].park_after_ms > 0) {
+            cfg_errors_add(errs, path, cfg->sinks[i].line, cfg->sinks[i].col,
+                           "park_after",
+                           "not supported with source.type http: a parked "
+                           "record waits in a retry topic, and a request is "
+                           "answered within source.timeout");
+        }
+    }
 }
 
 int cfg_make_shadow(struct cfg *cfg, struct sl_error *err)

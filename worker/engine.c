@@ -4137,8 +4137,8 @@ engine_t *engine_new(const struct cfg *cfg, const struct engine_options *o,
         s->idx = i;
         s->cfg = &cfg->sinks[i];
         s->dlq_topic = cfg_sink_dlq_topic(cfg, i);
-        if (s->cfg->park_after_ms > 0 && o->replay == NULL &&
-            cfg->mode != CFG_MODE_SHADOW &&
+        /* Parking writes to a retry topic: none without a DLQ. */
+        if (s->cfg->park_after_ms > 0 && o->replay == NULL && !e->no_dlq &&
             asprintf(&s->retry_topic, "%s.retry.%s", cfg->pipeline,
                      s->cfg->name) < 0) {
             s->retry_topic = NULL;

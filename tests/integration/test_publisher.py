@@ -1110,3 +1110,16 @@ def test_clients_cannot_take_the_descriptors_the_sinks_need(
         proc.terminate()
         assert proc.wait(30) == 0
 
+
+def test_park_after_is_refused_with_the_http_source(names, tmp_path):
+    """A parked record waits in a retry topic, and the http source has
+    none (no DLQ): before, parking went on regardless, wrote the record
+    nowhere, and the acknowledging sink's request was answered 202."""
+    cfg = publisher_cfg(names.pipeline, "127.0.0.1:9", "t", 1)
+    cfg["sinks"]["kafka"]["park_after"] = "1s"
+    path = tmp_path / "publisher.json"
+    path.write_text(json.dumps(cfg))
+    p = harness.sluice_cmd(["validate", str(path)])
+    assert p.returncode != 0, p.stderr
+    assert "park_after" in p.stderr and "source.type http" in p.stderr, \
+        p.stderr
