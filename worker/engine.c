@@ -195,6 +195,7 @@ struct msg {
      * acknowledging sink; acked: its verdict was given. */
     unsigned ack_left;
     int acked;
+    int ack_wrote; /* one of its messages reached the ack sink */
     uint64_t slot;
     int64_t offset;
     int64_t timestamp_ms;
@@ -1058,6 +1059,7 @@ static struct msg *msg_alloc(engine_t *e)
     m->src = NULL;
     m->ack_left = 1;
     m->acked = 0;
+    m->ack_wrote = 0;
     m->consumed_ms = loop_now(e->loop);
     m->prev = NULL;
     m->next = e->live;
@@ -1302,13 +1304,19 @@ static void settle(struct msg *origin, enum source_fate fate,
 /* d, of the acknowledging sink, succeeded: its record is delivered once
  * all its msgs are. Failures settle in dead_letter, which every one of
  * them passes through. */
-static void ack_delivered(engine_t *e, struct delivery *d)
+static void ack_delivered(engine_t *e, struct delivery *d, int wrote)
 {
     struct msg *origin = d->msg->origin;
 
-    if ((int)d->sink->idx == e->ack_sink && origin->ack_left > 0 &&
-        --origin->ack_left == 0) {
-        settle(origin, SOURCE_DELIVERED, NULL);
+    if ((int)d->sink->idx != e->ack_sink || origin->ack_left == 0) {
+        return;
+    }
+    origin->ack_wrote |= wrote;
+    /* Every message skipped by the ack sink's transform: nothing was
+     * written, as when the pipeline transform drops the record. */
+    if (--origin->ack_left == 0) {
+        settle(origin, origin->ack_wrote ? SOURCE_DELIVERED : SOURCE_DROPPED,
+               NULL);
     }
 }
 
@@ -1319,7 +1327,7 @@ static void delivery_finish(struct sink *s, struct delivery *d)
     struct msg *m = d->msg;
 
     if (!d->failed && !m->part->revoked) {
-        ack_delivered(s->e, d);
+        ack_delivered(s->e, d, 1);
     }
     pending_unlink(s, d);
     if (!d->settled) {
@@ -2969,7 +2977,7 @@ static int msg_enqueue(engine_t *e, struct msg *m, size_t i)
             int rc = shaped[k].result;
             if (rc == TRANSFORM_SKIP) {
                 s->skipped++;
-                ack_delivered(e, d); /* nothing to write */
+                ack_delivered(e, d, 0); /* nothing to write */
                 m->pending--;
                 continue;
             }
