@@ -5,6 +5,7 @@
  * A key is usable when it is not empty, fits and holds no NUL byte. */
 #include "keysrc.h"
 
+#include <endian.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "jsonnum.h"
+#include "utf8.h"
 
 const char *keysrc_parse(const char *spec, int allow, int *from,
                          const char **arg)
@@ -260,39 +262,6 @@ static size_t utf8_put(unsigned long cp, unsigned char *o)
     return 4;
 }
 
-/* The length of the valid UTF-8 sequence at p[0, end - p) that starts
- * with a byte >= 0x80, or 0 (jansson's utf8_check_first/_full). */
-static size_t utf8_len(const unsigned char *p, const unsigned char *end)
-{
-    unsigned char u = p[0];
-    size_t n;
-    unsigned long v;
-
-    if (u >= 0xC2 && u <= 0xDF) {
-        n = 2, v = u & 0x1F;
-    } else if (u >= 0xE0 && u <= 0xEF) {
-        n = 3, v = u & 0x0F;
-    } else if (u >= 0xF0 && u <= 0xF4) {
-        n = 4, v = u & 0x07;
-    } else {
-        return 0;
-    }
-    if ((size_t)(end - p) < n) {
-        return 0;
-    }
-    for (size_t i = 1; i < n; i++) {
-        if (p[i] < 0x80 || p[i] > 0xBF) {
-            return 0;
-        }
-        v = (v << 6) | (p[i] & 0x3F);
-    }
-    if (v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF) ||
-        (n == 3 && v < 0x800) || (n == 4 && v < 0x10000)) {
-        return 0;
-    }
-    return n;
-}
-
 /* Decodes the escape at p (its backslash) of a string already checked:
  * writes its bytes to o and returns the bytes of source it took. */
 static size_t unescape(const unsigned char *p, unsigned char *o, size_t *n)
@@ -394,7 +363,7 @@ static int scan_string(struct scan *sc, size_t *len, int *escaped)
             break;
         }
         if (*p >= 0x80) {
-            k = utf8_len(p, end);
+            k = utf8_decode(p, (size_t)(end - p), NULL);
             if (k == 0) {
                 return -1;
             }
@@ -541,7 +510,7 @@ static uint32_t str_hash(const unsigned char *a, size_t raw)
         for (; kh.n + 8 <= raw; kh.n += 8) {
             uint64_t w;
             memcpy(&w, a + kh.n, 8);
-            kh.word = w; /* little-endian hosts; others hash alike too */
+            kh.word = le64toh(w); /* as hash_byte packs an escaped key's */
             hash_word(&kh);
         }
         for (size_t i = kh.n; i < raw; i++) {

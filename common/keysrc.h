@@ -44,8 +44,10 @@ enum keysrc_miss {
  * returns out; NULL when there is no usable key, and then *miss (when
  * miss is not NULL) says why. Other kinds of source give NULL with
  * KEYSRC_ABSENT: the caller handles them. json: reads value once with
- * a scanner that allocates nothing, and finds it JSON exactly when
- * jansson's json_loadb(JSON_REJECT_DUPLICATES) would. */
+ * a scanner that allocates nothing unless the open objects hold more
+ * than 512 keys (then a heap index, bounded by the value's size), and
+ * finds it JSON exactly when jansson's json_loadb(JSON_REJECT_DUPLICATES)
+ * would. */
 const char *keysrc_pick(int from, const char *arg, const void *header,
                         size_t header_len, const void *value,
                         size_t value_len, char *out, size_t cap, int *miss);
