@@ -513,11 +513,16 @@ static void trace_record_end(engine_t *e, const struct rec_trace *t,
                                                      : "";
     int n = snprintf(partition, sizeof(partition), "%d", (int)p->partition);
     const char *system = p->from->src->name;
+    /* The first ATTRS_ANY hold for every source; the rest only for a
+     * consumer group's records (the http source's partition and offsets
+     * are sluice's own count). */
+    enum { ATTRS_ANY = 3 };
     struct trace_attr attrs[] = {
         TRACE_STRING("messaging.system", system, strlen(system)),
         TRACE_STRING("messaging.operation.type", "process", 7),
         TRACE_STRING("messaging.destination.name", p->topic,
                      strlen(p->topic)),
+        /* ATTRS_ANY */
         TRACE_STRING("messaging.destination.partition.id", partition,
                      (size_t)n),
         TRACE_INTEGER("messaging.kafka.offset", offset),
@@ -534,12 +539,9 @@ static void trace_record_end(engine_t *e, const struct rec_trace *t,
         .error = error != NULL,
         .status_message = trace_why(e, error, why, sizeof(why)),
         .attrs = attrs,
-        /* Past the path, a source that is no consumer group has no
-         * attribute to give (the http source's partition and offsets
-         * are sluice's own count). */
         .attr_count = p->from->src == &kafka_source
                           ? sizeof(attrs) / sizeof(attrs[0])
-                          : 3,
+                          : ATTRS_ANY,
     };
     tracer_emit(e->tracer, &span);
 }
@@ -1286,6 +1288,12 @@ static void chain_advance(struct sink *s, struct delivery *d)
 }
 
 static void delivery_settle(engine_t *e, struct delivery *d);
+
+/* Hands a record the engine will not keep back to its source. */
+static void record_release(const struct source_record *rec)
+{
+    ((struct part *)rec->part)->from->src->release(rec->handle);
+}
 
 /* Tells the source what became of origin's record (once). */
 static void settle(struct msg *origin, enum source_fate fate,
@@ -3025,7 +3033,7 @@ static struct delivery *carrier_new(engine_t *e,
         if (m != NULL) {
             msg_free(e, m);
         }
-        ((struct part *)rec->part)->from->src->release(rec->handle);
+        record_release(rec);
         return NULL;
     }
     m->handle = rec->handle;
@@ -3267,7 +3275,7 @@ static void on_record(void *arg, const struct source_record *rec)
             p->self_paused = 1;
             part_apply_pause(e, p);
         }
-        ((struct part *)rec->part)->from->src->release(rec->handle);
+        record_release(rec);
         return;
     }
     p->consumed = rec->offset + 1;
@@ -3285,7 +3293,7 @@ static void on_record(void *arg, const struct source_record *rec)
                       rec->topic, (int)rec->partition,
                       (long long)rec->offset);
         }
-        ((struct part *)rec->part)->from->src->release(rec->handle);
+        record_release(rec);
         return;
     }
     if (is_drain(p)) {
@@ -3295,7 +3303,7 @@ static void on_record(void *arg, const struct source_record *rec)
             e->fatal = 1;
             log_error("out of memory draining %s [%d] offset %lld",
                       rec->topic, (int)rec->partition, (long long)rec->offset);
-            ((struct part *)rec->part)->from->src->release(rec->handle);
+            record_release(rec);
             return;
         }
     } else {
@@ -3359,7 +3367,7 @@ static void on_record(void *arg, const struct source_record *rec)
                                          .fate = SOURCE_DROPPED});
             }
             offsets_done(p->offsets, slot);
-            ((struct part *)rec->part)->from->src->release(rec->handle);
+            record_release(rec);
             return;
         }
         if (src != NULL && (only = replay_pick(e, n, src)) >= 0) {
@@ -3455,7 +3463,7 @@ oom:
     if (out != msgs) {
         free(out);
     }
-    ((struct part *)rec->part)->from->src->release(rec->handle);
+    record_release(rec);
 }
 
 static void on_fatal(void *arg, const char *reason)
