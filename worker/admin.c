@@ -284,7 +284,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
                        "/status; POST /pause, /resume [?sink=NAME]\n");
 }
 
-
 admin_t *admin_new(const char *listen_at, metrics_board_t *board,
                    const char *const *sink_names, size_t sink_count,
                    struct sl_error *err)

@@ -68,7 +68,6 @@ int listener_open(const char *what, const char *listen_at, int *port,
     return fd;
 }
 
-
 void listener_mhd_log(void *arg, const char *fmt, va_list ap)
 {
     char msg[512];
