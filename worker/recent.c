@@ -9,29 +9,52 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct entry {
-    uint64_t sinks; /* 0: empty */
-    uint8_t len;
-    char key[RECENT_KEY_MAX];
-};
-
 #define WAYS 4
+
+/* A set's bookkeeping shares its first cache line: a lookup compares
+ * the four tags (hash bits the set index does not use) there and reads
+ * a key only when its tag matches. Four whole entries compared in turn
+ * touched up to eight lines per lookup: 1.3 µs of the markers' cost per
+ * message, four lookups and four adds, in a profile of the bench. */
+struct set {
+    _Alignas(64) uint32_t tag[WAYS];
+    uint64_t sinks[WAYS]; /* 0: empty */
+    uint8_t len[WAYS];
+    uint8_t next; /* the way the next new key takes */
+    char key[WAYS][RECENT_KEY_MAX];
+};
 
 struct recent {
     size_t mask; /* of sets */
-    uint8_t *next; /* per set: the way the next new key takes */
-    struct entry slots[];
+    struct set *sets;
 };
 
+static uint64_t load64(const char *p)
+{
+    uint64_t w;
+
+    memcpy(&w, p, sizeof(w));
+    return w;
+}
+
+/* Eight bytes at a step (the order of a word's bytes does not matter:
+ * the hash never leaves the process), then MurmurHash3's finalizer, so
+ * that keys differing in their last digit differ in every bit of the
+ * set index and the tag. */
 static uint64_t hash(const char *key, size_t len)
 {
-    uint64_t h = 14695981039346656037ULL; /* FNV-1a */
+    uint64_t h = len * 0x9e3779b97f4a7c15ULL;
+    size_t i = 0;
 
-    for (size_t i = 0; i < len; i++) {
-        h = (h ^ (unsigned char)key[i]) * 1099511628211ULL;
+    for (; i + 8 <= len; i += 8) {
+        h = (h ^ load64(key + i)) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 29;
     }
-    /* MurmurHash3's finalizer: keys that differ in their last digit
-     * differ in every bit the set index takes. */
+    if (i < len) {
+        uint64_t w = 0;
+        memcpy(&w, key + i, len - i);
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+    }
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdULL;
     h ^= h >> 33;
@@ -39,19 +62,17 @@ static uint64_t hash(const char *key, size_t len)
     return h ^ (h >> 33);
 }
 
-/* The entry of key in its set, or NULL. */
-static struct entry *find(const recent_t *r, size_t set, const char *key,
-                          size_t len)
+/* The way of key in set, or -1. */
+static int find(const struct set *set, uint32_t tag, const char *key,
+                size_t len)
 {
-    struct entry *e = (struct entry *)&r->slots[set * WAYS];
-
     for (int w = 0; w < WAYS; w++) {
-        if (e[w].sinks != 0 && e[w].len == len &&
-            memcmp(e[w].key, key, len) == 0) {
-            return &e[w];
+        if (set->tag[w] == tag && set->sinks[w] != 0 && set->len[w] == len &&
+            memcmp(set->key[w], key, len) == 0) {
+            return w;
         }
     }
-    return NULL;
+    return -1;
 }
 
 recent_t *recent_new(size_t slots)
@@ -62,15 +83,17 @@ recent_t *recent_new(size_t slots)
     while (sets * WAYS < slots && sets < ((size_t)1 << 22)) {
         sets *= 2;
     }
-    r = calloc(1, sizeof(*r) + sets * WAYS * sizeof(struct entry));
+    r = malloc(sizeof(*r));
     if (r == NULL) {
         return NULL;
     }
-    r->next = calloc(sets, 1);
-    if (r->next == NULL) {
+    /* Sets start on a cache line (the size of one is a multiple of it). */
+    r->sets = aligned_alloc(64, sets * sizeof(struct set));
+    if (r->sets == NULL) {
         free(r);
         return NULL;
     }
+    memset(r->sets, 0, sets * sizeof(struct set));
     r->mask = sets - 1;
     return r;
 }
@@ -78,39 +101,39 @@ recent_t *recent_new(size_t slots)
 void recent_free(recent_t *r)
 {
     if (r != NULL) {
-        free(r->next);
+        free(r->sets);
         free(r);
     }
 }
 
 void recent_add(recent_t *r, const char *key, size_t len, uint64_t sinks)
 {
-    struct entry *e;
-    size_t set;
-
     if (len > RECENT_KEY_MAX) {
         return;
     }
-    set = hash(key, len) & r->mask;
-    e = find(r, set, key, len);
-    if (e != NULL) {
-        e->sinks |= sinks;
+    uint64_t h = hash(key, len);
+    struct set *set = &r->sets[h & r->mask];
+    uint32_t tag = (uint32_t)(h >> 32);
+    int w = find(set, tag, key, len);
+    if (w >= 0) {
+        set->sinks[w] |= sinks;
         return;
     }
-    e = &r->slots[set * WAYS + r->next[set]];
-    r->next[set] = (uint8_t)((r->next[set] + 1) % WAYS);
-    e->sinks = sinks;
-    e->len = (uint8_t)len;
-    memcpy(e->key, key, len);
+    w = set->next;
+    set->next = (uint8_t)((w + 1) % WAYS);
+    set->tag[w] = tag;
+    set->sinks[w] = sinks;
+    set->len[w] = (uint8_t)len;
+    memcpy(set->key[w], key, len);
 }
 
 uint64_t recent_get(const recent_t *r, const char *key, size_t len)
 {
-    const struct entry *e;
-
     if (len > RECENT_KEY_MAX) {
         return 0;
     }
-    e = find(r, hash(key, len) & r->mask, key, len);
-    return e != NULL ? e->sinks : 0;
+    uint64_t h = hash(key, len);
+    const struct set *set = &r->sets[h & r->mask];
+    int w = find(set, (uint32_t)(h >> 32), key, len);
+    return w >= 0 ? set->sinks[w] : 0;
 }
