@@ -214,6 +214,7 @@ struct msg {
     int transformed; /* key, value, headers and dedupe key are in own */
     const char *dedupe; /* in own, or in keybuf; never NULL once filled */
     size_t dedupe_len;
+    uint64_t dedupe_hash; /* recent_hash(dedupe), with markers on */
     char *keybuf;       /* ENGINE_DEDUPE_MAX bytes, kept across reuse */
     struct store_op look; /* markers on: which sinks already have it */
     int looked;           /* its lookup answered */
@@ -1791,7 +1792,7 @@ static int already_sent(struct sink *s, struct delivery *d)
     struct msg *m = d->msg;
     size_t len = m->dedupe_len;
 
-    if (!(recent_get(s->e->recent, m->dedupe, len) &
+    if (!(recent_get(s->e->recent, m->dedupe, len, m->dedupe_hash) &
           ((uint64_t)1 << s->idx))) {
         return 0;
     }
@@ -2683,7 +2684,7 @@ static void delivery_success(struct sink *s, struct delivery *d)
     }
     d->msg->mark_bits |= (uint64_t)1 << s->idx;
     recent_add(e->recent, d->msg->dedupe, d->msg->dedupe_len,
-               (uint64_t)1 << s->idx);
+               d->msg->dedupe_hash, (uint64_t)1 << s->idx);
     delivery_settle(e, d);
 }
 
@@ -2910,6 +2911,9 @@ static int msg_fill(engine_t *e, struct msg *m, const struct source_record *rec,
         m->dedupe = copy_put(&m->own, key, dedupe_len, 1);
         m->dedupe_len = dedupe_len;
         copy_headers(&m->own, o->headers, o->header_count);
+    }
+    if (e->recent != NULL) {
+        m->dedupe_hash = recent_hash(m->dedupe, m->dedupe_len);
     }
     m->bytes = m->key_len + m->value_len;
     m->order_len = m->key_len;

@@ -11,18 +11,19 @@
 
 #define WAYS 4
 
-/* The tags (hash bits the set index does not use; 0: empty) of all sets
- * sit in one array apart from the entries: 16 bytes a set, 64 KiB for
- * the default 10,000 keys, which stays in the core's cache, so a lookup
- * of a key the cache does not hold touches no entry, and one that it
- * holds touches one. Entries compared in turn touched up to eight cold
- * lines per lookup: in a profile of the bench's SQLite case, the four
- * lookups and four adds per message were a fifth of what markers added
- * to the lane's thread, nearly all of it waiting on memory. */
+/* The tags of all sets sit in one array apart from the entries: 16
+ * bytes a set, 64 KiB for the default 10,000 keys. A tag is 24 bits of
+ * the hash the set index does not use and the key's length (0: empty),
+ * so an entry is read only for its key, and a lookup of a key the cache
+ * does not hold (nearly every lookup) reads the tags alone. Entries
+ * compared in turn read up to eight cold lines per lookup: in a profile
+ * of the bench's SQLite case, the four lookups and four adds per message
+ * were a fifth of what markers added to the lane's thread, nearly all of
+ * it waiting on memory. An entry's length and sinks come first, on the
+ * line where its key starts. */
 struct entry {
-    char key[RECENT_KEY_MAX];
     uint64_t sinks;
-    uint8_t len;
+    char key[RECENT_KEY_MAX];
 };
 
 struct recent {
@@ -44,7 +45,7 @@ static uint64_t load64(const char *p)
  * the hash never leaves the process), then MurmurHash3's finalizer, so
  * that keys differing in their last digit differ in every bit of the
  * set index and the tag. */
-static uint64_t hash(const char *key, size_t len)
+uint64_t recent_hash(const char *key, size_t len)
 {
     uint64_t h = len * 0x9e3779b97f4a7c15ULL;
     size_t i = 0;
@@ -65,17 +66,22 @@ static uint64_t hash(const char *key, size_t len)
     return h ^ (h >> 33);
 }
 
+static uint32_t tag_of(uint64_t h, size_t len)
+{
+    return (uint32_t)(h >> 40) << 8 | (uint32_t)len;
+}
+
 /* The entry of key (with hash h), or NULL. */
 static struct entry *find(const recent_t *r, uint64_t h, const char *key,
                           size_t len)
 {
     size_t set = h & r->mask;
-    uint32_t tag = (uint32_t)(h >> 32) | 1;
+    uint32_t tag = tag_of(h, len);
 
     for (int w = 0; w < WAYS; w++) {
         if (r->tags[set][w] == tag) {
             struct entry *e = &r->entries[set * WAYS + (size_t)w];
-            if (e->len == len && memcmp(e->key, key, len) == 0) {
+            if (memcmp(e->key, key, len) == 0) {
                 return e;
             }
         }
@@ -116,32 +122,33 @@ void recent_free(recent_t *r)
     }
 }
 
-void recent_add(recent_t *r, const char *key, size_t len, uint64_t sinks)
+void recent_add(recent_t *r, const char *key, size_t len, uint64_t hash,
+                uint64_t sinks)
 {
-    if (len > RECENT_KEY_MAX || sinks == 0) {
+    /* Empty keys are not kept either: their tag would read as empty. */
+    if (len == 0 || len > RECENT_KEY_MAX || sinks == 0) {
         return;
     }
-    uint64_t h = hash(key, len);
-    struct entry *e = find(r, h, key, len);
+    struct entry *e = find(r, hash, key, len);
     if (e != NULL) {
         e->sinks |= sinks;
         return;
     }
-    size_t set = h & r->mask;
+    size_t set = hash & r->mask;
     uint8_t w = r->next[set];
     r->next[set] = (uint8_t)((w + 1) % WAYS);
-    r->tags[set][w] = (uint32_t)(h >> 32) | 1;
+    r->tags[set][w] = tag_of(hash, len);
     e = &r->entries[set * WAYS + w];
     e->sinks = sinks;
-    e->len = (uint8_t)len;
     memcpy(e->key, key, len);
 }
 
-uint64_t recent_get(const recent_t *r, const char *key, size_t len)
+uint64_t recent_get(const recent_t *r, const char *key, size_t len,
+                    uint64_t hash)
 {
-    if (len > RECENT_KEY_MAX) {
+    if (len == 0 || len > RECENT_KEY_MAX) {
         return 0;
     }
-    const struct entry *e = find(r, hash(key, len), key, len);
+    const struct entry *e = find(r, hash, key, len);
     return e != NULL ? e->sinks : 0;
 }

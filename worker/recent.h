@@ -15,7 +15,7 @@
 
 typedef struct recent recent_t;
 
-/* Keys up to this long are kept; longer ones are never found. */
+/* Keys of 1 to this many bytes are kept; others are never found. */
 #define RECENT_KEY_MAX 64
 
 /* A cache of `slots` entries (rounded up to a power of two); NULL when
@@ -23,10 +23,17 @@ typedef struct recent recent_t;
 recent_t *recent_new(size_t slots);
 void recent_free(recent_t *r);
 
-/* Adds the sinks (a bitmask) to key's entry. */
-void recent_add(recent_t *r, const char *key, size_t len, uint64_t sinks);
+/* The hash of key that recent_add and recent_get take: computed once per
+ * key, where the key was just written, not at every call. */
+uint64_t recent_hash(const char *key, size_t len);
 
-/* The sinks recorded for key, 0 when none (or forgotten). */
-uint64_t recent_get(const recent_t *r, const char *key, size_t len);
+/* Adds the sinks (a bitmask) to key's entry; hash is recent_hash(key). */
+void recent_add(recent_t *r, const char *key, size_t len, uint64_t hash,
+                uint64_t sinks);
+
+/* The sinks recorded for key, 0 when none (or forgotten); hash is
+ * recent_hash(key). */
+uint64_t recent_get(const recent_t *r, const char *key, size_t len,
+                    uint64_t hash);
 
 #endif

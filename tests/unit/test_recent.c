@@ -10,20 +10,30 @@
 
 #include "recent.h"
 
+static void add(recent_t *r, const char *key, size_t len, uint64_t sinks)
+{
+    recent_add(r, key, len, recent_hash(key, len), sinks);
+}
+
+static uint64_t get(const recent_t *r, const char *key, size_t len)
+{
+    return recent_get(r, key, len, recent_hash(key, len));
+}
+
 static void test_add_get(void **state)
 {
     recent_t *r = recent_new(100);
 
     (void)state;
     assert_non_null(r);
-    assert_int_equal(recent_get(r, "order-1", 7), 0);
-    recent_add(r, "order-1", 7, 1u << 2);
-    recent_add(r, "order-1", 7, 1u << 0);
-    assert_int_equal(recent_get(r, "order-1", 7), (1u << 2) | (1u << 0));
+    assert_int_equal(get(r, "order-1", 7), 0);
+    add(r, "order-1", 7, 1u << 2);
+    add(r, "order-1", 7, 1u << 0);
+    assert_int_equal(get(r, "order-1", 7), (1u << 2) | (1u << 0));
     /* A prefix, a longer key, another key: never the entry's sinks. */
-    assert_int_equal(recent_get(r, "order-", 6), 0);
-    assert_int_equal(recent_get(r, "order-10", 8), 0);
-    assert_int_equal(recent_get(r, "order-2", 7), 0);
+    assert_int_equal(get(r, "order-", 6), 0);
+    assert_int_equal(get(r, "order-10", 8), 0);
+    assert_int_equal(get(r, "order-2", 7), 0);
     recent_free(r);
 }
 
@@ -38,11 +48,11 @@ static void test_forgets_never_errs(void **state)
     (void)state;
     for (int i = 0; i < 10000; i++) {
         int n = snprintf(key, sizeof(key), "k%d", i);
-        recent_add(r, key, (size_t)n, (uint64_t)1 << (i % 64));
+        add(r, key, (size_t)n, (uint64_t)1 << (i % 64));
     }
     for (int i = 0; i < 10000; i++) {
         int n = snprintf(key, sizeof(key), "k%d", i);
-        uint64_t got = recent_get(r, key, (size_t)n);
+        uint64_t got = get(r, key, (size_t)n);
         assert_true(got == 0 || got == (uint64_t)1 << (i % 64));
         found += got != 0;
     }
@@ -51,11 +61,11 @@ static void test_forgets_never_errs(void **state)
      * newest. */
     for (int i = 10000 - 4; i < 10000; i++) {
         int n = snprintf(key, sizeof(key), "k%d", i);
-        assert_int_equal(recent_get(r, key, (size_t)n), (uint64_t)1 << (i % 64));
+        assert_int_equal(get(r, key, (size_t)n), (uint64_t)1 << (i % 64));
     }
     for (int i = 0; i < 10000; i++) {
         int n = snprintf(key, sizeof(key), "x%d", i);
-        assert_int_equal(recent_get(r, key, (size_t)n), 0);
+        assert_int_equal(get(r, key, (size_t)n), 0);
     }
     recent_free(r);
 }
@@ -68,12 +78,12 @@ static void test_one_other_key_does_not_evict(void **state)
     recent_t *r = recent_new(10000);
 
     (void)state;
-    recent_add(r, "ord-000000413", 13, 1);
-    recent_add(r, "ord-000000039", 13, 1);
-    recent_add(r, "ord-000000418", 13, 2);
-    recent_add(r, "ord-000000032", 13, 2);
-    assert_int_equal(recent_get(r, "ord-000000413", 13), 1);
-    assert_int_equal(recent_get(r, "ord-000000418", 13), 2);
+    add(r, "ord-000000413", 13, 1);
+    add(r, "ord-000000039", 13, 1);
+    add(r, "ord-000000418", 13, 2);
+    add(r, "ord-000000032", 13, 2);
+    assert_int_equal(get(r, "ord-000000413", 13), 1);
+    assert_int_equal(get(r, "ord-000000418", 13), 2);
     recent_free(r);
 }
 
@@ -84,10 +94,29 @@ static void test_long_keys_not_kept(void **state)
 
     (void)state;
     memset(key, 'a', sizeof(key));
-    recent_add(r, key, RECENT_KEY_MAX, 1);
-    assert_int_equal(recent_get(r, key, RECENT_KEY_MAX), 1);
-    recent_add(r, key, RECENT_KEY_MAX + 1, 2);
-    assert_int_equal(recent_get(r, key, RECENT_KEY_MAX + 1), 0);
+    add(r, key, RECENT_KEY_MAX, 1);
+    assert_int_equal(get(r, key, RECENT_KEY_MAX), 1);
+    add(r, key, RECENT_KEY_MAX + 1, 2);
+    assert_int_equal(get(r, key, RECENT_KEY_MAX + 1), 0);
+    recent_free(r);
+}
+
+/* Keys whose hashes agree in every bit (the caller passes the hash):
+ * the tag matches, the key does not, and the answer is no. */
+static void test_equal_hashes_are_told_apart(void **state)
+{
+    recent_t *r = recent_new(64);
+
+    (void)state;
+    recent_add(r, "order-1", 7, 42, 1);
+    assert_int_equal(recent_get(r, "order-2", 7, 42), 0);
+    assert_int_equal(recent_get(r, "order-1", 7, 42), 1);
+    recent_add(r, "order-2", 7, 42, 2);
+    assert_int_equal(recent_get(r, "order-1", 7, 42), 1);
+    assert_int_equal(recent_get(r, "order-2", 7, 42), 2);
+    /* An empty key is never kept (an empty slot's tag reads as its). */
+    add(r, "", 0, 4);
+    assert_int_equal(get(r, "", 0), 0);
     recent_free(r);
 }
 
@@ -98,6 +127,7 @@ int main(void)
         cmocka_unit_test(test_forgets_never_errs),
         cmocka_unit_test(test_one_other_key_does_not_evict),
         cmocka_unit_test(test_long_keys_not_kept),
+        cmocka_unit_test(test_equal_hashes_are_told_apart),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
