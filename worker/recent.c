@@ -19,8 +19,8 @@
  * compared in turn read up to eight cold lines per lookup: in a profile
  * of the bench's SQLite case, the four lookups and four adds per message
  * were a fifth of what markers added to the lane's thread, nearly all of
- * it waiting on memory. An entry's length and sinks come first, on the
- * line where its key starts. */
+ * it waiting on memory. An entry's sinks come before its key, on the
+ * line where the key starts. */
 struct entry {
     uint64_t sinks;
     char key[RECENT_KEY_MAX];
