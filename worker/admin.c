@@ -320,9 +320,11 @@ admin_t *admin_new(const char *listen_at, metrics_board_t *board,
         return NULL;
     }
     /* A thread per connection: a pause waits for the lane without
-     * holding up a scrape or a probe. */
+     * holding up a scrape or a probe. poll(), not libmicrohttpd's default
+     * select(): a publisher's clients take the descriptors below 1024,
+     * and select() refuses a connection past FD_SETSIZE. */
     a->daemon = MHD_start_daemon(
-        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, 0,
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD, 0,
         NULL, NULL, on_request, a, MHD_OPTION_LISTEN_SOCKET, a->listen_fd,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTIONS_MAX,
         MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_EXTERNAL_LOGGER,

@@ -1130,6 +1130,55 @@ def test_clients_cannot_take_the_descriptors_the_sinks_need(
         assert proc.wait(30) == 0
 
 
+def test_the_admin_server_answers_past_descriptor_1024(
+        kafka, topic_factory, names, tmp_path):
+    """The publisher raises its descriptor limit to hold 4096 clients;
+    with 1100 of them connected, the admin server's next connection gets
+    a descriptor past 1024, which select() cannot watch. Before, the
+    admin server (libmicrohttpd on select) closed such a connection
+    unanswered, so /metrics and the probes failed under load."""
+    import resource
+    import socket
+    import subprocess
+    from test_admin import http as admin_http
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1400:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    topic = topic_factory(1)
+    port, aport = harness.free_port(), harness.free_port()
+    cfg = publisher_cfg(names.pipeline, kafka.bootstrap, topic, port)
+    cfg["admin"] = {"listen": "127.0.0.1:%d" % aport}
+    path = tmp_path / "publisher.json"
+    path.write_text(json.dumps(cfg))
+    err = open(tmp_path / "publisher.stderr", "w")
+    # As most hosts start a process: 1024, raisable to 8192.
+    proc = subprocess.Popen(["prlimit", "--nofile=1024:8192",
+                             harness.binary("sluice"), "run", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=err)
+    clients = []
+    try:
+        wait_until(lambda: "listening on" in
+                   open(tmp_path / "publisher.stderr").read(), 30,
+                   "the publisher to listen")
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=10)
+                   for _ in range(1100)]
+        first = Client(port)
+        status, _, answer = first.post({"tenant_id": "t"})
+        assert status == 202, answer  # every client was accepted by now
+        first.close()
+        for _ in range(3):
+            status, text = admin_http(aport, "/metrics")
+            assert status == 200, text
+            assert "sluice_" in text
+        log = open(tmp_path / "publisher.stderr").read()
+        assert "client connections" not in log, log
+    finally:
+        for c in clients:
+            c.close()
+        proc.terminate()
+        assert proc.wait(30) == 0
+
+
 def test_park_after_is_refused_with_the_http_source(names, tmp_path):
     """A parked record waits in a retry topic, and the http source has
     none (no DLQ): before, parking went on regardless, wrote the record
