@@ -2,6 +2,7 @@
 #include "utf8.h"
 
 #include <stdio.h>
+#include <string.h>
 
 size_t utf8_decode(const unsigned char *p, size_t n, uint32_t *cp)
 {
@@ -43,18 +44,35 @@ out:
 
 size_t utf8_json_escape(char *out, size_t cap, const char *in)
 {
-    size_t n = 0;
+    const unsigned char *p = (const unsigned char *)in;
+    size_t left = strlen(in), n = 0;
 
-    for (; *in != '\0' && n + 7 < cap; in++) {
-        unsigned char c = (unsigned char)*in;
-        if (c == '"' || c == '\\') {
-            out[n++] = '\\';
-            out[n++] = (char)c;
-        } else if (c < 0x20 || c == 0x7f) {
-            n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
+    while (left > 0) {
+        char piece[8];
+        size_t take = 1, put;
+        if (*p == '"' || *p == '\\') {
+            put = (size_t)snprintf(piece, sizeof(piece), "\\%c", *p);
+        } else if (*p < 0x20 || *p == 0x7f) {
+            put = (size_t)snprintf(piece, sizeof(piece), "\\u%04x", *p);
+        } else if (*p < 0x80) {
+            put = 1;
+            piece[0] = (char)*p;
+        } else if ((take = utf8_decode(p, left, NULL)) > 0) {
+            put = take;
+            memcpy(piece, p, take);
         } else {
-            out[n++] = (char)c;
+            /* Not UTF-8 (a header value is bytes): the replacement
+             * character, so that the text stays JSON. */
+            take = 1;
+            put = (size_t)snprintf(piece, sizeof(piece), "\\ufffd");
         }
+        if (n + put >= cap) {
+            break; /* cut at a whole piece */
+        }
+        memcpy(out + n, piece, put);
+        n += put;
+        p += take;
+        left -= take;
     }
     out[n] = '\0';
     return n;

@@ -13,9 +13,10 @@
 size_t utf8_decode(const unsigned char *p, size_t n, uint32_t *cp);
 
 /* The NUL-terminated in as the contents of a JSON string (no quotes):
- * '"' and '\\' escaped, control bytes and DEL as \u00XX, other bytes as
- * they are; cut at a whole piece to fit cap (>= 1) with its NUL. Returns
- * the length written. */
+ * '"' and '\\' escaped, control bytes and DEL as \u00XX, UTF-8 as it
+ * is, and each byte that is not UTF-8 as \ufffd, so that the output is
+ * JSON whatever the input; cut at a whole piece (never inside a
+ * character) to fit cap (>= 1) with its NUL. Returns the length written. */
 size_t utf8_json_escape(char *out, size_t cap, const char *in);
 
 #endif

@@ -842,6 +842,17 @@ def test_a_key_from_a_header(kafka, topic_factory, names, sluice):
     client.close()
     [(_, _, key, _, _)] = read_topic(kafka.bootstrap, topic, 2, 1)
     assert key == "t-9"
+    # A header value is bytes, not text: the answer that echoes the key
+    # is still valid JSON (UTF-8), whatever bytes the client sent, and
+    # the text it gives for bytes that are not UTF-8 is U+FFFD.
+    raw = Raw(port)
+    raw.send(request(b'{"order_id":"o3"}',
+                     b"X-Tenant: t-\xff\xc3(\xe2\x82\xac\r\n"))
+    status, _, body = raw.response()
+    raw.s.close()
+    assert status == 202, body
+    answer = json.loads(body.decode("utf-8"))
+    assert answer["key"] == "t-\ufffd\ufffd(\u20ac", answer
     run.terminate()
     assert run.wait(30) == 0
 
