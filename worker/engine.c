@@ -2913,7 +2913,7 @@ static int msg_fill(engine_t *e, struct msg *m, const struct source_record *rec,
         copy_headers(&m->own, o->headers, o->header_count);
     }
     if (e->recent != NULL) {
-        m->dedupe_hash = recent_hash(m->dedupe, m->dedupe_len);
+        m->dedupe_hash = recent_hash(e->recent, m->dedupe, m->dedupe_len);
     }
     m->bytes = m->key_len + m->value_len;
     m->order_len = m->key_len;

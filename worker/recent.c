@@ -8,6 +8,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #define WAYS 4
 
@@ -27,6 +28,7 @@ struct entry {
 };
 
 struct recent {
+    uint64_t seed; /* random: keys cannot be chosen to share a set */
     size_t mask; /* of sets */
     uint32_t (*tags)[WAYS];
     uint8_t *next; /* per set: the way the next new key takes */
@@ -45,9 +47,9 @@ static uint64_t load64(const char *p)
  * the hash never leaves the process), then MurmurHash3's finalizer, so
  * that keys differing in their last digit differ in every bit of the
  * set index and the tag. */
-uint64_t recent_hash(const char *key, size_t len)
+uint64_t recent_hash(const recent_t *r, const char *key, size_t len)
 {
-    uint64_t h = len * 0x9e3779b97f4a7c15ULL;
+    uint64_t h = r->seed ^ len * 0x9e3779b97f4a7c15ULL;
     size_t i = 0;
 
     for (; i + 8 <= len; i += 8) {
@@ -107,6 +109,9 @@ recent_t *recent_new(size_t slots)
     if (r->tags == NULL || r->next == NULL || r->entries == NULL) {
         recent_free(r);
         return NULL;
+    }
+    if (getrandom(&r->seed, sizeof(r->seed), 0) != (ssize_t)sizeof(r->seed)) {
+        r->seed = (uint64_t)(uintptr_t)r; /* no worse than unseeded */
     }
     r->mask = sets - 1;
     return r;

@@ -23,9 +23,11 @@ typedef struct recent recent_t;
 recent_t *recent_new(size_t slots);
 void recent_free(recent_t *r);
 
-/* The hash of key that recent_add and recent_get take: computed once per
- * key, where the key was just written, not at every call. */
-uint64_t recent_hash(const char *key, size_t len);
+/* The hash of key in r that recent_add and recent_get take: computed
+ * once per key, where the key was just written, not at every call. It is
+ * seeded per cache, so that a producer cannot choose keys that evict
+ * others' from one set. */
+uint64_t recent_hash(const recent_t *r, const char *key, size_t len);
 
 /* Adds the sinks (a bitmask) to key's entry; hash is recent_hash(key). */
 void recent_add(recent_t *r, const char *key, size_t len, uint64_t hash,

@@ -12,12 +12,12 @@
 
 static void add(recent_t *r, const char *key, size_t len, uint64_t sinks)
 {
-    recent_add(r, key, len, recent_hash(key, len), sinks);
+    recent_add(r, key, len, recent_hash(r, key, len), sinks);
 }
 
 static uint64_t get(const recent_t *r, const char *key, size_t len)
 {
-    return recent_get(r, key, len, recent_hash(key, len));
+    return recent_get(r, key, len, recent_hash(r, key, len));
 }
 
 static void test_add_get(void **state)

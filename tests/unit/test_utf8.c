@@ -20,7 +20,8 @@ static void test_escapes(void **state)
     assert_string_equal(out, "a\\\"b\\\\c\\u000a\\u007f");
     /* UTF-8 as it is; bytes that are not UTF-8 (a stray continuation, a
      * lead byte cut short, 0xff, a surrogate) each become \ufffd. */
-    utf8_json_escape(out, sizeof(out), "\xe2\x82\xac|\x80|\xc3(|\xff|\xed\xa0\x80");
+    utf8_json_escape(out, sizeof(out),
+                     "\xe2\x82\xac|\x80|\xc3(|\xff|\xed\xa0\x80");
     assert_string_equal(out, "\xe2\x82\xac|\\ufffd|\\ufffd(|\\ufffd|"
                              "\\ufffd\\ufffd\\ufffd");
 }
